@@ -1,0 +1,255 @@
+"""Classify the whole cohort at once: results -> bands -> index test -> status -> actions.
+
+Patient ids are factorised once into integer codes (the cohort sorted by id); every rule
+then works on arrays indexed by those codes. Rule thresholds come from the rules profile,
+with a performing lab's site profile used for its own results' bands (R1, R2, R5).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date
+
+import numpy as np
+import pandas as pd
+
+from pipeline.config import RulesProfile
+from pipeline.reasons import build_reasons
+from pipeline.rules import actions, bands
+from pipeline.rules import index as idx
+
+PATIENT_COLUMNS = (
+    "patient_id", "practice_id", "age_years", "index_test", "index_value", "index_unit",
+    "index_collected_at", "index_censor", "b12_total_ng_l", "b12_total_at",
+    "b12_active_pmol_l", "b12_active_at", "mma_umol_l", "mma_at", "b12_status",
+    "status_basis", "discordant", "censored_ambiguous", "needs_mma", "needs_supplementation",
+    "supplementation_reason", "suggested_regimen", "metformin_monitoring_due",
+    "metformin_risk", "retest_due", "urgent_review", "paediatric", "on_metformin",
+    "on_b12_treatment", "reasons",
+    # added after the SPEC's list (public from now on; add, don't rename)
+    "rule_ids", "regimen_code", "b12_treatment_start", "last_b12_test_at",
+)
+MED_CLASSES_B12 = ("b12_oral", "b12_injection")
+
+
+@dataclass
+class Classified:
+    patients: pd.DataFrame
+    results: pd.DataFrame
+    rows_after_as_of: int
+
+
+def cohort_ids(*id_series: pd.Series) -> pd.Index:
+    """Every non-empty patient id seen in any input row, sorted (stable output order)."""
+    ids = pd.concat([s.astype("str") for s in id_series], ignore_index=True)
+    return pd.Index(ids[ids != ""].unique(), dtype="str").sort_values()
+
+
+def _site_thresholds(site: pd.Series, rules: RulesProfile, rule_id: str, key: str) -> np.ndarray:
+    """Per-row threshold: the performing lab's profile if it has one, else the default."""
+    default = float(rules.rule(rule_id)[key])
+    if not rules.sites:
+        return np.full(len(site), default)
+    mapping = {s: float(p.rule(rule_id)[key]) for s, p in rules.sites.items()}
+    return site.map(mapping).astype("float64").fillna(default).to_numpy()
+
+
+def band_results(results: pd.DataFrame, rules: RulesProfile) -> pd.DataFrame:
+    """R1-R3 (and the MMA reading) for every accepted result: ``sev``, ``band``, ``ambiguous``."""
+    analyte = results["analyte"].to_numpy(dtype=object)
+    value = results["value"].to_numpy(dtype="float64")
+    censor = results["censor"].to_numpy(dtype=object)
+    site = results["site_id"]
+    sev = np.ones(len(results), dtype="int8")
+    amb = np.zeros(len(results), dtype=bool)
+    band = np.full(len(results), None, dtype=object)
+    for name, rule_id in (("b12_total", "R1"), ("b12_active", "R2")):
+        m = analyte == name
+        code, ambiguous = bands.b12_band(
+            value[m], censor[m],
+            _site_thresholds(site[m], rules, rule_id, "deficient_below"),
+            _site_thresholds(site[m], rules, rule_id, "unlikely_above"))
+        sev[m], amb[m], band[m] = code, ambiguous, bands.B12_BANDS[code]
+    m = analyte == "mma"
+    code, ambiguous = bands.mma_band(value[m], censor[m],
+                                     _site_thresholds(site[m], rules, "R5", "mma_upper_umol_l"))
+    sev[m], amb[m], band[m] = code, ambiguous, bands.MMA_BANDS[code]
+    return results.assign(sev=sev, ambiguous=amb, band=pd.Series(band, index=results.index,
+                                                                 dtype="str"))
+
+
+def _medication_features(meds: pd.DataFrame | None, n: int, as_of: date,
+                         gap_days: int) -> pd.DataFrame:
+    """Per-patient prescription facts on the as-of date."""
+    out = pd.DataFrame(index=pd.RangeIndex(n))
+    empty_time = pd.Series(pd.NaT, index=out.index, dtype="datetime64[us]")
+    if meds is None or meds.empty:
+        for c in ("on_metformin", "on_b12", "acid"):
+            out[c] = False
+        out["metformin_dose"] = np.nan
+        out["first_metformin"] = empty_time
+        out["treatment_start"] = empty_time
+        return out
+    ts = pd.Timestamp(as_of)
+    started = meds["start_date"] <= ts
+    active = started & (meds["end_date"].isna() | (meds["end_date"] >= ts))
+    cls = meds["med_class"]
+
+    def any_active(*classes: str) -> pd.Series:
+        hit = active & cls.isin(classes)
+        return hit.groupby(meds["pid"]).any().reindex(out.index, fill_value=False)
+
+    out["on_metformin"] = any_active("metformin")
+    out["on_b12"] = any_active(*MED_CLASSES_B12)
+    out["acid"] = any_active("acid_suppressant")
+    met = meds[active & (cls == "metformin")]
+    out["metformin_dose"] = met["dose_mg_per_day"].groupby(met["pid"]).sum(min_count=1)
+    met_any = meds[started & (cls == "metformin")]
+    out["first_metformin"] = met_any["start_date"].groupby(met_any["pid"]).min()
+    out["first_metformin"] = out["first_metformin"].astype("datetime64[us]")
+    # R11 course start: prescriptions that overlap or follow within gap_days are one course.
+    b12 = meds[started & cls.isin(MED_CLASSES_B12)].sort_values(["pid", "start_date"],
+                                                                kind="stable")
+    end = b12["end_date"].fillna(pd.Timestamp.max.floor("D"))
+    prev_end = end.groupby(b12["pid"]).cummax().groupby(b12["pid"]).shift()
+    new_course = prev_end.isna() | (b12["start_date"] > prev_end + pd.Timedelta(days=gap_days))
+    course_start = b12["start_date"].where(new_course).groupby(new_course.cumsum()) \
+        .transform("first")
+    current = course_start.groupby(b12["pid"]).last()
+    out["treatment_start"] = current.reindex(out.index).astype("datetime64[us]")
+    out.loc[~out["on_b12"], "treatment_start"] = pd.NaT
+    return out
+
+
+def _treated_since(meds: pd.DataFrame | None, index_at: pd.Series, as_of: date) -> pd.Series:
+    """R12: any B12 prescription started on or after the index test's date (up to as-of)."""
+    if meds is None or meds.empty:
+        return pd.Series(False, index=index_at.index)
+    b12 = meds[meds["med_class"].isin(MED_CLASSES_B12) & (meds["start_date"]
+                                                         <= pd.Timestamp(as_of))]
+    day = index_at.dt.floor("D").reindex(b12["pid"]).to_numpy()
+    hit = b12["start_date"].to_numpy() >= day
+    return pd.Series(hit, index=b12.index).groupby(b12["pid"]).any() \
+        .reindex(index_at.index, fill_value=False)
+
+
+def classify(results: pd.DataFrame, patients: pd.DataFrame | None,
+             meds: pd.DataFrame | None, cohort: pd.Index, rules: RulesProfile,
+             as_of: date) -> Classified:
+    """Apply R1-R13 to every patient in ``cohort``; returns patient and result tables."""
+    n = len(cohort)
+    results = band_results(results, rules)
+    results = results.assign(pid=cohort.get_indexer(results["patient_id"]))
+    after = results["collected_at"].dt.floor("D") > pd.Timestamp(as_of)
+    results = results.assign(after_as_of=after)
+    usable = results[~after]
+
+    r4 = rules.rule("R4")["lookback_days"]
+    index = idx.select_index(usable, as_of, r4, n)
+    latest = idx.latest_per_analyte(usable[usable["analyte"] != "mma"], as_of, r4)
+    total = latest[latest["analyte"] == "b12_total"].set_index("pid").reindex(index.index)
+    active = latest[latest["analyte"] == "b12_active"].set_index("pid").reindex(index.index)
+    mma = idx.select_mma(usable, index["collected_at"], as_of)
+    status, by_mma = idx.resolve_status(index["sev"], mma["sev"])
+    # only report the MMA that R5 considered
+    has_index = index["analyte"].notna()
+
+    attrs = _patient_attributes(patients, cohort)
+    if meds is not None:
+        meds = meds.assign(pid=cohort.get_indexer(meds["patient_id"]))
+    med = _medication_features(meds, n, as_of, rules.rule("R11")["treatment_gap_days"])
+    b12_rows = usable[usable["analyte"].isin(idx.B12_ANALYTES)]
+    last_test = b12_rows["collected_at"].groupby(b12_rows["pid"]).max() \
+        .reindex(index.index).astype("datetime64[us]")
+
+    r8, r9, r10 = rules.rule("R8"), rules.rule("R9"), rules.rule("R10")
+    r11, r12, r13 = rules.rule("R11"), rules.rule("R12"), rules.rule("R13")
+    age = attrs["age_years"]
+    ileal = actions.ileal_resection(attrs["ileal_resection_cm"], r8["ileal_resection_cm_above"])
+    needs_supp, supp_reason = actions.needs_supplementation(
+        status, med["on_b12"], attrs["bariatric_surgery"], ileal, attrs["diet"])
+    regimen_code = actions.regimen(needs_supp, age, attrs["neurological_symptoms"], ileal,
+                                   attrs["bariatric_surgery"], status, attrs["diet"],
+                                   r13["paediatric_age_below"])
+    monitoring = actions.metformin_monitoring_due(med["on_metformin"], last_test, as_of,
+                                                  r10["metformin_test_interval_days"])
+    risk = actions.metformin_risk(
+        med["on_metformin"], age, med["metformin_dose"], med["first_metformin"], med["acid"],
+        attrs["diet"], attrs["autoimmune_gastritis"], attrs["bariatric_surgery"], as_of,
+        age_years=r10["risk_age_years"], dose_mg=r10["risk_dose_mg_per_day"],
+        years=r10["risk_years_on_metformin"])
+    retest = actions.retest_due(med["on_b12"], med["treatment_start"], last_test,
+                                attrs["pregnant"], as_of, after_days=r11["retest_after_days"],
+                                after_days_pregnant=r11["retest_after_days_pregnant"])
+    urgent = actions.urgent_review(status, attrs["neurological_symptoms"], attrs["pregnant"],
+                                   index["collected_at"],
+                                   _treated_since(meds, index["collected_at"], as_of),
+                                   as_of, r12["untreated_days"])
+    paediatric = actions.paediatric(age, r13["paediatric_age_below"])
+
+    practice = attrs["practice_id"]
+    lab_practice = usable[usable["practice_id"] != ""].sort_values(
+        ["pid", "collected_at"], kind="stable").drop_duplicates("pid", keep="last") \
+        .set_index("pid")["practice_id"].reindex(index.index)
+    practice = practice.where(practice.fillna("") != "", lab_practice)
+
+    out = pd.DataFrame({
+        "patient_id": pd.Series(cohort, dtype="str"),
+        "practice_id": practice.astype("str"),
+        "age_years": age.astype("Int16"),
+        "index_test": index["analyte"].astype("str"),
+        "index_value": index["value"].astype("float64"),
+        "index_unit": index["unit"].astype("str"),
+        "index_collected_at": index["collected_at"].astype("datetime64[us]"),
+        "index_censor": index["censor"].astype("str"),
+        "b12_total_ng_l": total["value"].astype("float64"),
+        "b12_total_at": total["collected_at"].astype("datetime64[us]"),
+        "b12_active_pmol_l": active["value"].astype("float64"),
+        "b12_active_at": active["collected_at"].astype("datetime64[us]"),
+        "mma_umol_l": mma["value"].where(has_index).astype("float64"),
+        "mma_at": mma["collected_at"].where(has_index).astype("datetime64[us]"),
+        "b12_status": status,
+        "status_basis": np.where(by_mma, "mma", index["analyte"].fillna("none")),
+        "discordant": index["discordant"],
+        "censored_ambiguous": index["ambiguous"],
+        "needs_mma": idx.needs_mma(status),
+        "needs_supplementation": needs_supp,
+        "supplementation_reason": supp_reason,
+        "suggested_regimen": actions.regimen_text(regimen_code, r9),
+        "metformin_monitoring_due": monitoring,
+        "metformin_risk": risk,
+        "retest_due": retest,
+        "urgent_review": urgent,
+        "paediatric": paediatric,
+        "on_metformin": med["on_metformin"].astype(bool),
+        "on_b12_treatment": med["on_b12"].astype(bool),
+        "rule_ids": "",
+        "regimen_code": regimen_code,
+        "b12_treatment_start": med["treatment_start"].astype("datetime64[us]"),
+        "last_b12_test_at": last_test,
+    })
+    out["index_sev"] = index["sev"]
+    out["mma_sev"] = mma["sev"].where(has_index)
+    out["mma_censor"] = mma["censor"]
+    out["metformin_interval"] = r10["metformin_test_interval_days"]
+    out["reasons"], out["rule_ids"] = build_reasons(out, attrs, as_of)
+    out = out[list(PATIENT_COLUMNS)]
+    results_out = results.drop(columns=["pid", "sev"])
+    return Classified(out, results_out, int(after.sum()))
+
+
+def _patient_attributes(patients: pd.DataFrame | None, cohort: pd.Index) -> pd.DataFrame:
+    """Accepted patient rows aligned to the cohort (absent patients: all unknown)."""
+    columns = {
+        "practice_id": "str", "age_years": "Int64", "diet": "str", "sex": "str",
+        "autoimmune_gastritis": "boolean", "bariatric_surgery": "boolean",
+        "crohns_disease": "boolean", "neurological_symptoms": "boolean",
+        "pregnant": "boolean", "ileal_resection_cm": "float64",
+    }
+    if patients is None or patients.empty:
+        return pd.DataFrame({c: pd.Series(pd.NA if t != "float64" else np.nan,
+                                          index=pd.RangeIndex(len(cohort)), dtype=t)
+                             for c, t in columns.items()})
+    pos = cohort.get_indexer(patients["patient_id"])
+    frame = patients.set_axis(pos).reindex(pd.RangeIndex(len(cohort)))
+    return pd.DataFrame({c: frame[c].astype(t) for c, t in columns.items()})

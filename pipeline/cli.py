@@ -1,0 +1,249 @@
+"""The ``b12screen`` command line: thin wrappers over ``pipeline.run`` and friends.
+
+Exit codes: 0 success; 1 input unusable (one-line message, no traceback); 2 usage error.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import date, datetime
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from pipeline.errors import EXIT_USAGE, UserError
+
+app = typer.Typer(
+    name="b12screen",
+    help="Screen a population for vitamin B12 deficiency from routine lab extracts.",
+    no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+err = Console(stderr=True, highlight=False)
+out = Console(highlight=False)
+
+LabsArg = Annotated[str, typer.Argument(help="Labs extract: a CSV/Parquet file, a folder or "
+                                              "a glob.", show_default=False)]
+PatientsOpt = Annotated[str | None, typer.Option("--patients", help="Patients file (CSV/Parquet).")]
+MedsOpt = Annotated[str | None, typer.Option("--medications", help="Prescriptions file.")]
+FormatOpt = Annotated[str | None, typer.Option("--format", help="Extract format: a shipped "
+                                                               "name or a TOML path.")]
+RulesOpt = Annotated[str | None, typer.Option("--rules", help="Rules profile: a shipped name or "
+                                                             "a TOML path.")]
+AsOfOpt = Annotated[str | None, typer.Option("--as-of", help="As-of date YYYY-MM-DD (default: "
+                                                           "latest collected_at).")]
+OutOpt = Annotated[Path | None, typer.Option("--out", help="Output folder (default "
+                                                          "reports/<as-of YYYY-MM>).")]
+RateOpt = Annotated[float, typer.Option("--max-reject-rate", help="Stop when a larger share "
+                                                                  "of rows is rejected.")]
+QuietOpt = Annotated[bool, typer.Option("--quiet", help="No progress output.")]
+
+
+def _fail(exc: UserError) -> None:
+    err.print(f"b12screen: error: {exc.message}", markup=False, soft_wrap=True)
+    raise typer.Exit(exc.exit_code)
+
+
+def _as_of(text: str | None) -> date | None:
+    if text is None:
+        return None
+    try:
+        return datetime.strptime(text, "%Y-%m-%d").date()
+    except ValueError as exc:
+        raise UserError(f"--as-of must be a date YYYY-MM-DD, got '{text}'", EXIT_USAGE) from exc
+
+
+@contextmanager
+def _progress(quiet: bool) -> Iterator[Callable[[str], None] | None]:
+    """Progress on stderr for long steps; silent with --quiet or when not a terminal."""
+    if quiet or not sys.stderr.isatty():
+        yield None
+        return
+    with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
+                  console=err, transient=False) as bar:
+        current: list[int] = []
+
+        def step(name: str) -> None:
+            if current:
+                bar.update(current[-1], completed=1, total=1)
+            current.append(bar.add_task(name, total=None))
+
+        yield step
+        if current:
+            bar.update(current[-1], completed=1, total=1)
+
+
+@app.command()
+def run(labs: LabsArg, patients: PatientsOpt = None, medications: MedsOpt = None,
+        format: FormatOpt = None, rules: RulesOpt = None, as_of: AsOfOpt = None,
+        out_dir: OutOpt = None,
+        engine: Annotated[str, typer.Option("--engine", help="pandas or dask.")] = "pandas",
+        scheduler: Annotated[str | None, typer.Option(
+            "--scheduler", help="Dask scheduler address (default: a local cluster).")] = None,
+        max_reject_rate: RateOpt = 0.05,
+        previous: Annotated[Path | None, typer.Option(
+            "--previous", help="Previous run folder for new/persisting/resolved.")] = None,
+        quiet: QuietOpt = False) -> None:
+    """Screen a labs extract and write tables, worklists, report and manifest.
+
+    Example: b12screen run labs.csv --patients patients.csv --medications meds.csv
+    """
+    from pipeline.outputs import write_outputs
+    from pipeline.run import RunOptions, prepare, run_classification
+
+    try:
+        if engine not in ("pandas", "dask"):
+            raise UserError("--engine must be pandas or dask", EXIT_USAGE)
+        options = RunOptions(labs=labs, patients=patients, medications=medications,
+                             format=format, rules=rules, as_of=_as_of(as_of), out=out_dir,
+                             engine=engine, scheduler=scheduler,
+                             max_reject_rate=max_reject_rate, previous=previous)
+        with _progress(quiet) as progress:
+            state = prepare(options, progress)
+            run_classification(state, progress)
+            folder = write_outputs(state, out_dir, previous, progress)
+    except UserError as exc:
+        _fail(exc)
+    for note in state.warnings:
+        err.print(f"warning: {note}", markup=False)
+    acc = state.accounting()["labs"]
+    if not quiet:
+        out.print(f"as-of {state.as_of}; {len(state.classified.patients)} patients;"
+                  f" labs rows read {acc['rows_read']} = accepted {acc['rows_accepted']}"
+                  f" + rejected {acc['rows_rejected']} + other tests"
+                  f" {acc['rows_skipped_other_tests']} + duplicates"
+                  f" {acc['rows_exact_duplicates']}", markup=False)
+    out.print(f"outputs: {folder}", markup=False, soft_wrap=True)
+
+
+@app.command()
+def validate(labs: LabsArg, patients: PatientsOpt = None, medications: MedsOpt = None,
+             format: FormatOpt = None, rules: RulesOpt = None, as_of: AsOfOpt = None,
+             out_dir: Annotated[Path | None, typer.Option(
+                 "--out", help="Folder for rejected.parquet/.csv (default "
+                               "reports/validate-<as-of YYYY-MM>).")] = None,
+             max_reject_rate: RateOpt = 0.05, quiet: QuietOpt = False) -> None:
+    """Validate inputs and account for every row; no classification.
+
+    Prints a data-quality table (rows per reason and per file) and writes the rejected rows.
+    Example: b12screen validate labs.csv --format uk-lab
+    """
+    from pipeline.run import RunOptions, prepare, rejected_frame
+    from pipeline.validate_report import quality_tables, write_rejected
+
+    try:
+        options = RunOptions(labs=labs, patients=patients, medications=medications,
+                             format=format, rules=rules, as_of=_as_of(as_of),
+                             max_reject_rate=1.0)
+        with _progress(quiet) as progress:
+            state = prepare(options, progress)
+        folder = out_dir or Path("reports") / f"validate-{state.as_of:%Y-%m}"
+        write_rejected(rejected_frame(state), folder)
+        for table in quality_tables(state):
+            out.print(table)
+        out.print(f"rejected rows: {folder}", markup=False, soft_wrap=True)
+        options.max_reject_rate = max_reject_rate
+        from pipeline.run import _check_reject_rate
+
+        _check_reject_rate(state)
+    except UserError as exc:
+        _fail(exc)
+
+
+@app.command("sample-data")
+def sample_data(
+        directory: Annotated[Path, typer.Argument(help="Folder to write into.")],
+        patients: Annotated[int, typer.Option("--patients", help="Number of patients.")] = 2000,
+        seed: Annotated[int, typer.Option("--seed", help="Random seed.")] = 12,
+        messy: Annotated[bool, typer.Option("--messy", help="Add realistic bad rows.")] = False,
+) -> None:
+    """Write a synthetic labs, patients and medications extract (deterministic per seed).
+
+    Example: b12screen sample-data demo --patients 5000 --messy
+    """
+    from pipeline.sample_data import generate
+
+    if patients < 1:
+        _fail(UserError("--patients must be at least 1", EXIT_USAGE))
+    paths = generate(directory, n_patients=patients, seed=seed, messy=messy)
+    for kind, path in paths.items():
+        out.print(f"{kind}: {path}", markup=False, soft_wrap=True)
+
+
+@app.command()
+def demo(directory: Annotated[Path, typer.Option(
+        "--dir", help="Where to put the demo data and outputs.")] = Path("b12screen-demo"),
+         quiet: QuietOpt = False) -> None:
+    """Make sample data, run the pipeline on it, and print where the report is.
+
+    Example: b12screen demo
+    """
+    from pipeline.outputs import write_outputs
+    from pipeline.run import RunOptions, prepare, run_classification
+    from pipeline.sample_data import generate
+
+    try:
+        paths = generate(directory / "data", n_patients=2000, seed=12, messy=True)
+        options = RunOptions(labs=str(paths["labs"]), patients=str(paths["patients"]),
+                             medications=str(paths["medications"]))
+        with _progress(quiet) as progress:
+            state = prepare(options, progress)
+            run_classification(state, progress)
+            folder = write_outputs(state, directory / "reports" / f"{state.as_of:%Y-%m}",
+                                   None, progress)
+    except UserError as exc:
+        _fail(exc)
+    out.print(f"sample data: {directory / 'data'}", markup=False, soft_wrap=True)
+    out.print(f"outputs:     {folder}", markup=False, soft_wrap=True)
+    out.print(f"report:      {folder / 'report.html'}", markup=False, soft_wrap=True)
+
+
+@app.command()
+def trend(reports_dir: Annotated[Path, typer.Argument(help="Folder holding run folders.")]
+          ) -> None:
+    """Month-on-month measures over earlier runs: trend.html and trend.csv.
+
+    Example: b12screen trend reports
+    """
+    from pipeline.trend import build_trend
+
+    try:
+        html, csv = build_trend(reports_dir)
+    except UserError as exc:
+        _fail(exc)
+    out.print(f"trend: {html}\ntrend data: {csv}", markup=False, soft_wrap=True)
+
+
+@app.command("rules")
+def rules_cmd(rules: RulesOpt = None) -> None:
+    """Show the active rules table with sources, and what differs from the default.
+
+    Example: b12screen rules --rules bsh-2014
+    """
+    from pipeline.config import DEFAULT_RULES, load_rules
+
+    try:
+        profile = load_rules(rules)
+        default = {(r, k): v for r, k, v, _ in load_rules(DEFAULT_RULES).parameters()}
+    except UserError as exc:
+        _fail(exc)
+    table = Table(title=f"Rules profile {profile.name} ({profile.path})")
+    for column in ("rule", "parameter", "value", "default", "source"):
+        table.add_column(column, overflow="fold")
+    for rule_id, key, value, source in profile.parameters():
+        base = default.get((rule_id, key))
+        differs = "" if base == value else f"{base}"
+        table.add_row(rule_id, key, str(value), differs, source)
+    out.print(table)
+    for site, site_profile in profile.sites.items():
+        out.print(f"site {site}: profile {site_profile.name}", markup=False)
+
+
+def main() -> None:  # pragma: no cover - console entry point convenience
+    app()

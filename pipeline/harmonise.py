@@ -1,0 +1,161 @@
+"""Pure, vectorised converters from source text to canonical values.
+
+Each function works on the *unique* values of a column (codes, units, dates and results
+repeat heavily in a lab extract) and maps the answers back with the factorised codes, so
+cost grows with the number of distinct values, not rows.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable
+from datetime import date
+
+import numpy as np
+import pandas as pd
+
+from pipeline.config import InputSpec
+
+CENSORS = ("", "<", "<=", ">", ">=")
+#: Canonical unit of each analyte (SPEC "Analytes and units").
+CANONICAL_UNIT = {"b12_total": "ng/L", "b12_active": "pmol/L", "mma": "µmol/L"}
+
+_RESULT = r"^(<=|>=|=<|=>|<|>|=)?\s*([+-]?(?:\d+(?:\.\d*)?|\.\d+))$"
+_TZ = r"^(.*\d:\d\d(?::\d\d(?:\.\d+)?)?)\s*(?:Z|[+-]\d\d:?\d\d)$"
+_DAY_FIRST = ("%d/%m/%Y", "%d/%m/%Y %H:%M", "%d/%m/%Y %H:%M:%S", "%d-%m-%Y",
+              "%d-%m-%Y %H:%M", "%d-%m-%Y %H:%M:%S", "%d.%m.%Y", "%d.%m.%Y %H:%M",
+              "%d.%m.%Y %H:%M:%S")
+
+
+def by_unique(series: pd.Series, fn: Callable[[pd.Series], pd.Series | pd.DataFrame]):
+    """Apply a vectorised ``fn`` to the distinct values of ``series`` and broadcast back.
+
+    ``fn`` returns a Series or DataFrame aligned with the distinct values; missing values of
+    ``series`` get a missing answer.
+    """
+    codes, uniques = pd.factorize(series, use_na_sentinel=True)
+    answers = fn(pd.Series(uniques, dtype=series.dtype)).reset_index(drop=True)
+    if (codes < 0).any():
+        answers = pd.concat([answers, answers.iloc[:0].reindex([len(answers)])])
+        codes = np.where(codes < 0, len(answers) - 1, codes)
+    out = answers.take(codes)
+    out.index = series.index
+    return out
+
+
+def parse_dates(series: pd.Series, *, day_first: bool = False,
+                formats: tuple[str, ...] = ()) -> pd.Series:
+    """Text to naive datetimes; unparseable or impossible dates become NaT.
+
+    A trailing time-zone designator is dropped: the wall-clock date the lab wrote is the
+    clinically meaningful one.
+    """
+
+    def parse(uniq: pd.Series) -> pd.Series:
+        text = uniq.astype("str").str.replace(_TZ, r"\1", regex=True)
+        out = pd.Series(pd.NaT, index=text.index, dtype="datetime64[us]")
+        candidates = list(formats)
+        candidates += list(_DAY_FIRST) if day_first else []
+        for fmt in [*candidates, "ISO8601"]:
+            todo = out.isna() & (text != "")
+            if not todo.any():
+                break
+            parsed = pd.to_datetime(text[todo], format=fmt, errors="coerce")
+            out[todo] = parsed.astype("datetime64[us]")
+        return out
+
+    return by_unique(series, parse).astype("datetime64[us]")
+
+
+def parse_results(series: pd.Series, *, decimal_comma: bool = False) -> pd.DataFrame:
+    """Result text to ``number`` (float, NaN if non-numeric) and ``censor`` (``<`` ... or '')."""
+
+    def parse(uniq: pd.Series) -> pd.DataFrame:
+        text = uniq.astype("str").str.strip()
+        if decimal_comma:
+            text = text.str.replace(",", ".", regex=False)
+        parts = text.str.extract(_RESULT)
+        number = pd.to_numeric(parts[1], errors="coerce").astype("float64")
+        censor = parts[0].fillna("").astype("str").replace({"=": "", "=<": "<=", "=>": ">="})
+        return pd.DataFrame({"number": number, "censor": censor.where(number.notna(), "")})
+
+    out = by_unique(series, parse)
+    out["censor"] = out["censor"].fillna("").astype("str")
+    return out
+
+
+def normalise_unit(series: pd.Series) -> pd.Series:
+    """Case-folded unit text with ``u``, ``µ``, ``μ`` (and ``mc``) alike and no spaces."""
+
+    def norm(uniq: pd.Series) -> pd.Series:
+        text = uniq.astype("str").str.lower().str.replace(" ", "", regex=False)
+        for micro in ("µ", "μ", "mc"):
+            text = text.str.replace(micro, "u", regex=False)
+        return text.str.replace("litre", "l", regex=False).str.replace("liter", "l",
+                                                                         regex=False)
+
+    return by_unique(series, norm).fillna("").astype("str")
+
+
+def unit_factors(harmonise: dict) -> dict[str, dict[str, float]]:
+    """Accepted units per analyte and the factor to the canonical unit (from the profile)."""
+    return {
+        "b12_total": {"ng/l": 1.0, "pg/ml": 1.0, "pmol/l": harmonise["b12_total_pmol_to_ng"]},
+        "b12_active": {"pmol/l": 1.0},
+        "mma": {"umol/l": 1.0, "nmol/ml": 1.0, "nmol/l": harmonise["mma_nmol_per_l_to_umol"]},
+    }
+
+
+def map_codes(series: pd.Series, codes: dict[str, str]) -> pd.Series:
+    """Test code to analyte (case-insensitive); unmapped codes give NA."""
+    return by_unique(series, lambda u: u.astype("str").str.strip().str.upper()
+                     .map(codes).astype("str")).astype("str")
+
+
+def parse_yes_no(series: pd.Series, spec: InputSpec) -> tuple[pd.Series, pd.Series]:
+    """(value as nullable boolean, mask of cells that are neither yes, no nor empty)."""
+    lowered = series.astype("str").str.strip().str.lower()
+    value = pd.Series(pd.NA, index=series.index, dtype="boolean")
+    value[lowered.isin(spec.yes)] = True
+    value[lowered.isin(spec.no)] = False
+    bad = value.isna() & (lowered != "")
+    return value, bad
+
+
+def parse_number(series: pd.Series, *, decimal_comma: bool = False) -> tuple[pd.Series, pd.Series]:
+    """(float, mask of non-empty cells that are not plain numbers)."""
+    text = series.astype("str").str.strip()
+    if decimal_comma:
+        text = text.str.replace(",", ".", regex=False)
+    plain = text.str.fullmatch(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)")
+    value = pd.to_numeric(text.where(plain, None), errors="coerce").astype("float64")
+    return value, (~plain) & (text != "")
+
+
+def classify_medication(names: pd.Series, codes: pd.Series | None, spec: InputSpec) -> pd.Series:
+    """Medication name (or code) to class by the format's ordered patterns; NA if none."""
+
+    def classes(uniq: pd.Series) -> pd.Series:
+        text = uniq.astype("str")
+        out = pd.Series(pd.NA, index=text.index, dtype="str")
+        if spec.class_codes:
+            out = text.str.strip().str.upper().map(spec.class_codes).astype("str")
+        for cls, pattern in spec.classes:
+            todo = out.isna()
+            if not todo.any():
+                break
+            with warnings.catch_warnings():  # groups in a user's pattern are harmless here
+                warnings.simplefilter("ignore", UserWarning)
+                hit = text[todo].str.contains(pattern, case=False, regex=True)
+            out[todo & hit.reindex(text.index, fill_value=False)] = cls
+        return out
+
+    return by_unique(names, classes).astype("str")
+
+
+def age_at(birth: pd.Series, as_of: date) -> pd.Series:
+    """Whole years of age on ``as_of`` (birthday not yet reached counts one year less)."""
+    years = as_of.year - birth.dt.year
+    before = (birth.dt.month > as_of.month) | (
+        (birth.dt.month == as_of.month) & (birth.dt.day > as_of.day))
+    return (years - before.astype("Int64")).astype("Int64")

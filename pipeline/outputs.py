@@ -1,0 +1,200 @@
+"""Assemble and write every output of a run into one folder (atomically).
+
+Patient-level: patients.parquet, results.parquet, rejected.parquet/.csv, worklists/*.csv,
+worklists.xlsx, worklist_state.parquet. Shareable (disclosure-controlled, no patient ids):
+measures.parquet/.csv, summary.json, report.html. Audit: manifest.json.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pyarrow as pa
+
+from pipeline import __version__
+from pipeline.disclosure import suppress_counts
+from pipeline.measures import MEASURES, build_measures
+from pipeline.report import render_report
+from pipeline.run import RunState, environment, rejected_by_reason, rejected_frame
+from pipeline.worklist_state import apply_state, find_previous_run
+from pipeline.worklists import build_worklists
+from pipeline.write import (
+    PATIENTS_SCHEMA,
+    RESULTS_SCHEMA,
+    atomic_folder,
+    restrict,
+    to_arrow,
+    write_csv,
+    write_json,
+    write_parquet,
+    write_xlsx,
+)
+
+SHAREABLE = {"measures.parquet", "measures.csv", "summary.json", "report.html"}
+
+
+def default_out(as_of: date) -> Path:
+    return Path("reports") / f"{as_of:%Y-%m}"
+
+
+def table_metadata(state: RunState) -> dict[str, str]:
+    return {"version": __version__, "rules_profile": state.rules.name,
+            "rules_sha256": state.rules.sha256, "as_of": state.as_of.isoformat(),
+            "format": state.fmt.name}
+
+
+def _published(counts: dict[str, int], small: int, rounding: int, secondary: bool) -> dict:
+    """Counts for a shareable file: suppressed ones become None (never 0)."""
+    if not counts:
+        return {}
+    series = pd.Series(counts, dtype="int64")
+    done = suppress_counts(series, secondary=secondary, small_count=small, rounding=rounding)
+    return {k: (None if s else int(c)) for k, c, s in
+            zip(done.index, done["count"], done["suppressed"], strict=True)}
+
+
+def build_summary(state: RunState, patients: pd.DataFrame, worklist_sizes: dict[str, Any],
+                  measures: pd.DataFrame) -> dict[str, Any]:
+    """The numbers behind the report, disclosure-controlled (shareable)."""
+    small = state.rules.disclosure["small_count"]
+    rounding = state.rules.disclosure["rounding"]
+    status = patients["b12_status"].value_counts().reindex(
+        ["deficient", "indeterminate", "unlikely", "not_tested"], fill_value=0)
+    flags = {c: int(patients[c].sum()) for c in (
+        "needs_mma", "needs_supplementation", "metformin_monitoring_due", "retest_due",
+        "urgent_review", "paediatric", "discordant", "censored_ambiguous", "on_metformin",
+        "on_b12_treatment")}
+    accounting = {k: _published({n: v for n, v in c.items() if n != "balanced"}, small,
+                                rounding, secondary=False)
+                  for k, c in state.accounting().items()}
+    overall = measures[measures["group_by"] == "overall"]
+    return {
+        "as_of": state.as_of.isoformat(),
+        "month": f"{state.as_of:%Y-%m}",
+        "version": __version__,
+        "rules": {"name": state.rules.name, "sha256": state.rules.sha256},
+        "disclosure": {"small_count": small, "rounding": rounding,
+                       "note": "counts 1-%d suppressed (null); others rounded to %d"
+                               % (small, rounding)},
+        "cohort": {"patients": _published({"patients": len(patients)}, small, rounding,
+                                          False)["patients"],
+                   "by_status": _published({k: int(v) for k, v in status.items()}, small,
+                                           rounding, True),
+                   "flags": _published(flags, small, rounding, False)},
+        "accounting": accounting,
+        "rejected_by_reason": _published(rejected_by_reason(rejected_frame(state)), small,
+                                         rounding, False),
+        "worklists": {name: {k: (_published({k: v}, small, rounding, False)[k]
+                                 if isinstance(v, int) else v) for k, v in sizes.items()}
+                      for name, sizes in worklist_sizes.items()},
+        "measures": [
+            {k: (None if pd.isna(v) else (v if not hasattr(v, "item") else v.item()))
+             for k, v in row.items()} for row in overall.to_dict("records")],
+    }
+
+
+def _sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def write_outputs(state: RunState, out: Path | None, previous: Path | None,
+                  progress=None) -> Path:
+    """Write every output; returns the run folder."""
+    classified = state.classified
+    assert classified is not None and state.as_of is not None
+    out = out or default_out(state.as_of)
+    meta = table_metadata(state)
+    with state.step("write", progress), atomic_folder(out) as tmp:
+        patients = classified.patients
+        write_parquet(to_arrow(patients, PATIENTS_SCHEMA, meta), tmp / "patients.parquet")
+        results = classified.results.rename(columns={"ambiguous": "censored_ambiguous"})
+        write_parquet(to_arrow(results, RESULTS_SCHEMA, meta), tmp / "results.parquet")
+        rejected = rejected_frame(state)
+        write_parquet(pa.Table.from_pandas(rejected, preserve_index=False)
+                      .replace_schema_metadata({f"b12screen.{k}": v for k, v in meta.items()}),
+                      tmp / "rejected.parquet")
+        write_csv(rejected, tmp / "rejected.csv")
+
+        month = f"{state.as_of:%Y-%m}"
+        prev = previous if previous is not None else find_previous_run(
+            out.resolve(), state.as_of, state.rules.name)
+        lists, resolved, list_state = apply_state(build_worklists(patients),
+                                                  as_of_month=month, previous_dir=prev)
+        (tmp / "worklists").mkdir(mode=0o700)
+        for name, frame in lists.items():
+            write_csv(frame, tmp / "worklists" / f"{name}.csv")
+        write_csv(resolved, tmp / "worklists" / "resolved.csv")
+        state.warnings += write_xlsx(lists, tmp / "worklists.xlsx")
+        write_parquet(pa.Table.from_pandas(list_state, preserve_index=False),
+                      tmp / "worklist_state.parquet")
+        sizes = {name: {"rows": len(f), "new": int((f["change"] == "new").sum()),
+                        "persisting": int((f["change"] == "persisting").sum()),
+                        "resolved": int((resolved["list"] == name).sum())}
+                 for name, f in lists.items()}
+
+        small = state.rules.disclosure["small_count"]
+        rounding = state.rules.disclosure["rounding"]
+        measures = build_measures(patients, state.as_of, small, rounding)
+        write_parquet(pa.Table.from_pandas(measures, preserve_index=False),
+                      tmp / "measures.parquet")
+        write_csv(measures, tmp / "measures.csv")
+        summary = build_summary(state, patients, sizes, measures)
+        write_json(summary, tmp / "summary.json")
+        r1, r2, r5 = (state.rules.rule(r) for r in ("R1", "R2", "R5"))
+        render_report(tmp / "report.html", summary=summary, patients=patients,
+                      results=results[~results["after_as_of"]], measures=measures,
+                      definitions=MEASURES,
+                      rules_cutoffs={"b12_total": [r1["deficient_below"], r1["unlikely_above"]],
+                                     "b12_active": [r2["deficient_below"],
+                                                    r2["unlikely_above"]],
+                                     "mma": [r5["mma_upper_umol_l"]]},
+                      small_count=small, rounding=rounding)
+        write_json(manifest(state, tmp, prev), tmp / "manifest.json")
+        restrict(tmp, SHAREABLE)
+    return out
+
+
+def manifest(state: RunState, folder: Path, previous: Path | None) -> dict[str, Any]:
+    """Audit record: inputs with hashes, configuration, as-of, accounting, timings."""
+    classified = state.classified
+    labs = state.accounting()["labs"]
+    return {
+        "b12screen_version": __version__,
+        "created_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "as_of": state.as_of.isoformat(),
+        "as_of_source": "--as-of" if state.options.as_of else "latest collected_at",
+        "engine": state.options.engine,
+        "inputs": {kind: [{"path": f.path, "sha256": f.sha256, "rows": f.rows,
+                           "bytes": f.bytes, "encoding": f.encoding,
+                           "delimiter": f.delimiter} for f in v.files]
+                   for kind, v in state.inputs.items()},
+        "format": {"name": state.fmt.name, "path": str(state.fmt.path),
+                   "sha256": state.fmt.sha256},
+        "rules": {"name": state.rules.name, "path": str(state.rules.path),
+                  "sha256": state.rules.sha256,
+                  "sites": {s: p.name for s, p in state.rules.sites.items()}},
+        "options": {"max_reject_rate": state.options.max_reject_rate,
+                    "previous_run": str(previous) if previous else None},
+        "accounting": {
+            "equation": "rows_read = rows_accepted + rows_rejected"
+                        " + rows_skipped_other_tests + rows_exact_duplicates",
+            "rows_read": labs["rows_read"], "rows_accepted": labs["rows_accepted"],
+            "rows_rejected": labs["rows_rejected"],
+            "rows_skipped_other_tests": labs["rows_skipped_other_tests"],
+            "rows_exact_duplicates": labs["rows_exact_duplicates"],
+            "rows_after_as_of": classified.rows_after_as_of if classified else 0,
+            "balanced": labs["balanced"],
+            "by_input": state.accounting(),
+        },
+        "patients": len(classified.patients) if classified else 0,
+        "warnings": state.warnings,
+        "timings_seconds": state.timings,
+        "outputs": {p.relative_to(folder).as_posix(): _sha(p)
+                    for p in sorted(folder.rglob("*")) if p.is_file()},
+        "environment": environment(),
+    }

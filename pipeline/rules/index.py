@@ -1,0 +1,105 @@
+"""R4-R7: the index test, MMA resolution, the patient's status and the need for an MMA.
+
+All functions take one row per accepted result with an integer ``pid`` (patients factorised
+once) and return one row per patient, indexed ``0..n_patients-1``.
+"""
+
+from __future__ import annotations
+
+from datetime import date
+
+import numpy as np
+import pandas as pd
+
+from pipeline.rules.bands import DEFICIENT, INDETERMINATE, UNLIKELY
+
+B12_ANALYTES = ("b12_total", "b12_active")
+STATUSES = ("deficient", "indeterminate", "unlikely", "not_tested")
+#: R4 tie-break "lower value wins": at equal numbers '<150' is lower than '150'.
+CENSOR_RANK = {"<": 0, "<=": 1, "": 2, ">=": 3, ">": 4}
+
+
+def _day(values: pd.Series) -> pd.Series:
+    return values.dt.floor("D")
+
+
+def in_window(collected_at: pd.Series, as_of: date, days: int) -> pd.Series:
+    """Collected on a date in ``(as_of - days, as_of]``."""
+    day = _day(collected_at)
+    end = pd.Timestamp(as_of)
+    return (day > end - pd.Timedelta(days=days)) & (day <= end)
+
+
+def latest_per_analyte(res: pd.DataFrame, as_of: date, lookback_days: int) -> pd.DataFrame:
+    """Latest result of each analyte per patient in the window (same time: lower wins)."""
+    rows = res[in_window(res["collected_at"], as_of, lookback_days)]
+    rows = rows.assign(rank=rows["censor"].map(CENSOR_RANK).astype("int8"))
+    rows = rows.sort_values(["pid", "analyte", "collected_at", "value", "rank"],
+                            ascending=[True, True, False, True, True], kind="stable")
+    return rows.drop_duplicates(["pid", "analyte"])
+
+
+def select_index(res: pd.DataFrame, as_of: date, lookback_days: int, n: int) -> pd.DataFrame:
+    """R4: the index test per patient, with ``discordant`` for same-day disagreement.
+
+    The index day is the latest day with a total or active B12 in the window. On that day
+    each analyte's latest result counts (same time: the lower value); if total and active
+    then disagree the more severe band wins. Equal bands: the later time, then total B12.
+    """
+    b12 = res[res["analyte"].isin(B12_ANALYTES)]
+    b12 = b12[in_window(b12["collected_at"], as_of, lookback_days)]
+    day = _day(b12["collected_at"])
+    index_day = day.groupby(b12["pid"]).max()
+    on_day = b12[day.to_numpy() == index_day.reindex(b12["pid"]).to_numpy()]
+    picks = latest_per_analyte(on_day, as_of, lookback_days)
+    discordant = picks.groupby("pid")["sev"].nunique() > 1
+    picks = picks.assign(total_first=(picks["analyte"] != "b12_total").astype("int8"))
+    picks = picks.sort_values(["pid", "sev", "collected_at", "total_first"],
+                              ascending=[True, False, False, True], kind="stable")
+    index = picks.drop_duplicates("pid").set_index("pid")
+    out = index[["analyte", "value", "unit", "collected_at", "censor", "sev", "ambiguous"]]
+    out = out.reindex(pd.RangeIndex(n))
+    out["discordant"] = discordant.reindex(out.index, fill_value=False).astype(bool)
+    out["ambiguous"] = out["ambiguous"].fillna(False).astype(bool)
+    return out
+
+
+def select_mma(res: pd.DataFrame, index_at: pd.Series, as_of: date) -> pd.DataFrame:
+    """R5: the MMA that may resolve the index test: on/after the index date, up to as-of.
+
+    Several: the latest date wins; on the same day, the highest value.
+    """
+    mma = res[res["analyte"] == "mma"]
+    index_day = _day(index_at).reindex(mma["pid"]).to_numpy()
+    day = _day(mma["collected_at"])
+    keep = (day.to_numpy() >= index_day) & (day <= pd.Timestamp(as_of)).to_numpy()
+    mma = mma[keep].assign(day=day[keep])
+    mma = mma.assign(rank=mma["censor"].map(CENSOR_RANK).astype("int8"))
+    mma = mma.sort_values(["pid", "day", "value", "rank"],
+                          ascending=[True, False, False, False], kind="stable")
+    picked = mma.drop_duplicates("pid").set_index("pid")
+    return picked[["value", "collected_at", "censor", "sev", "ambiguous"]].reindex(index_at.index)
+
+
+def resolve_status(index_sev: pd.Series, mma_sev: pd.Series) -> tuple[pd.Series, pd.Series]:
+    """R5 + R6: (b12_status, status_basis-is-mma).
+
+    An indeterminate index test is resolved by a raised MMA (deficient) or a normal one
+    (unlikely); an MMA whose censored interval straddles the limit resolves nothing. MMA
+    never overrules a deficient or unlikely index test. No index test: ``not_tested``.
+    """
+    sev = index_sev.to_numpy(dtype="float64", na_value=np.nan)
+    msev = mma_sev.to_numpy(dtype="float64", na_value=np.nan)
+    resolvable = sev == INDETERMINATE
+    by_mma = resolvable & ((msev == 2) | (msev == 0))
+    final = np.where(by_mma & (msev == 2), DEFICIENT,
+                     np.where(by_mma & (msev == 0), UNLIKELY, sev))
+    status = np.select([final == DEFICIENT, final == INDETERMINATE, final == UNLIKELY],
+                       ["deficient", "indeterminate", "unlikely"], "not_tested")
+    return (pd.Series(status, index=index_sev.index, dtype="str"),
+            pd.Series(by_mma, index=index_sev.index))
+
+
+def needs_mma(status: pd.Series) -> pd.Series:
+    """R7: an MMA is needed when the status is still indeterminate."""
+    return status == "indeterminate"

@@ -1,0 +1,175 @@
+"""One run of the pipeline: read -> validate -> harmonise -> classify -> write.
+
+This module orchestrates only; every decision lives in ``validate``, ``harmonise``,
+``rules`` and ``classify``. It records per-step timings and the row accounting that the
+manifest proves: ``rows_read = accepted + rejected + skipped + duplicates``.
+"""
+
+from __future__ import annotations
+
+import platform
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from pipeline import __version__
+from pipeline.classify import Classified, classify, cohort_ids
+from pipeline.config import ExtractFormat, RulesProfile, load_format, load_rules
+from pipeline.errors import EXIT_USAGE, UserError
+from pipeline.read import read_input
+from pipeline.validate import (
+    Validated,
+    today_date,
+    validate_labs,
+    validate_medications,
+    validate_patients,
+)
+
+Progress = Callable[[str], None]
+
+
+@dataclass
+class RunOptions:
+    labs: str
+    patients: str | None = None
+    medications: str | None = None
+    format: str | None = None
+    rules: str | None = None
+    as_of: date | None = None
+    out: Path | None = None
+    engine: str = "pandas"
+    scheduler: str | None = None
+    max_reject_rate: float = 0.05
+    previous: Path | None = None
+    today: date | None = None
+
+
+@dataclass
+class RunState:
+    options: RunOptions
+    fmt: ExtractFormat
+    rules: RulesProfile
+    inputs: dict[str, Validated] = field(default_factory=dict)
+    as_of: date | None = None
+    timings: dict[str, float] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+    classified: Classified | None = None
+
+    @contextmanager
+    def step(self, name: str, progress: Progress | None) -> Iterator[None]:
+        if progress:
+            progress(name)
+        start = time.perf_counter()
+        yield
+        self.timings[name] = round(self.timings.get(name, 0.0) + time.perf_counter() - start, 3)
+
+    def accounting(self) -> dict[str, Any]:
+        """Per-input row accounting, each with its equation checked."""
+        out: dict[str, Any] = {}
+        for kind, v in self.inputs.items():
+            counts = dict(v.counts)
+            parts = sum(n for k, n in counts.items() if k != "rows_read")
+            counts["balanced"] = parts == counts["rows_read"]
+            out[kind] = counts
+        return out
+
+
+def prepare(options: RunOptions, progress: Progress | None = None) -> RunState:
+    """Read and validate every input; decide the as-of date. No classification yet."""
+    if not 0 <= options.max_reject_rate <= 1:
+        raise UserError("--max-reject-rate must be between 0 and 1", EXIT_USAGE)
+    state = RunState(options, load_format(options.format), load_rules(options.rules))
+    today = options.today or today_date()
+    with state.step("read", progress):
+        raw = {"labs": read_input(options.labs, state.fmt.labs)}
+        if options.patients:
+            raw["patients"] = read_input(options.patients, state.fmt.patients)
+        if options.medications:
+            raw["medications"] = read_input(options.medications, state.fmt.medications)
+    for r in raw.values():
+        state.warnings += r.warnings
+    with state.step("validate", progress):
+        labs = validate_labs(raw["labs"], state.fmt, state.rules, today)
+        state.inputs["labs"] = labs
+        state.as_of = options.as_of or _default_as_of(labs)
+        if "patients" in raw:
+            state.inputs["patients"] = validate_patients(raw["patients"], state.fmt,
+                                                         state.as_of)
+        if "medications" in raw:
+            state.inputs["medications"] = validate_medications(raw["medications"], state.fmt)
+    _check_reject_rate(state)
+    return state
+
+
+def _default_as_of(labs: Validated) -> date:
+    """The latest accepted collection date, so reruns of one extract are reproducible."""
+    if labs.accepted.empty:
+        raise UserError("labs: no usable B12 or MMA results, so the as-of date cannot be"
+                        " inferred; give --as-of")
+    return labs.accepted["collected_at"].max().date()
+
+
+def _check_reject_rate(state: RunState) -> None:
+    """Stop when too many rows of an input were rejected (skipped/duplicate rows excluded)."""
+    limit = state.options.max_reject_rate
+    for kind, v in state.inputs.items():
+        c = v.counts
+        considered = c["rows_accepted"] + c["rows_rejected"]
+        if considered and c["rows_rejected"] / considered > limit:
+            raise UserError(
+                f"{kind}: {c['rows_rejected']} of {considered} rows rejected"
+                f" ({c['rows_rejected'] / considered:.1%}), above --max-reject-rate"
+                f" {limit:.1%}; see the reasons with 'b12screen validate'")
+
+
+def run_classification(state: RunState, progress: Progress | None = None) -> Classified:
+    """Classify the cohort with the chosen engine."""
+    labs = state.inputs["labs"]
+    patients = state.inputs.get("patients")
+    meds = state.inputs.get("medications")
+    with state.step("classify", progress):
+        cohort = cohort_ids(*(v.ids for v in state.inputs.values()))
+        if state.options.engine == "dask":
+            from pipeline.engine_dask import classify_dask
+
+            classified = classify_dask(labs.accepted, patients.accepted if patients else None,
+                                       meds.accepted if meds else None, cohort, state.rules,
+                                       state.as_of, state.options.scheduler)
+        else:
+            classified = classify(labs.accepted, patients.accepted if patients else None,
+                                  meds.accepted if meds else None, cohort, state.rules,
+                                  state.as_of)
+    state.classified = classified
+    return classified
+
+
+def rejected_frame(state: RunState) -> pd.DataFrame:
+    frames = [v.rejected for v in state.inputs.values() if len(v.rejected)]
+    if not frames:
+        base = ["input", "source_file", "source_row", "reasons"]
+        cols = base + [c for c in state.inputs["labs"].original_columns if c not in base]
+        return pd.DataFrame({c: pd.Series([], dtype="int64" if c == "source_row" else "str")
+                             for c in cols})
+    out = pd.concat(frames, ignore_index=True)
+    text_cols = [c for c in out.columns if c != "source_row"]
+    out[text_cols] = out[text_cols].astype("str")
+    return out
+
+
+def rejected_by_reason(rejected: pd.DataFrame) -> dict[str, int]:
+    if rejected.empty:
+        return {}
+    codes = rejected["reasons"].str.split(";").explode()
+    return {str(k): int(v) for k, v in codes.value_counts().sort_index().items()}
+
+
+def environment() -> dict[str, str]:
+    return {"b12screen": __version__, "python": sys.version.split()[0],
+            "pandas": pd.__version__, "platform": platform.platform()}

@@ -1,0 +1,344 @@
+"""Validate each input row by row: every row ends accepted, rejected, skipped or duplicate.
+
+Checks are declared once as pandera checks whose *name is the reason code* written to
+``rejected.parquet``; pandera's lazy validation collects every failure, so a row can carry
+several reasons and one bad row never stops the run. Whole-input problems (a missing
+required column, too many rejects) are ``UserError``s raised elsewhere.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import date, datetime
+
+import numpy as np
+import pandas as pd
+import pandera.pandas as pa
+
+from pipeline import harmonise as hz
+from pipeline.config import ExtractFormat, InputSpec, RulesProfile
+from pipeline.reasons import join_present
+from pipeline.read import MALFORMED, SOURCE_FILE, SOURCE_ROW, FileInfo, RawInput, canonical_view
+
+#: Reason codes in the order they are listed on a rejected row (public interface).
+LAB_REASONS = ("malformed_row", "missing_patient_id", "missing_test_code", "bad_date",
+               "future_date", "non_numeric_result", "negative_result", "unknown_unit",
+               "implausible_value")
+PATIENT_REASONS = ("malformed_row", "missing_patient_id", "bad_date", "future_date", "bad_age",
+                   "bad_yes_no", "bad_diet", "bad_number", "conflicting_patient_rows")
+MEDICATION_REASONS = ("malformed_row", "missing_patient_id", "missing_medication", "bad_date",
+                      "end_before_start", "bad_number")
+YES_NO_COLUMNS = ("autoimmune_gastritis", "bariatric_surgery", "crohns_disease",
+                  "neurological_symptoms", "pregnant")
+DIETS = ("omnivore", "vegetarian", "vegan", "unknown")
+
+
+@dataclass
+class Validated:
+    """One input after validation, with its row accounting."""
+
+    kind: str
+    accepted: pd.DataFrame
+    rejected: pd.DataFrame
+    counts: dict[str, int]
+    ids: pd.Series
+    files: list[FileInfo]
+    warnings: list[str] = field(default_factory=list)
+    original_columns: list[str] = field(default_factory=list)
+
+
+def _nonempty(s: pd.Series) -> pd.Series:
+    return s.fillna("") != ""
+
+
+def _run_checks(frame: pd.DataFrame, checks: dict[str, tuple[str, Callable]],
+                order: tuple[str, ...]) -> pd.DataFrame:
+    """Run pandera column checks lazily; return a boolean frame (row x reason) of failures.
+
+    ``checks`` maps reason code -> (column, vectorised predicate that is True when valid).
+    """
+    columns: dict[str, list[pa.Check]] = {}
+    for code, (column, fn) in checks.items():
+        columns.setdefault(column, []).append(pa.Check(fn, name=code, ignore_na=False))
+    schema = pa.DataFrameSchema(
+        {c: pa.Column(checks=cs, nullable=True, required=True) for c, cs in columns.items()},
+        strict=False)
+    failed = pd.DataFrame(False, index=frame.index, columns=list(order))
+    try:
+        schema.validate(frame[list(columns)], lazy=True)
+    except pa.errors.SchemaErrors as exc:
+        cases = exc.failure_cases
+        cases = cases[cases["check"].isin(order) & cases["index"].notna()]
+        for code, idx in cases.groupby("check", observed=True)["index"]:
+            failed.loc[np.asarray(idx, dtype=np.int64), code] = True
+    return failed
+
+
+def _reasons_text(failed: pd.DataFrame) -> pd.Series:
+    """Join the failing reason codes of each row with ';' in the declared order.
+
+    A malformed line has no trustworthy fields, so it carries ``malformed_row`` alone.
+    """
+    if "malformed_row" in failed:
+        malformed = failed["malformed_row"].to_numpy()
+        failed = failed.copy()
+        failed.loc[malformed, [c for c in failed.columns if c != "malformed_row"]] = False
+    parts = [pd.Series(np.where(failed[c].to_numpy(), c, None), index=failed.index, dtype="str")
+             for c in failed.columns]
+    return join_present(parts, ";")
+
+
+def _rejected_table(raw: RawInput, rows: pd.Index, reasons: pd.Series) -> pd.DataFrame:
+    """Rejected rows with every original field as text, source file and 1-based line."""
+    frame = raw.frame.loc[rows]
+    out = pd.DataFrame({
+        "input": pd.Series(raw.kind, index=rows, dtype="str"),
+        SOURCE_FILE: frame[SOURCE_FILE].astype("str"),
+        SOURCE_ROW: frame[SOURCE_ROW].astype("int64"),
+        "reasons": reasons.loc[rows].astype("str"),
+    })
+    for column in raw.original_columns:
+        out[column] = frame[column].astype("str")
+    if MALFORMED in frame.columns:
+        out["raw_line"] = frame[MALFORMED].astype("str")
+    return out
+
+
+def _exact_duplicates(raw: RawInput, candidates: pd.Series) -> pd.Series:
+    """Rows identical in every original field to an earlier row (among ``candidates``)."""
+    subset = raw.frame.loc[candidates, raw.original_columns]
+    dup = pd.Series(False, index=raw.frame.index)
+    if len(subset):
+        dup.loc[subset.index] = subset.duplicated(keep="first").to_numpy()
+    return dup
+
+
+def _ids(canon: pd.DataFrame) -> pd.Series:
+    ids = canon["patient_id"] if "patient_id" in canon else pd.Series([], dtype="str")
+    return ids[ids != ""].drop_duplicates()
+
+
+def _malformed(canon: pd.DataFrame) -> pd.Series:
+    if MALFORMED in canon:
+        return canon[MALFORMED].astype(bool)
+    return pd.Series(False, index=canon.index)
+
+
+# ---------------------------------------------------------------------------------- labs
+
+
+def validate_labs(raw: RawInput, fmt: ExtractFormat, rules: RulesProfile,
+                  today: date) -> Validated:
+    """Labs: map codes (others skipped), drop exact duplicates, parse and check the rest."""
+    spec = fmt.labs
+    canon = canonical_view(raw, spec, prefer={"test_code": set(spec.codes)})
+    for column in ("unit", "practice_id", "site_id", "specimen_id", "censor"):
+        if column not in canon:
+            canon[column] = pd.Series("", index=canon.index, dtype="str")
+    malformed = _malformed(canon)
+    analyte = hz.map_codes(canon["test_code"], spec.codes)
+    skipped = analyte.isna() & _nonempty(canon["test_code"]) & ~malformed
+    duplicate = _exact_duplicates(raw, ~skipped & ~malformed)
+    todo = ~skipped & ~duplicate
+    work = canon[todo]
+    analyte = analyte[todo]
+
+    h = rules.harmonise
+    parsed = hz.parse_results(work["result"], decimal_comma=spec.read.decimal_comma)
+    censor = work["censor"].where(work["censor"] != "", parsed["censor"]).astype("str")
+    unit_text = work["unit"].where(work["unit"] != "",
+                                   work["test_code"].str.strip().str.upper()
+                                   .map(spec.default_units).fillna("")).astype("str")
+    unit_norm = hz.normalise_unit(unit_text)
+    factors = hz.unit_factors(h)
+    key = analyte.fillna("").str.cat(unit_norm, sep="|")
+    factor_map = {f"{a}|{u}": f for a, units in factors.items() for u, f in units.items()}
+    factor = key.map(factor_map).astype("float64")
+    value = (parsed["number"] * factor).round(6)
+    collected = hz.parse_dates(work["collected_at"], day_first=spec.read.day_first,
+                               formats=spec.read.datetime_formats)
+    lo = analyte.map({a: h[f"{a}_plausible_min"] for a in factors}).astype("float64")
+    hi = analyte.map({a: h[f"{a}_plausible_max"] for a in factors}).astype("float64")
+    earliest = pd.Timestamp(h["earliest_date"])
+    tomorrow = pd.Timestamp(today) + pd.Timedelta(days=1)
+    usable_value = value.where(parsed["number"] >= 0)
+
+    check_frame = pd.DataFrame({
+        "row": malformed[todo], "patient_id": work["patient_id"],
+        "test_code": work["test_code"], "collected_at": collected,
+        "number": parsed["number"], "factor": factor, "value": usable_value,
+    })
+    checks: dict[str, tuple[str, Callable]] = {
+        "malformed_row": ("row", lambda s: ~s.astype(bool)),
+        "missing_patient_id": ("patient_id", _nonempty),
+        "missing_test_code": ("test_code", _nonempty),
+        "bad_date": ("collected_at", lambda s: s.notna() & (s >= earliest)),
+        "future_date": ("collected_at", lambda s: ~(s >= tomorrow)),
+        "non_numeric_result": ("number", lambda s: s.notna()),
+        "negative_result": ("number", lambda s: ~(s < 0)),
+        "unknown_unit": ("factor", lambda s: s.notna()),
+        "implausible_value": ("value", lambda s: ~((s < lo) | (s > hi))),
+    }
+    failed = _run_checks(check_frame, checks, LAB_REASONS)
+    bad = failed.any(axis=1)
+    reasons = _reasons_text(failed[bad]) if bad.any() else pd.Series([], dtype="str")
+    rejected = _rejected_table(raw, failed.index[bad], reasons)
+
+    ok = ~bad
+    accepted = pd.DataFrame({
+        "patient_id": work["patient_id"][ok],
+        "collected_at": collected[ok],
+        "analyte": analyte[ok],
+        "value": value[ok],
+        "unit": analyte[ok].map(hz.CANONICAL_UNIT).astype("str"),
+        "censor": censor[ok],
+        "result_text": work["result"][ok],
+        "source_unit": work["unit"][ok],
+        "practice_id": work["practice_id"][ok],
+        "site_id": work["site_id"][ok],
+        "specimen_id": work["specimen_id"][ok],
+        SOURCE_FILE: work[SOURCE_FILE][ok],
+        SOURCE_ROW: work[SOURCE_ROW][ok],
+    })
+    counts = {
+        "rows_read": len(canon),
+        "rows_accepted": len(accepted),
+        "rows_rejected": len(rejected),
+        "rows_skipped_other_tests": int(skipped.sum()),
+        "rows_exact_duplicates": int(duplicate.sum()),
+    }
+    return Validated("labs", accepted, rejected, counts, _ids(canon), raw.files,
+                     list(raw.warnings), raw.original_columns)
+
+
+# ------------------------------------------------------------------------------ patients
+
+
+def validate_patients(raw: RawInput, fmt: ExtractFormat, as_of: date) -> Validated:
+    """Patients: one row per patient; conflicting rows for one id are all rejected."""
+    spec = fmt.patients
+    canon = canonical_view(raw, spec)
+    for column in ("birth_date", "birth_year", "age_years", "sex", "practice_id", "diet",
+                   *YES_NO_COLUMNS, "ileal_resection_cm"):
+        if column not in canon:
+            canon[column] = pd.Series("", index=canon.index, dtype="str")
+    malformed = _malformed(canon)
+    birth = hz.parse_dates(canon["birth_date"], day_first=spec.read.day_first,
+                           formats=spec.read.datetime_formats)
+    birth_year, bad_year = hz.parse_number(canon["birth_year"])
+    birth = birth.where(birth.notna() | birth_year.isna(),
+                        pd.to_datetime(birth_year.astype("Int64").astype("str") + "-07-01",
+                                       errors="coerce", format="%Y-%m-%d"))
+    age, bad_age_text = hz.parse_number(canon["age_years"], decimal_comma=spec.read.decimal_comma)
+    ileal, bad_ileal = hz.parse_number(canon["ileal_resection_cm"],
+                                       decimal_comma=spec.read.decimal_comma)
+    flags, bad_flags = {}, pd.Series(False, index=canon.index)
+    for column in YES_NO_COLUMNS:
+        flags[column], bad = hz.parse_yes_no(canon[column], spec)
+        bad_flags |= bad
+    diet = canon["diet"].str.lower()
+    normalised = pd.DataFrame({
+        "patient_id": canon["patient_id"], "birth_date": birth, "age_input": age,
+        "sex": canon["sex"].str.lower(), "practice_id": canon["practice_id"],
+        "diet": diet.where(diet != "", "unknown"), **flags, "ileal_resection_cm": ileal,
+    })
+    duplicate = normalised.duplicated(keep="first") & ~malformed
+    live = ~duplicate
+    conflicting = (canon["patient_id"] != "") & live & normalised["patient_id"].where(live) \
+        .duplicated(keep=False)
+    future = pd.Timestamp(as_of) + pd.Timedelta(days=1)
+    birth_text = canon["birth_date"] != ""
+    check_frame = pd.DataFrame({
+        "row": malformed, "patient_id": canon["patient_id"],
+        "birth_ok": ~((birth_text & birth.isna()) | bad_year | (birth < pd.Timestamp("1900-01-01"))),
+        "birth_future": ~(birth >= future),
+        "age_ok": ~(bad_age_text | (age < 0) | (age > 130)),
+        "flags_ok": ~bad_flags, "diet_ok": diet.isin(("", *DIETS)),
+        "number_ok": ~(bad_ileal | (ileal < 0)), "conflict": ~conflicting,
+    })[live]
+    identity = (lambda s: s.astype(bool))
+    checks = {
+        "malformed_row": ("row", lambda s: ~s.astype(bool)),
+        "missing_patient_id": ("patient_id", _nonempty),
+        "bad_date": ("birth_ok", identity), "future_date": ("birth_future", identity),
+        "bad_age": ("age_ok", identity), "bad_yes_no": ("flags_ok", identity),
+        "bad_diet": ("diet_ok", identity), "bad_number": ("number_ok", identity),
+        "conflicting_patient_rows": ("conflict", identity),
+    }
+    failed = _run_checks(check_frame, checks, PATIENT_REASONS)
+    bad = failed.any(axis=1)
+    reasons = _reasons_text(failed[bad]) if bad.any() else pd.Series([], dtype="str")
+    rejected = _rejected_table(raw, failed.index[bad], reasons)
+    keep = failed.index[~bad]
+    accepted = normalised.loc[keep].copy()
+    age_from_birth = hz.age_at(accepted["birth_date"], as_of)
+    accepted["age_years"] = age_from_birth.fillna(
+        accepted["age_input"].round().astype("Int64")).astype("Int64")
+    accepted = accepted.drop(columns=["age_input"])
+    counts = {"rows_read": len(canon), "rows_accepted": len(accepted),
+              "rows_rejected": len(rejected), "rows_skipped": 0,
+              "rows_exact_duplicates": int(duplicate.sum())}
+    return Validated("patients", accepted, rejected, counts, _ids(canon), raw.files,
+                     list(raw.warnings), raw.original_columns)
+
+
+# --------------------------------------------------------------------------- medications
+
+
+def validate_medications(raw: RawInput, fmt: ExtractFormat) -> Validated:
+    """Medications: classify by pattern (unclassified are skipped), check dates and dose."""
+    spec = fmt.medications
+    canon = canonical_view(raw, spec)
+    for column in ("end_date", "dose_mg_per_day"):
+        if column not in canon:
+            canon[column] = pd.Series("", index=canon.index, dtype="str")
+    malformed = _malformed(canon)
+    med_class = hz.classify_medication(canon["medication"], None, spec)
+    skipped = med_class.isna() & _nonempty(canon["medication"]) & ~malformed
+    duplicate = _exact_duplicates(raw, ~skipped & ~malformed)
+    todo = ~skipped & ~duplicate
+    work = canon[todo]
+    start = hz.parse_dates(work["start_date"], day_first=spec.read.day_first,
+                           formats=spec.read.datetime_formats)
+    end = hz.parse_dates(work["end_date"], day_first=spec.read.day_first,
+                         formats=spec.read.datetime_formats)
+    dose, bad_dose = hz.parse_number(work["dose_mg_per_day"],
+                                     decimal_comma=spec.read.decimal_comma)
+    old = pd.Timestamp("1900-01-01")
+    check_frame = pd.DataFrame({
+        "row": malformed[todo], "patient_id": work["patient_id"],
+        "medication": work["medication"],
+        "dates_ok": start.notna() & (start >= old)
+        & ~((work["end_date"] != "") & (end.isna() | (end < old))),
+        "order_ok": ~(end < start), "dose_ok": ~(bad_dose | (dose < 0)),
+    })
+    identity = (lambda s: s.astype(bool))
+    checks = {
+        "malformed_row": ("row", lambda s: ~s.astype(bool)),
+        "missing_patient_id": ("patient_id", _nonempty),
+        "missing_medication": ("medication", _nonempty),
+        "bad_date": ("dates_ok", identity), "end_before_start": ("order_ok", identity),
+        "bad_number": ("dose_ok", identity),
+    }
+    failed = _run_checks(check_frame, checks, MEDICATION_REASONS)
+    bad = failed.any(axis=1)
+    reasons = _reasons_text(failed[bad]) if bad.any() else pd.Series([], dtype="str")
+    rejected = _rejected_table(raw, failed.index[bad], reasons)
+    ok = ~bad
+    accepted = pd.DataFrame({
+        "patient_id": work["patient_id"][ok], "medication": work["medication"][ok],
+        "med_class": med_class[todo][ok], "start_date": start[ok], "end_date": end[ok],
+        "dose_mg_per_day": dose[ok],
+    })
+    counts = {"rows_read": len(canon), "rows_accepted": len(accepted),
+              "rows_rejected": len(rejected),
+              "rows_skipped_other_medications": int(skipped.sum()),
+              "rows_exact_duplicates": int(duplicate.sum())}
+    return Validated("medications", accepted, rejected, counts, _ids(canon), raw.files,
+                     list(raw.warnings), raw.original_columns)
+
+
+def today_date() -> date:
+    """Today's date; results after it are rejected as ``future_date``."""
+    return datetime.now().date()

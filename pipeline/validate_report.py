@@ -1,0 +1,44 @@
+"""What ``b12screen validate`` shows and writes: data quality, per reason and per file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pyarrow as pa
+from rich.table import Table
+
+from pipeline.run import RunState, rejected_frame
+from pipeline.write import atomic_folder, restrict, write_csv, write_parquet
+
+
+def write_rejected(rejected, folder: Path) -> None:
+    with atomic_folder(folder) as tmp:
+        write_parquet(pa.Table.from_pandas(rejected, preserve_index=False),
+                      tmp / "rejected.parquet")
+        write_csv(rejected, tmp / "rejected.csv")
+        restrict(tmp, set())
+
+
+def quality_tables(state: RunState) -> list[Table]:
+    """Rich tables: the accounting per input, and rejected rows per reason and file."""
+    acc = Table(title="Row accounting (rows_read = accepted + rejected + skipped + duplicates)")
+    for column in ("input", "read", "accepted", "rejected", "skipped", "duplicates", "balanced"):
+        acc.add_column(column, justify="right" if column != "input" else "left")
+    for kind, c in state.accounting().items():
+        skipped = c.get("rows_skipped_other_tests", c.get("rows_skipped_other_medications",
+                                                            c.get("rows_skipped", 0)))
+        acc.add_row(kind, str(c["rows_read"]), str(c["rows_accepted"]), str(c["rows_rejected"]),
+                    str(skipped), str(c["rows_exact_duplicates"]),
+                    "yes" if c["balanced"] else "NO")
+    rejected = rejected_frame(state)
+    reasons = Table(title="Rejected rows by reason and file")
+    for column in ("input", "reason", "file", "rows", "first line"):
+        reasons.add_column(column, justify="right" if column in ("rows", "first line")
+                           else "left")
+    if len(rejected):
+        exploded = rejected.assign(reason=rejected["reasons"].str.split(";")).explode("reason")
+        grouped = exploded.groupby(["input", "reason", "source_file"], sort=True)["source_row"]
+        table = grouped.agg(["count", "min"]).reset_index()
+        for kind, reason, source, count, first in table.to_numpy().tolist():  # per reason x file
+            reasons.add_row(kind, reason, source, str(count), str(first))
+    return [acc, reasons]

@@ -1,0 +1,181 @@
+"""Write a run's outputs: typed Parquet, injection-safe CSV/XLSX, JSON; atomically.
+
+Everything is written into a temporary sibling folder that is renamed into place at the
+end, so an interrupted run never leaves a half-written month. Patient-level files are
+owner-only (0600, folder 0700); shareable aggregates carry no patient id.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+EXCEL_MAX_ROWS = 1_048_576
+_DANGEROUS = ("=", "+", "-", "@", "\t", "\r")
+DISCLAIMER = ("b12screen supports, and does not replace, clinical judgement: treatment is "
+              "based on symptoms, not on biomarkers alone, and up to half of patients need "
+              "individualised injection schedules.")
+
+PATIENTS_SCHEMA = pa.schema([
+    ("patient_id", pa.string()), ("practice_id", pa.string()), ("age_years", pa.int16()),
+    ("index_test", pa.dictionary(pa.int8(), pa.string())), ("index_value", pa.float64()),
+    ("index_unit", pa.dictionary(pa.int8(), pa.string())),
+    ("index_collected_at", pa.timestamp("us")),
+    ("index_censor", pa.dictionary(pa.int8(), pa.string())),
+    ("b12_total_ng_l", pa.float64()), ("b12_total_at", pa.timestamp("us")),
+    ("b12_active_pmol_l", pa.float64()), ("b12_active_at", pa.timestamp("us")),
+    ("mma_umol_l", pa.float64()), ("mma_at", pa.timestamp("us")),
+    ("b12_status", pa.dictionary(pa.int8(), pa.string())),
+    ("status_basis", pa.dictionary(pa.int8(), pa.string())),
+    ("discordant", pa.bool_()), ("censored_ambiguous", pa.bool_()), ("needs_mma", pa.bool_()),
+    ("needs_supplementation", pa.bool_()),
+    ("supplementation_reason", pa.dictionary(pa.int8(), pa.string())),
+    ("suggested_regimen", pa.string()), ("metformin_monitoring_due", pa.bool_()),
+    ("metformin_risk", pa.int8()), ("retest_due", pa.bool_()), ("urgent_review", pa.bool_()),
+    ("paediatric", pa.bool_()), ("on_metformin", pa.bool_()), ("on_b12_treatment", pa.bool_()),
+    ("reasons", pa.string()), ("rule_ids", pa.string()),
+    ("regimen_code", pa.dictionary(pa.int8(), pa.string())),
+    ("b12_treatment_start", pa.date32()), ("last_b12_test_at", pa.timestamp("us")),
+])
+RESULTS_SCHEMA = pa.schema([
+    ("patient_id", pa.string()), ("collected_at", pa.timestamp("us")),
+    ("analyte", pa.dictionary(pa.int8(), pa.string())), ("value", pa.float64()),
+    ("unit", pa.dictionary(pa.int8(), pa.string())),
+    ("censor", pa.dictionary(pa.int8(), pa.string())),
+    ("band", pa.dictionary(pa.int8(), pa.string())), ("censored_ambiguous", pa.bool_()),
+    ("after_as_of", pa.bool_()), ("result_text", pa.string()), ("source_unit", pa.string()),
+    ("practice_id", pa.string()), ("site_id", pa.string()), ("specimen_id", pa.string()),
+    ("source_file", pa.string()), ("source_row", pa.int64()),
+])
+#: Fixed dictionaries so categorical codes are stable from run to run.
+CATEGORIES = {
+    "index_test": ("b12_total", "b12_active"),
+    "analyte": ("b12_total", "b12_active", "mma"),
+    "index_unit": ("ng/L", "pmol/L"),
+    "unit": ("ng/L", "pmol/L", "µmol/L"),
+    "index_censor": ("", "<", "<=", ">", ">="),
+    "censor": ("", "<", "<=", ">", ">="),
+    "b12_status": ("deficient", "indeterminate", "unlikely", "not_tested"),
+    "status_basis": ("b12_total", "b12_active", "mma", "none"),
+    "supplementation_reason": ("deficiency", "bariatric_surgery", "ileal_resection", "diet"),
+    "regimen_code": ("paediatric", "neurological", "ileal_resection", "bariatric_surgery",
+                     "deficiency", "diet"),
+    "band": ("deficient", "indeterminate", "unlikely", "raised", "normal"),
+}
+
+
+def to_arrow(frame: pd.DataFrame, schema: pa.Schema, metadata: dict[str, str]) -> pa.Table:
+    """A typed Arrow table: fixed dictionaries for statuses, dates as dates."""
+    arrays = []
+    for fld in schema:
+        column = frame[fld.name]
+        if pa.types.is_dictionary(fld.type):
+            cats = CATEGORIES[fld.name]
+            codes = pd.Categorical(column.astype("object").where(column.notna(), None),
+                                   categories=cats).codes
+            mask = codes < 0
+            arrays.append(pa.DictionaryArray.from_arrays(
+                pa.array(codes.astype("int8"), pa.int8(), mask=mask), pa.array(cats)))
+        elif pa.types.is_date32(fld.type):
+            arrays.append(pa.array(column.dt.floor("D").to_numpy(dtype="datetime64[D]"),
+                                   pa.date32(), mask=column.isna().to_numpy()))
+        elif pa.types.is_string(fld.type):
+            arrays.append(pa.array(column.astype("object").where(column.notna(), None)
+                                   .to_numpy(), pa.string()))
+        else:
+            arrays.append(pa.array(column, fld.type, from_pandas=True))
+    meta = {f"b12screen.{k}": str(v) for k, v in metadata.items()}
+    return pa.Table.from_arrays(arrays, schema=schema.with_metadata(meta))
+
+
+def write_parquet(table: pa.Table, path: Path) -> None:
+    pq.write_table(table, path, compression="zstd", write_statistics=True)
+
+
+def neutralise(frame: pd.DataFrame) -> pd.DataFrame:
+    """OWASP CSV-injection advice: text cells starting = + - @ tab CR get a leading '."""
+    out = frame.copy()
+    for column in out.columns:
+        series = out[column]
+        if series.dtype == "str" or series.dtype == object:
+            text = series.astype("str")
+            risky = text.str.startswith(_DANGEROUS).fillna(False)
+            if risky.any():
+                out[column] = text.mask(risky, "'" + text)
+    return out
+
+
+def write_csv(frame: pd.DataFrame, path: Path) -> None:
+    """UTF-8 with BOM so Excel shows µ; dates as ISO text; cells neutralised."""
+    neutralise(frame).to_csv(path, index=False, encoding="utf-8-sig", lineterminator="\n",
+                             date_format="%Y-%m-%d")
+
+
+def write_xlsx(sheets: dict[str, pd.DataFrame], path: Path) -> list[str]:
+    """One sheet per list (streamed); a list longer than a sheet continues on the next."""
+    notes: list[str] = []
+    options = {"constant_memory": True, "strings_to_formulas": False,
+               "strings_to_urls": False, "strings_to_numbers": False}
+    with pd.ExcelWriter(path, engine="xlsxwriter", engine_kwargs={"options": options},
+                        datetime_format="yyyy-mm-dd", date_format="yyyy-mm-dd") as writer:
+        for name, frame in sheets.items():
+            safe = neutralise(frame)
+            per_sheet = EXCEL_MAX_ROWS - 1
+            parts = max(1, int(np.ceil(len(safe) / per_sheet)))
+            if parts > 1:
+                notes.append(f"worklist {name} has {len(safe)} rows; split over {parts} sheets")
+            for part in range(parts):
+                sheet = name if part == 0 else f"{name} ({part + 1})"
+                chunk = safe.iloc[part * per_sheet:(part + 1) * per_sheet]
+                chunk.to_excel(writer, sheet_name=sheet, index=False)
+                ws = writer.sheets[sheet]
+                ws.set_footer("&L&8" + DISCLAIMER[:200])
+                ws.set_landscape()
+                ws.freeze_panes(1, 0)
+    return notes
+
+
+def write_json(data: dict[str, Any], path: Path) -> None:
+    path.write_text(json.dumps(data, indent=2, sort_keys=False, default=str) + "\n",
+                    encoding="utf-8")
+
+
+@contextlib.contextmanager
+def atomic_folder(out: Path) -> Iterator[Path]:
+    """Yield a private temporary folder; on success it replaces ``out`` in one rename."""
+    out = out.resolve()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(mode=0o700)
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    old = out.parent / f".{out.name}.old-{os.getpid()}"
+    if out.exists():
+        out.rename(old)
+    tmp.rename(out)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def restrict(folder: Path, shareable: set[str]) -> None:
+    """Owner-only patient-level files; shareable aggregates readable by the group too."""
+    os.chmod(folder, 0o700)
+    for path in folder.rglob("*"):
+        if path.is_dir():
+            os.chmod(path, 0o700)
+        else:
+            os.chmod(path, 0o640 if path.name in shareable else 0o600)
