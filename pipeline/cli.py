@@ -118,7 +118,7 @@ def run(labs: LabsArg, patients: PatientsOpt = None, medications: MedsOpt = None
                   f" labs rows read {acc['rows_read']} = accepted {acc['rows_accepted']}"
                   f" + rejected {acc['rows_rejected']} + other tests"
                   f" {acc['rows_skipped_other_tests']} + duplicates"
-                  f" {acc['rows_exact_duplicates']}", markup=False)
+                  f" {acc['rows_exact_duplicates']}", markup=False, soft_wrap=True)
     out.print(f"outputs: {folder}", markup=False, soft_wrap=True)
 
 
@@ -233,6 +233,9 @@ def rules_cmd(rules: RulesOpt = None) -> None:
         default = {(r, k): v for r, k, v, _ in load_rules(DEFAULT_RULES).parameters()}
     except UserError as exc:
         _fail(exc)
+    meta = profile.data["profile"]
+    out.print(f"{profile.name}: {meta.get('title', '')}", markup=False, soft_wrap=True)
+    out.print(f"source: {meta.get('source', '')}", markup=False, soft_wrap=True)
     table = Table(title=f"Rules profile {profile.name} ({profile.path})")
     for column in ("rule", "parameter", "value", "default", "source"):
         table.add_column(column, overflow="fold")

@@ -59,10 +59,15 @@ def _published(counts: dict[str, int], small: int, rounding: int, secondary: boo
 
 
 def build_summary(state: RunState, patients: pd.DataFrame, worklist_sizes: dict[str, Any],
-                  measures: pd.DataFrame) -> dict[str, Any]:
-    """The numbers behind the report, disclosure-controlled (shareable)."""
+                  measures: pd.DataFrame, publish: bool = True) -> dict[str, Any]:
+    """The numbers behind the report; disclosure-controlled when ``publish`` (summary.json).
+
+    The report gets the raw numbers and applies the same disclosure control itself.
+    """
     small = state.rules.disclosure["small_count"]
     rounding = state.rules.disclosure["rounding"]
+    if not publish:
+        small, rounding = 0, 1
     status = patients["b12_status"].value_counts().reindex(
         ["deficient", "indeterminate", "unlikely", "not_tested"], fill_value=0)
     flags = {c: int(patients[c].sum()) for c in (
@@ -78,9 +83,9 @@ def build_summary(state: RunState, patients: pd.DataFrame, worklist_sizes: dict[
         "month": f"{state.as_of:%Y-%m}",
         "version": __version__,
         "rules": {"name": state.rules.name, "sha256": state.rules.sha256},
-        "disclosure": {"small_count": small, "rounding": rounding,
-                       "note": "counts 1-%d suppressed (null); others rounded to %d"
-                               % (small, rounding)},
+        "disclosure": {"small_count": state.rules.disclosure["small_count"],
+                       "rounding": state.rules.disclosure["rounding"],
+                       "applied": publish},
         "cohort": {"patients": _published({"patients": len(patients)}, small, rounding,
                                           False)["patients"],
                    "by_status": _published({k: int(v) for k, v in status.items()}, small,
@@ -109,7 +114,10 @@ def write_outputs(state: RunState, out: Path | None, previous: Path | None,
     assert classified is not None and state.as_of is not None
     out = out or default_out(state.as_of)
     meta = table_metadata(state)
-    with state.step("write", progress), atomic_folder(out) as tmp:
+    if progress:
+        progress("write")
+    started = time.perf_counter()
+    with atomic_folder(out) as tmp:
         patients = classified.patients
         write_parquet(to_arrow(patients, PATIENTS_SCHEMA, meta), tmp / "patients.parquet")
         results = classified.results.rename(columns={"ambiguous": "censored_ambiguous"})
@@ -143,8 +151,8 @@ def write_outputs(state: RunState, out: Path | None, previous: Path | None,
         write_parquet(pa.Table.from_pandas(measures, preserve_index=False),
                       tmp / "measures.parquet")
         write_csv(measures, tmp / "measures.csv")
-        summary = build_summary(state, patients, sizes, measures)
-        write_json(summary, tmp / "summary.json")
+        write_json(build_summary(state, patients, sizes, measures), tmp / "summary.json")
+        summary = build_summary(state, patients, sizes, measures, publish=False)
         r1, r2, r5 = (state.rules.rule(r) for r in ("R1", "R2", "R5"))
         render_report(tmp / "report.html", summary=summary, patients=patients,
                       results=results[~results["after_as_of"]], measures=measures,
@@ -154,6 +162,7 @@ def write_outputs(state: RunState, out: Path | None, previous: Path | None,
                                                     r2["unlikely_above"]],
                                      "mma": [r5["mma_upper_umol_l"]]},
                       small_count=small, rounding=rounding)
+        state.timings["write"] = round(time.perf_counter() - started, 3)
         write_json(manifest(state, tmp, prev), tmp / "manifest.json")
         restrict(tmp, SHAREABLE)
     return out
