@@ -75,7 +75,7 @@ def build_summary(state: RunState, patients: pd.DataFrame, worklist_sizes: dict[
         "urgent_review", "paediatric", "discordant", "censored_ambiguous", "on_metformin",
         "on_b12_treatment")}
     accounting = {k: _published({n: v for n, v in c.items() if n != "balanced"}, small,
-                                rounding, secondary=False)
+                                rounding, secondary=True)
                   for k, c in state.accounting().items()}
     overall = measures[measures["group_by"] == "overall"]
     return {
@@ -94,8 +94,7 @@ def build_summary(state: RunState, patients: pd.DataFrame, worklist_sizes: dict[
         "accounting": accounting,
         "rejected_by_reason": _published(rejected_by_reason(rejected_frame(state)), small,
                                          rounding, False),
-        "worklists": {name: {k: (_published({k: v}, small, rounding, False)[k]
-                                 if isinstance(v, int) else v) for k, v in sizes.items()}
+        "worklists": {name: _published(sizes, small, rounding, secondary=True)
                       for name, sizes in worklist_sizes.items()},
         "measures": [
             {k: (None if pd.isna(v) else (v if not hasattr(v, "item") else v.item()))

@@ -15,12 +15,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-EXCEL_MAX_ROWS = 1_048_576
+from pipeline.xlsx import write_workbook
+
 _DANGEROUS = ("=", "+", "-", "@", "\t", "\r")
 DISCLAIMER = ("b12screen supports, and does not replace, clinical judgement: treatment is "
               "based on symptoms, not on biomarkers alone, and up to half of patients need "
@@ -122,27 +122,9 @@ def write_csv(frame: pd.DataFrame, path: Path) -> None:
 
 
 def write_xlsx(sheets: dict[str, pd.DataFrame], path: Path) -> list[str]:
-    """One sheet per list (streamed); a list longer than a sheet continues on the next."""
-    notes: list[str] = []
-    options = {"constant_memory": True, "strings_to_formulas": False,
-               "strings_to_urls": False, "strings_to_numbers": False}
-    with pd.ExcelWriter(path, engine="xlsxwriter", engine_kwargs={"options": options},
-                        datetime_format="yyyy-mm-dd", date_format="yyyy-mm-dd") as writer:
-        for name, frame in sheets.items():
-            safe = neutralise(frame)
-            per_sheet = EXCEL_MAX_ROWS - 1
-            parts = max(1, int(np.ceil(len(safe) / per_sheet)))
-            if parts > 1:
-                notes.append(f"worklist {name} has {len(safe)} rows; split over {parts} sheets")
-            for part in range(parts):
-                sheet = name if part == 0 else f"{name} ({part + 1})"
-                chunk = safe.iloc[part * per_sheet:(part + 1) * per_sheet]
-                chunk.to_excel(writer, sheet_name=sheet, index=False)
-                ws = writer.sheets[sheet]
-                ws.set_footer("&L&8" + DISCLAIMER[:200])
-                ws.set_landscape()
-                ws.freeze_panes(1, 0)
-    return notes
+    """One sheet per list, neutralised; long lists continue on further sheets."""
+    return write_workbook({name: neutralise(frame) for name, frame in sheets.items()}, path,
+                          footer=DISCLAIMER[:200])
 
 
 def write_json(data: dict[str, Any], path: Path) -> None:

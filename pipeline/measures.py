@@ -1,0 +1,274 @@
+"""Monthly quality measures, defined as data (as OpenPrescribing defines its measures).
+
+Each ``Measure`` carries the words a QI team reads in the report (title, numerator and
+denominator, why it matters, whether low is good, source) beside a vectorised function that
+turns the patients table into boolean numerator and denominator masks. ``build_measures``
+counts them overall and per practice and applies disclosure control, giving the long table
+written as ``measures.parquet`` / ``measures.csv`` and read back by ``b12screen trend``.
+
+Measure definitions deliberately do not read the rules profile (the 90-day window is fixed
+here): a measure must mean the same thing every month for its trend to mean anything.
+Changes of rules profile are marked on the trend charts instead.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from pipeline.disclosure import ROUNDING_MULTIPLE, SUPPRESSION_THRESHOLD, suppress_and_round
+
+__all__ = [
+    "MEASURES",
+    "MEASURE_COLUMNS",
+    "UNKNOWN_PRACTICE",
+    "UNTREATED_DAYS",
+    "Measure",
+    "build_measures",
+    "definitions_table",
+    "measure_by_id",
+]
+
+#: Columns of the measures table, in order (a public interface: add, don't rename).
+MEASURE_COLUMNS = (
+    "measure",
+    "month",
+    "group_by",
+    "group",
+    "numerator",
+    "denominator",
+    "ratio",
+    "suppressed",
+)
+#: Group label for patients whose practice is not known.
+UNKNOWN_PRACTICE = "unknown"
+#: Days a deficient result may stand untreated before the measure counts it (seed: permanent
+#: spinal cord lesions after 3 months untreated; the same window as rule R12).
+UNTREATED_DAYS = 90
+
+Masks = tuple[np.ndarray, np.ndarray]
+
+
+@dataclass(frozen=True)
+class Measure:
+    """One measure: its words for readers and its numerator/denominator masks.
+
+    ``low_is_good`` is ``None`` for descriptive measures where neither direction is better.
+    ``masks(patients, as_of)`` returns (numerator, denominator) bool arrays, one per patient;
+    the numerator is always a subset of the denominator.
+    """
+
+    id: str
+    title: str
+    numerator: str
+    denominator: str
+    why: str
+    low_is_good: bool | None
+    source: str
+    masks: Callable[[pd.DataFrame, dt.date], Masks]
+
+    def words(self) -> dict[str, object]:
+        """The measure's definition without its function, for reports and tables."""
+        return {
+            "id": self.id,
+            "title": self.title,
+            "numerator": self.numerator,
+            "denominator": self.denominator,
+            "why": self.why,
+            "low_is_good": self.low_is_good,
+            "source": self.source,
+        }
+
+
+def _flag(patients: pd.DataFrame, column: str) -> np.ndarray:
+    """A yes/no column as a plain bool array; a missing value counts as no."""
+    return patients[column].fillna(False).to_numpy(dtype=bool)
+
+
+def _status(patients: pd.DataFrame, value: str) -> np.ndarray:
+    return patients["b12_status"].astype("string").eq(value).fillna(False).to_numpy(dtype=bool)
+
+
+def _metformin_testing(patients: pd.DataFrame, as_of: dt.date) -> Masks:
+    den = _flag(patients, "on_metformin")
+    return den & ~_flag(patients, "metformin_monitoring_due"), den
+
+
+def _deficient_among_tested(patients: pd.DataFrame, as_of: dt.date) -> Masks:
+    tested = ~_status(patients, "not_tested") & patients["b12_status"].notna().to_numpy()
+    return tested & _status(patients, "deficient"), tested
+
+
+def _indeterminate_mma_done(patients: pd.DataFrame, as_of: dt.date) -> Masks:
+    basis_mma = patients["status_basis"].astype("string").eq("mma").fillna(False).to_numpy(bool)
+    den = _status(patients, "indeterminate") | basis_mma
+    return den & patients["mma_umol_l"].notna().to_numpy(), den
+
+
+def _deficient_untreated(patients: pd.DataFrame, as_of: dt.date) -> Masks:
+    den = _status(patients, "deficient")
+    collected = pd.to_datetime(patients["index_collected_at"])
+    if collected.dt.tz is not None:
+        collected = collected.dt.tz_localize(None)
+    age = pd.Timestamp(as_of) - collected
+    old = (age > pd.Timedelta(days=UNTREATED_DAYS)).fillna(False).to_numpy(dtype=bool)
+    return den & old & ~_flag(patients, "on_b12_treatment"), den
+
+
+def _retest_overdue(patients: pd.DataFrame, as_of: dt.date) -> Masks:
+    den = _flag(patients, "on_b12_treatment")
+    return den & _flag(patients, "retest_due"), den
+
+
+MEASURES: tuple[Measure, ...] = (
+    Measure(
+        id="metformin_testing",
+        title="B12 testing among metformin users",
+        numerator="patients on metformin with a total or active B12 result in the last year",
+        denominator="patients with an active metformin prescription on the as-of date",
+        why=(
+            "Metformin lowers B12 absorption; the MHRA advises testing B12 in patients on "
+            "metformin with symptoms or risk factors, and periodic monitoring in long-term use."
+        ),
+        low_is_good=False,
+        source="seed (metformin users need B12 monitoring); MHRA Drug Safety Update June 2022",
+        masks=_metformin_testing,
+    ),
+    Measure(
+        id="deficient_among_tested",
+        title="Deficient among tested",
+        numerator="tested patients whose index B12 test (after any MMA) shows deficiency",
+        denominator="patients with a total or active B12 result in the look-back window",
+        why=(
+            "How much confirmed deficiency testing finds. Neither high nor low is good in "
+            "itself: it depends on who is tested, so read it beside the testing rate."
+        ),
+        low_is_good=None,
+        source="seed thresholds (total B12 < 180 ng/L, active B12 < 25 pmol/L); NICE NG239",
+        masks=_deficient_among_tested,
+    ),
+    Measure(
+        id="indeterminate_mma_done",
+        title="Indeterminate results followed by an MMA",
+        numerator=(
+            "of those, patients with a methylmalonic acid (MMA) result on or after the index test"
+        ),
+        denominator=(
+            "patients whose index B12 test was indeterminate (whether or not an MMA later "
+            "resolved it)"
+        ),
+        why=(
+            "An indeterminate B12 result cannot confirm or exclude deficiency; the guidance is "
+            "to measure MMA. A low rate means deficiencies left undiagnosed."
+        ),
+        low_is_good=False,
+        source="seed (for indeterminate results, measure MMA); NICE NG239; BSH 2014",
+        masks=_indeterminate_mma_done,
+    ),
+    Measure(
+        id="deficient_untreated_90d",
+        title=f"Deficient and untreated for more than {UNTREATED_DAYS} days",
+        numerator=(
+            f"deficient patients whose index test is more than {UNTREATED_DAYS} days old and "
+            "who are not on B12 treatment"
+        ),
+        denominator="patients whose index B12 test shows deficiency",
+        why=(
+            "Untreated B12 deficiency for more than 3 months may cause permanent degenerative "
+            "lesions of the spinal cord."
+        ),
+        low_is_good=True,
+        source="seed (untreated > 3 months: permanent spinal cord lesions); rule R12",
+        masks=_deficient_untreated,
+    ),
+    Measure(
+        id="retest_overdue",
+        title="Retests overdue after starting treatment",
+        numerator=(
+            "patients on treatment for 3 months or more (1 month if pregnant) with no B12 "
+            "test since it started"
+        ),
+        denominator="patients on B12 treatment (oral or injection) on the as-of date",
+        why="The guidance is to check B12 after 3 months of supplementation to confirm response.",
+        low_is_good=True,
+        source="seed (check B12 levels after 3 months); rule R11",
+        masks=_retest_overdue,
+    ),
+)
+
+
+def measure_by_id(measure_id: str) -> Measure:
+    """The shipped definition with this id (KeyError if there is none)."""
+    for measure in MEASURES:
+        if measure.id == measure_id:
+            return measure
+    raise KeyError(measure_id)
+
+
+def definitions_table(measures: Sequence[Measure] = MEASURES) -> pd.DataFrame:
+    """The measures' words as a table, one row per measure (for docs and data users)."""
+    return pd.DataFrame([m.words() for m in measures])
+
+
+def _practice_labels(patients: pd.DataFrame) -> pd.Series:
+    if "practice_id" not in patients.columns:
+        return pd.Series(UNKNOWN_PRACTICE, index=patients.index, dtype="string")
+    practice = patients["practice_id"].astype("string").str.strip()
+    return practice.mask(practice.eq("").fillna(False)).fillna(UNKNOWN_PRACTICE)
+
+
+def build_measures(
+    patients: pd.DataFrame,
+    as_of: dt.date,
+    small_count: int = SUPPRESSION_THRESHOLD,
+    rounding: int = ROUNDING_MULTIPLE,
+    *,
+    measures: Sequence[Measure] = MEASURES,
+) -> pd.DataFrame:
+    """Every measure overall and per practice for the as-of month, disclosure-controlled.
+
+    Rows: per measure, one ``overall``/``all`` row then one ``practice`` row per practice in
+    the cohort (patients without a practice under ``unknown``), practices sorted by id. The
+    practices of one measure add up to its overall row, so secondary suppression runs across
+    them. Counts are Int64 (NA when suppressed), ratio Float64 in 0..1.
+    """
+    month = f"{as_of:%Y-%m}"
+    practice = _practice_labels(patients).to_numpy(dtype=object)
+    frames = []
+    for measure in measures:  # a handful of measures; the work inside is vectorised
+        num, den = measure.masks(patients, as_of)
+        cells = pd.DataFrame(
+            {
+                "group": practice,
+                "numerator": np.asarray(num, dtype="int64"),
+                "denominator": np.asarray(den, dtype="int64"),
+            }
+        )
+        per_practice = cells.groupby("group", sort=True).sum().reset_index()
+        overall = pd.DataFrame(
+            {
+                "group": ["all"],
+                "numerator": [int(cells["numerator"].sum())],
+                "denominator": [int(cells["denominator"].sum())],
+            }
+        )
+        frames.append(overall.assign(group_by="overall", measure=measure.id))
+        frames.append(per_practice.assign(group_by="practice", measure=measure.id))
+    table = pd.concat(frames, ignore_index=True)
+    table["month"] = month
+    table["ratio"] = np.nan
+    table = table[list(MEASURE_COLUMNS[:-1])]
+
+    published = suppress_and_round(
+        table,
+        cells_of=["measure", "month", "group_by"],
+        small_count=small_count,
+        rounding=rounding,
+    )
+    for name in ("measure", "month", "group_by", "group"):
+        published[name] = published[name].astype("string")
+    return published[list(MEASURE_COLUMNS)]

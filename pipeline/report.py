@@ -1,0 +1,607 @@
+"""``report.html``: one self-contained, shareable page for the QI team.
+
+The page is built for sharing, so it holds no patient id and every count on it has been
+through ``pipeline.disclosure`` (suppressed counts read ``≤7``, the rest are rounded to 5;
+plots are drawn from the same published numbers). It loads nothing from outside: plots are
+inline SVG from matplotlib with every external reference removed, and the styles are inline.
+
+Plots use matplotlib's object-oriented ``Figure`` API rather than ``pyplot``, so no global
+backend is chosen and no figure is left open; output is deterministic (fixed SVG hash salt,
+no date), so the same run writes the same bytes.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import jinja2
+import matplotlib
+import numpy as np
+import pandas as pd
+from markupsafe import Markup
+from matplotlib.figure import Figure
+
+from pipeline import __version__
+from pipeline.disclosure import (
+    ROUNDING_MULTIPLE,
+    SUPPRESSION_THRESHOLD,
+    format_count,
+    format_ratio,
+    suppress_counts,
+)
+from pipeline.measures import UNKNOWN_PRACTICE
+
+__all__ = [
+    "ANALYTE_LABELS",
+    "CLINICAL_JUDGEMENT",
+    "binomial_limits",
+    "figure_svg",
+    "new_figure",
+    "render_report",
+    "template_environment",
+]
+
+TEMPLATES_DIR = Path(__file__).with_name("templates")
+
+#: Shown at the top of the report (and of the worklists): the seed guidance's caveats.
+CLINICAL_JUDGEMENT = (
+    "b12screen supports clinical judgement; it does not replace it. Treatment should be based "
+    "on clinical symptoms, not on biomarker levels alone, and up to half of patients need an "
+    "individualised injection schedule (from daily or twice weekly to every 2–4 weeks) to "
+    "remain symptom-free."
+)
+
+ANALYTE_LABELS: dict[str, tuple[str, str]] = {
+    "b12_total": ("Total B12 (serum cobalamin)", "ng/L"),
+    "b12_active": ("Active B12 (holotranscobalamin)", "pmol/L"),
+    "mma": ("Methylmalonic acid (MMA)", "µmol/L"),
+}
+
+STATUS_LABELS = {
+    "deficient": "Deficient",
+    "indeterminate": "Indeterminate",
+    "unlikely": "Deficiency unlikely",
+    "not_tested": "Not tested in the look-back window",
+}
+
+FLAG_LABELS = {
+    "urgent_review": "Urgent review",
+    "needs_mma": "MMA test needed",
+    "needs_supplementation": "Supplementation suggested",
+    "on_metformin": "On metformin",
+    "metformin_monitoring_due": "Metformin B12 monitoring due",
+    "on_b12_treatment": "On B12 treatment",
+    "retest_due": "Retest due after starting treatment",
+    "discordant": "Discordant same-day total and active B12",
+    "censored_ambiguous": "Censored result spanning a cut-off",
+    "paediatric": "Under 16 (adult thresholds applied)",
+}
+
+WORKLIST_LABELS = {
+    "urgent": "Urgent review",
+    "mma": "MMA add-on",
+    "supplementation": "Supplementation",
+    "metformin_monitoring": "Metformin monitoring",
+    "retest": "Retest after treatment",
+}
+
+#: Accounting keys that partition ``rows_read`` (the "nothing is lost" identity), with any
+#: ``rows_skipped*`` key (labs skip other tests, medications other medications).
+ACCOUNTING_PARTS = (
+    "rows_accepted",
+    "rows_rejected",
+    "rows_skipped_other_tests",
+    "rows_exact_duplicates",
+)
+
+ACCOUNTING_LABELS = {
+    "rows_read": "Rows read",
+    "rows_accepted": "Accepted",
+    "rows_rejected": "Rejected (see reasons)",
+    "rows_skipped": "Skipped",
+    "rows_skipped_other_tests": "Skipped: other tests",
+    "rows_skipped_other_medications": "Skipped: other medications",
+    "rows_exact_duplicates": "Exact duplicates",
+    "rows_after_as_of": "Accepted, dated after the as-of date (not classified)",
+}
+
+#: Measures drawn as funnel plots, in page order.
+FUNNEL_MEASURES = ("deficient_among_tested", "metformin_testing")
+
+#: Two-sided coverage of the funnel limits and their line styles.
+FUNNEL_LIMITS = ((0.95, "--"), (0.998, ":"))
+
+HISTOGRAM_BINS = 40
+#: The histogram's x-axis runs to this multiple of the analyte's highest cut-off.
+HISTOGRAM_SPAN = 4.0
+
+_COLOURS = {"bar": "#4c72b0", "cut": "#c44e52", "centre": "#333333", "limit": "#777777"}
+
+
+# --------------------------------------------------------------------------- SVG plumbing
+
+
+def template_environment(extra: Mapping[str, str] | None = None) -> jinja2.Environment:
+    """The Jinja2 environment for b12screen's HTML (autoescaped; templates in the package).
+
+    ``extra`` maps names to template sources that may extend ``report.html.j2``.
+    """
+    loader: jinja2.BaseLoader = jinja2.FileSystemLoader(TEMPLATES_DIR)
+    if extra:
+        loader = jinja2.ChoiceLoader([jinja2.DictLoader(dict(extra)), loader])
+    return jinja2.Environment(
+        loader=loader,
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+    )
+
+
+def figure_svg(fig: Figure, prefix: str) -> Markup:
+    """A figure as inline SVG that references nothing outside the page.
+
+    Drops the XML prolog, DOCTYPE (a URL), RDF metadata (URLs) and namespace declarations
+    (the HTML parser supplies them), and prefixes every id so several plots can share a page.
+    """
+    buffer = io.StringIO()
+    with matplotlib.rc_context({"svg.hashsalt": "b12screen", "svg.fonttype": "path"}):
+        fig.savefig(buffer, format="svg", metadata={"Date": None})
+    svg = buffer.getvalue()
+    svg = re.sub(r"<\?xml[^>]*\?>\s*", "", svg)
+    svg = re.sub(r"<!DOCTYPE[^>]*>\s*", "", svg)
+    svg = re.sub(r"<metadata>.*?</metadata>\s*", "", svg, flags=re.DOTALL)
+    svg = re.sub(r'\s+xmlns(:\w+)?="[^"]*"', "", svg)
+    ids = sorted(set(re.findall(r'\bid="([^"]+)"', svg)), key=len, reverse=True)
+    if ids:
+        pattern = re.compile(r'(id="|#)(' + "|".join(map(re.escape, ids)) + r')(?=["\)])')
+        svg = pattern.sub(lambda m: f"{m.group(1)}{prefix}-{m.group(2)}", svg)
+    if re.search(r"(?i)\b(?:href|src)\s*=\s*\"(?!#)", svg) or re.search(r"(?i)url\((?!#)", svg):
+        raise RuntimeError("matplotlib SVG holds an external reference; refusing to embed it")
+    return Markup(svg.strip())
+
+
+def new_figure(width: float, height: float) -> Figure:
+    """A pyplot-free figure (no global backend state, nothing left open)."""
+    fig = Figure(figsize=(width, height), layout="constrained")
+    fig.set_facecolor("white")
+    return fig
+
+
+# --------------------------------------------------------------------------- funnel limits
+
+
+def binomial_limits(p0: float, n: np.ndarray, coverage: float) -> tuple[np.ndarray, np.ndarray]:
+    """Exact binomial funnel limits for a proportion, interpolated (Spiegelhalter 2005).
+
+    For each denominator ``n``, the lower and upper limits between which an observed proportion
+    falls with probability ``coverage`` when the true rate is ``p0``.
+    """
+    n = np.asarray(n, dtype="int64")
+    if p0 <= 0.0 or p0 >= 1.0:
+        flat = np.full(n.shape, float(np.clip(p0, 0.0, 1.0)))
+        return flat, flat.copy()
+    tail = (1.0 - coverage) / 2.0
+    lower = np.empty(n.shape)
+    upper = np.empty(n.shape)
+    for i, size in enumerate(n):  # one pass per plotted denominator, vectorised within
+        k = np.arange(size + 1)
+        log_choose = np.concatenate(([0.0], np.cumsum(np.log(size - k[1:] + 1) - np.log(k[1:]))))
+        pmf = np.exp(log_choose + k * math.log(p0) + (size - k) * math.log1p(-p0))
+        cdf = np.minimum(np.cumsum(pmf), 1.0)
+        for target, out in ((tail, lower), (1.0 - tail, upper)):
+            r = int(np.searchsorted(cdf, target))
+            r = min(r, size)
+            below = cdf[r - 1] if r > 0 else 0.0
+            alpha = (cdf[r] - target) / (cdf[r] - below) if cdf[r] > below else 0.0
+            out[i] = float(np.clip((r - alpha) / size, 0.0, 1.0))
+    return lower, upper
+
+
+# --------------------------------------------------------------------------- sections
+
+
+def _counts_rows(
+    labels: Sequence[str],
+    counts: Sequence[int],
+    *,
+    partition: bool,
+    total: int | None,
+    small_count: int,
+    rounding: int,
+) -> list[dict[str, str]]:
+    """Table rows of label / published count / share of a published total."""
+    if not labels:
+        return []
+    published = suppress_counts(
+        pd.Series(list(counts), dtype="int64"),
+        secondary=partition,
+        small_count=small_count,
+        rounding=rounding,
+    )
+    total_published = None
+    if total is not None:
+        total_published = suppress_counts(
+            pd.Series([total], dtype="int64"), small_count=small_count, rounding=rounding
+        )["count"].iloc[0]
+    rows = []
+    for label, value in zip(labels, published["count"], strict=True):
+        share = ""
+        if total_published is not None and not pd.isna(total_published) and total_published:
+            share = format_ratio(value / total_published if not pd.isna(value) else pd.NA)
+        rows.append(
+            {"label": label, "count": format_count(value, small_count=small_count), "share": share}
+        )
+    return rows
+
+
+def _published_total(count: int, small_count: int, rounding: int) -> str:
+    value = suppress_counts(
+        pd.Series([count], dtype="int64"), small_count=small_count, rounding=rounding
+    )["count"].iloc[0]
+    return format_count(value, small_count=small_count)
+
+
+def _cohort_section(patients: pd.DataFrame, small_count: int, rounding: int) -> dict[str, Any]:
+    total = len(patients)
+    status = patients["b12_status"].astype("string")
+    by_status = status.value_counts(dropna=False)
+    labels = list(STATUS_LABELS.values())
+    counts = [int(by_status.get(key, 0)) for key in STATUS_LABELS]
+    unknown = int(status.isna().sum())
+    if unknown:
+        labels.append("No status")
+        counts.append(unknown)
+    flags = [name for name in FLAG_LABELS if name in patients.columns]
+    flag_counts = [int(patients[name].fillna(False).astype(bool).sum()) for name in flags]
+    return {
+        "total": _published_total(total, small_count, rounding),
+        "status_rows": _counts_rows(
+            labels, counts, partition=True, total=total, small_count=small_count, rounding=rounding
+        ),
+        "flag_rows": _counts_rows(
+            [FLAG_LABELS[name] for name in flags],
+            flag_counts,
+            partition=False,
+            total=total,
+            small_count=small_count,
+            rounding=rounding,
+        ),
+    }
+
+
+def _label(key: str) -> str:
+    text = key.removeprefix("rows_").replace("_", " ")
+    return text[:1].upper() + text[1:]
+
+
+def _is_count(value: object) -> bool:
+    return isinstance(value, int | np.integer) and not isinstance(value, bool)
+
+
+def _quality_section(summary: Mapping[str, Any], small_count: int, rounding: int) -> dict[str, Any]:
+    """Row accounting per input, and rejected rows by reason (rows, not patients)."""
+    sections = []
+    for name, counts in (summary.get("accounting") or {}).items():
+        if not isinstance(counts, Mapping):
+            continue
+        keys = [k for k, v in counts.items() if _is_count(v)]
+        parts = [k for k in keys if k in ACCOUNTING_PARTS or k.startswith("rows_skipped")]
+        read = [k for k in keys if k == "rows_read"]
+        others = [k for k in keys if k not in parts and k != "rows_read"]
+        rows = []
+        for group, partition in ((read, False), (parts, True), (others, False)):
+            rows += _counts_rows(
+                [ACCOUNTING_LABELS.get(k, _label(k)) for k in group],
+                [int(counts[k]) for k in group],
+                partition=partition,
+                total=None,
+                small_count=small_count,
+                rounding=rounding,
+            )
+        balances = counts.get("balanced")
+        if not isinstance(balances, bool) and "rows_read" in keys and parts:
+            balances = int(counts["rows_read"]) == sum(int(counts[k]) for k in parts)
+        sections.append({"name": _label(str(name)), "rows": rows, "balances": balances})
+    reasons = summary.get("rejected_by_reason") or {}
+    names = sorted(str(k) for k, v in reasons.items() if _is_count(v))
+    reason_rows = _counts_rows(
+        names,
+        [int(reasons[k]) for k in names],
+        partition=True,  # most rows have one reason, so reasons nearly add up to the total
+        total=None,
+        small_count=small_count,
+        rounding=rounding,
+    )
+    return {"inputs": sections, "reasons": reason_rows}
+
+
+def _histogram(
+    values: np.ndarray,
+    analyte: str,
+    cutoffs: Sequence[float],
+    small_count: int,
+    rounding: int,
+) -> dict[str, Any]:
+    """One analyte's distribution from published bin counts; small bins are not drawn."""
+    title, unit = ANALYTE_LABELS.get(analyte, (analyte, ""))
+    total = len(values)
+    section: dict[str, Any] = {
+        "analyte": analyte,
+        "title": title,
+        "unit": unit,
+        "total": _published_total(total, small_count, rounding),
+        "cutoffs": ", ".join(f"{c:g}" for c in cutoffs),
+        "svg": None,
+    }
+    if total <= small_count:
+        return section
+    if cutoffs:
+        upper = HISTOGRAM_SPAN * max(cutoffs)
+    else:
+        upper = float(np.nanquantile(values, 0.95)) * 2 or 1.0
+    edges = np.linspace(0.0, upper, HISTOGRAM_BINS + 1)
+    in_range, _ = np.histogram(values[values < upper], bins=edges)
+    cells = np.append(in_range, int((values >= upper).sum()))
+    published = suppress_counts(
+        pd.Series(cells, dtype="int64"), small_count=small_count, rounding=rounding
+    )
+    heights = published["count"].iloc[:-1].astype("Float64").fillna(0.0).to_numpy(float)
+    hidden = int(published["suppressed"].iloc[:-1].sum())
+
+    fig = new_figure(6.4, 3.0)
+    ax = fig.add_subplot()
+    ax.bar(edges[:-1], heights, width=np.diff(edges), align="edge", color=_COLOURS["bar"])
+    ymax = max(float(heights.max()), 1.0)
+    for cut in cutoffs:
+        ax.axvline(cut, color=_COLOURS["cut"], linestyle="--", linewidth=1.2)
+        ax.annotate(
+            f"{cut:g}",
+            xy=(cut, ymax),
+            xytext=(3, 0),
+            textcoords="offset points",
+            color=_COLOURS["cut"],
+            fontsize=8,
+            va="top",
+        )
+    ax.set_xlim(0, upper)
+    ax.set_ylim(0, ymax * 1.08)
+    ax.set_xlabel(f"{title}, {unit}" if unit else title)
+    ax.set_ylabel("results (rounded to 5)")
+    ax.spines[["top", "right"]].set_visible(False)
+    section["svg"] = figure_svg(fig, f"hist-{analyte}")
+    section["hidden_bins"] = hidden
+    section["upper"] = f"{upper:g}"
+    section["overflow"] = format_count(published["count"].iloc[-1], small_count=small_count)
+    return section
+
+
+def _distribution_section(
+    results: pd.DataFrame,
+    rules_cutoffs: Mapping[str, Sequence[float]],
+    small_count: int,
+    rounding: int,
+) -> list[dict[str, Any]]:
+    analytes = list(ANALYTE_LABELS)
+    present = results["analyte"].astype("string").dropna().unique().tolist()
+    analytes += sorted(a for a in {*rules_cutoffs, *present} if a not in ANALYTE_LABELS)
+    sections = []
+    for analyte in analytes:
+        mask = results["analyte"].astype("string").eq(analyte).fillna(False).to_numpy(bool)
+        values = pd.to_numeric(results.loc[mask, "value"], errors="coerce").dropna()
+        values = values.to_numpy(dtype=float)
+        values = values[values >= 0]
+        cuts = sorted(float(c) for c in rules_cutoffs.get(analyte, []))
+        sections.append(_histogram(values, analyte, cuts, small_count, rounding))
+    return sections
+
+
+def _funnel(
+    measures: pd.DataFrame, measure: Mapping[str, Any], small_count: int, rounding: int
+) -> dict[str, Any]:
+    """Practice rates against the cohort rate, from published (rounded) counts only."""
+    rows = measures[measures["measure"].astype("string") == measure["id"]]
+    overall = rows[rows["group_by"].astype("string") == "overall"]
+    practices = rows[
+        rows["group_by"].astype("string").eq("practice")
+        & rows["group"].astype("string").ne(UNKNOWN_PRACTICE)  # not a practice to compare
+    ]
+    shown = practices[practices["ratio"].notna() & practices["denominator"].fillna(0).gt(0)]
+    section: dict[str, Any] = {
+        "id": measure["id"],
+        "title": measure["title"],
+        "svg": None,
+        "shown": len(shown),
+        "omitted": len(practices) - len(shown),
+        "outliers": [],
+        "centre": "–",
+    }
+    if overall.empty or pd.isna(overall["ratio"].iloc[0]) or shown.empty:
+        return section
+    p0 = float(overall["ratio"].iloc[0])
+    section["centre"] = format_ratio(p0)
+    den = shown["denominator"].astype("int64").to_numpy()
+    rate = shown["ratio"].astype(float).to_numpy()
+
+    start = max(small_count + 1, int(den.min()) // 2)
+    curve = np.geomspace(start, max(den.max() * 1.1, start + 1), 120).astype("int64")
+    grid = np.unique(np.concatenate([curve, den]))  # practices' own n: limits computed once
+    at = np.searchsorted(grid, den)
+    fig = new_figure(6.4, 3.8)
+    ax = fig.add_subplot()
+    ax.axhline(100 * p0, color=_COLOURS["centre"], linewidth=1.2, label=f"cohort {100 * p0:.1f}%")
+    position = np.full(len(shown), "", dtype=object)
+    widest_lo = widest_hi = np.array([p0])
+    for coverage, style in FUNNEL_LIMITS:
+        lo, hi = binomial_limits(p0, grid, coverage)
+        label = f"{100 * coverage:g}% limits"
+        ax.plot(grid, 100 * lo, style, color=_COLOURS["limit"], linewidth=1, label=label)
+        ax.plot(grid, 100 * hi, style, color=_COLOURS["limit"], linewidth=1)
+        position = np.where(rate > hi[at], f"above {100 * coverage:g}%", position)
+        position = np.where(rate < lo[at], f"below {100 * coverage:g}%", position)
+        widest_lo, widest_hi = lo, hi
+    ax.scatter(den, 100 * rate, s=18, color=_COLOURS["bar"], zorder=3, label="practice")
+    low = min(float(widest_lo.min()), float(rate.min()))
+    high = max(float(widest_hi.max()), float(rate.max()))
+    margin = max(0.02, 0.08 * (high - low))
+    ax.set_ylim(100 * max(0.0, low - margin), 100 * min(1.0, high + margin))
+    ax.set_xlim(0, grid[-1])
+    ax.set_xlabel(f"denominator (patients, rounded to {rounding})")
+    ax.set_ylabel("rate, %")
+    fig.legend(fontsize=8, frameon=False, loc="outside right upper")
+    ax.spines[["top", "right"]].set_visible(False)
+    section["svg"] = figure_svg(fig, f"funnel-{measure['id']}")
+
+    flagged = shown.assign(position=position)
+    flagged = flagged[flagged["position"] != ""].sort_values("group", kind="mergesort")
+    section["outliers"] = [
+        {
+            "practice": str(row["group"]),
+            "numerator": format_count(row["numerator"], small_count=small_count),
+            "denominator": format_count(row["denominator"], small_count=small_count),
+            "rate": format_ratio(row["ratio"]),
+            "position": row["position"],
+        }
+        for row in flagged.to_dict("records")  # the few practices outside the limits
+    ]
+    return section
+
+
+def _definition_dict(definition: Any) -> dict[str, Any]:
+    if isinstance(definition, Mapping):
+        return dict(definition)
+    if hasattr(definition, "words"):
+        return definition.words()
+    return dict(vars(definition))
+
+
+def _measures_section(
+    measures: pd.DataFrame, definitions: Iterable[Any], small_count: int
+) -> list[dict[str, Any]]:
+    overall = measures[measures["group_by"].astype("string") == "overall"]
+    cards = []
+    for definition in map(_definition_dict, definitions):
+        row = overall[overall["measure"].astype("string") == definition["id"]]
+        low = definition.get("low_is_good")
+        cards.append(
+            {
+                **definition,
+                "direction": {True: "Lower is better", False: "Higher is better"}.get(
+                    low, "Neither higher nor lower is better in itself"
+                ),
+                "ratio": format_ratio(row["ratio"].iloc[0]) if len(row) else "–",
+                "numerator_count": (
+                    format_count(row["numerator"].iloc[0], small_count=small_count)
+                    if len(row)
+                    else "–"
+                ),
+                "denominator_count": (
+                    format_count(row["denominator"].iloc[0], small_count=small_count)
+                    if len(row)
+                    else "–"
+                ),
+            }
+        )
+    return cards
+
+
+def _worklist_section(
+    summary: Mapping[str, Any], small_count: int, rounding: int
+) -> list[dict[str, str]]:
+    lists = summary.get("worklists") or {}
+    names = [n for n in WORKLIST_LABELS if n in lists] + sorted(
+        n for n in lists if n not in WORKLIST_LABELS
+    )
+    if not names:
+        return []
+    stats = pd.DataFrame(
+        [
+            {k: int(lists[n].get(k, 0)) for k in ("rows", "new", "persisting", "resolved")}
+            for n in names
+        ]
+    )
+
+    def single(column: str) -> pd.Series:
+        return suppress_counts(
+            stats[column], secondary=False, small_count=small_count, rounding=rounding
+        )["count"]
+
+    # new + persisting = rows, which is published, so each list's pair is suppressed together
+    pair = pd.concat([stats["new"], stats["persisting"]], ignore_index=True)
+    owner = pd.Series(np.tile(np.arange(len(names)), 2))
+    change = suppress_counts(pair, by=owner, small_count=small_count, rounding=rounding)["count"]
+    rows, resolved = single("rows"), single("resolved")
+    count = len(names)
+    return [
+        {
+            "name": name,
+            "label": WORKLIST_LABELS.get(name, name),
+            "rows": format_count(rows.iloc[i], small_count=small_count),
+            "new": format_count(change.iloc[i], small_count=small_count),
+            "persisting": format_count(change.iloc[count + i], small_count=small_count),
+            "resolved": format_count(resolved.iloc[i], small_count=small_count),
+        }
+        for i, name in enumerate(names)  # five worklists
+    ]
+
+
+def _run_details(summary: Mapping[str, Any]) -> dict[str, str]:
+    rules = summary.get("rules")
+    if isinstance(rules, Mapping):
+        rules = rules.get("name")
+    return {
+        "as_of": str(summary.get("as_of") or "–"),
+        "rules": str(rules or "–"),
+        "version": str(summary.get("version") or summary.get("package_version") or __version__),
+    }
+
+
+# --------------------------------------------------------------------------- entry point
+
+
+def render_report(
+    path: Path,
+    *,
+    summary: Mapping[str, Any],
+    patients: pd.DataFrame,
+    results: pd.DataFrame,
+    measures: pd.DataFrame,
+    definitions: Iterable[Any],
+    rules_cutoffs: Mapping[str, Sequence[float]],
+    small_count: int = SUPPRESSION_THRESHOLD,
+    rounding: int = ROUNDING_MULTIPLE,
+) -> None:
+    """Write ``report.html``: cohort, data quality, distributions, funnels, worklists, measures.
+
+    ``measures`` must already be disclosure-controlled (``build_measures`` output);
+    ``definitions`` are ``Measure`` objects or mappings with their words. Pass
+    ``small_count``/``rounding`` from the rules profile's ``[disclosure]`` table.
+    """
+    if isinstance(definitions, pd.DataFrame):  # definitions_table()
+        definitions = definitions.to_dict("records")
+    definitions = [_definition_dict(d) for d in definitions]
+    by_id = {d["id"]: d for d in definitions}
+    context = {
+        "run": _run_details(summary),
+        "clinical_judgement": CLINICAL_JUDGEMENT,
+        "small_count": small_count,
+        "rounding": rounding,
+        "cohort": _cohort_section(patients, small_count, rounding),
+        "quality": _quality_section(summary, small_count, rounding),
+        "distributions": _distribution_section(results, rules_cutoffs, small_count, rounding),
+        "funnels": [
+            _funnel(measures, by_id[m], small_count, rounding)
+            for m in FUNNEL_MEASURES
+            if m in by_id
+        ],
+        "worklists": _worklist_section(summary, small_count, rounding),
+        "measures": _measures_section(measures, definitions, small_count),
+    }
+    html = template_environment().get_template("report.html.j2").render(**context)
+    Path(path).write_text(html, encoding="utf-8")

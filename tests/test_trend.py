@@ -1,0 +1,176 @@
+"""trend: measures from several run folders, p-chart limits, rules changes marked."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from pipeline.disclosure import suppress_and_round
+from pipeline.errors import UserError
+from pipeline.measures import MEASURE_COLUMNS
+from pipeline.trend import TREND_COLUMNS, build_trend, find_runs, p_chart_limits
+
+NICE = {"name": "nice-ng239", "sha256": "a" * 64}
+BSH = {"name": "bsh-2014", "sha256": "b" * 64}
+
+
+def measures_table(month: str, cells: dict[str, dict[str, tuple[int, int]]]) -> pd.DataFrame:
+    """{measure: {group: (numerator, denominator)}} -> a published measures table."""
+    rows = []
+    for measure, groups in cells.items():
+        for group, (num, den) in groups.items():
+            rows.append(
+                {
+                    "measure": measure,
+                    "month": month,
+                    "group_by": "overall" if group == "all" else "practice",
+                    "group": group,
+                    "numerator": num,
+                    "denominator": den,
+                }
+            )
+    table = pd.DataFrame(rows).assign(ratio=np.nan)
+    table = suppress_and_round(table, cells_of=["measure", "month", "group_by"])
+    for column in ("measure", "month", "group_by", "group"):
+        table[column] = table[column].astype("string")
+    return table[list(MEASURE_COLUMNS)]
+
+
+def write_run(folder: Path, as_of: str, rules: dict, cells) -> Path:
+    folder.mkdir(parents=True)
+    measures_table(as_of[:7], cells).to_parquet(folder / "measures.parquet", index=False)
+    manifest = {"as_of": as_of, "rules": rules, "version": "0.1.0"}
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    return folder
+
+
+def cells(num: int, den: int, small: tuple[int, int] = (3, 20)):
+    return {
+        "deficient_among_tested": {
+            "all": (num, den),
+            "=EVIL": (num - small[0], den - small[1]),
+            "P2": small,
+        },
+        "retest_overdue": {"all": (2, 40), "=EVIL": (1, 30), "P2": (1, 10)},
+    }
+
+
+@pytest.fixture
+def reports(tmp_path) -> Path:
+    write_run(tmp_path / "2026-01", "2026-01-31", BSH, cells(100, 1000))
+    write_run(tmp_path / "2026-02", "2026-02-28", NICE, cells(110, 1000))
+    write_run(tmp_path / "2026-03", "2026-03-31", NICE, cells(300, 1000))
+    (tmp_path / "2026-04-tmp").mkdir()  # an interrupted run: no manifest
+    (tmp_path / "README.txt").write_text("not a run")
+    return tmp_path
+
+
+def test_trend_files(reports):
+    html_path, csv_path = build_trend(reports)
+    assert (html_path, csv_path) == (reports / "trend.html", reports / "trend.csv")
+    assert build_trend(reports).csv == csv_path
+    trend = pd.read_csv(csv_path, dtype={"group": "string"}, keep_default_na=False, na_values=[""])
+    assert tuple(trend.columns) == TREND_COLUMNS
+    overall = trend[
+        (trend["group_by"] == "overall") & (trend["measure"] == "deficient_among_tested")
+    ]
+    assert overall["month"].tolist() == ["2026-01", "2026-02", "2026-03"]
+    assert overall["rules_differ_from_latest"].tolist() == [True, False, False]
+    # centre from the months on the latest rules only: (110 + 300) / 2000
+    assert overall["centre"].dropna().unique().tolist() == pytest.approx([0.205])
+    assert overall["special_cause"].tolist() == [True, True, True]
+    # suppressed cells stay suppressed: empty counts, no limits
+    small = trend[(trend["group"] == "P2") & (trend["measure"] == "deficient_among_tested")]
+    assert small["suppressed"].all() and small["numerator"].isna().all()
+    retest = trend[(trend["measure"] == "retest_overdue") & (trend["group_by"] == "overall")]
+    assert retest["numerator"].isna().all() and retest["centre"].isna().all()
+    assert retest["denominator"].tolist() == [40, 40, 40]
+    # practice ids that look like formulas are neutralised for spreadsheets
+    assert "=EVIL" not in set(trend["group"]) and "'=EVIL" in set(trend["group"])
+
+
+def test_trend_html_is_self_contained(reports):
+    html_path = build_trend(reports).html
+    page = html_path.read_text(encoding="utf-8")
+    assert "http://" not in page and "https://" not in page
+    assert not re.search(r"(?i)<(script|link|iframe|img)\b", page)
+    assert page.count("<svg") == 1  # retest_overdue has no publishable month
+    assert "differs from" in page and "No month has a publishable rate." in page
+    assert "Deficient among tested" in page and "Retests overdue" in page
+    assert "Outside the limits: 2026-01, 2026-02, 2026-03" in " ".join(page.split())
+
+
+def test_rerun_of_a_month_replaces_it(reports):
+    write_run(reports / "2026-03-rerun", "2026-03-31", NICE, cells(200, 1000))
+    write_run(reports / "2026-03-early", "2026-03-15", NICE, cells(50, 1000))
+    runs = find_runs(reports)
+    assert [r.path.name for r in runs] == ["2026-01", "2026-02", "2026-03-rerun"]
+    csv_path = build_trend(reports).csv
+    trend = pd.read_csv(csv_path)
+    assert set(trend.loc[trend["month"] == "2026-03", "run"]) == {"2026-03-rerun"}
+
+
+def test_single_run(tmp_path):
+    write_run(tmp_path / "only", "2026-03-31", NICE, cells(300, 1000))
+    html_path, csv_path = build_trend(tmp_path)
+    assert html_path.is_file() and len(pd.read_csv(csv_path)) == 6
+
+
+@pytest.mark.parametrize("layout", ["empty", "missing", "files only"])
+def test_no_run_folders_is_a_user_error(tmp_path, layout):
+    target = tmp_path / "reports"
+    if layout != "missing":
+        target.mkdir()
+    if layout == "files only":
+        (target / "measures.parquet").write_text("x")
+        (target / "2026-01").mkdir()
+        (target / "2026-01" / "manifest.json").write_text("{}")
+    with pytest.raises(UserError) as excinfo:
+        build_trend(target)
+    assert str(target) in str(excinfo.value) and excinfo.value.exit_code == 1
+
+
+@pytest.mark.parametrize(
+    ("manifest", "measures", "message"),
+    [
+        ("{broken", None, "manifest"),
+        (None, pd.DataFrame({"measure": ["x"]}), "lacks column"),
+    ],
+)
+def test_bad_run_folder_is_a_user_error(tmp_path, manifest, measures, message):
+    folder = write_run(tmp_path / "2026-01", "2026-01-31", NICE, cells(100, 1000))
+    if manifest is not None:
+        (folder / "manifest.json").write_text(manifest)
+    if measures is not None:
+        measures.to_parquet(folder / "measures.parquet")
+    with pytest.raises(UserError, match=message):
+        build_trend(tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("numerators", "denominators", "baseline", "centre", "signals"),
+    [
+        ([10, 10, 10], [100, 100, 100], [True, True, True], 0.1, [False, False, False]),
+        ([10, 10, 40], [100, 100, 100], [True, True, True], 0.2, [False, False, True]),
+        ([10, 20, 30], [100, 100, 100], [False, True, True], 0.25, [True, False, False]),
+        ([None, 20, 30], [100, 100, 100], [True, True, True], 0.25, [None, False, False]),
+        ([0, 0], [0, 0], [True, True], None, [None, None]),
+    ],
+)
+def test_p_chart_limits(numerators, denominators, baseline, centre, signals):
+    out = p_chart_limits(
+        pd.Series(numerators, dtype="Int64"),
+        pd.Series(denominators, dtype="Int64"),
+        pd.Series(baseline),
+    )
+    got_centre = out["centre"].dropna().unique().tolist()
+    assert got_centre == ([] if centre is None else [pytest.approx(centre)])
+    assert [None if pd.isna(v) else bool(v) for v in out["special_cause"]] == signals
+    usable = out["centre"].notna()
+    assert (out["lcl"][usable] <= out["centre"][usable]).all()
+    assert (out["ucl"][usable] >= out["centre"][usable]).all()
