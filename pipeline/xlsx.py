@@ -16,6 +16,8 @@ from xml.sax.saxutils import escape
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 MAX_ROWS = 1_048_576
 _ILLEGAL_XML = r"[\x00-\x08\x0b\x0c\x0e-\x1f]"
@@ -78,45 +80,65 @@ def _column_letter(i: int) -> str:
     return letters
 
 
-def _text_cells(values: pd.Series, ref: pd.Series) -> pd.Series:
-    text = values.astype("str")
-    text = (text.str.replace(_ILLEGAL_XML, "", regex=True).str.replace("&", "&amp;", regex=False)
-            .str.replace("<", "&lt;", regex=False).str.replace(">", "&gt;", regex=False))
-    cell = '<c r="' + ref + '" t="inlineStr"><is><t xml:space="preserve">' + text + "</t></is></c>"
-    return cell.where(values.notna() & (values.astype("str") != ""), "")
+def _join(*parts: pa.Array | str) -> pa.Array:
+    """Element-wise concatenation of non-null string arrays (and literal strings)."""
+    return pc.binary_join_element_wise(*parts, "")
 
 
-def _column_cells(values: pd.Series, ref: pd.Series) -> pd.Series:
+def _text_cells(text: pa.Array, ref: pa.Array) -> pa.Array:
+    present = pc.and_(pc.is_valid(text), pc.not_equal(pc.fill_null(text, ""), ""))
+    text = pc.fill_null(text, "")
+    text = pc.replace_substring_regex(text, _ILLEGAL_XML, "")
+    for old, new in (("&", "&amp;"), ("<", "&lt;"), (">", "&gt;")):
+        text = pc.replace_substring(text, old, new)
+    cell = _join('<c r="', ref, '" t="inlineStr"><is><t xml:space="preserve">', text,
+                 "</t></is></c>")
+    return pc.if_else(present, cell, "")
+
+
+def _column_cells(values: pd.Series, ref: pa.Array) -> pa.Array:
     """XML for every cell of one column (empty string for a missing value)."""
     dtype = values.dtype
     if pd.api.types.is_bool_dtype(dtype):
-        flag = pd.Series(np.where(values.fillna(False).to_numpy(dtype=bool), "1", "0"),
-                         index=values.index, dtype="str")
-        return ('<c r="' + ref + '" t="b"><v>' + flag + "</v></c>").where(values.notna(), "")
+        flags = pa.array(values, pa.bool_(), from_pandas=True)
+        cell = _join('<c r="', ref, '" t="b"><v>', pc.if_else(pc.fill_null(flags, False),
+                                                              "1", "0"), "</v></c>")
+        return pc.if_else(pc.is_valid(flags), cell, "")
     if pd.api.types.is_numeric_dtype(dtype):
-        number = values.astype("float64")
-        finite = np.isfinite(number.to_numpy(dtype="float64", na_value=np.nan))
-        text = pd.Series(number.to_numpy(dtype="float64", na_value=np.nan).astype(str),
-                         index=values.index, dtype="str")
-        text = text.str.replace(r"\.0$", "", regex=True)
-        return ('<c r="' + ref + '"><v>' + text + "</v></c>").where(finite, "")
+        number = pa.array(values.astype("float64"), pa.float64(), from_pandas=True)
+        finite = pc.fill_null(pc.is_finite(number), False)
+        text = pc.fill_null(pc.cast(pc.fill_null(number, 0.0), pa.string()), "")
+        return pc.if_else(finite, _join('<c r="', ref, '"><v>', text, "</v></c>"), "")
     if pd.api.types.is_datetime64_any_dtype(dtype):
-        return _text_cells(values.dt.strftime("%Y-%m-%d").astype("str"), ref)
-    return _text_cells(values.astype("str"), ref)
+        stamps = pa.array(values.astype("datetime64[us]"), pa.timestamp("us"), from_pandas=True)
+        return _text_cells(pc.strftime(stamps, "%Y-%m-%d"), ref)
+    return _text_cells(pa.array(values.astype("str"), pa.string(), from_pandas=True), ref)
 
 
-def _sheet_xml(frame: pd.DataFrame, footer: str) -> str:
+def _concat_bytes(rows: pa.Array) -> bytes:
+    """All strings of a null-free string array, back to back (its data buffer)."""
+    rows = pa.concat_arrays([rows]) if isinstance(rows, pa.ChunkedArray) else rows
+    offsets = np.frombuffer(rows.buffers()[1], dtype=np.int32)[rows.offset:
+                                                                 rows.offset + len(rows) + 1]
+    data = rows.buffers()[2]
+    if data is None or len(rows) == 0:
+        return b""
+    return data.to_pybytes()[offsets[0]:offsets[-1]]
+
+
+def _sheet_xml(frame: pd.DataFrame, footer: str) -> bytes:
     n = len(frame)
-    row_numbers = pd.Series(np.arange(2, n + 2).astype(str), index=frame.index, dtype="str")
+    row_numbers = pc.cast(pa.array(np.arange(2, n + 2)), pa.string())
     header = "".join(
         f'<c r="{_column_letter(i)}1" t="inlineStr" s="1"><is><t>{escape(str(c))}</t></is></c>'
         for i, c in enumerate(frame.columns))
-    body = pd.Series("", index=frame.index, dtype="str")
-    for i, column in enumerate(frame.columns):  # columns, not rows
-        body = body + _column_cells(frame[column], _column_letter(i) + row_numbers)
-    rows = '<row r="' + row_numbers + '">' + body + "</row>"
-    return (_SHEET_HEAD + f'<row r="1">{header}</row>' + "".join(rows.tolist())
-            + _SHEET_TAIL.format(footer=escape(footer)))
+    cells = [_column_cells(frame[column], _join(_column_letter(i), row_numbers))
+             for i, column in enumerate(frame.columns)]  # columns, not rows
+    rows = _join('<row r="', row_numbers, '">', *cells, "</row>") if n else pa.array([],
+                                                                                     pa.string())
+    head = (_SHEET_HEAD + f'<row r="1">{header}</row>').encode("utf-8")
+    tail = _SHEET_TAIL.format(footer=escape(footer)).encode("utf-8")
+    return head + _concat_bytes(rows) + tail
 
 
 def write_workbook(sheets: dict[str, pd.DataFrame], path: Path, footer: str = "") -> list[str]:
@@ -144,5 +166,5 @@ def write_workbook(sheets: dict[str, pd.DataFrame], path: Path, footer: str = ""
         zf.writestr("xl/styles.xml", _STYLES)
         for i, (_, frame) in enumerate(parts):
             zf.writestr(f"xl/worksheets/sheet{i + 1}.xml",
-                        _sheet_xml(frame, "&L&8" + footer).encode("utf-8"))
+                        _sheet_xml(frame, "&L&8" + footer))
     return notes
