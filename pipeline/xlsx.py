@@ -64,7 +64,8 @@ _STYLES = (
 _SHEET_HEAD = (
     '<?xml version="1.0" encoding="UTF-8" standalone="yes"?>\n'
     '<worksheet xmlns="http://schemas.openxmlformats.org/spreadsheetml/2006/main">'
-    '<sheetViews><sheetView workbookViewId="0"><pane ySplit="1" topLeftCell="A2" '
+    '<dimension ref="A1:{last}"/><sheetViews><sheetView workbookViewId="0">'
+    '<pane ySplit="1" topLeftCell="A2" '
     'activePane="bottomLeft" state="frozen"/></sheetView></sheetViews><sheetData>')
 _SHEET_TAIL = ('</sheetData><pageMargins left="0.4" right="0.4" top="0.5" bottom="0.6" '
                'header="0.3" footer="0.3"/><pageSetup orientation="landscape" paperSize="9"/>'
@@ -136,7 +137,8 @@ def _sheet_xml(frame: pd.DataFrame, footer: str) -> bytes:
              for i, column in enumerate(frame.columns)]  # columns, not rows
     rows = _join('<row r="', row_numbers, '">', *cells, "</row>") if n else pa.array([],
                                                                                      pa.string())
-    head = (_SHEET_HEAD + f'<row r="1">{header}</row>').encode("utf-8")
+    last = f"{_column_letter(max(len(frame.columns), 1) - 1)}{n + 1}"
+    head = (_SHEET_HEAD.format(last=last) + f'<row r="1">{header}</row>').encode("utf-8")
     tail = _SHEET_TAIL.format(footer=escape(footer)).encode("utf-8")
     return head + _concat_bytes(rows) + tail
 

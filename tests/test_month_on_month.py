@@ -1,0 +1,83 @@
+"""Two monthly runs under one reports folder, then the trend, as a QI team runs them."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import openpyxl
+import pandas as pd
+import pytest
+
+from pipeline.worklists import LISTS
+from tests.conftest import invoke
+
+
+@pytest.fixture(scope="module")
+def two_months(sample_extract: dict[str, Path], tmp_path_factory) -> Path:
+    reports = tmp_path_factory.mktemp("reports")
+    for as_of, month in (("2026-09-30", "2026-09"), ("2026-10-31", "2026-10")):
+        result = invoke("run", sample_extract["labs"], "--patients", sample_extract["patients"],
+                        "--medications", sample_extract["medications"], "--as-of", as_of,
+                        "--out", reports / month, "--quiet")
+        assert result.exit_code == 0, result.output
+    result = invoke("trend", reports)
+    assert result.exit_code == 0, result.output
+    return reports
+
+
+def _list(folder: Path, name: str) -> pd.DataFrame:
+    return pd.read_csv(folder / "worklists" / f"{name}.csv", dtype=str, keep_default_na=False,
+                       encoding="utf-8-sig")
+
+
+def test_second_month_finds_the_first_as_previous(two_months: Path) -> None:
+    manifest = json.loads((two_months / "2026-10" / "manifest.json").read_text())
+    assert manifest["options"]["previous_run"].endswith("2026-09")
+
+
+@pytest.mark.parametrize("name", list(LISTS))
+def test_new_persisting_and_resolved_match_the_two_lists(two_months: Path, name: str) -> None:
+    before = set(_list(two_months / "2026-09", name)["patient_id"])
+    now = _list(two_months / "2026-10", name)
+    persisting = set(now.loc[now["change"] == "persisting", "patient_id"])
+    new = set(now.loc[now["change"] == "new", "patient_id"])
+    assert persisting == set(now["patient_id"]) & before
+    assert new == set(now["patient_id"]) - before
+    assert (now.loc[now["change"] == "persisting", "first_listed"] == "2026-09").all()
+    assert (now.loc[now["change"] == "new", "first_listed"] == "2026-10").all()
+    resolved = _list(two_months / "2026-10", "resolved")
+    assert set(resolved.loc[resolved["list"] == name, "patient_id"]) == before - set(
+        now["patient_id"])
+    first = _list(two_months / "2026-09", name)
+    assert (first["change"] == "new").all()
+
+
+def test_xlsx_sheets_match_flagged_patients(two_months: Path) -> None:
+    folder = two_months / "2026-10"
+    patients = pd.read_parquet(folder / "patients.parquet")
+    workbook = openpyxl.load_workbook(folder / "worklists.xlsx", read_only=True)
+    assert workbook.sheetnames == list(LISTS)
+    for name, (flag, _) in LISTS.items():
+        rows = workbook[name].max_row - 1
+        assert rows == int(patients[flag].sum()), name
+    workbook.close()
+
+
+def test_trend_has_both_months_and_published_counts_are_safe(two_months: Path) -> None:
+    trend = pd.read_csv(two_months / "trend.csv", dtype={"month": str})
+    assert sorted(trend["month"].unique()) == ["2026-09", "2026-10"]
+    html = (two_months / "trend.html").read_text(encoding="utf-8")
+    assert "http://" not in html and "https://" not in html.replace(
+        "http://www.w3.org", "")
+    for folder in (two_months / "2026-09", two_months / "2026-10"):
+        measures = pd.read_parquet(folder / "measures.parquet")
+        for column in ("numerator", "denominator"):
+            published = measures[column].dropna().astype(int)
+            assert not published.between(1, 7).any()
+            assert (published % 5 == 0).all()
+            assert measures.loc[measures[column].isna(), "suppressed"].all()
+    for column in ("numerator", "denominator"):
+        published = trend[column].dropna().astype(int)
+        assert not published.between(1, 7).any()
+        assert (published % 5 == 0).all()
