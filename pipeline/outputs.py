@@ -77,7 +77,10 @@ def build_summary(state: RunState, patients: pd.DataFrame, worklist_sizes: dict[
     accounting = {k: _published({n: v for n, v in c.items() if n != "balanced"}, small,
                                 rounding, secondary=True)
                   for k, c in state.accounting().items()}
-    overall = measures[measures["group_by"] == "overall"]
+    def records(frame: pd.DataFrame) -> list[dict[str, Any]]:
+        return [{k: (None if pd.isna(v) else (v.item() if hasattr(v, "item") else v))
+                 for k, v in row.items()} for row in frame.to_dict("records")]
+
     return {
         "as_of": state.as_of.isoformat(),
         "month": f"{state.as_of:%Y-%m}",
@@ -96,9 +99,8 @@ def build_summary(state: RunState, patients: pd.DataFrame, worklist_sizes: dict[
                                          rounding, False),
         "worklists": {name: _published(sizes, small, rounding, secondary=True)
                       for name, sizes in worklist_sizes.items()},
-        "measures": [
-            {k: (None if pd.isna(v) else (v if not hasattr(v, "item") else v.item()))
-             for k, v in row.items()} for row in overall.to_dict("records")],
+        "measures": records(measures[measures["group_by"] == "overall"]),
+        "per_practice": records(measures[measures["group_by"] == "practice"]),
     }
 
 
