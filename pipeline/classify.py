@@ -166,25 +166,28 @@ def classify(results: pd.DataFrame, patients: pd.DataFrame | None,
     r11, r12, r13 = rules.rule("R11"), rules.rule("R12"), rules.rule("R13")
     age = attrs["age_years"]
     ileal = actions.ileal_resection(attrs["ileal_resection_cm"], r8["ileal_resection_cm_above"])
-    needs_supp, supp_reason = actions.needs_supplementation(
-        status, med["on_b12"], attrs["bariatric_surgery"], ileal, attrs["diet"])
+    supp_conditions = actions.supplementation_conditions(status, attrs["bariatric_surgery"],
+                                                         ileal, attrs["diet"])
+    needs_supp, supp_reason = actions.needs_supplementation(supp_conditions, med["on_b12"])
     regimen_code = actions.regimen(needs_supp, age, attrs["neurological_symptoms"], ileal,
                                    attrs["bariatric_surgery"], status, attrs["diet"],
                                    r13["paediatric_age_below"])
     monitoring = actions.metformin_monitoring_due(med["on_metformin"], last_test, as_of,
                                                   r10["metformin_test_interval_days"])
-    risk = actions.metformin_risk(
+    risk_factors = actions.metformin_risk_factors(
         med["on_metformin"], age, med["metformin_dose"], med["first_metformin"], med["acid"],
         attrs["diet"], attrs["autoimmune_gastritis"], attrs["bariatric_surgery"], as_of,
         age_years=r10["risk_age_years"], dose_mg=r10["risk_dose_mg_per_day"],
         years=r10["risk_years_on_metformin"])
+    risk = actions.metformin_risk(risk_factors)
     retest = actions.retest_due(med["on_b12"], med["treatment_start"], last_test,
                                 attrs["pregnant"], as_of, after_days=r11["retest_after_days"],
                                 after_days_pregnant=r11["retest_after_days_pregnant"])
+    untreated = actions.untreated_too_long(index["collected_at"],
+                                           _treated_since(meds, index["collected_at"], as_of),
+                                           as_of, r12["untreated_days"])
     urgent = actions.urgent_review(status, attrs["neurological_symptoms"], attrs["pregnant"],
-                                   index["collected_at"],
-                                   _treated_since(meds, index["collected_at"], as_of),
-                                   as_of, r12["untreated_days"])
+                                   untreated)
     paediatric = actions.paediatric(age, r13["paediatric_age_below"])
 
     practice = attrs["practice_id"]
@@ -232,7 +235,10 @@ def classify(results: pd.DataFrame, patients: pd.DataFrame | None,
     out["mma_sev"] = mma["sev"].where(has_index)
     out["mma_censor"] = mma["censor"]
     out["metformin_interval"] = r10["metformin_test_interval_days"]
-    out["reasons"], out["rule_ids"] = build_reasons(out, attrs, as_of)
+    out["untreated"] = untreated.astype(bool)
+    out["untreated_days"] = r12["untreated_days"]
+    out["reasons"], out["rule_ids"] = build_reasons(out, attrs, supp_conditions, risk_factors,
+                                                   r10)
     out = out[list(PATIENT_COLUMNS)]
     results_out = results.drop(columns=["pid", "sev"])
     return Classified(out, results_out, int(after.sum()))

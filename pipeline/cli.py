@@ -111,7 +111,7 @@ def run(labs: LabsArg, patients: PatientsOpt = None, medications: MedsOpt = None
     except UserError as exc:
         _fail(exc)
     for note in state.warnings:
-        err.print(f"warning: {note}", markup=False)
+        err.print(f"warning: {note}", markup=False, soft_wrap=True)
     acc = state.accounting()["labs"]
     if not quiet:
         out.print(f"as-of {state.as_of}; {len(state.classified.patients)} patients;"
@@ -134,24 +134,23 @@ def validate(labs: LabsArg, patients: PatientsOpt = None, medications: MedsOpt =
     Prints a data-quality table (rows per reason and per file) and writes the rejected rows.
     Example: b12screen validate labs.csv --format uk-lab
     """
-    from pipeline.run import RunOptions, prepare, rejected_frame
+    from pipeline.run import RunOptions, check_reject_rate, prepare, rejected_frame
     from pipeline.validate_report import quality_tables, write_rejected
 
     try:
         options = RunOptions(labs=labs, patients=patients, medications=medications,
                              format=format, rules=rules, as_of=_as_of(as_of),
-                             max_reject_rate=1.0)
+                             max_reject_rate=max_reject_rate)
         with _progress(quiet) as progress:
-            state = prepare(options, progress)
+            state = prepare(options, progress, check_rate=False)
         folder = out_dir or Path("reports") / f"validate-{state.as_of:%Y-%m}"
         write_rejected(rejected_frame(state), folder)
         for table in quality_tables(state):
             out.print(table)
         out.print(f"rejected rows: {folder}", markup=False, soft_wrap=True)
-        options.max_reject_rate = max_reject_rate
-        from pipeline.run import _check_reject_rate
-
-        _check_reject_rate(state)
+        for note in state.warnings:
+            err.print(f"warning: {note}", markup=False, soft_wrap=True)
+        check_reject_rate(state)
     except UserError as exc:
         _fail(exc)
 

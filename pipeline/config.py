@@ -8,6 +8,7 @@ key and file named, because a misspelt threshold silently ignored is a clinical 
 
 from __future__ import annotations
 
+import codecs
 import copy
 import hashlib
 import json
@@ -51,7 +52,8 @@ def _load_toml(path: Path, what: str) -> dict[str, Any]:
         raise UserError(f"{what} file {path} is not valid TOML: {exc}", EXIT_USAGE) from exc
 
 
-def _check_keys(data: dict[str, Any], allowed: dict[str, Any], path: Path, prefix: str = "") -> None:
+def _check_keys(data: dict[str, Any], allowed: dict[str, Any], path: Path,
+                prefix: str = "") -> None:
     """Reject keys that the reference layout does not have (``None`` = free-form table)."""
     for key, value in data.items():
         dotted = f"{prefix}{key}"
@@ -184,28 +186,36 @@ def shipped_profiles() -> list[str]:
 
 
 # --------------------------------------------------------------------------- extract formats
+#
+# A format maps one lab's layout onto the canonical columns. Every key is checked here, when
+# the file is loaded, so a typo fails before any data is read, with the key and file named.
 
+KINDS = ("labs", "patients", "medications")
+_DELIMITERS = {"auto": "auto", ",": ",", ";": ";", "\t": "\t", "tab": "\t", "|": "|"}
 _READ_KEYS: dict[str, Any] = {
     "delimiter": "", "encoding": "", "day_first": None, "decimal_comma": None,
-    "missing_values": None, "datetime_formats": None,
+    "missing_values": None, "datetime_formats": None, "integer_ids": None,
+}
+_SECTION_KEYS: dict[str, tuple[str, ...]] = {
+    "labs": ("columns", "codes", "default_units", "values", "read"),
+    "patients": ("columns", "yes_no", "values", "read"),
+    "medications": ("columns", "classes", "codes", "values", "read"),
 }
 _FORMAT_LAYOUT: dict[str, Any] = {
     "format": {"name": "", "title": "", "description": "", "source": ""},
     "read": _READ_KEYS,
-    "labs": {"columns": None, "codes": None, "default_units": None, "values": None,
-             "read": _READ_KEYS},
-    "patients": {"columns": None, "yes_no": {"yes": None, "no": None}, "values": None,
-                 "read": _READ_KEYS},
-    "medications": {"columns": None, "classes": None, "codes": None, "values": None,
-                    "read": _READ_KEYS},
+    **{kind: {key: _READ_KEYS if key == "read" else None for key in keys}
+       for kind, keys in _SECTION_KEYS.items()},
 }
+_FORMAT_LAYOUT["patients"]["yes_no"] = {"yes": None, "no": None}
 
 CANONICAL_COLUMNS: dict[str, tuple[str, ...]] = {
     "labs": ("patient_id", "collected_at", "test_code", "result", "unit", "practice_id",
              "site_id", "specimen_id", "censor"),
-    "patients": ("patient_id", "birth_date", "birth_year", "age_years", "sex", "practice_id",
-                 "diet", "autoimmune_gastritis", "bariatric_surgery", "crohns_disease",
-                 "neurological_symptoms", "pregnant", "ileal_resection_cm"),
+    "patients": ("patient_id", "birth_date", "birth_year", "birth_month", "birth_day",
+                 "age_years", "sex", "practice_id", "diet", "autoimmune_gastritis",
+                 "bariatric_surgery", "crohns_disease", "neurological_symptoms", "pregnant",
+                 "ileal_resection_cm"),
     "medications": ("patient_id", "medication", "start_date", "end_date", "dose_mg_per_day"),
 }
 REQUIRED_COLUMNS: dict[str, tuple[str, ...]] = {
@@ -213,16 +223,25 @@ REQUIRED_COLUMNS: dict[str, tuple[str, ...]] = {
     "patients": ("patient_id",),
     "medications": ("patient_id", "medication", "start_date"),
 }
+#: Units accepted per analyte, normalised as ``harmonise.normalise_unit`` does (SPEC table).
+ACCEPTED_UNITS: dict[str, tuple[str, ...]] = {
+    "b12_total": ("ng/l", "pg/ml", "pmol/l"),
+    "b12_active": ("pmol/l",),
+    "mma": ("umol/l", "nmol/ml", "nmol/l"),
+}
 
 
 @dataclass(frozen=True)
 class ReadOptions:
+    """How to read one input's files (CSV details; Parquet needs none of them)."""
+
     delimiter: str = "auto"
     encoding: str = "auto"
     day_first: bool = False
     decimal_comma: bool = False
     missing_values: tuple[str, ...] = ("", "NULL", "null", "N/A", "n/a", "NA", "-", "None")
     datetime_formats: tuple[str, ...] = ()
+    integer_ids: bool = False
 
 
 @dataclass(frozen=True)
@@ -254,95 +273,213 @@ class ExtractFormat:
         return getattr(self, kind)
 
 
-def _read_options(section: dict[str, Any], base: ReadOptions, path: Path) -> ReadOptions:
+def _bad(key: str, path: Path, why: str) -> UserError:
+    return UserError(f"key '{key}' in {path} {why}", EXIT_USAGE)
+
+
+def _table(section: dict[str, Any], key: str, dotted: str, path: Path) -> dict[str, Any]:
+    value = section.get(key, {})
+    if not isinstance(value, dict):
+        raise _bad(dotted, path, "must be a table")
+    return value
+
+
+def _text_list(value: Any, dotted: str, path: Path) -> tuple[str, ...]:
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise _bad(dotted, path, "must be a list of text, e.g. [\"NULL\", \"N/A\"]")
+    return tuple(value)
+
+
+def _read_options(section: dict[str, Any], base: ReadOptions, path: Path,
+                  prefix: str) -> ReadOptions:
     opts = dict(base.__dict__)
     for key, value in section.items():
+        dotted = f"{prefix}{key}"
         if key in ("missing_values", "datetime_formats"):
-            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-                raise UserError(f"read.{key} in {path} must be a list of text", EXIT_USAGE)
-            value = tuple(value)
-        elif key in ("day_first", "decimal_comma") and not isinstance(value, bool):
-            raise UserError(f"read.{key} in {path} must be true or false", EXIT_USAGE)
-        elif key == "delimiter" and value not in ("auto", ",", ";", "\t", "|"):
-            raise UserError(f"read.delimiter in {path} must be auto , ; tab or |", EXIT_USAGE)
+            value = _text_list(value, dotted, path)
+            if key == "datetime_formats" and not all("%" in v for v in value):
+                raise _bad(dotted, path, "must hold strptime formats such as "
+                                         "\"%d/%m/%Y %H:%M\"")
+        elif key in ("day_first", "decimal_comma", "integer_ids"):
+            if not isinstance(value, bool):
+                raise _bad(dotted, path, "must be true or false")
+        elif key == "delimiter":
+            if value not in _DELIMITERS:
+                raise _bad(dotted, path, "must be one of \"auto\", \",\", \";\", \"tab\", "
+                                         "\"|\"")
+            value = _DELIMITERS[value]
+        elif key == "encoding":
+            if value != "auto":
+                try:
+                    codecs.lookup(value)
+                except LookupError:
+                    raise _bad(dotted, path, f"names an unknown encoding '{value}' (use "
+                                             "\"auto\", \"utf-8\", \"cp1252\", "
+                                             "\"latin-1\", ...)") from None
         opts[key] = value
     return ReadOptions(**opts)
 
 
-def _input_spec(kind: str, section: dict[str, Any], base_read: ReadOptions,
-                path: Path) -> InputSpec:
-    read = _read_options(section.get("read", {}), base_read, path)
+def _columns(kind: str, section: dict[str, Any], path: Path) -> dict[str, tuple[str, ...]]:
     columns: dict[str, tuple[str, ...]] = {}
-    for canon, source in section.get("columns", {}).items():
+    for canon, source in _table(section, "columns", f"{kind}.columns", path).items():
+        dotted = f"{kind}.columns.{canon}"
         if canon not in CANONICAL_COLUMNS[kind]:
             known = ", ".join(CANONICAL_COLUMNS[kind])
-            raise UserError(f"unknown key '{kind}.columns.{canon}' in {path} "
-                            f"(canonical columns: {known})", EXIT_USAGE)
-        sources = (source,) if isinstance(source, str) else tuple(source)
-        if not sources or not all(isinstance(s, str) and s for s in sources):
-            raise UserError(f"{kind}.columns.{canon} in {path} must name a column", EXIT_USAGE)
-        columns[canon] = sources
+            raise UserError(f"unknown key '{dotted}' in {path} (canonical columns: {known})",
+                            EXIT_USAGE)
+        sources = (source,) if isinstance(source, str) else source
+        if (not isinstance(sources, list | tuple) or not sources
+                or not all(isinstance(s, str) and s.strip() for s in sources)):
+            raise _bad(dotted, path, "must name a source column, or a list of them")
+        columns[canon] = tuple(s.strip() for s in sources)
+    return columns
+
+
+def _lab_codes(section: dict[str, Any], path: Path) -> dict[str, str]:
     codes = {}
-    for code, analyte in section.get("codes", {}).items():
+    for code, analyte in _table(section, "codes", "labs.codes", path).items():
         if analyte not in ANALYTES:
-            raise UserError(f"{kind}.codes.{code} in {path}: '{analyte}' is not an analyte "
-                            f"({', '.join(ANALYTES)})", EXIT_USAGE)
+            raise _bad(f"labs.codes.{code}", path, f"must be one of {', '.join(ANALYTES)}")
         codes[str(code).strip().upper()] = analyte
+    return codes
+
+
+def _default_units(section: dict[str, Any], codes: dict[str, str], path: Path) -> dict[str, str]:
+    import pandas as pd  # here, not at the top: only needed to reuse the unit normaliser
+
+    from pipeline.harmonise import normalise_unit  # harmonise imports this module
+
+    units = {}
+    for code, unit in _table(section, "default_units", "labs.default_units", path).items():
+        dotted = f"labs.default_units.{code}"
+        analyte = codes.get(str(code).strip().upper())
+        if analyte is None:
+            raise _bad(dotted, path, "names a code that [labs.codes] does not map")
+        if not isinstance(unit, str):
+            raise _bad(dotted, path, "must be text, e.g. \"ng/L\"")
+        if normalise_unit(pd.Series([unit], dtype="str")).iloc[0] not in ACCEPTED_UNITS[analyte]:
+            raise _bad(dotted, path, f"is not a unit for {analyte} "
+                                     f"({', '.join(ACCEPTED_UNITS[analyte])})")
+        units[str(code).strip().upper()] = unit
+    return units
+
+
+def _values(kind: str, section: dict[str, Any], path: Path) -> dict[str, dict[str, str]]:
     values = {}
-    for column, mapping in section.get("values", {}).items():
-        if column not in CANONICAL_COLUMNS[kind] or not isinstance(mapping, dict):
-            raise UserError(f"unknown key '{kind}.values.{column}' in {path}", EXIT_USAGE)
+    for column, mapping in _table(section, "values", f"{kind}.values", path).items():
+        dotted = f"{kind}.values.{column}"
+        if column not in CANONICAL_COLUMNS[kind]:
+            raise UserError(f"unknown key '{dotted}' in {path} (canonical columns: "
+                            f"{', '.join(CANONICAL_COLUMNS[kind])})", EXIT_USAGE)
+        if not isinstance(mapping, dict) or not all(
+                isinstance(v, str | int | float) and not isinstance(v, bool)
+                for v in mapping.values()):
+            raise _bad(dotted, path, "must be a table of source value = canonical value")
         values[column] = {str(k): str(v) for k, v in mapping.items()}
+    return values
+
+
+def _classes(section: dict[str, Any], path: Path) -> tuple[tuple[str, str], ...]:
+    entries = section.get("classes", [])
+    if not isinstance(entries, list):
+        raise _bad("medications.classes", path, "must be an array of tables "
+                                                "([[medications.classes]])")
     classes = []
-    for i, entry in enumerate(section.get("classes", [])):
+    for i, entry in enumerate(entries):
         if (not isinstance(entry, dict) or set(entry) != {"class", "pattern"}
-                or entry["class"] not in MEDICATION_CLASSES):
-            raise UserError(f"{kind}.classes[{i}] in {path} needs class (one of "
+                or entry["class"] not in MEDICATION_CLASSES
+                or not isinstance(entry["pattern"], str) or not entry["pattern"]):
+            raise UserError(f"medications.classes[{i}] in {path} needs class (one of "
                             f"{', '.join(MEDICATION_CLASSES)}) and pattern", EXIT_USAGE)
         try:
             re.compile(entry["pattern"])
         except re.error as exc:
-            raise UserError(f"{kind}.classes[{i}].pattern in {path}: {exc}", EXIT_USAGE) from exc
+            raise UserError(f"medications.classes[{i}].pattern in {path}: {exc}",
+                            EXIT_USAGE) from exc
         classes.append((entry["class"], entry["pattern"]))
-    class_codes = {}
-    for code, cls in section.get("codes", {}).items() if kind == "medications" else ():
+    return tuple(classes)
+
+
+def _class_codes(section: dict[str, Any], path: Path) -> dict[str, str]:
+    out = {}
+    for code, cls in _table(section, "codes", "medications.codes", path).items():
         if cls not in MEDICATION_CLASSES:
-            raise UserError(f"medications.codes.{code} in {path}: unknown class '{cls}'",
-                            EXIT_USAGE)
-        class_codes[str(code).strip().upper()] = cls
-    yes_no = section.get("yes_no", {})
-    return InputSpec(
-        kind=kind, columns=columns, read=read,
-        codes=codes if kind == "labs" else {},
-        default_units={str(k).strip().upper(): v for k, v in
-                       section.get("default_units", {}).items()},
-        values=values,
-        yes=tuple(s.lower() for s in yes_no.get("yes", InputSpec.yes)),
-        no=tuple(s.lower() for s in yes_no.get("no", InputSpec.no)),
-        classes=tuple(classes), class_codes=class_codes,
-    )
+            raise _bad(f"medications.codes.{code}", path,
+                       f"must be one of {', '.join(MEDICATION_CLASSES)}")
+        out[str(code).strip().upper()] = cls
+    return out
+
+
+def _yes_no(section: dict[str, Any], path: Path) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    table = _table(section, "yes_no", "patients.yes_no", path)
+    yes = tuple(s.strip().lower() for s in _text_list(table.get("yes", list(InputSpec.yes)),
+                                                      "patients.yes_no.yes", path))
+    no = tuple(s.strip().lower() for s in _text_list(table.get("no", list(InputSpec.no)),
+                                                     "patients.yes_no.no", path))
+    both = sorted(set(yes) & set(no))
+    if both:
+        raise _bad("patients.yes_no", path, f"lists '{both[0]}' as both yes and no")
+    return yes, no
+
+
+def _input_spec(kind: str, section: dict[str, Any], base_read: ReadOptions,
+                path: Path) -> InputSpec:
+    read = _read_options(_table(section, "read", f"{kind}.read", path), base_read, path,
+                         f"{kind}.read.")
+    columns = _columns(kind, section, path)
+    values = _values(kind, section, path)
+    if kind == "labs":
+        codes = _lab_codes(section, path)
+        return InputSpec(kind=kind, columns=columns, read=read, codes=codes,
+                         default_units=_default_units(section, codes, path), values=values)
+    if kind == "patients":
+        yes, no = _yes_no(section, path)
+        return InputSpec(kind=kind, columns=columns, read=read, values=values, yes=yes, no=no)
+    return InputSpec(kind=kind, columns=columns, read=read, values=values,
+                     classes=_classes(section, path), class_codes=_class_codes(section, path))
+
+
+def _canonical_raw() -> dict[str, Any]:
+    return _load_toml(FORMATS_DIR / f"{DEFAULT_FORMAT}.toml", "format")
 
 
 def load_format(name_or_path: str | None = None) -> ExtractFormat:
-    """Load and check an extract format; every input must map the required columns."""
+    """Load and check an extract format; every input must map the required columns.
+
+    A format need only describe labs: a missing ``[patients]`` or ``[medications]`` table,
+    or a ``[medications]`` table without classes or codes, takes the canonical format's.
+    """
     path = _resolve(name_or_path or DEFAULT_FORMAT, FORMATS_DIR, "format")
     raw = _load_toml(path, "format")
     _check_keys(raw, _FORMAT_LAYOUT, path)
-    base_read = _read_options(raw.get("read", {}), ReadOptions(), path)
-    specs = {kind: _input_spec(kind, raw.get(kind, {}), base_read, path)
-             for kind in ("labs", "patients", "medications")}
+    if not isinstance(raw.get("labs"), dict) or not raw["labs"].get("columns"):
+        raise UserError(f"format {path} maps nothing: it needs a [labs.columns] table "
+                        "(see docs/formats.md)", EXIT_USAGE)
+    canonical = _canonical_raw()
+    borrowed = False
+    for kind in ("patients", "medications"):
+        if kind not in raw:
+            raw[kind], borrowed = canonical[kind], True
+    meds = raw["medications"]
+    if not meds.get("classes") and not meds.get("codes"):
+        raw["medications"] = {**meds, "classes": canonical["medications"]["classes"]}
+        borrowed = True
+    base_read = _read_options(_table(raw, "read", "read", path), ReadOptions(), path, "read.")
+    specs = {kind: _input_spec(kind, raw[kind] if kind in raw else {}, base_read, path)
+             for kind in KINDS}
     if not specs["labs"].codes:
         raise UserError(f"format {path} maps no test codes ([labs.codes] is empty)", EXIT_USAGE)
-    if not specs["medications"].classes and not specs["medications"].class_codes:
-        raise UserError(f"format {path} maps no medication classes", EXIT_USAGE)
     for kind, spec in specs.items():
         missing = [c for c in REQUIRED_COLUMNS[kind] if c not in spec.columns]
         if missing:
             raise UserError(f"format {path} does not map required {kind} column(s): "
                             f"{', '.join(missing)}", EXIT_USAGE)
     name = raw.get("format", {}).get("name", path.stem)
-    digest = hashlib.sha256(path.read_bytes()).hexdigest()
-    return ExtractFormat(name=name, path=path, sha256=digest, **specs)
+    digest = hashlib.sha256(path.read_bytes())
+    if borrowed:
+        digest.update((FORMATS_DIR / f"{DEFAULT_FORMAT}.toml").read_bytes())
+    return ExtractFormat(name=name, path=path, sha256=digest.hexdigest(), **specs)
 
 
 def shipped_formats() -> list[str]:

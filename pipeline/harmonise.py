@@ -13,6 +13,8 @@ from datetime import date
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from pipeline.config import InputSpec
 
@@ -43,6 +45,13 @@ def by_unique(series: pd.Series, fn: Callable[[pd.Series], pd.Series | pd.DataFr
     return out
 
 
+def _drop_zone(text: pd.Series) -> pd.Series:
+    """Strip a trailing zone designator in Arrow (pandas would loop in Python for '\\1')."""
+    values = pa.array(text.to_numpy(dtype=object), pa.string(), from_pandas=True)
+    stripped = pc.replace_substring_regex(values, _TZ, r"\1")
+    return pd.Series(stripped.to_pandas(), index=text.index, dtype="str")
+
+
 def parse_dates(series: pd.Series, *, day_first: bool = False,
                 formats: tuple[str, ...] = ()) -> pd.Series:
     """Text to naive datetimes; unparseable or impossible dates become NaT.
@@ -52,7 +61,7 @@ def parse_dates(series: pd.Series, *, day_first: bool = False,
     """
 
     def parse(uniq: pd.Series) -> pd.Series:
-        text = uniq.astype("str").str.replace(_TZ, r"\1", regex=True)
+        text = _drop_zone(uniq.astype("str"))
         out = pd.Series(pd.NaT, index=text.index, dtype="datetime64[us]")
         candidates = list(formats)
         candidates += list(_DAY_FIRST) if day_first else []
@@ -82,6 +91,40 @@ def parse_results(series: pd.Series, *, decimal_comma: bool = False) -> pd.DataF
     out = by_unique(series, parse)
     out["censor"] = out["censor"].fillna("").astype("str")
     return out
+
+
+_CENSOR_SPELLINGS = {"": "", "=": "", "<": "<", "<=": "<=", "=<": "<=", ">": ">", ">=": ">=",
+                     "=>": ">="}
+
+
+def parse_censor(series: pd.Series) -> tuple[pd.Series, pd.Series]:
+    """A separate censor column (e.g. OMOP operator mapped by the format) to ``CENSORS``.
+
+    Returns (censor, mask of cells that are not a comparison operator); '=' means exact.
+    """
+    text = series.astype("str").fillna("").str.replace(" ", "", regex=False)
+    censor = text.map(_CENSOR_SPELLINGS)
+    return censor.fillna("").astype("str"), censor.isna()
+
+
+def birth_from_parts(year: pd.Series, month: pd.Series,
+                     day: pd.Series) -> tuple[pd.Series, pd.Series]:
+    """Birth date from year (and month, day) columns, e.g. OMOP person; (dates, bad mask).
+
+    A missing month is taken as mid-year (1 July) and a missing day as the 15th, so the age
+    is within six months (or half a month) of the truth either way.
+    """
+    y, bad_y = parse_number(year)
+    m, bad_m = parse_number(month)
+    d, bad_d = parse_number(day)
+    has_year = y.notna()
+    parts = pd.DataFrame({"year": y, "month": m.where(m.notna(), 7.0),
+                          "day": d.where(d.notna(), np.where(m.notna(), 15.0, 1.0))})
+    whole = (parts.round() == parts).all(axis=1)
+    dates = pd.to_datetime(parts.where(has_year & whole), errors="coerce").astype(
+        "datetime64[us]")
+    bad = bad_y | bad_m | bad_d | (has_year & dates.isna()) | ((m.notna() | d.notna()) & ~has_year)
+    return dates.where(has_year), bad
 
 
 def normalise_unit(series: pd.Series) -> pd.Series:

@@ -2,8 +2,14 @@
 
 Everything is read as text so that nothing is guessed before validation (patient ids keep
 their leading zeros). Each row keeps its ``source_file`` and 1-based ``source_row``: the
-line number in a CSV (header = line 1) or the row number in a Parquet file, so a person can
-open the file at that line. Malformed CSV lines are kept as rejected rows, never dropped.
+line number in a CSV (header = line 1; exact with blank lines and quoted line breaks) or the
+row number in a Parquet file, so a person can open the file at that line. Malformed CSV lines
+are kept as rejected rows, never dropped.
+
+Real exports are untidy, so the reader detects what it can: gzip, the encoding (UTF-8 with or
+without BOM, UTF-16 with BOM, else cp1252), the delimiter among ``,`` ``;`` tab ``|``, CRLF,
+blank header cells, and Parquet whatever its physical types. Whole-input problems (nothing
+to read, a required column missing) are ``UserError``s naming the file and column.
 """
 
 from __future__ import annotations
@@ -12,9 +18,12 @@ import glob
 import gzip
 import hashlib
 import io
+import re
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -29,6 +38,9 @@ SOURCE_ROW = "source_row"
 MALFORMED = "_malformed"
 DATA_SUFFIXES = (".csv", ".csv.gz", ".tsv", ".tsv.gz", ".txt", ".txt.gz", ".parquet", ".pq")
 _DELIMITERS = (",", ";", "\t", "|")
+_PARQUET_MAGIC = b"PAR1"
+_ZIP_MAGIC = b"PK\x03\x04"
+_SNIFF_LINES = 50
 
 
 @dataclass
@@ -52,8 +64,11 @@ class RawInput:
     warnings: list[str] = field(default_factory=list)
 
 
+# ----------------------------------------------------------------------------- locating
+
+
 def resolve_paths(spec: str | Path, kind: str) -> list[Path]:
-    """A file, a folder (its data files, sorted) or a glob pattern."""
+    """A file, a folder (its data files, recursively, sorted) or a glob pattern."""
     text = str(spec)
     path = Path(text)
     if path.is_file():
@@ -73,11 +88,14 @@ def resolve_paths(spec: str | Path, kind: str) -> list[Path]:
 
 def _is_data(path: Path) -> bool:
     name = path.name.lower()
-    return not name.startswith(".") and name.endswith(DATA_SUFFIXES)
+    return not name.startswith((".", "_")) and name.endswith(DATA_SUFFIXES)
 
 
 def _is_parquet(path: Path) -> bool:
-    return path.name.lower().endswith((".parquet", ".pq"))
+    if path.name.lower().endswith((".parquet", ".pq")):
+        return True
+    with path.open("rb") as fh:
+        return fh.read(4) == _PARQUET_MAGIC
 
 
 def _sha256(path: Path) -> str:
@@ -88,73 +106,192 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _raw_bytes(path: Path) -> bytes:
+def _file_info(path: Path) -> FileInfo:
+    return FileInfo(path=str(path), sha256=_sha256(path), rows=0, bytes=path.stat().st_size)
+
+
+# ------------------------------------------------------------------------- decoding CSV
+
+
+def _raw_bytes(path: Path, kind: str) -> bytes:
     data = path.read_bytes()
-    if path.name.lower().endswith(".gz"):
+    if data[:2] == b"\x1f\x8b":
         try:
             data = gzip.decompress(data)
-        except (OSError, EOFError) as exc:
-            raise UserError(f"cannot decompress {path}: not a valid gzip file") from exc
+        except (OSError, EOFError, zlib.error) as exc:
+            raise UserError(f"{kind}: cannot decompress {path}: not a valid gzip file, or "
+                            "truncated") from exc
+    elif path.name.lower().endswith(".gz"):
+        raise UserError(f"{kind}: cannot decompress {path}: not a valid gzip file, or "
+                        "truncated")
+    if data[:4] == _ZIP_MAGIC or path.suffix.lower() in (".xlsx", ".xls", ".xlsm"):
+        raise UserError(f"{kind}: {path} is a spreadsheet or zip archive, not CSV; save it "
+                        "as CSV and read that")
     return data
 
 
-def _decode(data: bytes, encoding: str, path: Path, kind: str) -> tuple[bytes, str]:
-    """Return UTF-8 bytes; 'auto' accepts UTF-8 (BOM or not), else falls back to cp1252."""
-    if data.startswith(b"\xef\xbb\xbf"):
-        data = data[3:]
-        if encoding == "auto":
-            return data, "utf-8-sig"
-    if encoding in ("auto", "utf-8", "utf8"):
+def _decode(data: bytes, encoding: str, path: Path, kind: str) -> tuple[bytes, str, list[str]]:
+    """Return UTF-8 bytes, the encoding used and any warning.
+
+    ``auto``: a BOM decides (UTF-8 or UTF-16); valid UTF-8 is UTF-8; text that is mostly UTF-8
+    with a few stray bytes keeps its UTF-8 and the stray bytes become U+FFFD (with a warning);
+    anything else is cp1252 (latin-1 for the five bytes cp1252 leaves undefined).
+    """
+    notes: list[str] = []
+    if encoding == "auto":
+        if data.startswith(b"\xef\xbb\xbf"):
+            encoding = "utf-8-sig"
+        elif data.startswith((b"\xff\xfe", b"\xfe\xff")):
+            encoding = "utf-16"
+        else:
+            try:
+                data.decode("utf-8")
+                return data, "utf-8", notes
+            except UnicodeDecodeError:
+                text = data.decode("utf-8", "replace")
+                stray = text.count("\ufffd")
+                multibyte = _utf8_sequences(data)
+                if multibyte >= stray:
+                    notes.append(f"{kind}: {stray} byte(s) in {path} are not valid UTF-8 and "
+                                 "were replaced by U+FFFD; declare the encoding in the format's"
+                                 " [read] table if this is wrong")
+                    return text.encode("utf-8"), "utf-8 (invalid bytes replaced)", notes
+                encoding = "cp1252"
+    elif encoding.lower().replace("_", "-") in ("utf-8", "utf8"):
         try:
-            data.decode("utf-8")
-            return data, "utf-8"
+            data.decode("utf-8-sig")  # checked only: valid UTF-8 is used as it is
         except UnicodeDecodeError as exc:
-            if encoding != "auto":
-                raise UserError(f"{kind}: {path} is not valid UTF-8 (byte {exc.start});"
-                                " declare its encoding in the format's [read] table") from exc
-        encoding = "cp1252"
+            raise UserError(f"{kind}: {path} is not valid UTF-8 ({_where(data, exc.start)});"
+                            " declare its encoding in the format's [read] table") from exc
+        return data.removeprefix(b"\xef\xbb\xbf"), "utf-8", notes
     try:
         text = data.decode(encoding)
-    except UnicodeDecodeError:
-        text = data.decode("latin-1")
-        encoding = "latin-1"
-    except LookupError as exc:
-        raise UserError(f"{kind}: unknown encoding '{encoding}' in the format") from exc
-    return text.encode("utf-8"), encoding
+    except UnicodeDecodeError as exc:
+        if encoding != "cp1252":
+            raise UserError(f"{kind}: {path} cannot be decoded as {encoding} "
+                            f"({_where(data, exc.start)})") from exc
+        text, encoding = data.decode("latin-1"), "latin-1"
+    except LookupError as exc:  # config checks names; kept for direct callers
+        raise UserError(f"{kind}: unknown encoding '{encoding}'") from exc
+    return text.lstrip("\ufeff").encode("utf-8"), encoding, notes
+
+
+def _utf8_sequences(data: bytes) -> int:
+    """About how many multi-byte UTF-8 characters ``data`` holds (lead + continuation byte)."""
+    buf = np.frombuffer(data, dtype=np.uint8)
+    lead = (buf[:-1] >= 0xC2) & (buf[:-1] <= 0xF4)
+    follow = (buf[1:] >= 0x80) & (buf[1:] <= 0xBF)
+    return int(np.count_nonzero(lead & follow))
+
+
+def _where(data: bytes, offset: int) -> str:
+    """'line N, byte M' (both 1-based) so a person can find a bad byte."""
+    line = data.count(b"\n", 0, offset) + 1
+    return f"line {line}, byte {offset + 1}"
+
+
+def _outside_quotes(line: str) -> str:
+    return re.sub(r'"[^"]*"', "", line)
 
 
 def _sniff_delimiter(data: bytes) -> str:
-    header = data.split(b"\n", 1)[0].decode("utf-8", "replace")
-    counts = {d: header.count(d) for d in _DELIMITERS}
-    best = max(_DELIMITERS, key=lambda d: counts[d])
-    return best if counts[best] else ","
+    """The candidate found in the header that splits the most sample lines the same way."""
+    lines = [ln for ln in data[: 1 << 16].decode("utf-8", "replace").splitlines() if ln.strip()]
+    sample = [_outside_quotes(ln) for ln in lines[:_SNIFF_LINES]]
+    if not sample:
+        return ","
+    complete = sample[:-1] if len(sample) > 2 else sample  # the last line may be cut short
+    best, best_score = ",", (-1.0, 0)
+    for delim in _DELIMITERS:
+        header = sample[0].count(delim)
+        if header == 0:
+            continue
+        body = complete[1:] or complete
+        agree = sum(ln.count(delim) == header for ln in body) / len(body)
+        if (agree, header) > best_score:
+            best, best_score = delim, (agree, header)
+    return best
+
+
+# ------------------------------------------------------------------------- parsing CSV
+
+
+def _header(data: bytes, delimiter: str, path: Path, kind: str) -> list[str]:
+    """Header names, stripped; blank ones become ``column_<n>``; duplicates are an error."""
+    first = data.split(b"\n", 1)[0].rstrip(b"\r") + b"\n"
+    try:
+        row = pacsv.read_csv(
+            io.BytesIO(first),
+            read_options=pacsv.ReadOptions(autogenerate_column_names=True),
+            parse_options=pacsv.ParseOptions(delimiter=delimiter),
+            convert_options=pacsv.ConvertOptions(column_types={}, strings_can_be_null=False),
+        ).to_pylist()[0]
+    except (pa.ArrowInvalid, IndexError) as exc:
+        raise UserError(f"{kind}: cannot read the header line of {path}") from exc
+    names = [str(v).strip() for v in row.values()]
+    names = [n or f"column_{i + 1}" for i, n in enumerate(names)]
+    _check_duplicates(names, path, kind)
+    return names
+
+
+def _check_duplicates(names: list[str], path: Path | str, kind: str) -> None:
+    lowered = pd.Series([n.lower() for n in names])
+    repeated = lowered.duplicated(keep=False).to_numpy()
+    if repeated.any():
+        shown = list(dict.fromkeys(n for n, r in zip(names, repeated, strict=True) if r))
+        raise UserError(f"{kind}: {path} has duplicate column name(s): {', '.join(shown)}")
+
+
+def _record_lines(data: bytes) -> np.ndarray:
+    """1-based line on which each non-empty CSV record starts (header first), vectorised.
+
+    A newline ends a record unless an odd number of quotes precede it (it is inside a quoted
+    field); empty lines are not records, as for the Arrow parser.
+    """
+    buf = np.frombuffer(data, dtype=np.uint8)
+    newlines = np.flatnonzero(buf == 0x0A)
+    quotes = np.flatnonzero(buf == 0x22)
+    ends = newlines[np.searchsorted(quotes, newlines) % 2 == 0] if len(quotes) else newlines
+    starts = np.concatenate(([0], ends + 1))
+    stops = np.concatenate((ends, [len(buf)]))
+    length = stops - starts
+    safe = np.minimum(starts, max(len(buf) - 1, 0))
+    only_cr = (length == 1) & (buf[safe] == 0x0D) if len(buf) else length > 0
+    keep = (length > 0) & ~only_cr
+    return (np.searchsorted(newlines, starts[keep]) + 1).astype(np.int64)
+
+
+def _simple_lines(data: bytes) -> np.ndarray:
+    """Fallback: every non-empty physical line is a record (right unless fields span lines)."""
+    buf = np.frombuffer(data, dtype=np.uint8)
+    newlines = np.flatnonzero(buf == 0x0A)
+    starts = np.concatenate(([0], newlines + 1))
+    stops = np.concatenate((newlines, [len(buf)]))
+    length = stops - starts
+    safe = np.minimum(starts, max(len(buf) - 1, 0))
+    only_cr = (length == 1) & (buf[safe] == 0x0D) if len(buf) else length > 0
+    return (np.flatnonzero((length > 0) & ~only_cr) + 1).astype(np.int64)
 
 
 def _read_csv(path: Path, spec: InputSpec, kind: str) -> tuple[pa.Table, FileInfo, list[str]]:
-    raw = _raw_bytes(path)
-    info = FileInfo(path=str(path), sha256=_sha256(path), rows=0, bytes=path.stat().st_size)
+    info = _file_info(path)
+    raw = _raw_bytes(path, kind)
     if not raw.strip():
         raise UserError(f"{kind}: {path} is empty")
-    data, info.encoding = _decode(raw, spec.read.encoding, path, kind)
+    data, info.encoding, notes = _decode(raw, spec.read.encoding, path, kind)
+    stripped = data.lstrip(b"\r\n \t")
+    offset = data[: len(data) - len(stripped)].count(b"\n")  # blank lines above the header
+    data = stripped
+    if not data.strip():
+        raise UserError(f"{kind}: {path} is empty")
     delimiter = spec.read.delimiter
     if delimiter == "auto":
         delimiter = _sniff_delimiter(data)
     info.delimiter = delimiter
-    header_line = data.split(b"\n", 1)[0].rstrip(b"\r").decode("utf-8")
-    names = next(iter(pacsv.read_csv(
-        io.BytesIO(header_line.encode() + b"\n"),
-        read_options=pacsv.ReadOptions(autogenerate_column_names=True),
-        parse_options=pacsv.ParseOptions(delimiter=delimiter),
-        convert_options=pacsv.ConvertOptions(
-            column_types={}, strings_can_be_null=False),
-    ).to_pylist()), {})
-    columns = [str(v).strip() for v in names.values()]
-    dupes = sorted({c for c in columns if columns.count(c) > 1})
-    if dupes:
-        raise UserError(f"{kind}: {path} has duplicate column name(s): {', '.join(dupes)}")
+    columns = _header(data, delimiter, path, kind)
     bad_lines: list[tuple[int | None, str]] = []
 
-    def on_invalid(row: pacsv.InvalidRow) -> str:  # called only for malformed lines
+    def on_invalid(row: pacsv.InvalidRow) -> str:  # called by Arrow for malformed lines only
         bad_lines.append((row.number, row.text))
         return "skip"
 
@@ -170,103 +307,163 @@ def _read_csv(path: Path, spec: InputSpec, kind: str) -> tuple[pa.Table, FileInf
                     column_types=dict.fromkeys(columns, pa.string()),
                     strings_can_be_null=False, quoted_strings_can_be_null=False),
             )
-        except pa.ArrowInvalid as exc:
-            raise UserError(f"{kind}: cannot parse {path} as delimited text"
-                            f" ({_short(exc)})") from exc
+        except pa.ArrowInvalid as exc:  # Arrow's text may quote data: not repeated here
+            raise UserError(f"{kind}: cannot parse {path} as delimited text (a line longer "
+                            "than 16 MB, or broken quoting)") from exc
 
     table = parse(threads=True)
-    if bad_lines and any(n is None for n, _ in bad_lines):
-        bad_lines.clear()  # line numbers are only known when read in one thread
+    if any(n is None for n, _ in bad_lines):
+        bad_lines.clear()  # record numbers are only known when read in one thread
         table = parse(threads=False)
-    rows = table.num_rows
-    line_no = pa.array(range(2, rows + 2), pa.int64()) if not bad_lines else \
-        _line_numbers(data, rows, bad_lines)
-    table = table.append_column(SOURCE_ROW, line_no)
-    extra: list[str] = []
+    lines = _record_lines(data)
+    if len(lines) != 1 + table.num_rows + len(bad_lines):
+        lines = _simple_lines(data)  # stray quotes inside unquoted fields
+    lines = lines + offset
+    records = lines[1:]
+    is_bad = np.zeros(len(records), dtype=bool)
+    bad_numbers = np.array([n - 2 for n, _ in bad_lines], dtype=np.int64)
+    bad_numbers = bad_numbers[(bad_numbers >= 0) & (bad_numbers < len(records))]
+    is_bad[bad_numbers] = True
+    good = records[~is_bad]
+    if len(good) != table.num_rows:  # cannot happen for well-formed input; never fail on it
+        good = np.arange(2, table.num_rows + 2, dtype=np.int64) + offset
+    table = table.append_column(SOURCE_ROW, pa.array(good, pa.int64()))
     if bad_lines:
-        numbers = [n if n is not None else -1 for n, _ in bad_lines]
+        numbers = records[bad_numbers] if len(bad_numbers) == len(bad_lines) else \
+            np.full(len(bad_lines), -1, dtype=np.int64)
         texts = [t for _, t in bad_lines]
         bad = pa.table({c: pa.array([""] * len(texts), pa.string()) for c in columns})
         bad = bad.append_column(SOURCE_ROW, pa.array(numbers, pa.int64()))
         bad = bad.append_column(MALFORMED, pa.array(texts, pa.string()))
-        table = table.append_column(MALFORMED, pa.nulls(rows, pa.string()))
+        table = table.append_column(MALFORMED, pa.nulls(table.num_rows, pa.string()))
         table = pa.concat_tables([table, bad])
-        extra.append(f"{kind}: {len(texts)} malformed line(s) in {path} (wrong number of fields)")
-    info.rows = table.num_rows
-    return table, info, extra
-
-
-def _line_numbers(data: bytes, rows: int, bad: list[tuple[int | None, str]]) -> pa.Array:
-    """Line numbers of good rows when malformed lines were skipped (single-line records)."""
-    skipped = {n for n, _ in bad if n is not None}
-    total_lines = data.count(b"\n") + (0 if data.endswith(b"\n") else 1)
-    good = [n for n in range(2, total_lines + 1) if n not in skipped]
-    good = good[:rows] + list(range(total_lines + 1, total_lines + 1 + rows - len(good)))
-    return pa.array(good, pa.int64())
-
-
-def _read_parquet(path: Path, kind: str) -> tuple[pa.Table, FileInfo, list[str]]:
-    info = FileInfo(path=str(path), sha256=_sha256(path), rows=0, bytes=path.stat().st_size)
-    try:
-        table = pq.read_table(path)
-    except (pa.ArrowException, OSError) as exc:
-        raise UserError(f"{kind}: cannot read {path} as Parquet (not a Parquet file, or"
-                        " truncated)") from exc
-    notes = []
-    columns = []
-    for name, column in zip(table.column_names, table.columns, strict=True):
-        typ = column.type
-        if pa.types.is_integer(typ) and "id" in name.lower():
-            notes.append(f"{kind}: column {name} in {path} is stored as integers; leading"
-                         " zeros of ids may have been lost before b12screen read it")
-        if pa.types.is_dictionary(typ):
-            column = column.cast(typ.value_type)
-            typ = typ.value_type
-        if pa.types.is_timestamp(typ) and typ.tz is not None:
-            column = pc.local_timestamp(column)
-        if not (pa.types.is_string(typ) or pa.types.is_large_string(typ)):
-            column = pc.cast(column, pa.string())
-        elif pa.types.is_large_string(typ):
-            column = column.cast(pa.string())
-        columns.append(pc.fill_null(column, ""))
-    table = pa.table(columns, names=[str(n).strip() for n in table.column_names])
-    table = table.append_column(SOURCE_ROW, pa.array(range(1, table.num_rows + 1), pa.int64()))
+        table = table.take(pc.sort_indices(table[SOURCE_ROW]))
+        notes.append(f"{kind}: {len(texts)} malformed line(s) in {path} (wrong number of "
+                     f"fields; expected {len(columns)})")
     info.rows = table.num_rows
     return table, info, notes
 
 
-def _short(exc: Exception) -> str:
-    return str(exc).splitlines()[0][:200]
+# ----------------------------------------------------------------------------- Parquet
+
+
+def _read_parquet(path: Path, kind: str) -> tuple[pa.Table, FileInfo, set[str], list[str]]:
+    """Any Parquet file as text columns, the names of its integer columns, and notes.
+
+    Nested columns (lists, structs) have no text form and are left out with a note; if one
+    was a required column the missing-column check then names it.
+    """
+    info = _file_info(path)
+    unreadable = f"{kind}: cannot read {path} as Parquet (not a Parquet file, or truncated)"
+    try:
+        schema = pq.read_schema(path)
+    except (pa.ArrowException, OSError) as exc:
+        raise UserError(unreadable) from exc
+    names = [str(n).strip() for n in schema.names]
+    names = [n or f"column_{i + 1}" for i, n in enumerate(names)]
+    _check_duplicates(names, path, kind)
+    try:
+        table = pq.read_table(path)
+    except (pa.ArrowException, OSError) as exc:
+        raise UserError(unreadable) from exc
+    integers = {n.lower() for n, f in zip(names, schema, strict=True)
+                if pa.types.is_integer(f.type)}
+    columns, kept, notes = [], [], []
+    for name, column in zip(names, table.columns, strict=True):
+        text = _as_text(column)
+        if text is None:
+            notes.append(f"{kind}: column {name} in {path} has type {column.type}, which has "
+                         "no text form; it was not read")
+            continue
+        columns.append(text)
+        kept.append(name)
+    if not kept:
+        raise UserError(f"{kind}: {path} has no column that can be read as text")
+    table = pa.table(columns, names=kept)
+    table = table.append_column(SOURCE_ROW, pa.array(np.arange(1, table.num_rows + 1),
+                                                     pa.int64()))
+    info.rows = table.num_rows
+    return table, info, integers, notes
+
+
+def _as_text(column: pa.ChunkedArray) -> pa.ChunkedArray | None:
+    """One Parquet column as text: numbers as written, timestamps as wall-clock ISO text."""
+    typ = column.type
+    if pa.types.is_dictionary(typ):
+        column, typ = column.cast(typ.value_type), typ.value_type
+    if pa.types.is_timestamp(typ) and typ.tz is not None:
+        column = pc.local_timestamp(column)
+    try:
+        if pa.types.is_binary(typ) or pa.types.is_large_binary(typ):
+            column = column.cast(pa.string())
+        elif not pa.types.is_string(typ):
+            column = pc.cast(column, pa.string())
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        return None
+    return pc.fill_null(column, "")
+
+
+# ------------------------------------------------------------------------------- input
 
 
 def read_input(spec_path: str | Path, spec: InputSpec) -> RawInput:
-    """Read every file of one input and map source columns onto canonical names."""
+    """Read every file of one input; check each has the required columns."""
     kind = spec.kind
     tables, infos, notes = [], [], []
+    integer_ids: list[tuple[str, str]] = []
+    id_sources = {s.lower() for s in spec.columns.get("patient_id", ())}
     for path in resolve_paths(spec_path, kind):
-        table, info, extra = (_read_parquet(path, kind) if _is_parquet(path)
-                              else _read_csv(path, spec, kind))
-        table = table.append_column(SOURCE_FILE, pa.array([str(path)] * table.num_rows,
-                                                          pa.string()))
+        if _is_parquet(path):
+            table, info, integers, extra = _read_parquet(path, kind)
+            if not spec.read.integer_ids:
+                integer_ids += [(c, str(path)) for c in sorted(integers & id_sources)]
+        else:
+            table, info, extra = _read_csv(path, spec, kind)
+        names = [c for c in table.column_names if c not in (SOURCE_ROW, MALFORMED)]
+        _check_required(kind, spec, names, str(path))
+        table = table.append_column(SOURCE_FILE, _repeat(str(path), table.num_rows))
         tables.append(table)
         infos.append(info)
         notes += extra
+    tables = _same_case(tables)
     original = _union_columns(tables)
+    if sum(t.num_rows for t in tables) == 0:
+        where = infos[0].path if len(infos) == 1 else f"any of {len(infos)} files"
+        raise UserError(f"{kind}: no data rows in {where} (only a header)")
+    if integer_ids:
+        column, first = integer_ids[0]
+        files = first if len(integer_ids) == 1 else f"{len(integer_ids)} files (first {first})"
+        notes.append(f"{kind}: patient id column {column} is stored as integers in {files};"
+                     " leading zeros of ids may have been lost before b12screen read it")
+    malformed = any(MALFORMED in t.column_names for t in tables)
     for i, table in enumerate(tables):
-        missing = [c for c in original if c not in table.column_names]
-        for c in missing:
-            table = table.append_column(c, pa.array([""] * table.num_rows, pa.string()))
+        for c in original:
+            if c not in table.column_names:
+                table = table.append_column(c, _repeat("", table.num_rows))
+        if malformed and MALFORMED not in table.column_names:
+            table = table.append_column(MALFORMED, pa.nulls(table.num_rows, pa.string()))
         tables[i] = table.select([*original, SOURCE_ROW, SOURCE_FILE]
-                                 + ([MALFORMED] if MALFORMED in table.column_names else []))
-    _check_required(kind, spec, original, infos)
-    if any(MALFORMED in t.column_names for t in tables):
-        tables = [t if MALFORMED in t.column_names
-                  else t.append_column(MALFORMED, pa.nulls(t.num_rows, pa.string()))
-                  for t in tables]
+                                 + ([MALFORMED] if malformed else []))
     table = pa.concat_tables(tables) if len(tables) > 1 else tables[0]
     frame = table.to_pandas()
     return RawInput(kind=kind, frame=frame, files=infos, original_columns=original,
                     warnings=notes)
+
+
+def _repeat(text: str, n: int) -> pa.Array:
+    """``n`` copies of one string, built in Arrow rather than as a Python list."""
+    indices = pa.array(np.zeros(n, dtype=np.int32))
+    return pa.DictionaryArray.from_arrays(indices, pa.array([text])).cast(pa.string())
+
+
+def _same_case(tables: list[pa.Table]) -> list[pa.Table]:
+    """Spell a column as the first file did, so 'Result' and 'RESULT' files line up."""
+    first: dict[str, str] = {}
+    out = []
+    for table in tables:
+        names = [first.setdefault(n.lower(), n) for n in table.column_names]
+        out.append(table.rename_columns(names))
+    return out
 
 
 def _union_columns(tables: list[pa.Table]) -> list[str]:
@@ -278,18 +475,20 @@ def _union_columns(tables: list[pa.Table]) -> list[str]:
     return list(seen)
 
 
-def _check_required(kind: str, spec: InputSpec, found: list[str], infos: list[FileInfo]) -> None:
-    lower = {c.lower(): c for c in found}
+def _check_required(kind: str, spec: InputSpec, found: list[str], where: str) -> None:
+    lower = {c.lower() for c in found}
     missing = []
     for canon in REQUIRED_COLUMNS[kind]:
         sources = spec.columns.get(canon, (canon,))
-        if not any(s in found or s.lower() in lower for s in sources):
+        if not any(s.lower() in lower for s in sources):
             missing.append(sources[0] if len(sources) == 1 else " or ".join(sources))
     if missing:
-        where = infos[0].path if len(infos) == 1 else f"{len(infos)} files"
         shown = ", ".join(found) if found else "(none)"
         raise UserError(f"{kind}: required column {', '.join(missing)} missing in {where};"
                         f" columns found: {shown}")
+
+
+# ------------------------------------------------------------------------ canonical view
 
 
 def canonical_view(raw: RawInput, spec: InputSpec,
@@ -299,6 +498,8 @@ def canonical_view(raw: RawInput, spec: InputSpec,
     A canonical column mapped to several source columns takes the first non-empty one.
     With ``prefer`` (e.g. mapped test codes), the first source whose value is in the set
     wins, so an OMOP row with an unmapped source value but a mapped concept id is kept.
+    For ``result`` a censored text (``<150``) in a later source wins over a bare number in
+    an earlier one, so OMOP's value_source_value keeps the '<' that value_as_number lost.
     Column names match case-insensitively so 'Patient_ID' works for 'patient_id'.
     """
     frame = raw.frame
@@ -309,7 +510,7 @@ def canonical_view(raw: RawInput, spec: InputSpec,
         series: pd.Series | None = None
         for source in sources:
             name = source if source in frame.columns else lower.get(source.lower())
-            if name is None:
+            if name is None or name in (SOURCE_FILE, SOURCE_ROW, MALFORMED):
                 continue
             col = _clean_text(frame[name], tokens)
             if series is None:
@@ -319,6 +520,10 @@ def canonical_view(raw: RawInput, spec: InputSpec,
                 known = series.str.upper().isin(wanted)
                 series = series.mask(~known & (col.str.upper().isin(wanted) | (series == "")),
                                      col)
+            elif canon == "result":
+                censored = col.str.match(r"^\s*[<>]=?\s*[0-9.]")
+                bare = ~series.str.match(r"^\s*[<>]")
+                series = series.mask((series == "") | (censored & bare), col)
             else:
                 series = series.mask(series == "", col)
         if series is not None:
@@ -346,7 +551,7 @@ def _clean_text(series: pd.Series, tokens: set[str]) -> pd.Series:
 
 
 def _remap(series: pd.Series, mapping: dict[str, str]) -> pd.Series:
+    """Replace whole values (case-insensitive, stripped); others pass unchanged."""
     lowered = {k.strip().lower(): v for k, v in mapping.items()}
     mapped = series.str.lower().map(lowered)
     return mapped.fillna(series).astype("str")
-

@@ -81,8 +81,13 @@ class RunState:
         return out
 
 
-def prepare(options: RunOptions, progress: Progress | None = None) -> RunState:
-    """Read and validate every input; decide the as-of date. No classification yet."""
+def prepare(options: RunOptions, progress: Progress | None = None,
+            check_rate: bool = True) -> RunState:
+    """Read and validate every input; decide the as-of date. No classification yet.
+
+    The reject-rate limit is checked before the as-of date is inferred, so an extract whose
+    every row is bad gets the counts, not a complaint about the date.
+    """
     if not 0 <= options.max_reject_rate <= 1:
         raise UserError("--max-reject-rate must be between 0 and 1", EXIT_USAGE)
     state = RunState(options, load_format(options.format), load_rules(options.rules))
@@ -93,18 +98,24 @@ def prepare(options: RunOptions, progress: Progress | None = None) -> RunState:
             raw["patients"] = read_input(options.patients, state.fmt.patients)
         if options.medications:
             raw["medications"] = read_input(options.medications, state.fmt.medications)
-    for r in raw.values():
-        state.warnings += r.warnings
     with state.step("validate", progress):
         labs = validate_labs(raw["labs"], state.fmt, state.rules, today)
         state.inputs["labs"] = labs
-        state.as_of = options.as_of or _default_as_of(labs)
+        if check_rate:
+            check_reject_rate(state)
+        if options.as_of is None and labs.accepted.empty and not check_rate:
+            state.as_of = today  # validation only: ages need a date, nothing is classified
+        else:
+            state.as_of = options.as_of or _default_as_of(labs)
         if "patients" in raw:
             state.inputs["patients"] = validate_patients(raw["patients"], state.fmt,
                                                          state.as_of)
         if "medications" in raw:
             state.inputs["medications"] = validate_medications(raw["medications"], state.fmt)
-    _check_reject_rate(state)
+    for validated in state.inputs.values():
+        state.warnings += [w for w in validated.warnings if w not in state.warnings]
+    if check_rate:
+        check_reject_rate(state)
     return state
 
 
@@ -116,7 +127,7 @@ def _default_as_of(labs: Validated) -> date:
     return labs.accepted["collected_at"].max().date()
 
 
-def _check_reject_rate(state: RunState) -> None:
+def check_reject_rate(state: RunState) -> None:
     """Stop when too many rows of an input were rejected (skipped/duplicate rows excluded)."""
     limit = state.options.max_reject_rate
     for kind, v in state.inputs.items():

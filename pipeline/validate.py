@@ -17,14 +17,13 @@ import pandas as pd
 import pandera.pandas as pa
 
 from pipeline import harmonise as hz
-from pipeline.config import ExtractFormat, InputSpec, RulesProfile
-from pipeline.reasons import join_present
+from pipeline.config import ExtractFormat, RulesProfile
 from pipeline.read import MALFORMED, SOURCE_FILE, SOURCE_ROW, FileInfo, RawInput, canonical_view
 
 #: Reason codes in the order they are listed on a rejected row (public interface).
 LAB_REASONS = ("malformed_row", "missing_patient_id", "missing_test_code", "bad_date",
-               "future_date", "non_numeric_result", "negative_result", "unknown_unit",
-               "implausible_value")
+               "future_date", "non_numeric_result", "negative_result", "bad_censor",
+               "unknown_unit", "implausible_value")
 PATIENT_REASONS = ("malformed_row", "missing_patient_id", "bad_date", "future_date", "bad_age",
                    "bad_yes_no", "bad_diet", "bad_number", "conflicting_patient_rows")
 MEDICATION_REASONS = ("malformed_row", "missing_patient_id", "missing_medication", "bad_date",
@@ -50,6 +49,11 @@ class Validated:
 
 def _nonempty(s: pd.Series) -> pd.Series:
     return s.fillna("") != ""
+
+
+def _truthy(s: pd.Series) -> pd.Series:
+    """Check for columns that already hold 'row is valid' booleans."""
+    return s.astype(bool)
 
 
 def _run_checks(frame: pd.DataFrame, checks: dict[str, tuple[str, Callable]],
@@ -84,9 +88,11 @@ def _reasons_text(failed: pd.DataFrame) -> pd.Series:
         malformed = failed["malformed_row"].to_numpy()
         failed = failed.copy()
         failed.loc[malformed, [c for c in failed.columns if c != "malformed_row"]] = False
-    parts = [pd.Series(np.where(failed[c].to_numpy(), c, None), index=failed.index, dtype="str")
-             for c in failed.columns]
-    return join_present(parts, ";")
+    text = np.full(len(failed), "", dtype=object)
+    for code in failed.columns:  # a handful of reason columns, each vectorised over rows
+        hit = failed[code].to_numpy(dtype=bool)
+        text = np.where(hit, np.where(text == "", code, text + ";" + code), text)
+    return pd.Series(text, index=failed.index, dtype="str")
 
 
 def _rejected_table(raw: RawInput, rows: pd.Index, reasons: pd.Series) -> pd.DataFrame:
@@ -139,6 +145,7 @@ def validate_labs(raw: RawInput, fmt: ExtractFormat, rules: RulesProfile,
     malformed = _malformed(canon)
     analyte = hz.map_codes(canon["test_code"], spec.codes)
     skipped = analyte.isna() & _nonempty(canon["test_code"]) & ~malformed
+    notes = _unmapped_warning(canon["test_code"], skipped, fmt)
     duplicate = _exact_duplicates(raw, ~skipped & ~malformed)
     todo = ~skipped & ~duplicate
     work = canon[todo]
@@ -146,7 +153,8 @@ def validate_labs(raw: RawInput, fmt: ExtractFormat, rules: RulesProfile,
 
     h = rules.harmonise
     parsed = hz.parse_results(work["result"], decimal_comma=spec.read.decimal_comma)
-    censor = work["censor"].where(work["censor"] != "", parsed["censor"]).astype("str")
+    given, bad_censor = hz.parse_censor(work["censor"])
+    censor = given.where(given != "", parsed["censor"]).astype("str")
     unit_text = work["unit"].where(work["unit"] != "",
                                    work["test_code"].str.strip().str.upper()
                                    .map(spec.default_units).fillna("")).astype("str")
@@ -167,7 +175,9 @@ def validate_labs(raw: RawInput, fmt: ExtractFormat, rules: RulesProfile,
     check_frame = pd.DataFrame({
         "row": malformed[todo], "patient_id": work["patient_id"],
         "test_code": work["test_code"], "collected_at": collected,
-        "number": parsed["number"], "factor": factor, "value": usable_value,
+        "number": parsed["number"], "value": usable_value,
+        "factor": factor.where(analyte.notna(), 1.0),  # no code: missing_test_code alone
+        "censor_ok": ~bad_censor,
     })
     checks: dict[str, tuple[str, Callable]] = {
         "malformed_row": ("row", lambda s: ~s.astype(bool)),
@@ -177,6 +187,7 @@ def validate_labs(raw: RawInput, fmt: ExtractFormat, rules: RulesProfile,
         "future_date": ("collected_at", lambda s: ~(s >= tomorrow)),
         "non_numeric_result": ("number", lambda s: s.notna()),
         "negative_result": ("number", lambda s: ~(s < 0)),
+        "bad_censor": ("censor_ok", _truthy),
         "unknown_unit": ("factor", lambda s: s.notna()),
         "implausible_value": ("value", lambda s: ~((s < lo) | (s > hi))),
     }
@@ -209,7 +220,20 @@ def validate_labs(raw: RawInput, fmt: ExtractFormat, rules: RulesProfile,
         "rows_exact_duplicates": int(duplicate.sum()),
     }
     return Validated("labs", accepted, rejected, counts, _ids(canon), raw.files,
-                     list(raw.warnings), raw.original_columns)
+                     [*raw.warnings, *notes], raw.original_columns)
+
+
+def _unmapped_warning(codes: pd.Series, skipped: pd.Series, fmt: ExtractFormat) -> list[str]:
+    """A labs input where no row has a mapped code is likely the wrong format: say so.
+
+    Codes are not patient data, so the most common ones are named to help fix the format.
+    """
+    present = codes[codes != ""]
+    if not len(present) or not bool(skipped[present.index].all()):
+        return []
+    common = ", ".join(present.value_counts().index[:5].astype(str))
+    return [f"labs: none of the {len(present)} rows has a test code mapped by format "
+            f"'{fmt.name}' ({fmt.path}); most common codes: {common}"]
 
 
 # ------------------------------------------------------------------------------ patients
@@ -219,17 +243,17 @@ def validate_patients(raw: RawInput, fmt: ExtractFormat, as_of: date) -> Validat
     """Patients: one row per patient; conflicting rows for one id are all rejected."""
     spec = fmt.patients
     canon = canonical_view(raw, spec)
-    for column in ("birth_date", "birth_year", "age_years", "sex", "practice_id", "diet",
+    for column in ("birth_date", "birth_year", "birth_month", "birth_day", "age_years", "sex",
+                   "practice_id", "diet",
                    *YES_NO_COLUMNS, "ileal_resection_cm"):
         if column not in canon:
             canon[column] = pd.Series("", index=canon.index, dtype="str")
     malformed = _malformed(canon)
-    birth = hz.parse_dates(canon["birth_date"], day_first=spec.read.day_first,
-                           formats=spec.read.datetime_formats)
-    birth_year, bad_year = hz.parse_number(canon["birth_year"])
-    birth = birth.where(birth.notna() | birth_year.isna(),
-                        pd.to_datetime(birth_year.astype("Int64").astype("str") + "-07-01",
-                                       errors="coerce", format="%Y-%m-%d"))
+    parsed_birth = hz.parse_dates(canon["birth_date"], day_first=spec.read.day_first,
+                                  formats=spec.read.datetime_formats)
+    from_parts, bad_year = hz.birth_from_parts(canon["birth_year"], canon["birth_month"],
+                                               canon["birth_day"])
+    birth = parsed_birth.where(parsed_birth.notna(), from_parts)
     age, bad_age_text = hz.parse_number(canon["age_years"], decimal_comma=spec.read.decimal_comma)
     ileal, bad_ileal = hz.parse_number(canon["ileal_resection_cm"],
                                        decimal_comma=spec.read.decimal_comma)
@@ -251,13 +275,14 @@ def validate_patients(raw: RawInput, fmt: ExtractFormat, as_of: date) -> Validat
     birth_text = canon["birth_date"] != ""
     check_frame = pd.DataFrame({
         "row": malformed, "patient_id": canon["patient_id"],
-        "birth_ok": ~((birth_text & birth.isna()) | bad_year | (birth < pd.Timestamp("1900-01-01"))),
+        "birth_ok": ~((birth_text & parsed_birth.isna()) | bad_year
+                      | (birth < pd.Timestamp("1900-01-01"))),
         "birth_future": ~(birth >= future),
         "age_ok": ~(bad_age_text | (age < 0) | (age > 130)),
         "flags_ok": ~bad_flags, "diet_ok": diet.isin(("", *DIETS)),
         "number_ok": ~(bad_ileal | (ileal < 0)), "conflict": ~conflicting,
     })[live]
-    identity = (lambda s: s.astype(bool))
+    identity = _truthy
     checks = {
         "malformed_row": ("row", lambda s: ~s.astype(bool)),
         "missing_patient_id": ("patient_id", _nonempty),
@@ -313,7 +338,7 @@ def validate_medications(raw: RawInput, fmt: ExtractFormat) -> Validated:
         & ~((work["end_date"] != "") & (end.isna() | (end < old))),
         "order_ok": ~(end < start), "dose_ok": ~(bad_dose | (dose < 0)),
     })
-    identity = (lambda s: s.astype(bool))
+    identity = _truthy
     checks = {
         "malformed_row": ("row", lambda s: ~s.astype(bool)),
         "missing_patient_id": ("patient_id", _nonempty),

@@ -34,7 +34,7 @@ def quality_tables(state: RunState) -> list[Table]:
     reasons = Table(title="Rejected rows by reason and file")
     for column in ("input", "reason", "file", "rows", "first line"):
         reasons.add_column(column, justify="right" if column in ("rows", "first line")
-                           else "left")
+                           else "left", overflow="fold")
     if len(rejected):
         exploded = rejected.assign(reason=rejected["reasons"].str.split(";")).explode("reason")
         grouped = exploded.groupby(["input", "reason", "source_file"], sort=True)["source_row"]

@@ -1,7 +1,9 @@
 """The five worklists a lab manager acts on: one row per patient per list.
 
-Rows are grouped by practice, urgent first, then oldest index result first (patients with
-no result last), then patient id so the order is stable.
+Rows are grouped by practice, urgent first, then oldest result first, then patient id so
+the order is stable. "Result" is the index test, or for patients without one in the
+look-back window (everyone on the metformin list) their last total/active B12 test, so the
+longest-unmonitored come first; patients never tested come last in their practice.
 """
 
 from __future__ import annotations
@@ -20,8 +22,8 @@ LISTS: dict[str, tuple[str, str]] = {
 }
 WORKLIST_COLUMNS = (
     "practice_id", "patient_id", "age_years", "urgent_review", "b12_status", "index_test",
-    "index_value", "index_unit", "index_censor", "index_date", "suggested_action",
-    "suggested_regimen", "metformin_risk", "note", "reasons",
+    "index_value", "index_unit", "index_censor", "index_date", "last_b12_test_date",
+    "suggested_action", "suggested_regimen", "metformin_risk", "note", "reasons",
 )
 PAEDIATRIC_NOTE = "Under 16: thresholds are for over-16s; specialist review"
 
@@ -30,10 +32,12 @@ def build_worklists(patients: pd.DataFrame) -> dict[str, pd.DataFrame]:
     """Select, annotate and sort each list from the classified patients."""
     base = patients.assign(
         index_date=patients["index_collected_at"].dt.floor("D"),
+        last_b12_test_date=patients["last_b12_test_at"].dt.floor("D"),
+        result_at=patients["index_collected_at"].fillna(patients["last_b12_test_at"]),
         note=pd.Series(np.where(patients["paediatric"], PAEDIATRIC_NOTE, ""),
                        index=patients.index, dtype="str"),
     )
-    base = base.sort_values(["practice_id", "urgent_review", "index_collected_at", "patient_id"],
+    base = base.sort_values(["practice_id", "urgent_review", "result_at", "patient_id"],
                             ascending=[True, False, True, True], na_position="last",
                             kind="stable")
     lists = {}

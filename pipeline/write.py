@@ -82,6 +82,8 @@ def _arrow_column(column: pd.Series, typ: pa.DataType, name: str) -> pa.Array:
         cats = pa.array(CATEGORIES[name], pa.string())
         text = pa.array(column.astype("str"), pa.string(), from_pandas=True)
         codes = pc.index_in(text, value_set=cats).cast(pa.int8())
+        if isinstance(codes, pa.ChunkedArray):
+            codes = codes.combine_chunks()
         return pa.DictionaryArray.from_arrays(codes, cats)
     if pa.types.is_date32(typ):
         stamps = pa.array(column.astype("datetime64[us]"), pa.timestamp("us"), from_pandas=True)

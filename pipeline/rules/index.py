@@ -45,6 +45,12 @@ def select_index(res: pd.DataFrame, as_of: date, lookback_days: int, n: int) -> 
     The index day is the latest day with a total or active B12 in the window. On that day
     each analyte's latest result counts (same time: the lower value); if total and active
     then disagree the more severe band wins. Equal bands: the later time, then total B12.
+
+    Decisions where the SPEC is silent: "same day" is the calendar day, so a total at 08:00
+    and an active at 16:30 are compared (one blood-taking episode, often split by the lab);
+    two results of one analyte on one day at different times are a repeat, and the later
+    one is "most recent". The window is by collection date, so a result late on the as-of
+    date counts and one on ``as_of - lookback_days`` does not.
     """
     b12 = res[res["analyte"].isin(B12_ANALYTES)]
     b12 = b12[in_window(b12["collected_at"], as_of, lookback_days)]
@@ -67,7 +73,11 @@ def select_index(res: pd.DataFrame, as_of: date, lookback_days: int, n: int) -> 
 def select_mma(res: pd.DataFrame, index_at: pd.Series, as_of: date) -> pd.DataFrame:
     """R5: the MMA that may resolve the index test: on/after the index date, up to as-of.
 
-    Several: the latest date wins; on the same day, the highest value.
+    Several: the latest date wins; on the same day, the highest value (at equal numbers a
+    '>' result is higher). "On/after the index date" is by calendar day, so an MMA drawn
+    earlier on the index day counts (add-on MMAs usually share the B12 sample). The latest
+    MMA is chosen before it is read, so a latest MMA straddling the limit resolves nothing
+    even if an earlier one was clear: the most recent evidence is inconclusive.
     """
     mma = res[res["analyte"] == "mma"]
     index_day = _day(index_at).reindex(mma["pid"]).to_numpy()
@@ -87,6 +97,8 @@ def resolve_status(index_sev: pd.Series, mma_sev: pd.Series) -> tuple[pd.Series,
     An indeterminate index test is resolved by a raised MMA (deficient) or a normal one
     (unlikely); an MMA whose censored interval straddles the limit resolves nothing. MMA
     never overrules a deficient or unlikely index test. No index test: ``not_tested``.
+    A censored-ambiguous index test (R3) is indeterminate and so may be resolved too; its
+    ``censored_ambiguous`` flag still describes the index result.
     """
     sev = index_sev.to_numpy(dtype="float64", na_value=np.nan)
     msev = mma_sev.to_numpy(dtype="float64", na_value=np.nan)

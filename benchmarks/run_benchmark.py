@@ -1,0 +1,330 @@
+"""Time b12screen against a DuckDB script (and polars) doing the same core work.
+
+Example (from the repository root, with the ``bench`` extras installed)::
+
+    python benchmarks/run_benchmark.py --sizes 1000000 2000000 10000000 --repeats 3
+
+For each size it writes a canonical Parquet extract with ``benchmarks/generate.py`` (kept
+under ``--work`` and reused when the same size and seed were generated before), then runs
+three whole processes on that same file, ``--repeats`` times each, interleaved:
+
+- ``b12screen run LABS --as-of D --out DIR --quiet`` (every step and every output),
+- ``benchmarks/reference.py``'s ``run_reference``: the DuckDB SQL of R1-R7 and the two
+  analyst tables, and
+- ``benchmarks/reference_polars.py``: the same in polars, for context.
+
+It prints the median wall time, the ratio to DuckDB, lab rows per second, the peak RSS of
+each process (``/usr/bin/time -v``, else ``os.wait4``), b12screen's per-step timings from
+the run folder's ``manifest.json``, and whether the three agree on every patient's
+``b12_status``; the same report is written as Markdown to ``benchmarks/results/<date>.md``.
+The issue's targets (b12screen <= 2x DuckDB at 2M and 10M rows, peak RSS <= 3 GiB at 10M,
+t(10M)/t(1M) <= 12) are checked for the sizes that were run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from datetime import date
+from pathlib import Path
+
+import pandas as pd
+import pyarrow.parquet as pq
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+GNU_TIME = Path("/usr/bin/time")
+TOOLS = ("b12screen", "duckdb", "polars")
+AS_OF = "2026-10-31"  # the generator's default: the latest date in a clean extract
+TARGET_RATIO = 2.0
+TARGET_RSS_GIB = 3.0
+TARGET_SCALING = 12.0
+
+_DUCKDB_SNIPPET = """\
+import sys
+from datetime import date
+from pathlib import Path
+sys.path.insert(0, {here!r})
+from reference import run_reference
+run_reference(Path(sys.argv[1]), date.fromisoformat(sys.argv[2]), Path(sys.argv[3]),
+              today=date.fromisoformat(sys.argv[4]))
+"""
+
+
+@dataclass
+class Timed:
+    """One process: wall seconds, peak resident set size, b12screen's step timings."""
+
+    seconds: float
+    peak_rss_bytes: int
+    steps: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class SizeResult:
+    requested: int
+    rows: int
+    labs: Path
+    runs: dict[str, list[Timed]] = field(default_factory=dict)
+    agreement: dict[str, str] = field(default_factory=dict)
+
+    def median(self, tool: str) -> float:
+        return statistics.median(t.seconds for t in self.runs[tool])
+
+    def peak_rss(self, tool: str) -> int:
+        return max(t.peak_rss_bytes for t in self.runs[tool])
+
+    def steps(self) -> dict[str, float]:
+        runs = self.runs["b12screen"]
+        names = list(dict.fromkeys(k for t in runs for k in t.steps))
+        return {k: statistics.median(t.steps.get(k, 0.0) for t in runs) for k in names}
+
+
+def _b12screen() -> list[str]:
+    """The installed console script beside this interpreter, else ``python -m``."""
+    script = Path(sys.executable).with_name("b12screen")
+    if script.exists():
+        return [str(script)]
+    found = shutil.which("b12screen")
+    return [found] if found else [sys.executable, "-c",
+                                  "import sys; from pipeline.cli import app; "
+                                  "sys.argv[0] = 'b12screen'; app()"]
+
+
+def timed_process(cmd: list[str], log: Path) -> Timed:
+    """Run ``cmd`` to completion; wall time and peak RSS (kilobytes from the kernel)."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    rss_file = log.with_suffix(".time")
+    use_gnu_time = GNU_TIME.exists()
+    full = [str(GNU_TIME), "-v", "-o", str(rss_file), *cmd] if use_gnu_time else cmd
+    with log.open("wb") as out:
+        started = time.perf_counter()
+        proc = subprocess.Popen(full, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT)
+        _, status, usage = os.wait4(proc.pid, 0)
+        seconds = time.perf_counter() - started
+        proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
+        raise RuntimeError(f"exit code {proc.returncode}: {' '.join(cmd)}; see {log}")
+    peak_kib = usage.ru_maxrss
+    if use_gnu_time:
+        for line in rss_file.read_text().splitlines():
+            if "Maximum resident set size" in line:
+                peak_kib = int(line.rsplit(":", 1)[1])
+    return Timed(seconds, peak_kib * 1024)
+
+
+def generate(rows: int, work: Path, seed: int) -> Path:
+    """The canonical extract for ``rows`` (reused if generated before with these args)."""
+    folder = work / f"extract-{rows}-seed{seed}"
+    stamp = folder / ".generated"
+    labs = folder / "labs.parquet"
+    if stamp.exists() and labs.exists():
+        return labs
+    if folder.exists():
+        shutil.rmtree(folder)
+    subprocess.run([sys.executable, str(HERE / "generate.py"), "--rows", str(rows), "--out",
+                    str(folder), "--seed", str(seed)], check=True, cwd=ROOT)
+    stamp.write_text(f"rows={rows} seed={seed}\n")
+    return labs
+
+
+def commands(tool: str, labs: Path, out: Path, today: str) -> list[str]:
+    if tool == "b12screen":
+        return [*_b12screen(), "run", str(labs), "--as-of", AS_OF, "--out", str(out), "--quiet"]
+    if tool == "duckdb":
+        return [sys.executable, "-c", _DUCKDB_SNIPPET.format(here=str(HERE)), str(labs), AS_OF,
+                str(out), today]
+    return [sys.executable, str(HERE / "reference_polars.py"), str(labs), "--as-of", AS_OF,
+            "--out", str(out), "--today", today]
+
+
+def _statuses(path: Path) -> pd.Series:
+    frame = pd.read_parquet(path, columns=["patient_id", "b12_status"])
+    return frame.set_index("patient_id")["b12_status"].astype("str")
+
+
+def agreement(outs: dict[str, Path]) -> dict[str, str]:
+    """Do b12screen and polars give DuckDB's b12_status for every patient DuckDB lists?
+
+    The reference's cohort is the patients with a B12/MMA row; b12screen's also holds
+    patients with only other tests (all ``not_tested``), so compare on DuckDB's cohort.
+    """
+    ref = _statuses(outs["duckdb"] / "reference_patients.parquet")
+    found = {"b12screen": outs["b12screen"] / "patients.parquet",
+             "polars": outs["polars"] / "polars_patients.parquet"}
+    verdict: dict[str, str] = {}
+    for tool, path in found.items():
+        other = _statuses(path).reindex(ref.index)
+        differ = int((other.fillna("<missing>") != ref).sum())
+        verdict[tool] = (f"all {len(ref):,} agree" if differ == 0
+                         else f"{differ:,} of {len(ref):,} differ")
+    return verdict
+
+
+def run_size(rows: int, work: Path, repeats: int, seed: int, today: str) -> SizeResult:
+    labs = generate(rows, work, seed)
+    result = SizeResult(rows, pq.ParquetFile(labs).metadata.num_rows, labs,
+                        {tool: [] for tool in TOOLS})
+    runs = work / f"runs-{rows}"
+    shutil.rmtree(runs, ignore_errors=True)
+    last: dict[str, Path] = {}
+    for i in range(repeats):
+        for tool in TOOLS:
+            out = runs / f"{tool}-{i + 1}"
+            timed = timed_process(commands(tool, labs, out, today), runs / f"{tool}-{i + 1}.log")
+            if tool == "b12screen":
+                manifest = json.loads((out / "manifest.json").read_text())
+                timed.steps = {k: float(v) for k, v in manifest["timings_seconds"].items()}
+            result.runs[tool].append(timed)
+            print(f"  {rows:>11,} rows  {tool:<9} run {i + 1}: {timed.seconds:7.2f} s  "
+                  f"peak RSS {timed.peak_rss_bytes / 2**30:5.2f} GiB", flush=True)
+            if tool in last:
+                shutil.rmtree(last[tool], ignore_errors=True)
+            last[tool] = out
+    result.agreement = agreement(last)
+    return result
+
+
+def machine() -> str:
+    mem = ""
+    meminfo = Path("/proc/meminfo")
+    if meminfo.exists():
+        kib = int(meminfo.read_text().split("MemTotal:", 1)[1].split()[0])
+        mem = f", {kib / 2**20:.0f} GiB RAM"
+    cpu = platform.processor() or platform.machine()
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        names = [ln.split(":", 1)[1].strip() for ln in cpuinfo.read_text().splitlines()
+                 if ln.startswith("model name")]
+        cpu = names[0] if names else cpu
+    return f"{os.cpu_count()} cores ({cpu}){mem}, {platform.system()} {platform.release()}"
+
+
+def versions() -> str:
+    import duckdb
+    import polars
+    import pyarrow
+
+    import pipeline
+
+    return (f"Python {platform.python_version()}, b12screen {pipeline.__version__}, "
+            f"pandas {pd.__version__}, pyarrow {pyarrow.__version__}, "
+            f"duckdb {duckdb.__version__}, polars {polars.__version__}")
+
+
+def _commit() -> str:
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, check=True,
+                              capture_output=True, text=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain"], cwd=ROOT, check=True,
+                               capture_output=True, text=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return head + (" + uncommitted changes" if dirty else "")
+
+
+def _gib(n: int) -> str:
+    return f"{n / 2**30:.2f}"
+
+
+def report(results: list[SizeResult], repeats: int) -> str:
+    lines = [
+        f"# b12screen benchmark, {date.today().isoformat()}",
+        "",
+        f"- Machine: {machine()}",
+        f"- Software: {versions()}",
+        f"- Code: {_commit()}",
+        f"- Command: `python benchmarks/run_benchmark.py --sizes "
+        f"{' '.join(str(r.requested) for r in results)} --repeats {repeats}`",
+        f"- Each figure: median wall time of {repeats} whole-process runs (peak RSS: the "
+        "largest of the runs). b12screen runs every step and writes every output; DuckDB and "
+        "polars apply R1-R7 and write the two analyst tables.",
+        "",
+        "| lab rows | tool | median s | × DuckDB | rows/s | peak RSS GiB | runs (s) |",
+        "|---:|---|---:|---:|---:|---:|---|",
+    ]
+    for r in results:
+        duck = r.median("duckdb")
+        for tool in TOOLS:
+            med = r.median(tool)
+            runs = ", ".join(f"{t.seconds:.1f}" for t in r.runs[tool])
+            lines.append(f"| {r.rows:,} | {tool} | {med:.2f} | {med / duck:.2f} | "
+                         f"{r.rows / med:,.0f} | {_gib(r.peak_rss(tool))} | {runs} |")
+    steps = [r.steps() for r in results]
+    names = list(dict.fromkeys(k for s in steps for k in s))
+    lines += ["", "b12screen per-step timings (median seconds, from manifest.json; 'other' is "
+              "the median wall time minus the steps: interpreter start, imports, exit):", "",
+              "| lab rows | " + " | ".join(names) + " | other | wall |",
+              "|---:|" + "---:|" * (len(names) + 2)]
+    for r, s in zip(results, steps, strict=True):
+        cells = " | ".join(f"{s.get(k, 0.0):.2f}" for k in names)
+        wall = r.median("b12screen")
+        lines.append(f"| {r.rows:,} | {cells} | {wall - sum(s.values()):.2f} | {wall:.2f} |")
+    lines += ["", "Agreement with DuckDB on b12_status (DuckDB's cohort):", ""]
+    for r in results:
+        lines.append(f"- {r.rows:,} rows: " + "; ".join(f"{k} {v}"
+                                                       for k, v in r.agreement.items()))
+    lines += ["", "Targets:", ""] + [f"- {t}" for t in targets(results)]
+    return "\n".join(lines) + "\n"
+
+
+def targets(results: list[SizeResult]) -> list[str]:
+    """The issue's targets, for the sizes that were run."""
+    by_rows = {r.requested: r for r in results}
+    out = []
+    for r in results:
+        ratio = r.median("b12screen") / r.median("duckdb")
+        if r.requested >= 2_000_000:
+            out.append(f"{r.rows:,} rows: b12screen / DuckDB = {ratio:.2f} (target <= "
+                       f"{TARGET_RATIO}): {'met' if ratio <= TARGET_RATIO else 'NOT met'}")
+        if r.requested >= 10_000_000:
+            rss = r.peak_rss("b12screen") / 2**30
+            out.append(f"{r.rows:,} rows: b12screen peak RSS {rss:.2f} GiB (target <= "
+                       f"{TARGET_RSS_GIB}): {'met' if rss <= TARGET_RSS_GIB else 'NOT met'}")
+    small, large = by_rows.get(1_000_000), by_rows.get(10_000_000)
+    if small and large:
+        scale = large.median("b12screen") / small.median("b12screen")
+        out.append(f"t(10M) / t(1M) = {scale:.1f} (target <= {TARGET_SCALING}): "
+                   f"{'met' if scale <= TARGET_SCALING else 'NOT met'}")
+    return out or ["(no size large enough to check a target)"]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[1_000_000, 2_000_000,
+                                                                  10_000_000],
+                        help="lab rows per extract (default: 1M 2M 10M)")
+    parser.add_argument("--repeats", type=int, default=3, help="runs per tool (median)")
+    parser.add_argument("--seed", type=int, default=12, help="generator seed")
+    parser.add_argument("--work", type=Path, default=Path("/tmp/b12screen-bench"),
+                        help="folder for extracts and run outputs (default /tmp/b12screen-bench)")
+    parser.add_argument("--results", type=Path, default=HERE / "results",
+                        help="folder for the Markdown report (default benchmarks/results)")
+    args = parser.parse_args(argv)
+    if args.repeats < 1 or any(s < 1 for s in args.sizes):
+        parser.error("--sizes and --repeats must be positive")
+    today = date.today().isoformat()
+    results = []
+    for rows in args.sizes:
+        print(f"size {rows:,}", flush=True)
+        results.append(run_size(rows, args.work, args.repeats, args.seed, today))
+    text = report(results, args.repeats)
+    args.results.mkdir(parents=True, exist_ok=True)
+    path = args.results / f"{today}.md"
+    path.write_text(text, encoding="utf-8")
+    print()
+    print(text)
+    print(f"written to {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

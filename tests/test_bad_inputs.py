@@ -1,0 +1,457 @@
+"""The bad-input corpus: every way a real extract arrives broken, with the exact outcome.
+
+Whole-input problems stop the run: exit code 1 (2 for a bad format, a usage error), exactly
+one line on stderr starting ``b12screen: error:``, no traceback, no output folder. Row-level
+problems never stop a run: each bad row is in ``rejected.parquet`` with its exact reason
+codes, source file and 1-based line, and the manifest's accounting shows no row was lost.
+The corpus files are generated here, so each case reads as the bytes it is made of.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from pipeline.validate import LAB_REASONS, MEDICATION_REASONS, PATIENT_REASONS
+from tests.conftest import invoke
+
+HEADER = "patient_id,collected_at,test_code,result,unit\n"
+GOOD = "0001,2026-10-01,B12,150,ng/L\n"
+AS_OF = "2026-10-31"
+
+
+def _write(path: Path, data: str | bytes, encoding: str = "utf-8") -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data if isinstance(data, bytes) else data.encode(encoding))
+    return path
+
+
+def _parquet(path: Path, columns: dict[str, list]) -> Path:
+    pq.write_table(pa.table(columns), path)
+    return path
+
+
+def _labs_table(rows: int = 2) -> dict[str, list]:
+    return {"patient_id": ["0001"] * rows, "collected_at": ["2026-10-01"] * rows,
+            "test_code": ["B12"] * rows, "result": ["150"] * rows, "unit": ["ng/L"] * rows}
+
+
+def _truncated_parquet(tmp: Path) -> Path:
+    path = _parquet(tmp / "labs.parquet", _labs_table(50))
+    data = path.read_bytes()
+    return _write(path, data[: len(data) // 2])
+
+
+def _format(tmp: Path, text: str) -> Path:
+    return _write(tmp / "lims.toml", text)
+
+
+MINIMAL_FORMAT = ('[labs.columns]\npatient_id = "patient_id"\ncollected_at = "collected_at"\n'
+                  'test_code = "test_code"\nresult = "result"\nunit = "unit"\n'
+                  '[labs.codes]\nB12 = "b12_total"\n')
+
+# case id -> (build files in tmp, return CLI args after "run"; expected line; exit code)
+Case = tuple[Callable[[Path], list], str, int]
+WHOLE_INPUT: dict[str, Case] = {
+    "empty_file": (lambda t: [_write(t / "labs.csv", "")],
+                   "labs: {t}/labs.csv is empty", 1),
+    "blank_lines_only": (lambda t: [_write(t / "labs.csv", "\r\n\n   \n")],
+                         "labs: {t}/labs.csv is empty", 1),
+    "header_only": (lambda t: [_write(t / "labs.csv", HEADER)],
+                    "labs: no data rows in {t}/labs.csv (only a header)", 1),
+    "header_only_parquet": (lambda t: [_parquet(t / "labs.parquet", {
+        c: pa.array([], pa.string()) for c in HEADER.strip().split(",")})],
+        "labs: no data rows in {t}/labs.parquet (only a header)", 1),
+    "truncated_parquet": (lambda t: [_truncated_parquet(t)],
+                          "labs: cannot read {t}/labs.parquet as Parquet (not a Parquet file,"
+                          " or truncated)", 1),
+    "csv_bytes_named_parquet": (lambda t: [_write(t / "labs.parquet", HEADER + GOOD)],
+                                "labs: cannot read {t}/labs.parquet as Parquet (not a Parquet"
+                                " file, or truncated)", 1),
+    "missing_required_column": (
+        lambda t: [_write(t / "labs.csv", "patient_id,collected_at,test_code,unit\n"
+                                          "0001,2026-10-01,B12,ng/L\n")],
+        "labs: required column result missing in {t}/labs.csv; columns found: patient_id, "
+        "collected_at, test_code, unit", 1),
+    "missing_two_columns_tab_delimited": (
+        lambda t: [_write(t / "labs.tsv", "patient_id\tcollected_at\tvalue\n1\t2\t3\n")],
+        "labs: required column test_code, result missing in {t}/labs.tsv; columns found: "
+        "patient_id, collected_at, value", 1),
+    "missing_column_in_one_file_of_a_folder": (
+        lambda t: [_write(t / "in" / "a.csv", HEADER + GOOD)
+                   and _write(t / "in" / "b.csv", "patient_id,when,test_code,result\n1,2,3,4\n")
+                   and t / "in"],
+        "labs: required column collected_at missing in {t}/in/b.csv; columns found: "
+        "patient_id, when, test_code, result", 1),
+    "duplicate_column_names": (
+        lambda t: [_write(t / "labs.csv", "patient_id,collected_at,test_code,result,result\n"
+                                          "1,2026-10-01,B12,150,160\n")],
+        "labs: {t}/labs.csv has duplicate column name(s): result", 1),
+    "duplicate_column_names_differing_in_case": (
+        lambda t: [_write(t / "labs.csv", "patient_id,collected_at,test_code,Result,RESULT\n"
+                                          "1,2026-10-01,B12,150,160\n")],
+        "labs: {t}/labs.csv has duplicate column name(s): Result, RESULT", 1),
+    "duplicate_column_names_in_parquet": (
+        lambda t: [pq.write_table(pa.table([pa.array(["1"])] * 5, names=[
+            "patient_id", "collected_at", "test_code", "result", "patient_id"]),
+            t / "labs.parquet") or t / "labs.parquet"],
+        "labs: {t}/labs.parquet has duplicate column name(s): patient_id", 1),
+    "every_row_bad": (
+        lambda t: [_write(t / "labs.csv", HEADER + "0001,2026-10-01,B12,haemolysed,ng/L\n"
+                          "0002,2026-13-01,B12,150,ng/L\n,2026-10-01,B12,150,ng/L\n"),
+                   "--as-of", AS_OF],
+        "labs: 3 of 3 rows rejected (100.0%), above --max-reject-rate 5.0%; see the reasons "
+        "with 'b12screen validate'", 1),
+    "patients_above_reject_rate": (
+        lambda t: [_write(t / "labs.csv", HEADER + GOOD), "--patients",
+                   _write(t / "patients.csv", "patient_id,birth_date,pregnant\n"
+                                              "0001,1950-01-01,perhaps\n")],
+        "patients: 1 of 1 rows rejected (100.0%), above --max-reject-rate 5.0%; see the "
+        "reasons with 'b12screen validate'", 1),
+    "nonexistent_path": (lambda t: [t / "nope.csv"],
+                         "labs: no such file or folder: {t}/nope.csv", 1),
+    "empty_folder": (lambda t: [(t / "empty").mkdir() or t / "empty"],
+                     "labs: folder {t}/empty holds no .csv or .parquet files", 1),
+    "folder_without_data_files": (
+        lambda t: [_write(t / "docs" / "readme.md", "x") and t / "docs"],
+        "labs: folder {t}/docs holds no .csv or .parquet files", 1),
+    "glob_matching_nothing": (lambda t: [str(t / "2026-*" / "*.parquet")],
+                              "labs: no files match {t}/2026-*/*.parquet", 1),
+    "missing_patients_file": (lambda t: [_write(t / "labs.csv", HEADER + GOOD), "--patients",
+                                         t / "patients.csv"],
+                              "patients: no such file or folder: {t}/patients.csv", 1),
+    "patients_missing_id_column": (
+        lambda t: [_write(t / "labs.csv", HEADER + GOOD), "--patients",
+                   _write(t / "patients.csv", "id,sex\n0001,F\n")],
+        "patients: required column patient_id missing in {t}/patients.csv; columns found: "
+        "id, sex", 1),
+    "not_gzip_named_gz": (lambda t: [_write(t / "labs.csv.gz", HEADER + GOOD)],
+                          "labs: cannot decompress {t}/labs.csv.gz: not a valid gzip file, or "
+                          "truncated", 1),
+    "truncated_gzip": (lambda t: [_write(t / "labs.csv.gz",
+                                         gzip.compress((HEADER + GOOD * 200).encode())[:60])],
+                       "labs: cannot decompress {t}/labs.csv.gz: not a valid gzip file, or "
+                       "truncated", 1),
+    "spreadsheet_instead_of_csv": (
+        lambda t: [_write(t / "labs.xlsx", b"PK\x03\x04" + b"\x00" * 64)],
+        "labs: {t}/labs.xlsx is a spreadsheet or zip archive, not CSV; save it as CSV and "
+        "read that", 1),
+    "unterminated_quote_in_header": (
+        lambda t: [_write(t / "labs.csv", '"patient_id,collected_at,test_code,result\n1,2\n')],
+        "labs: cannot read the header line of {t}/labs.csv", 1),
+    "declared_utf8_but_cp1252_bytes": (
+        lambda t: [_write(t / "labs.csv", HEADER + "0001,2026-10-01,MMA,0.3,µmol/L\n",
+                          "cp1252"),
+                   "--format", _format(t, MINIMAL_FORMAT + '[read]\nencoding = "utf-8"\n')],
+        "labs: {t}/labs.csv is not valid UTF-8 (line 2, byte 71); declare its encoding in the "
+        "format's [read] table", 1),
+    "no_usable_results_and_no_as_of": (
+        lambda t: [_write(t / "labs.csv", HEADER + "0001,2026-10-01,FERRITIN,40,ug/L\n")],
+        "labs: no usable B12 or MMA results, so the as-of date cannot be inferred; give "
+        "--as-of", 1),
+    "unknown_format_name": (lambda t: [_write(t / "labs.csv", HEADER + GOOD),
+                                       "--format", "lims9"],
+                            "unknown format 'lims9' (shipped: canonical, omop, uk-lab)", 2),
+    "format_with_unknown_key": (
+        lambda t: [_write(t / "labs.csv", HEADER + GOOD), "--format",
+                   _format(t, MINIMAL_FORMAT.replace("[labs.codes]", "[labs.code]"))],
+        "unknown key 'labs.code' in {t}/lims.toml", 2),
+    "format_with_bad_value": (
+        lambda t: [_write(t / "labs.csv", HEADER + GOOD), "--format",
+                   _format(t, MINIMAL_FORMAT + "[read]\nday_first = 1\n")],
+        "key 'read.day_first' in {t}/lims.toml must be true or false", 2),
+    "format_that_maps_nothing": (
+        lambda t: [_write(t / "labs.csv", HEADER + GOOD), "--format",
+                   _format(t, '[format]\nname = "empty"\n')],
+        "format {t}/lims.toml maps nothing: it needs a [labs.columns] table (see "
+        "docs/formats.md)", 2),
+    "format_that_maps_no_codes": (
+        lambda t: [_write(t / "labs.csv", HEADER + GOOD), "--format",
+                   _format(t, MINIMAL_FORMAT.replace('B12 = "b12_total"', ""))],
+        "format {t}/lims.toml maps no test codes ([labs.codes] is empty)", 2),
+    "format_file_missing": (lambda t: [_write(t / "labs.csv", HEADER + GOOD), "--format",
+                                       t / "lims.toml"],
+                            "format file not found: {t}/lims.toml", 2),
+}
+
+
+@pytest.mark.parametrize("case", sorted(WHOLE_INPUT))
+def test_whole_input_failure(tmp_path: Path, case: str) -> None:
+    build, message, code = WHOLE_INPUT[case]
+    args = build(tmp_path)
+    out = tmp_path / "out"
+    result = invoke("run", *args, "--out", out)
+    assert result.exit_code == code, result.output
+    assert "Traceback" not in result.output
+    lines = [ln for ln in result.stderr.splitlines() if ln.strip()]
+    assert lines == [f"b12screen: error: {message.format(t=tmp_path)}"]
+    assert not out.exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".out")]
+
+
+# ------------------------------------------------------------------------ row-level corpus
+
+LONG = "x" * 100_000
+#: labs/batch.csv, line by line: (line text, expected reasons or outcome).
+LAB_LINES = [
+    ("patient_id,collected_at,test_code,result,unit,comment", "header"),
+    ("PA01,2026-10-01,B12,150,ng/L,ok", "accepted"),
+    ("PA02,03/10/2026,B12,150,ng/L,day-first date under canonical", "bad_date"),
+    ("PA03,2026-10-01T09:30:00+01:00,B12,300,ng/L,zone dropped", "accepted"),
+    ("PA04,2026-02-30,B12,150,ng/L,impossible date", "bad_date"),
+    ("PA05,1899-12-31,B12,150,ng/L,before 1900", "bad_date"),
+    ("PA06,2099-01-01,B12,150,ng/L,future", "future_date"),
+    ("  PA07 ,2026-10-01,B12,150,ng/L,spaces around id", "accepted"),
+    ("PA07,2026-10-02,B12,400,ng/L,same patient", "accepted"),
+    ("NULL,2026-10-01,B12,150,ng/L,missing-value token id", "missing_patient_id"),
+    ("PA08,2026-10-01,B12,N/A,ng/L,missing-value token", "non_numeric_result"),
+    ("PA09,2026-10-01,B12,-,ng/L,dash token", "non_numeric_result"),
+    ('PA10,2026-10-01,B12,"1,234",ng/L,thousands separator', "non_numeric_result"),
+    ("PA11,2026-10-01,B12,2.5E2,ng/L,scientific notation", "non_numeric_result"),
+    ("PA12,2026-10-01,B12,150,mg/dL,unknown unit", "unknown_unit"),
+    ("PA13,2026-10-01,B12,150,ng/LL,misspelt unit", "unknown_unit"),
+    ("PA14,2026-10-01,B12,150,,no unit and no default", "unknown_unit"),
+    ("PA15,2026-10-01,B12,0.25,ng/L,unit slip", "implausible_value"),
+    ("PA16,2026-10-01T08:00,B12,260,ng/L,conflict a", "accepted"),
+    ("PA16,2026-10-01T08:00,B12,150,ng/L,conflict b", "accepted"),
+    ("PA17,2026-10-01,B12,-5,ng/L,negative", "negative_result"),
+    ("PA18,2026-10-01,,150,ng/L,no code", "missing_test_code"),
+    ("PA19,2026-10-01,B12,=1+2,ng/L,formula result", "non_numeric_result"),
+    ('"=HYPERLINK(""http://example.invalid"")",2026-10-01,B12,150,ng/L,formula id',
+     "accepted"),
+    (f"PA20,2026-10-01,B12,{LONG},ng/L,very long result", "non_numeric_result"),
+    (f"PA21,2026-10-01,B12,500,ng/L,{LONG}", "accepted"),
+    ("PA22,2026-10-01,B12", "malformed_row"),
+    ("PA23,2026-10-01,B12,150,ng/L,ok,extra field", "malformed_row"),
+    ("PA01,2026-10-01,B12,150,ng/L,ok", "duplicate"),
+    ("PA24,2026-10-01,FERRITIN,40,ug/L,other test", "skipped"),
+    ("PA25,2026-10-01,B12,< 150 ,ng/L,censored with spaces", "accepted"),
+    ("PA26, 2026-10-01 ,b12,150,NG/L,case and spaces", "accepted"),
+    ("PA27,2026-10-01,MMA,0.25,μmol/L,greek mu", "accepted"),
+    ("PA28,2026-10-01,B12,150,ng/L,NaN and [] in comment: \ufffd", "accepted"),
+    ("PA29,2026-00-10,B12,150,ng/L,month zero", "bad_date"),
+    ("PA30,,B12,abc,furlongs,several problems", "bad_date;non_numeric_result;unknown_unit"),
+]
+#: labs/windows.csv: cp1252, ';', CRLF, in the same folder as batch.csv.
+WINDOWS_LINES = [
+    ("patient_id;collected_at;test_code;result;unit", "header"),
+    ("PB01;2026-10-05;MMA;0,5;µmol/L", "non_numeric_result"),  # decimal comma, not declared
+    ("PB02;2026-10-05;MMA;0.50;µmol/L", "accepted"),
+    ("PB03;2026-10-05;B12;150;ng/L", "accepted"),
+]
+PATIENT_LINES = [
+    ("patient_id,birth_date,sex,diet,pregnant,bariatric_surgery,ileal_resection_cm", "header"),
+    ("PA01,1950-01-01,F,vegan,no,no,0", "accepted"),
+    ("PA02,1960-01-01,F,omnivore,maybe,no,0", "bad_yes_no"),
+    ("PA03,1960-01-01,F,carnivore,no,no,0", "bad_diet"),
+    ("PA04,1960-01-01,F,omnivore,no,no,ten", "bad_number"),
+    ("PA05,1960-01-01,F,omnivore,no,no,0", "conflicting_patient_rows"),
+    ("PA05,1961-01-01,F,omnivore,no,no,0", "conflicting_patient_rows"),
+    ("PA06,2030-01-01,F,omnivore,no,no,0", "future_date"),
+    ("PA07,31/02/1960,F,omnivore,no,no,0", "bad_date"),
+    ("PA01,1950-01-01,F,vegan,no,no,0", "duplicate"),
+    (",1950-01-01,F,vegan,no,no,0", "missing_patient_id"),
+    ("PA08,1950-01-01,F,VEGAN,YES,N,", "accepted"),
+    ("PA09,1950-01-01,F", "malformed_row"),
+]
+MEDICATION_LINES = [
+    ("patient_id,medication,start_date,end_date,dose_mg_per_day", "header"),
+    ("PA01,Metformin 500mg tablets,2025-01-01,,1000", "accepted"),
+    ("PA02,Metformin 500mg tablets,2026-05-01,2026-04-01,500", "end_before_start"),
+    ("PA03,,2026-01-01,,", "missing_medication"),
+    ("PA04,Metformin 1g tablets,2026-01-01,,lots", "bad_number"),
+    ("PA05,Cyanocobalamin 50mcg tablets,not a date,,", "bad_date"),
+    ("PA06,Paracetamol 500mg tablets,2026-01-01,,", "skipped"),
+    (",Metformin 500mg tablets,2026-01-01,,", "missing_patient_id"),
+]
+
+
+def _expected(lines: list[tuple[str, str]], file: Path, kind: str) -> dict[tuple, str]:
+    return {(kind, str(file), n): outcome for n, (_, outcome) in enumerate(lines, start=1)
+            if outcome not in ("header", "accepted", "duplicate", "skipped")}
+
+
+def _counts(lines: list[tuple[str, str]]) -> dict[str, int]:
+    outcomes = [o for _, o in lines[1:]]
+    rejected = sum(o not in ("accepted", "duplicate", "skipped") for o in outcomes)
+    return {"rows_read": len(outcomes), "rows_accepted": outcomes.count("accepted"),
+            "rows_rejected": rejected, "skipped": outcomes.count("skipped"),
+            "rows_exact_duplicates": outcomes.count("duplicate")}
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("corpus")
+    files = {
+        "batch": _write(root / "labs" / "batch.csv",
+                        "\n".join(t for t, _ in LAB_LINES) + "\n"),
+        "windows": _write(root / "labs" / "windows.csv",
+                          "\r\n".join(t for t, _ in WINDOWS_LINES) + "\r\n", "cp1252"),
+        "patients": _write(root / "patients.csv", "\n".join(t for t, _ in PATIENT_LINES)),
+        "medications": _write(root / "medications.csv",
+                              "\n".join(t for t, _ in MEDICATION_LINES) + "\n"),
+    }
+    return {"root": root, "labs": root / "labs", **files}
+
+
+@pytest.fixture(scope="module")
+def corpus_run(corpus: dict[str, Path]):
+    out = corpus["root"] / "out"
+    result = invoke("run", corpus["labs"], "--patients", corpus["patients"], "--medications",
+                    corpus["medications"], "--as-of", AS_OF, "--max-reject-rate", "1",
+                    "--out", out)
+    assert result.exit_code == 0, result.output
+    return result, out
+
+
+def test_every_bad_row_has_its_exact_reasons_and_line(corpus, corpus_run) -> None:
+    _, out = corpus_run
+    rejected = pd.read_parquet(out / "rejected.parquet")
+    got = {(k, f, int(n)): r for k, f, n, r in
+           rejected[["input", "source_file", "source_row", "reasons"]].to_numpy().tolist()}
+    want = {**_expected(LAB_LINES, corpus["batch"], "labs"),
+            **_expected(WINDOWS_LINES, corpus["windows"], "labs"),
+            **_expected(PATIENT_LINES, corpus["patients"], "patients"),
+            **_expected(MEDICATION_LINES, corpus["medications"], "medications")}
+    assert got == want
+
+
+def test_no_row_is_lost(corpus_run) -> None:
+    _, out = corpus_run
+    manifest = json.loads((out / "manifest.json").read_text())
+    acc = manifest["accounting"]
+    labs = _counts(LAB_LINES[:1] + LAB_LINES[1:] + WINDOWS_LINES[1:])
+    assert {k: acc[k] for k in ("rows_read", "rows_accepted", "rows_rejected",
+                                "rows_exact_duplicates")} == \
+        {k: v for k, v in labs.items() if k != "skipped"}
+    assert acc["rows_skipped_other_tests"] == labs["skipped"]
+    assert acc["rows_read"] == (acc["rows_accepted"] + acc["rows_rejected"]
+                                + acc["rows_skipped_other_tests"] + acc["rows_exact_duplicates"])
+    patients = acc["by_input"]["patients"]
+    want = _counts(PATIENT_LINES)
+    assert (patients["rows_read"], patients["rows_accepted"], patients["rows_rejected"],
+            patients["rows_exact_duplicates"]) == (want["rows_read"], want["rows_accepted"],
+                                                   want["rows_rejected"],
+                                                   want["rows_exact_duplicates"])
+    meds = acc["by_input"]["medications"]
+    want = _counts(MEDICATION_LINES)
+    assert (meds["rows_read"], meds["rows_accepted"], meds["rows_rejected"],
+            meds["rows_skipped_other_medications"]) == (want["rows_read"], want["rows_accepted"],
+                                                        want["rows_rejected"], want["skipped"])
+    assert all(c["balanced"] for c in acc["by_input"].values())
+
+
+def test_rejected_rows_keep_every_original_field(corpus, corpus_run) -> None:
+    _, out = corpus_run
+    rejected = pd.read_parquet(out / "rejected.parquet")
+    labs = rejected[rejected["input"] == "labs"].set_index(["source_file", "source_row"])
+    batch = str(corpus["batch"])
+    assert labs.loc[(batch, 13), "result"] == "1,234"
+    assert labs.loc[(batch, 25), "result"] == LONG
+    assert labs.loc[(batch, 27), "raw_line"] == "PA22,2026-10-01,B12"
+    assert labs.loc[(batch, 10), "patient_id"] == "NULL"  # as written, not as cleaned
+    assert labs.loc[(str(corpus["windows"]), 2), "unit"] == "µmol/L"  # cp1252 decoded
+
+
+def test_answers_from_messy_rows(corpus_run) -> None:
+    _, out = corpus_run
+    patients = pd.read_parquet(out / "patients.parquet").set_index("patient_id")
+    assert "PA07" in patients.index and "  PA07 " not in patients.index  # one patient
+    assert patients.loc["PA07", "index_value"] == 400.0
+    # same patient, time and test with two values: the lower wins (SPEC R4)
+    assert patients.loc["PA16", ["b12_status", "index_value"]].tolist() == ["deficient", 150.0]
+    assert patients.loc["PA25", ["b12_status", "index_censor"]].tolist() == ["deficient", "<"]
+    assert patients.loc["PA03", "index_collected_at"] == pd.Timestamp("2026-10-01 09:30")
+    results = pd.read_parquet(out / "results.parquet").set_index("patient_id")
+    assert results.loc["PB02", ["value", "source_unit"]].tolist() == [0.5, "µmol/L"]
+    # rejected and other-test rows still put their patient in the cohort, untested
+    assert patients.loc[["PA04", "PA12", "PA24"], "b12_status"].tolist() == ["not_tested"] * 3
+    assert len(patients) == patients.index.nunique()
+
+
+def test_formula_text_is_neutralised_in_csv_outputs(corpus_run) -> None:
+    _, out = corpus_run
+    rejected = pd.read_csv(out / "rejected.csv", dtype=str, keep_default_na=False)
+    assert "'=1+2" in rejected["result"].tolist()
+    listed = pd.read_csv(out / "worklists" / "supplementation.csv", dtype=str,
+                         keep_default_na=False)
+    formula_ids = listed[listed["patient_id"].str.contains("HYPERLINK")]["patient_id"]
+    assert formula_ids.tolist() == ["'=HYPERLINK(\"http://example.invalid\")"]
+
+
+def test_messages_name_files_and_counts_never_ids_or_values(corpus, corpus_run) -> None:
+    result, _ = corpus_run
+    text = result.stdout + result.stderr
+    flat = " ".join(result.stderr.split())  # rich wraps long lines on an 80-column console
+    assert (f"warning: labs: 2 malformed line(s) in {corpus['batch']} (wrong number of "
+            "fields; expected 6)") in flat
+    assert (f"warning: patients: 1 malformed line(s) in {corpus['patients']} (wrong number "
+            "of fields; expected 7)") in flat
+    for secret in ("PA0", "PA1", "PA2", "PB0", "HYPERLINK", "1,234", "2.5E2", "haemolysed",
+                   LONG[:20]):
+        assert secret not in text
+
+
+# -------------------------------------------------------------------------------- validate
+
+
+REASON_CODES = (*LAB_REASONS, *PATIENT_REASONS, *MEDICATION_REASONS)
+
+
+def _reason_rows(text: str) -> dict[tuple[str, str], int]:
+    """(input, reason) -> rows, summed over files, from validate's rich table.
+
+    Rich shortens cells to fit 80 columns when output is not a terminal ("conflicting_…"),
+    so a shortened name is matched to the one reason code it begins.
+    """
+    out: dict[tuple[str, str], int] = {}
+    for line in text.splitlines():
+        cells = [c.strip() for c in line.split("│") if c.strip()]
+        if len(cells) == 5 and cells[3].isdigit() and cells[1][0].isalpha():
+            stem = cells[1].rstrip("…")
+            (code,) = {c for c in REASON_CODES if c.startswith(stem)}
+            out[(cells[0], code)] = out.get((cells[0], code), 0) + int(cells[3])
+    return out
+
+
+def test_validate_shows_reasons_and_writes_rejected_rows(corpus, tmp_path: Path) -> None:
+    out = tmp_path / "validate"
+    result = invoke("validate", corpus["labs"], "--patients", corpus["patients"],
+                    "--medications", corpus["medications"], "--as-of", AS_OF,
+                    "--max-reject-rate", "1", "--out", out, "--quiet")
+    assert result.exit_code == 0, result.output
+    reasons = _reason_rows(result.stdout)
+    assert reasons[("labs", "bad_date")] == 5
+    assert reasons[("labs", "non_numeric_result")] == 8
+    assert reasons[("labs", "malformed_row")] == 2
+    assert reasons[("patients", "conflicting_patient_rows")] == 2
+    assert reasons[("medications", "end_before_start")] == 1
+    rejected = pd.read_parquet(out / "rejected.parquet")
+    assert len(rejected) == sum(
+        _counts(lines)["rows_rejected"]
+        for lines in (LAB_LINES, WINDOWS_LINES, PATIENT_LINES, MEDICATION_LINES))
+    assert (out / "rejected.csv").is_file()
+    assert not (out / "patients.parquet").exists()
+
+
+def test_validate_exits_1_above_the_reject_limit(corpus, tmp_path: Path) -> None:
+    out = tmp_path / "validate"
+    result = invoke("validate", corpus["labs"], "--as-of", AS_OF, "--out", out, "--quiet")
+    assert result.exit_code == 1
+    labs = _counts(LAB_LINES[:1] + LAB_LINES[1:] + WINDOWS_LINES[1:])
+    considered = labs["rows_accepted"] + labs["rows_rejected"]
+    share = labs["rows_rejected"] / considered
+    errors = [ln for ln in result.stderr.splitlines() if not ln.startswith("warning: ")]
+    assert errors == [
+        f"b12screen: error: labs: {labs['rows_rejected']} of {considered} rows rejected "
+        f"({share:.1%}), above --max-reject-rate 5.0%; see the reasons with 'b12screen "
+        "validate'"]
+    assert _reason_rows(result.stdout)[("labs", "unknown_unit")] == 4
+    assert (out / "rejected.parquet").is_file()  # written so the reasons can be followed up

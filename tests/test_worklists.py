@@ -1,0 +1,156 @@
+"""Worklists as a lab manager opens them: one row per patient per list, sorted by practice,
+urgent first then oldest result first, the same rows in worklists.xlsx, and no cell that
+a spreadsheet would run as a formula (OWASP CSV injection)."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import openpyxl
+import pandas as pd
+import pytest
+
+try:  # tests/ on sys.path (pytest's default rootdir-less import mode)
+    from spec.helpers import read_patients, rows_of, run_cli
+except ImportError:  # tests imported as a package
+    from tests.spec.helpers import read_patients, rows_of, run_cli
+
+LISTS = ("urgent", "mma", "supplementation", "metformin_monitoring", "retest")
+FLAGS = {"urgent": "urgent_review", "mma": "needs_mma", "supplementation":
+         "needs_supplementation", "metformin_monitoring": "metformin_monitoring_due",
+         "retest": "retest_due"}
+HYPERLINK = '=HYPERLINK("http://example.invalid","x")'
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+LABS = f"""
+    patient_id          | collected_at | test_code | result | unit | practice_id
+    WL_urgent_old       | 2026-06-01   | B12       | 150    | ng/L | B82002   # untreated > 90 days
+    WL_urgent_neuro     | 2026-10-20   | B12       | 150    | ng/L | B82002
+    WL_def_recent       | 2026-10-10   | B12       | 150    | ng/L | B82002
+    WL_def_older        | 2026-09-01   | B12       | 160    | ng/L | B82002
+    WL_two_results      | 2026-07-01   | B12       | 170    | ng/L | B82002
+    WL_two_results      | 2026-10-12   | B12       | 155    | ng/L | B82002
+    WL_mma_newer        | 2026-09-15   | B12       | 250    | ng/L | A81001
+    WL_mma_older        | 2026-08-15   | B12       | 300    | ng/L | A81001
+    WL_child            | 2026-10-01   | B12       | 150    | ng/L | A81001
+    {HYPERLINK}         | 2026-10-05   | B12       | 150    | ng/L | A81001
+    +12345              | 2026-10-06   | B12       | 150    | ng/L | A81001
+    @SUM(1+1)           | 2026-10-07   | B12       | 150    | ng/L | A81001
+    -2                  | 2026-10-08   | B12       | 150    | ng/L | A81001
+    WL_metformin_old    | 2025-03-01   | B12       | 400    | ng/L | A81001
+"""
+PATIENTS = """
+    patient_id          | practice_id | age_years | neurological_symptoms
+    WL_urgent_neuro     | B82002      | 60        | yes
+    WL_child            | A81001      | 10        |
+    WL_retest           | A81001      | 50        |
+    WL_metformin        | A81001      | 70        |
+    WL_metformin_old    | A81001      | 70        |
+"""
+MEDICATIONS = """
+    patient_id       | medication                 | start_date | dose_mg_per_day
+    WL_retest        | Cyanocobalamin 1mg tablets | 2026-05-01 |
+    WL_metformin     | Metformin 500mg tablets    | 2024-01-01 | 1000
+    WL_metformin     | Metformin 500mg tablets    | 2025-01-01 | 1000      # two scripts, one row
+    WL_metformin_old | Metformin 500mg tablets    | 2020-01-01 | 2000
+"""
+#: Expected order of two lists: practice A81001 before B82002; urgent first; oldest first.
+SUPPLEMENTATION_ORDER = [
+    "WL_child", "'" + HYPERLINK, "'+12345", "'@SUM(1+1)", "'-2",
+    "WL_urgent_old", "WL_urgent_neuro", "WL_def_older", "WL_def_recent", "WL_two_results",
+]
+METFORMIN_ORDER = ["WL_metformin_old", "WL_metformin"]  # last test 2025-03-01, then never
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return run_cli(tmp_path_factory.mktemp("worklists"), rows_of(LABS), rows_of(PATIENTS),
+                   rows_of(MEDICATIONS))
+
+
+def read_csv_cells(path: Path) -> list[list[str]]:
+    with path.open(encoding="utf-8-sig", newline="") as fh:
+        return list(csv.reader(fh))
+
+
+def read_list(run: Path, name: str) -> pd.DataFrame:
+    return pd.read_csv(run / "worklists" / f"{name}.csv", dtype="str", keep_default_na=False,
+                       encoding="utf-8-sig")
+
+
+@pytest.mark.parametrize("name", LISTS)
+def test_one_row_per_patient_per_list(run: Path, name: str) -> None:
+    rows = read_list(run, name)
+    patients = read_patients(run)
+    assert not rows["patient_id"].duplicated().any()
+    assert len(rows) == int(patients[FLAGS[name]].sum()) > 0
+    assert (rows["suggested_action"] != "").all()
+
+
+@pytest.mark.parametrize("name", LISTS)
+def test_sorted_by_practice_urgent_first_then_oldest_result(run: Path, name: str) -> None:
+    rows = read_list(run, name)
+    result = rows["index_date"].where(rows["index_date"] != "", rows["last_b12_test_date"])
+    keys = list(zip(rows["practice_id"], rows["urgent_review"].str.lower() != "true",
+                    result.replace("", "9999-12-31"), rows["patient_id"], strict=True))
+    assert keys == sorted(keys)
+
+
+def test_expected_order_of_supplementation_and_metformin_lists(run: Path) -> None:
+    assert read_list(run, "supplementation")["patient_id"].tolist() == SUPPLEMENTATION_ORDER
+    assert read_list(run, "urgent")["patient_id"].tolist() == ["WL_urgent_old",
+                                                               "WL_urgent_neuro"]
+    assert read_list(run, "mma")["patient_id"].tolist() == ["WL_mma_older", "WL_mma_newer"]
+    assert read_list(run, "metformin_monitoring")["patient_id"].tolist() == METFORMIN_ORDER
+    assert read_list(run, "retest")["patient_id"].tolist() == ["WL_retest"]
+
+
+def test_xlsx_sheets_match_csv_rows(run: Path) -> None:
+    book = openpyxl.load_workbook(run / "worklists.xlsx")
+    try:
+        for name in LISTS:
+            sheet = book[name]
+            values = [list(r) for r in sheet.iter_rows(values_only=True)]
+            csv_cells = read_csv_cells(run / "worklists" / f"{name}.csv")
+            assert len(values) == len(csv_cells), name
+            assert [str(v) for v in values[0]] == csv_cells[0]
+            column = csv_cells[0].index("patient_id")
+            assert [r[column] for r in values[1:]] == [r[column] for r in csv_cells[1:]]
+    finally:
+        book.close()
+
+
+def test_no_csv_cell_starts_like_a_formula(run: Path) -> None:
+    files = sorted((run / "worklists").glob("*.csv"))
+    assert {p.stem for p in files} >= set(LISTS)
+    for path in files:
+        for row in read_csv_cells(path):
+            risky = [cell for cell in row if cell.startswith(FORMULA_START)]
+            assert not risky, (path.name, risky)
+    ids = read_list(run, "supplementation")["patient_id"].tolist()
+    assert {"'" + HYPERLINK, "'+12345", "'@SUM(1+1)", "'-2"} <= set(ids)
+
+
+def test_no_xlsx_cell_starts_like_a_formula(run: Path) -> None:
+    book = openpyxl.load_workbook(run / "worklists.xlsx")
+    try:
+        seen = set()
+        for sheet in book.worksheets:
+            for row in sheet.iter_rows():
+                for cell in row:
+                    assert cell.data_type != "f", (sheet.title, cell.coordinate)
+                    if isinstance(cell.value, str):
+                        assert not cell.value.startswith(FORMULA_START), (sheet.title,
+                                                                          cell.value)
+                        seen.add(cell.value)
+        assert {"'" + HYPERLINK, "'+12345"} <= seen
+    finally:
+        book.close()
+
+
+def test_paediatric_rows_say_thresholds_are_for_over_16s(run: Path) -> None:
+    rows = read_list(run, "supplementation").set_index("patient_id")
+    assert "thresholds are for over-16s" in rows.loc["WL_child", "note"]
+    assert (rows.drop(index="WL_child")["note"] == "").all()
+    assert "over-16s" in rows.loc["WL_child", "suggested_regimen"]
