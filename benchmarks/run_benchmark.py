@@ -319,6 +319,9 @@ def main(argv: list[str] | None = None) -> int:
     text = report(results, args.repeats)
     args.results.mkdir(parents=True, exist_ok=True)
     path = args.results / f"{today}.md"
+    n = 2
+    while path.exists():  # a second run on the same day keeps the first one's report
+        path, n = args.results / f"{today}-{n}.md", n + 1
     path.write_text(text, encoding="utf-8")
     print()
     print(text)

@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from pipeline.config import RulesProfile
+from pipeline.harmonise import lookup
 from pipeline.reasons import build_reasons
 from pipeline.rules import actions, bands
 from pipeline.rules import index as idx
@@ -51,7 +52,7 @@ def _site_thresholds(site: pd.Series, rules: RulesProfile, rule_id: str, key: st
     if not rules.sites:
         return np.full(len(site), default)
     mapping = {s: float(p.rule(rule_id)[key]) for s, p in rules.sites.items()}
-    return site.map(mapping).astype("float64").fillna(default).to_numpy()
+    return lookup(site, mapping, "float64").fillna(default).to_numpy()
 
 
 def band_results(results: pd.DataFrame, rules: RulesProfile) -> pd.DataFrame:
@@ -142,7 +143,9 @@ def classify(results: pd.DataFrame, patients: pd.DataFrame | None,
     results = results.assign(pid=cohort.get_indexer(results["patient_id"]))
     after = results["collected_at"].dt.floor("D") > pd.Timestamp(as_of)
     results = results.assign(after_as_of=after)
-    usable = results[~after]
+    # the rules need only these columns; carrying the source text through sorts costs time
+    usable = results.loc[~after, ["pid", "analyte", "collected_at", "value", "unit", "censor",
+                                  "sev", "ambiguous"]]
 
     r4 = rules.rule("R4")["lookback_days"]
     index = idx.select_index(usable, as_of, r4, n)
@@ -191,7 +194,9 @@ def classify(results: pd.DataFrame, patients: pd.DataFrame | None,
     paediatric = actions.paediatric(age, r13["paediatric_age_below"])
 
     practice = attrs["practice_id"]
-    lab_practice = usable[usable["practice_id"] != ""].sort_values(
+    practices = results.loc[~after & (results["practice_id"] != ""),
+                            ["pid", "collected_at", "practice_id"]]
+    lab_practice = practices.sort_values(
         ["pid", "collected_at"], kind="stable").drop_duplicates("pid", keep="last") \
         .set_index("pid")["practice_id"].reindex(index.index)
     practice = practice.where(practice.fillna("") != "", lab_practice)

@@ -52,6 +52,22 @@ def _drop_zone(text: pd.Series) -> pd.Series:
     return pd.Series(stripped.to_pandas(), index=text.index, dtype="str")
 
 
+def lookup(series: pd.Series, mapping: dict, dtype: str = "str") -> pd.Series:
+    """Map text through a small dict with Arrow's hash kernels (NA where no key matches).
+
+    ``Series.map`` with a dict calls Python per element on Arrow-backed text; this does not.
+    """
+    keys = pa.array([str(k) for k in mapping], pa.string())
+    text = pa.array(series.astype("str"), pa.string(), from_pandas=True)
+    positions = pc.index_in(text, value_set=keys)
+    if dtype == "str":
+        values = pa.array([None if v is None else str(v) for v in mapping.values()], pa.string())
+        return pd.Series(pd.array(values.take(positions), dtype="str"), index=series.index)
+    values = pa.array(list(mapping.values()), pa.float64())
+    taken = values.take(positions).to_numpy(zero_copy_only=False)
+    return pd.Series(taken, index=series.index).astype(dtype)
+
+
 def parse_dates(series: pd.Series, *, day_first: bool = False,
                 formats: tuple[str, ...] = ()) -> pd.Series:
     """Text to naive datetimes; unparseable or impossible dates become NaT.

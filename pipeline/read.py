@@ -540,14 +540,12 @@ def canonical_view(raw: RawInput, spec: InputSpec,
 
 
 def _clean_text(series: pd.Series, tokens: set[str]) -> pd.Series:
-    """Strip whitespace and blank out missing-value tokens, working on unique values."""
-    codes, uniques = pd.factorize(series, use_na_sentinel=True)
-    cleaned = pd.Series(uniques, dtype="str").str.strip()
-    cleaned = cleaned.mask(cleaned.str.lower().isin(tokens), "")
-    values = cleaned.to_numpy(dtype=object)
-    out = pd.array(values, dtype="str").take(codes, allow_fill=True) if len(values) \
-        else pd.array([""] * len(series), dtype="str")
-    return pd.Series(out, index=series.index, dtype="str").fillna("")
+    """Strip whitespace and blank out missing-value tokens (Arrow kernels, whole column)."""
+    text = pa.array(series.astype("str"), pa.string(), from_pandas=True)
+    text = pc.fill_null(pc.utf8_trim_whitespace(text), "")
+    missing = pc.is_in(pc.utf8_lower(text), value_set=pa.array(sorted(tokens), pa.string()))
+    text = pc.if_else(missing, "", text)
+    return pd.Series(pd.array(text, dtype="str"), index=series.index)
 
 
 def _remap(series: pd.Series, mapping: dict[str, str]) -> pd.Series:

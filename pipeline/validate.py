@@ -156,18 +156,18 @@ def validate_labs(raw: RawInput, fmt: ExtractFormat, rules: RulesProfile,
     given, bad_censor = hz.parse_censor(work["censor"])
     censor = given.where(given != "", parsed["censor"]).astype("str")
     unit_text = work["unit"].where(work["unit"] != "",
-                                   work["test_code"].str.strip().str.upper()
-                                   .map(spec.default_units).fillna("")).astype("str")
+                                   hz.lookup(work["test_code"].str.strip().str.upper(),
+                                             spec.default_units).fillna("")).astype("str")
     unit_norm = hz.normalise_unit(unit_text)
     factors = hz.unit_factors(h)
     key = analyte.fillna("").str.cat(unit_norm, sep="|")
     factor_map = {f"{a}|{u}": f for a, units in factors.items() for u, f in units.items()}
-    factor = key.map(factor_map).astype("float64")
+    factor = hz.lookup(key, factor_map, "float64")
     value = (parsed["number"] * factor).round(6)
     collected = hz.parse_dates(work["collected_at"], day_first=spec.read.day_first,
                                formats=spec.read.datetime_formats)
-    lo = analyte.map({a: h[f"{a}_plausible_min"] for a in factors}).astype("float64")
-    hi = analyte.map({a: h[f"{a}_plausible_max"] for a in factors}).astype("float64")
+    lo = hz.lookup(analyte, {a: h[f"{a}_plausible_min"] for a in factors}, "float64")
+    hi = hz.lookup(analyte, {a: h[f"{a}_plausible_max"] for a in factors}, "float64")
     earliest = pd.Timestamp(h["earliest_date"])
     tomorrow = pd.Timestamp(today) + pd.Timedelta(days=1)
     usable_value = value.where(parsed["number"] >= 0)
@@ -202,7 +202,7 @@ def validate_labs(raw: RawInput, fmt: ExtractFormat, rules: RulesProfile,
         "collected_at": collected[ok],
         "analyte": analyte[ok],
         "value": value[ok],
-        "unit": analyte[ok].map(hz.CANONICAL_UNIT).astype("str"),
+        "unit": hz.lookup(analyte[ok], hz.CANONICAL_UNIT),
         "censor": censor[ok],
         "result_text": work["result"][ok],
         "source_unit": work["unit"][ok],

@@ -6,6 +6,7 @@ with a few lines of pandas written here from the SPEC's unit table and bands.
 
 from __future__ import annotations
 
+import importlib.util
 import re
 from datetime import date
 from pathlib import Path
@@ -72,8 +73,10 @@ def _harmonised(labs: pd.DataFrame) -> pd.DataFrame:
     hi = rows["analyte"].map({"total": 350.0, "active": 70.0})
     band = np.select(
         [(censor == "") & (value < lo), (censor == "") & (value > hi),
-         censor.isin(["<", "<="]) & (value <= lo), censor.isin([">", ">="]) & (value >= hi)],
-        ["deficient", "unlikely", "deficient", "unlikely"], "indeterminate")
+         (censor == "<") & (value <= lo), (censor == "<=") & (value < lo),
+         (censor == ">") & (value >= hi), (censor == ">=") & (value > hi)],
+        ["deficient", "unlikely", "deficient", "deficient", "unlikely", "unlikely"],
+        "indeterminate")
     return rows.assign(censor=censor, value=value, band=np.where(lo.notna(), band, ""))
 
 
@@ -302,3 +305,16 @@ def test_formula_ids_survive_csv_quoting(tmp_path: Path) -> None:
     text = paths["labs"].read_text(encoding="utf-8")
     assert '"=HYPERLINK(""http://example.invalid"",""x"")"' in text
     assert re.search(r"^\+12345,", text, flags=re.MULTILINE)
+
+
+def test_benchmark_generate_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """benchmarks/generate.py writes a Parquet extract of about --rows rows."""
+    script = Path(__file__).resolve().parent.parent / "benchmarks" / "generate.py"
+    spec = importlib.util.spec_from_file_location("b12_bench_generate", script)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module.main(["--rows", "3000", "--out", str(tmp_path), "--seed", "2"]) == 0
+    rows = pq.read_metadata(tmp_path / "labs.parquet").num_rows
+    assert 2700 < rows < 3300
+    assert "labs.parquet" in capsys.readouterr().out

@@ -11,6 +11,7 @@ from datetime import date
 import numpy as np
 import pandas as pd
 
+from pipeline.harmonise import lookup
 from pipeline.rules.bands import DEFICIENT, INDETERMINATE, UNLIKELY
 
 B12_ANALYTES = ("b12_total", "b12_active")
@@ -33,7 +34,7 @@ def in_window(collected_at: pd.Series, as_of: date, days: int) -> pd.Series:
 def latest_per_analyte(res: pd.DataFrame, as_of: date, lookback_days: int) -> pd.DataFrame:
     """Latest result of each analyte per patient in the window (same time: lower wins)."""
     rows = res[in_window(res["collected_at"], as_of, lookback_days)]
-    rows = rows.assign(rank=rows["censor"].map(CENSOR_RANK).astype("int8"))
+    rows = rows.assign(rank=lookup(rows["censor"], CENSOR_RANK, "int8"))
     rows = rows.sort_values(["pid", "analyte", "collected_at", "value", "rank"],
                             ascending=[True, True, False, True, True], kind="stable")
     return rows.drop_duplicates(["pid", "analyte"])
@@ -84,7 +85,7 @@ def select_mma(res: pd.DataFrame, index_at: pd.Series, as_of: date) -> pd.DataFr
     day = _day(mma["collected_at"])
     keep = (day.to_numpy() >= index_day) & (day <= pd.Timestamp(as_of)).to_numpy()
     mma = mma[keep].assign(day=day[keep])
-    mma = mma.assign(rank=mma["censor"].map(CENSOR_RANK).astype("int8"))
+    mma = mma.assign(rank=lookup(mma["censor"], CENSOR_RANK, "int8"))
     mma = mma.sort_values(["pid", "day", "value", "rank"],
                           ascending=[True, False, False, False], kind="stable")
     picked = mma.drop_duplicates("pid").set_index("pid")
