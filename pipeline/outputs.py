@@ -170,9 +170,14 @@ def write_outputs(state: RunState, out: Path | None, previous: Path | None,
 
 
 def manifest(state: RunState, folder: Path, previous: Path | None) -> dict[str, Any]:
-    """Audit record: inputs with hashes, configuration, as-of, accounting, timings."""
+    """Audit record: inputs with hashes, configuration, as-of, accounting, timings.
+
+    The labs accounting is under ``accounting`` and, for scripts that check the SPEC's
+    equation directly, also at the top level.
+    """
     classified = state.classified
     labs = state.accounting()["labs"]
+    after = classified.rows_after_as_of if classified else 0
     return {
         "b12screen_version": __version__,
         "created_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -197,10 +202,13 @@ def manifest(state: RunState, folder: Path, previous: Path | None) -> dict[str, 
             "rows_rejected": labs["rows_rejected"],
             "rows_skipped_other_tests": labs["rows_skipped_other_tests"],
             "rows_exact_duplicates": labs["rows_exact_duplicates"],
-            "rows_after_as_of": classified.rows_after_as_of if classified else 0,
+            "rows_after_as_of": after,
             "balanced": labs["balanced"],
             "by_input": state.accounting(),
         },
+        **{key: labs[key] for key in ("rows_read", "rows_accepted", "rows_rejected",
+                                      "rows_skipped_other_tests", "rows_exact_duplicates")},
+        "rows_after_as_of": after,
         "patients": len(classified.patients) if classified else 0,
         "warnings": state.warnings,
         "timings_seconds": state.timings,
