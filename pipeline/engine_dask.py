@@ -1,11 +1,13 @@
 """The Dask engine (``--engine dask``): the same rules, run per patient partition on a cluster.
 
 When to use it
-    The pandas engine is the default and the fastest choice whenever an extract fits in one
-    machine's memory (10M lab rows need about 3 GiB). Use ``--engine dask`` when it does not,
-    or when a Dask cluster is already where your data work runs. On one small machine it is
-    slower than pandas: starting workers and moving every row between processes costs more
-    than the rules themselves.
+    The pandas engine is the default and the fastest choice on one machine. Use ``--engine
+    dask`` when a Dask cluster is already where your data work runs and you want the
+    classification (the step that grows with the cohort) spread over its workers, with each
+    worker holding only its share of patients. Today reading, validation and the outputs still
+    run in this process, so the accepted extract must fit in this machine's memory
+    (``benchmarks/README.md`` gives peak memory per size). On a single small machine it is
+    slower than pandas: moving every row between workers costs more than the rules.
 
 How it works
     Every rule is per patient, so the cohort (sorted patient ids) is cut into contiguous

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -108,61 +109,78 @@ def _sha(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+def _write_tables(state: RunState, tmp: Path, meta: dict[str, str]) -> None:
+    """The analyst tables: patients, results, rejected."""
+    classified = state.classified
+    write_parquet(to_arrow(classified.patients, PATIENTS_SCHEMA, meta), tmp / "patients.parquet")
+    results = classified.results.rename(columns={"ambiguous": "censored_ambiguous"})
+    write_parquet(to_arrow(results, RESULTS_SCHEMA, meta), tmp / "results.parquet")
+    rejected = rejected_frame(state)
+    write_parquet(pa.Table.from_pandas(rejected, preserve_index=False)
+                  .replace_schema_metadata({f"b12screen.{k}": v for k, v in meta.items()}),
+                  tmp / "rejected.parquet")
+    write_csv(rejected, tmp / "rejected.csv")
+
+
+def _write_worklists(state: RunState, tmp: Path, previous: Path | None) -> dict[str, Any]:
+    """Worklists with month-on-month state; returns each list's sizes for the report."""
+    lists, resolved, list_state = apply_state(build_worklists(state.classified.patients),
+                                              as_of_month=f"{state.as_of:%Y-%m}",
+                                              previous_dir=previous)
+    (tmp / "worklists").mkdir(mode=0o700)
+    for name, frame in lists.items():
+        write_csv(frame, tmp / "worklists" / f"{name}.csv")
+    write_csv(resolved, tmp / "worklists" / "resolved.csv")
+    state.warnings += write_xlsx(lists, tmp / "worklists.xlsx")
+    write_parquet(pa.Table.from_pandas(list_state, preserve_index=False),
+                  tmp / "worklist_state.parquet")
+    return {name: {"rows": len(f), "new": int((f["change"] == "new").sum()),
+                   "persisting": int((f["change"] == "persisting").sum()),
+                   "resolved": int((resolved["list"] == name).sum())}
+            for name, f in lists.items()}
+
+
+def _write_aggregates(state: RunState, tmp: Path, sizes: dict[str, Any]) -> None:
+    """Shareable outputs: measures, summary.json and report.html."""
+    patients = state.classified.patients
+    results = state.classified.results
+    small = state.rules.disclosure["small_count"]
+    rounding = state.rules.disclosure["rounding"]
+    measures = build_measures(patients, state.as_of, small, rounding)
+    write_parquet(pa.Table.from_pandas(measures, preserve_index=False), tmp / "measures.parquet")
+    write_csv(measures, tmp / "measures.csv")
+    write_json(build_summary(state, patients, sizes, measures), tmp / "summary.json")
+    r1, r2, r5 = (state.rules.rule(r) for r in ("R1", "R2", "R5"))
+    render_report(tmp / "report.html",
+                  summary=build_summary(state, patients, sizes, measures, publish=False),
+                  patients=patients, results=results[~results["after_as_of"]],
+                  measures=measures, definitions=MEASURES,
+                  rules_cutoffs={"b12_total": [r1["deficient_below"], r1["unlikely_above"]],
+                                 "b12_active": [r2["deficient_below"], r2["unlikely_above"]],
+                                 "mma": [r5["mma_upper_umol_l"]]},
+                  small_count=small, rounding=rounding)
+
+
 def write_outputs(state: RunState, out: Path | None, previous: Path | None,
                   progress=None) -> Path:
-    """Write every output; returns the run folder."""
-    classified = state.classified
-    assert classified is not None and state.as_of is not None
+    """Write every output into a temporary folder, then rename it into place.
+
+    The analyst tables are written on a second thread while the worklists and aggregates
+    are built: Arrow's Parquet writer releases the GIL, so the two overlap on two cores.
+    """
+    assert state.classified is not None and state.as_of is not None
     out = out or default_out(state.as_of)
     meta = table_metadata(state)
     if progress:
         progress("write")
     started = time.perf_counter()
-    with atomic_folder(out) as tmp:
-        patients = classified.patients
-        write_parquet(to_arrow(patients, PATIENTS_SCHEMA, meta), tmp / "patients.parquet")
-        results = classified.results.rename(columns={"ambiguous": "censored_ambiguous"})
-        write_parquet(to_arrow(results, RESULTS_SCHEMA, meta), tmp / "results.parquet")
-        rejected = rejected_frame(state)
-        write_parquet(pa.Table.from_pandas(rejected, preserve_index=False)
-                      .replace_schema_metadata({f"b12screen.{k}": v for k, v in meta.items()}),
-                      tmp / "rejected.parquet")
-        write_csv(rejected, tmp / "rejected.csv")
-
-        month = f"{state.as_of:%Y-%m}"
-        prev = previous if previous is not None else find_previous_run(
-            out.resolve(), state.as_of, state.rules.name)
-        lists, resolved, list_state = apply_state(build_worklists(patients),
-                                                  as_of_month=month, previous_dir=prev)
-        (tmp / "worklists").mkdir(mode=0o700)
-        for name, frame in lists.items():
-            write_csv(frame, tmp / "worklists" / f"{name}.csv")
-        write_csv(resolved, tmp / "worklists" / "resolved.csv")
-        state.warnings += write_xlsx(lists, tmp / "worklists.xlsx")
-        write_parquet(pa.Table.from_pandas(list_state, preserve_index=False),
-                      tmp / "worklist_state.parquet")
-        sizes = {name: {"rows": len(f), "new": int((f["change"] == "new").sum()),
-                        "persisting": int((f["change"] == "persisting").sum()),
-                        "resolved": int((resolved["list"] == name).sum())}
-                 for name, f in lists.items()}
-
-        small = state.rules.disclosure["small_count"]
-        rounding = state.rules.disclosure["rounding"]
-        measures = build_measures(patients, state.as_of, small, rounding)
-        write_parquet(pa.Table.from_pandas(measures, preserve_index=False),
-                      tmp / "measures.parquet")
-        write_csv(measures, tmp / "measures.csv")
-        write_json(build_summary(state, patients, sizes, measures), tmp / "summary.json")
-        summary = build_summary(state, patients, sizes, measures, publish=False)
-        r1, r2, r5 = (state.rules.rule(r) for r in ("R1", "R2", "R5"))
-        render_report(tmp / "report.html", summary=summary, patients=patients,
-                      results=results[~results["after_as_of"]], measures=measures,
-                      definitions=MEASURES,
-                      rules_cutoffs={"b12_total": [r1["deficient_below"], r1["unlikely_above"]],
-                                     "b12_active": [r2["deficient_below"],
-                                                    r2["unlikely_above"]],
-                                     "mma": [r5["mma_upper_umol_l"]]},
-                      small_count=small, rounding=rounding)
+    prev = previous if previous is not None else find_previous_run(
+        out.resolve(), state.as_of, state.rules.name)
+    with atomic_folder(out) as tmp, ThreadPoolExecutor(max_workers=1) as pool:
+        tables = pool.submit(_write_tables, state, tmp, meta)
+        sizes = _write_worklists(state, tmp, prev)
+        _write_aggregates(state, tmp, sizes)
+        tables.result()
         state.timings["write"] = round(time.perf_counter() - started, 3)
         write_json(manifest(state, tmp, prev), tmp / "manifest.json")
         restrict(tmp, SHAREABLE)
