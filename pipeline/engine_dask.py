@@ -152,7 +152,7 @@ def classify_dask(results: pd.DataFrame, patients: pd.DataFrame | None,
         for i, (lab, pat, med) in enumerate(zip(lab_parts, pat_parts, med_parts, strict=True)):
             stop = divisions[i + 1] + (1 if i == len(lab_parts) - 1 else 0)
             part_cohort = cohort[divisions[i]:stop]
-            tasks.append(dask.delayed(_classify_part, pure=True)(
+            tasks.append(dask.delayed(_classify_part)(
                 lab, pat, med, part_cohort, rules, as_of))
         parts: list[Classified] = list(client.compute(tasks, sync=True))
     patients_out = pd.concat([p.patients for p in parts], ignore_index=True)

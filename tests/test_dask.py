@@ -81,8 +81,8 @@ def test_default_local_cluster(tmp_path: Path) -> None:
     _both_engines(paths, None, None)
 
 
-@settings(max_examples=5, deadline=None, derandomize=True,
-          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@settings(max_examples=10, deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.too_slow])
 @given(n_patients=st.integers(1, 150), seed=st.integers(0, 2**16), messy=st.booleans(),
        per_patient=st.sampled_from([0.5, 3.0, 8.0]), npartitions=st.integers(1, 3))
 def test_generated_extracts_classify_the_same_on_dask(
