@@ -12,8 +12,10 @@ from datetime import date
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
-from pipeline.config import RulesProfile
+from pipeline.config import ANALYTES, RulesProfile
 from pipeline.harmonise import lookup
 from pipeline.reasons import build_reasons
 from pipeline.rules import actions, bands
@@ -41,9 +43,22 @@ class Classified:
 
 
 def cohort_ids(*id_series: pd.Series) -> pd.Index:
-    """Every non-empty patient id seen in any input row, sorted (stable output order)."""
-    ids = pd.concat([s.astype("str") for s in id_series], ignore_index=True)
-    return pd.Index(ids[ids != ""].unique(), dtype="str").sort_values()
+    """Every non-empty patient id seen in any input row, sorted (stable output order).
+
+    Arrow's hash and sort kernels: pandas' object-level unique/sort dominated large runs.
+    """
+    chunks = [pa.array(s.astype("str"), pa.string(), from_pandas=True) for s in id_series]
+    ids = pc.unique(pa.chunked_array(chunks, pa.string()))
+    ids = ids.filter(pc.and_(pc.is_valid(ids), pc.not_equal(ids, "")))
+    ids = ids.take(pc.sort_indices(ids))
+    return pd.Index(pd.array(ids, dtype="str"))
+
+
+def cohort_positions(cohort: pd.Index, ids: pd.Series) -> np.ndarray:
+    """Each id's position in the sorted cohort (-1 if absent), by Arrow hash lookup."""
+    found = pc.index_in(pa.array(ids.astype("str"), pa.string(), from_pandas=True),
+                        value_set=pa.array(cohort, pa.string()))
+    return pc.fill_null(found, -1).to_numpy().astype("int64")
 
 
 def _site_thresholds(site: pd.Series, rules: RulesProfile, rule_id: str, key: str) -> np.ndarray:
@@ -140,12 +155,14 @@ def classify(results: pd.DataFrame, patients: pd.DataFrame | None,
     """Apply R1-R13 to every patient in ``cohort``; returns patient and result tables."""
     n = len(cohort)
     results = band_results(results, rules)
-    results = results.assign(pid=cohort.get_indexer(results["patient_id"]))
+    results = results.assign(pid=cohort_positions(cohort, results["patient_id"]))
     after = results["collected_at"].dt.floor("D") > pd.Timestamp(as_of)
     results = results.assign(after_as_of=after)
     # the rules need only these columns; carrying the source text through sorts costs time
+    # (analyte as a categorical: the rules sort and group on it)
     usable = results.loc[~after, ["pid", "analyte", "collected_at", "value", "unit", "censor",
                                   "sev", "ambiguous"]]
+    usable = usable.assign(analyte=pd.Categorical(usable["analyte"], categories=ANALYTES))
 
     r4 = rules.rule("R4")["lookback_days"]
     index = idx.select_index(usable, as_of, r4, n)
@@ -159,7 +176,7 @@ def classify(results: pd.DataFrame, patients: pd.DataFrame | None,
 
     attrs = _patient_attributes(patients, cohort)
     if meds is not None:
-        meds = meds.assign(pid=cohort.get_indexer(meds["patient_id"]))
+        meds = meds.assign(pid=cohort_positions(cohort, meds["patient_id"]))
     med = _medication_features(meds, n, as_of, rules.rule("R11")["treatment_gap_days"])
     b12_rows = usable[usable["analyte"].isin(idx.B12_ANALYTES)]
     last_test = b12_rows["collected_at"].groupby(b12_rows["pid"]).max() \
@@ -217,7 +234,7 @@ def classify(results: pd.DataFrame, patients: pd.DataFrame | None,
         "mma_umol_l": mma["value"].where(has_index).astype("float64"),
         "mma_at": mma["collected_at"].where(has_index).astype("datetime64[us]"),
         "b12_status": status,
-        "status_basis": np.where(by_mma, "mma", index["analyte"].fillna("none")),
+        "status_basis": np.where(by_mma, "mma", index["analyte"].astype("str").fillna("none")),
         "discordant": index["discordant"],
         "censored_ambiguous": index["ambiguous"],
         "needs_mma": idx.needs_mma(status),
@@ -261,6 +278,6 @@ def _patient_attributes(patients: pd.DataFrame | None, cohort: pd.Index) -> pd.D
         return pd.DataFrame({c: pd.Series(pd.NA if t != "float64" else np.nan,
                                           index=pd.RangeIndex(len(cohort)), dtype=t)
                              for c, t in columns.items()})
-    pos = cohort.get_indexer(patients["patient_id"])
+    pos = cohort_positions(cohort, patients["patient_id"])
     frame = patients.set_axis(pos).reindex(pd.RangeIndex(len(cohort)))
     return pd.DataFrame({c: frame[c].astype(t) for c, t in columns.items()})

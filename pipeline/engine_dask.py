@@ -48,7 +48,7 @@ import pandas as pd
 from dask.delayed import Delayed
 from distributed import Client, Future, LocalCluster
 
-from pipeline.classify import Classified, classify
+from pipeline.classify import Classified, classify, cohort_positions
 from pipeline.config import RulesProfile
 
 __all__ = ["classify_dask"]
@@ -97,7 +97,7 @@ def _by_patient(client: Client, frame: pd.DataFrame, cohort: pd.Index, divisions
     """Shuffle ``frame`` so that partition i holds the rows of cohort range i; one delayed
     pandas frame per partition. The scattered input is appended to ``keep``: it must stay
     referenced until the partitions are computed."""
-    keyed = frame.assign(**{_CODE: cohort.get_indexer(frame["patient_id"]).astype("int64"),
+    keyed = frame.assign(**{_CODE: cohort_positions(cohort, frame["patient_id"]),
                             _ROW: np.arange(len(frame), dtype="int64")})
     keyed = keyed.reset_index(drop=True)
     n_chunks = len(divisions) - 1

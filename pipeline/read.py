@@ -421,7 +421,7 @@ def read_input(spec_path: str | Path, spec: InputSpec) -> RawInput:
             table, info, extra = _read_csv(path, spec, kind)
         names = [c for c in table.column_names if c not in (SOURCE_ROW, MALFORMED)]
         _check_required(kind, spec, names, str(path))
-        table = table.append_column(SOURCE_FILE, _repeat(str(path), table.num_rows))
+        table = table.append_column(SOURCE_FILE, _repeat_encoded(str(path), table.num_rows))
         tables.append(table)
         infos.append(info)
         notes += extra
@@ -452,8 +452,14 @@ def read_input(spec_path: str | Path, spec: InputSpec) -> RawInput:
 
 def _repeat(text: str, n: int) -> pa.Array:
     """``n`` copies of one string, built in Arrow rather than as a Python list."""
+    return _repeat_encoded(text, n).cast(pa.string())
+
+
+def _repeat_encoded(text: str, n: int) -> pa.DictionaryArray:
+    """``n`` copies of one string, dictionary-encoded (a categorical in pandas): the
+    source-file column of a 10M-row extract would otherwise hold 10M copies of the name."""
     indices = pa.array(np.zeros(n, dtype=np.int32))
-    return pa.DictionaryArray.from_arrays(indices, pa.array([text])).cast(pa.string())
+    return pa.DictionaryArray.from_arrays(indices, pa.array([text], pa.string()))
 
 
 def _same_case(tables: list[pa.Table]) -> list[pa.Table]:
