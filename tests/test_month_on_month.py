@@ -81,3 +81,26 @@ def test_trend_has_both_months_and_published_counts_are_safe(two_months: Path) -
         published = trend[column].dropna().astype(int)
         assert not published.between(1, 7).any()
         assert (published % 5 == 0).all()
+
+
+def test_duckdb_reads_every_parquet_output(two_months: Path) -> None:
+    import duckdb
+
+    con = duckdb.connect()
+    folder = two_months / "2026-10"
+    expected = {
+        "patients.parquet": {"b12_status": "VARCHAR", "urgent_review": "BOOLEAN"},
+        "results.parquet": {"value": "DOUBLE", "after_as_of": "BOOLEAN"},
+        "rejected.parquet": {"source_row": "BIGINT", "reasons": "VARCHAR"},
+        "measures.parquet": {"numerator": "BIGINT", "ratio": "DOUBLE", "suppressed": "BOOLEAN"},
+        "worklist_state.parquet": {"patient_id": "VARCHAR", "first_listed": "VARCHAR"},
+    }
+    for name, columns in expected.items():
+        types = dict(con.execute(
+            "SELECT column_name, column_type FROM (DESCRIBE SELECT * FROM read_parquet(?))",
+            [str(folder / name)]).fetchall())
+        for column, kind in columns.items():
+            assert types[column] == kind, (name, column, types[column])
+        count = con.execute("SELECT count(*) FROM read_parquet(?)",
+                            [str(folder / name)]).fetchone()[0]
+        assert count > 0, name
