@@ -98,6 +98,14 @@ def patient_ids(rows: Iterable[Row]) -> set[str]:
     return {row["patient_id"] for row in rows}
 
 
+def assert_every_case_checked(patients: pd.DataFrame, expected_tables: Iterable[str],
+                              *inputs: list[Row]) -> None:
+    """No input patient goes unchecked, and the cohort is exactly the input patients."""
+    expected = set().union(*(patient_ids(rows_of(t)) for t in expected_tables))
+    assert set().union(*(patient_ids(rows) for rows in inputs)) == expected
+    assert set(patients.index) == expected
+
+
 def _matches(got: object, want: str) -> bool:
     if want == "":
         return got is None or got == "" or bool(pd.isna(got))

@@ -13,7 +13,14 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from .helpers import cases, check, patient_ids, read_patients, rows_of, run_cli
+from .helpers import (
+    assert_every_case_checked,
+    cases,
+    check,
+    read_patients,
+    rows_of,
+    run_cli,
+)
 
 # ------------------------------------------------------------------------------ R1
 R1_LABS = """
@@ -308,10 +315,7 @@ def test_R7_needs_mma(patients: pd.DataFrame, expected: dict[str, str]) -> None:
 
 
 def test_every_case_has_an_expectation(patients: pd.DataFrame) -> None:
-    """No input patient goes unchecked, and the cohort is exactly the input patients."""
-    expected = set().union(*(patient_ids(rows_of(t)) for t in EXPECTED))
-    assert patient_ids(LABS) | patient_ids(PATIENTS) | patient_ids(MEDICATIONS) == expected
-    assert set(patients.index) == expected
+    assert_every_case_checked(patients, EXPECTED, LABS, PATIENTS, MEDICATIONS)
 
 
 def test_reasons_sentence_names_rules_values_and_dates(patients: pd.DataFrame) -> None:

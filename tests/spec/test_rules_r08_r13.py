@@ -16,7 +16,14 @@ import pytest
 
 from pipeline.config import load_rules
 
-from .helpers import cases, check, patient_ids, read_patients, rows_of, run_cli
+from .helpers import (
+    assert_every_case_checked,
+    cases,
+    check,
+    read_patients,
+    rows_of,
+    run_cli,
+)
 
 # ------------------------------------------------------------------------------ R8
 R8_LABS = """
@@ -414,10 +421,7 @@ def test_R13_paediatric(patients: pd.DataFrame, expected: dict[str, str]) -> Non
 
 
 def test_every_case_has_an_expectation(patients: pd.DataFrame) -> None:
-    """No input patient goes unchecked, and the cohort is exactly the input patients."""
-    expected = set().union(*(patient_ids(rows_of(t)) for t in EXPECTED))
-    assert patient_ids(LABS) | patient_ids(PATIENTS) | patient_ids(MEDICATIONS) == expected
-    assert set(patients.index) == expected
+    assert_every_case_checked(patients, EXPECTED, LABS, PATIENTS, MEDICATIONS)
 
 
 def test_every_input_row_accepted(run: Path) -> None:
