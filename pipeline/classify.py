@@ -31,6 +31,7 @@ PATIENT_COLUMNS = (
     "on_b12_treatment", "reasons",
     # added after the SPEC's list (public from now on; add, don't rename)
     "rule_ids", "regimen_code", "b12_treatment_start", "last_b12_test_at",
+    "untreated_too_long",
 )
 MED_CLASSES_B12 = ("b12_oral", "b12_injection")
 
@@ -257,7 +258,7 @@ def classify(results: pd.DataFrame, patients: pd.DataFrame | None,
     out["mma_sev"] = mma["sev"].where(has_index)
     out["mma_censor"] = mma["censor"]
     out["metformin_interval"] = r10["metformin_test_interval_days"]
-    out["untreated"] = untreated.astype(bool)
+    out["untreated_too_long"] = untreated.astype(bool)
     out["untreated_days"] = r12["untreated_days"]
     out["reasons"], out["rule_ids"] = build_reasons(out, attrs, supp_conditions, risk_factors,
                                                    r10)

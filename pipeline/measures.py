@@ -110,7 +110,12 @@ def _indeterminate_mma_done(patients: pd.DataFrame, as_of: dt.date) -> Masks:
 
 
 def _deficient_untreated(patients: pd.DataFrame, as_of: dt.date) -> Masks:
+    """Deficient patients left untreated too long, exactly as R12 defines it when the
+    classified ``untreated_too_long`` column is there (no B12 started since the index test,
+    the profile's ``untreated_days``); otherwise approximated from the other columns."""
     den = _status(patients, "deficient")
+    if "untreated_too_long" in patients.columns:
+        return den & _flag(patients, "untreated_too_long"), den
     collected = pd.to_datetime(patients["index_collected_at"])
     if collected.dt.tz is not None:
         collected = collected.dt.tz_localize(None)

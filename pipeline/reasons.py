@@ -127,8 +127,9 @@ def build_reasons(p: pd.DataFrame, attrs: pd.DataFrame, supplementation: pd.Data
     urgent_why = join_present([
         when(_mask(attrs["neurological_symptoms"]), "neurological symptoms"),
         when(_mask(attrs["pregnant"]), "pregnant"),
-        when(_mask(p["untreated"]), cat("deficient result over ", _int(p["untreated_days"]),
-                                        " days old, no B12 treatment started since")),
+        when(_mask(p["untreated_too_long"]),
+             cat("deficient result over ", _int(p["untreated_days"]),
+                 " days old, no B12 treatment started since")),
     ], ", ")
     chain = join_present([
         when(has_index, index_text),

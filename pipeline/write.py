@@ -48,6 +48,7 @@ PATIENTS_SCHEMA = pa.schema([
     ("reasons", pa.string()), ("rule_ids", pa.string()),
     ("regimen_code", pa.dictionary(pa.int8(), pa.string())),
     ("b12_treatment_start", pa.date32()), ("last_b12_test_at", pa.timestamp("us")),
+    ("untreated_too_long", pa.bool_()),
 ])
 RESULTS_SCHEMA = pa.schema([
     ("patient_id", pa.string()), ("collected_at", pa.timestamp("us")),
