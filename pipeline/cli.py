@@ -40,8 +40,9 @@ AsOfOpt = Annotated[str | None, typer.Option("--as-of", help="As-of date YYYY-MM
                                                            "latest collected_at).")]
 OutOpt = Annotated[Path | None, typer.Option("--out", help="Output folder (default "
                                                           "reports/<as-of YYYY-MM>).")]
-RateOpt = Annotated[float, typer.Option("--max-reject-rate", help="Stop when a larger share "
-                                                                  "of rows is rejected.")]
+RateOpt = Annotated[float, typer.Option(
+    "--max-reject-rate", help="Stop when a larger share of an input's rows is rejected "
+                              "(inputs under 100 rows: only when none is usable).")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", help="No progress output.")]
 
 

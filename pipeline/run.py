@@ -127,13 +127,24 @@ def _default_as_of(labs: Validated) -> date:
     return labs.accepted["collected_at"].max().date()
 
 
+#: Below this many rows a reject *rate* says little (one bad row in 19 is 5.3%), and the
+#: SPEC promises that one bad row never stops a run; small inputs stop only when no row
+#: at all is usable.
+MIN_ROWS_FOR_REJECT_RATE = 100
+
+
 def check_reject_rate(state: RunState) -> None:
-    """Stop when too many rows of an input were rejected (skipped/duplicate rows excluded)."""
+    """Stop when too many rows of an input were rejected (skipped/duplicate rows excluded).
+
+    The rate is rejected / (accepted + rejected) for each input. Inputs with fewer than
+    ``MIN_ROWS_FOR_REJECT_RATE`` such rows stop only when every one of them was rejected.
+    """
     limit = state.options.max_reject_rate
     for kind, v in state.inputs.items():
         c = v.counts
         considered = c["rows_accepted"] + c["rows_rejected"]
-        if considered and c["rows_rejected"] / considered > limit:
+        small = considered < MIN_ROWS_FOR_REJECT_RATE and c["rows_accepted"] > 0
+        if considered and not small and c["rows_rejected"] / considered > limit:
             raise UserError(
                 f"{kind}: {c['rows_rejected']} of {considered} rows rejected"
                 f" ({c['rows_rejected'] / considered:.1%}), above --max-reject-rate"

@@ -442,10 +442,18 @@ def test_validate_shows_reasons_and_writes_rejected_rows(corpus, tmp_path: Path)
 
 
 def test_validate_exits_1_above_the_reject_limit(corpus, tmp_path: Path) -> None:
+    # the corpus plus 100 good rows: large enough for the rate to apply (run.py's
+    # MIN_ROWS_FOR_REJECT_RATE), still far above 5% rejected
+    folder = tmp_path / "labs"
+    for name in ("batch", "windows"):
+        _write(folder / corpus[name].name, corpus[name].read_bytes())
+    good = [f"G{n:03d},2026-10-01,B12,250,ng/L" for n in range(100)]
+    _write(folder / "good.csv", "\n".join([LAB_LINES[0][0].split(",comment")[0], *good]) + "\n")
     out = tmp_path / "validate"
-    result = invoke("validate", corpus["labs"], "--as-of", AS_OF, "--out", out, "--quiet")
+    result = invoke("validate", folder, "--as-of", AS_OF, "--out", out, "--quiet")
     assert result.exit_code == 1
     labs = _counts(LAB_LINES[:1] + LAB_LINES[1:] + WINDOWS_LINES[1:])
+    labs["rows_accepted"] += len(good)
     considered = labs["rows_accepted"] + labs["rows_rejected"]
     share = labs["rows_rejected"] / considered
     errors = [ln for ln in result.stderr.splitlines() if not ln.startswith("warning: ")]

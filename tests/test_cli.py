@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from tests.conftest import invoke
@@ -69,13 +70,24 @@ def test_unknown_rules_profile_is_a_usage_error(tmp_path: Path) -> None:
 
 
 def test_reject_rate_above_limit_stops_with_counts(tmp_path: Path) -> None:
+    rows = [f"{n:04d},2026-10-01,B12,{'haemolysed' if n % 10 == 0 else 250},ng/L\n"
+            for n in range(120)]
+    labs = _write(tmp_path / "labs.csv", LABS_HEADER + "".join(rows))
+    out = tmp_path / "out"
+    line = _assert_clean_failure(invoke("run", labs, "--out", out))
+    assert line == ("b12screen: error: labs: 12 of 120 rows rejected (10.0%), above "
+                    "--max-reject-rate 5.0%; see the reasons with 'b12screen validate'")
+    assert not out.exists()
+
+
+def test_a_few_bad_rows_in_a_small_extract_never_stop_the_run(tmp_path: Path) -> None:
     labs = _write(tmp_path / "labs.csv", LABS_HEADER + GOOD_ROW
                   + "0002,2026-10-01,B12,haemolysed,ng/L\n")
     out = tmp_path / "out"
-    line = _assert_clean_failure(invoke("run", labs, "--out", out))
-    assert line == ("b12screen: error: labs: 1 of 2 rows rejected (50.0%), above "
-                    "--max-reject-rate 5.0%; see the reasons with 'b12screen validate'")
-    assert not out.exists()
+    result = invoke("run", labs, "--out", out, "--quiet")
+    assert result.exit_code == 0, result.output
+    rejected = pd.read_parquet(out / "rejected.parquet")
+    assert rejected["reasons"].tolist() == ["non_numeric_result"]
 
 
 @pytest.mark.parametrize("command", ["run", "validate", "sample-data", "demo", "trend", "rules"])
