@@ -297,9 +297,10 @@ def validate_patients(raw: RawInput, fmt: ExtractFormat, as_of: date) -> Validat
     rejected = _rejected_table(raw, failed.index[bad], reasons)
     keep = failed.index[~bad]
     accepted = normalised.loc[keep].copy()
+    # whole years completed: 15.9 is still under 16 (R13), so floor, never round
     age_from_birth = hz.age_at(accepted["birth_date"], as_of)
     accepted["age_years"] = age_from_birth.fillna(
-        accepted["age_input"].round().astype("Int64")).astype("Int64")
+        np.floor(accepted["age_input"]).astype("Int64")).astype("Int64")
     accepted = accepted.drop(columns=["age_input"])
     counts = {"rows_read": len(canon), "rows_accepted": len(accepted),
               "rows_rejected": len(rejected), "rows_skipped": 0,
