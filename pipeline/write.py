@@ -119,7 +119,8 @@ def neutralise(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def write_csv(frame: pd.DataFrame, path: Path) -> None:
-    """UTF-8 with BOM so Excel shows µ; dates as ISO text; cells neutralised.
+    """Plain UTF-8 (no BOM, so csv readers see clean header names; Excel users have
+    worklists.xlsx); dates as ISO text; cells neutralised.
 
     Written by Arrow's C++ CSV writer: pandas' writer dominated large runs.
     """
@@ -142,7 +143,6 @@ def write_csv(frame: pd.DataFrame, path: Path) -> None:
         names.append(str(name))
     table = pa.Table.from_arrays(arrays, names=names) if arrays else pa.table({})
     with path.open("wb") as fh:
-        fh.write(b"\xef\xbb\xbf")
         pacsv.write_csv(table, fh, write_options=pacsv.WriteOptions(quoting_style="needed"))
 
 

@@ -28,7 +28,7 @@ def two_months(sample_extract: dict[str, Path], tmp_path_factory) -> Path:
 
 def _list(folder: Path, name: str) -> pd.DataFrame:
     return pd.read_csv(folder / "worklists" / f"{name}.csv", dtype=str, keep_default_na=False,
-                       encoding="utf-8-sig")
+                       encoding="utf-8")
 
 
 def test_second_month_finds_the_first_as_previous(two_months: Path) -> None:

@@ -70,13 +70,13 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def read_csv_cells(path: Path) -> list[list[str]]:
-    with path.open(encoding="utf-8-sig", newline="") as fh:
+    with path.open(encoding="utf-8", newline="") as fh:
         return list(csv.reader(fh))
 
 
 def read_list(run: Path, name: str) -> pd.DataFrame:
     return pd.read_csv(run / "worklists" / f"{name}.csv", dtype="str", keep_default_na=False,
-                       encoding="utf-8-sig")
+                       encoding="utf-8")
 
 
 @pytest.mark.parametrize("name", LISTS)
