@@ -74,15 +74,17 @@ def when(mask: pa.Array, text: Text) -> pa.Array:
 def join_present(parts: list[pa.Array], sep: str) -> pa.Array:
     """Join the non-null, non-empty parts of each row with ``sep``; '' when none.
 
-    Folded with ``if_else`` rather than ``null_handling="skip"``, which in pyarrow 26 drops
-    the rows whose parts are all null instead of returning ''.
+    One pass of ``binary_join_element_wise(null_handling="skip")`` behind a never-null
+    sentinel column: pyarrow 26 drops the rows whose parts are *all* null, so every row
+    starts with the sentinel, which is then cut off with the separator after it.
     """
-    out = pa.nulls(len(parts[0]), pa.string())
-    for part in parts:  # a handful of clauses, each a whole column
-        part = pc.if_else(pc.equal(part, ""), pa.scalar(None, pa.string()), part)
-        joined = pc.if_else(pc.is_null(out), part, cat(out, sep, part))
-        out = pc.if_else(pc.is_null(part), out, joined)
-    return pc.fill_null(out, "")
+    sentinel = "\x00"
+    parts = [pc.if_else(pc.equal(part, ""), pa.scalar(None, pa.string()), part)
+             for part in parts]
+    head = pa.repeat(pa.scalar(sentinel, pa.string()), len(parts[0]))
+    joined = pc.binary_join_element_wise(head, *parts, sep, null_handling="skip")
+    return pc.if_else(pc.equal(joined, sentinel), "",
+                      pc.utf8_slice_codeunits(joined, len(sentinel) + len(sep)))
 
 
 def build_reasons(p: pd.DataFrame, attrs: pd.DataFrame, supplementation: pd.DataFrame,
