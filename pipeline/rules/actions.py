@@ -90,7 +90,7 @@ def regimen_text(code: pd.Series, texts: dict[str, str]) -> pd.Series:
     1000 micrograms IM monthly as one option. Bariatric (oral daily) and diet (oral) are
     not, so they carry no potassium note.
     """
-    full = {c: ". ".join([texts[c], *([texts["parenteral_note"]] if c in PARENTERAL else []),
+    full = {c: "; ".join([texts[c], *([texts["parenteral_note"]] if c in PARENTERAL else []),
                           texts["monitoring_note"]]) for c in REGIMEN_CODES}
     return code.map(full).astype("str")  # six texts, looked up; NA where no regimen
 
