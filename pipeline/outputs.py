@@ -187,14 +187,27 @@ def write_outputs(state: RunState, out: Path | None, previous: Path | None,
     return out
 
 
+TOTAL_KEYS = ("rows_read", "rows_accepted", "rows_rejected", "rows_skipped_other_tests",
+              "rows_exact_duplicates")
+
+
+def _count(counts: dict[str, Any], key: str) -> int:
+    """One input's count for a total; every input's skipped rows count as skipped."""
+    if key == "rows_skipped_other_tests":
+        return sum(n for k, n in counts.items() if k.startswith("rows_skipped"))
+    return counts[key]
+
+
 def manifest(state: RunState, folder: Path, previous: Path | None) -> dict[str, Any]:
     """Audit record: inputs with hashes, configuration, as-of, accounting, timings.
 
-    The labs accounting is under ``accounting`` and, for scripts that check the SPEC's
-    equation directly, also at the top level.
+    ``accounting`` proves the SPEC's equation over *every* input row (labs, patients and
+    medications: other tests and unclassified medicines are both "skipped"), with each
+    input's own counts under ``by_input``; the totals are repeated at the top level.
     """
     classified = state.classified
-    labs = state.accounting()["labs"]
+    by_input = state.accounting()
+    totals = {key: sum(_count(c, key) for c in by_input.values()) for key in TOTAL_KEYS}
     after = classified.rows_after_as_of if classified else 0
     return {
         "b12screen_version": __version__,
@@ -216,16 +229,12 @@ def manifest(state: RunState, folder: Path, previous: Path | None) -> dict[str, 
         "accounting": {
             "equation": "rows_read = rows_accepted + rows_rejected"
                         " + rows_skipped_other_tests + rows_exact_duplicates",
-            "rows_read": labs["rows_read"], "rows_accepted": labs["rows_accepted"],
-            "rows_rejected": labs["rows_rejected"],
-            "rows_skipped_other_tests": labs["rows_skipped_other_tests"],
-            "rows_exact_duplicates": labs["rows_exact_duplicates"],
+            **totals,
             "rows_after_as_of": after,
-            "balanced": labs["balanced"],
-            "by_input": state.accounting(),
+            "balanced": all(c["balanced"] for c in by_input.values()),
+            "by_input": by_input,
         },
-        **{key: labs[key] for key in ("rows_read", "rows_accepted", "rows_rejected",
-                                      "rows_skipped_other_tests", "rows_exact_duplicates")},
+        **totals,
         "rows_after_as_of": after,
         "patients": len(classified.patients) if classified else 0,
         "warnings": state.warnings,

@@ -328,10 +328,17 @@ def test_no_row_is_lost(corpus_run) -> None:
     manifest = json.loads((out / "manifest.json").read_text())
     acc = manifest["accounting"]
     labs = _counts(LAB_LINES[:1] + LAB_LINES[1:] + WINDOWS_LINES[1:])
-    assert {k: acc[k] for k in ("rows_read", "rows_accepted", "rows_rejected",
-                                "rows_exact_duplicates")} == \
+    got_labs = acc["by_input"]["labs"]
+    assert {k: got_labs[k] for k in ("rows_read", "rows_accepted", "rows_rejected",
+                                     "rows_exact_duplicates")} == \
         {k: v for k, v in labs.items() if k != "skipped"}
-    assert acc["rows_skipped_other_tests"] == labs["skipped"]
+    assert got_labs["rows_skipped_other_tests"] == labs["skipped"]
+    # the top-level totals cover every input row: labs, patients and medications
+    every = [_counts(lines) for lines in (LAB_LINES[:1] + LAB_LINES[1:] + WINDOWS_LINES[1:],
+                                           PATIENT_LINES, MEDICATION_LINES)]
+    for key in ("rows_read", "rows_accepted", "rows_rejected", "rows_exact_duplicates"):
+        assert acc[key] == manifest[key] == sum(c[key] for c in every)
+    assert acc["rows_skipped_other_tests"] == sum(c["skipped"] for c in every)
     assert acc["rows_read"] == (acc["rows_accepted"] + acc["rows_rejected"]
                                 + acc["rows_skipped_other_tests"] + acc["rows_exact_duplicates"])
     patients = acc["by_input"]["patients"]

@@ -77,15 +77,18 @@ def test_manifest_accounts_for_every_row(sample_run: Path, sample_extract) -> No
     assert acc["rows_read"] == (acc["rows_accepted"] + acc["rows_rejected"]
                                 + acc["rows_skipped_other_tests"]
                                 + acc["rows_exact_duplicates"])
-    data_lines = len(sample_extract["labs"].read_text(encoding="utf-8").splitlines()) - 1
-    assert acc["rows_read"] == data_lines
+    lines = {kind: len(path.read_text(encoding="utf-8").splitlines()) - 1
+             for kind, path in sample_extract.items()}
+    assert acc["rows_read"] == sum(lines.values())  # every row of every input
     assert acc["rows_rejected"] > 0 and acc["rows_exact_duplicates"] > 0
-    for counts in acc["by_input"].values():
+    for kind, counts in acc["by_input"].items():
         assert counts["balanced"] is True
+        assert counts["rows_read"] == lines[kind]
     results = pd.read_parquet(sample_run / "results.parquet")
     rejected = pd.read_parquet(sample_run / "rejected.parquet")
-    assert len(results) == acc["rows_accepted"]
-    assert (rejected["input"] == "labs").sum() == acc["rows_rejected"]
+    assert len(results) == acc["by_input"]["labs"]["rows_accepted"]
+    assert len(rejected) == acc["rows_rejected"] == manifest["rows_rejected"]
+    assert (rejected["input"] == "labs").sum() == acc["by_input"]["labs"]["rows_rejected"]
     assert set(manifest["timings_seconds"]) >= {"read", "validate", "classify", "write"}
     assert manifest["inputs"]["labs"][0]["sha256"]
 
