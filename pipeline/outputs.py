@@ -25,6 +25,7 @@ from pipeline.run import RunState, environment, rejected_by_reason, rejected_fra
 from pipeline.worklist_state import apply_state, find_previous_run
 from pipeline.worklists import build_worklists
 from pipeline.write import (
+    DISCLAIMER,
     PATIENTS_SCHEMA,
     RESULTS_SCHEMA,
     atomic_folder,
@@ -36,6 +37,22 @@ from pipeline.write import (
     write_xlsx,
 )
 
+WORKLISTS_README = f"""b12screen worklists
+
+{DISCLAIMER}
+
+One row per patient per list, grouped by practice, urgent first, then oldest result first.
+  urgent.csv                deficient with neurological symptoms, pregnancy, or > 90 days untreated
+  mma.csv                   indeterminate result: add on or request methylmalonic acid (MMA)
+  supplementation.csv       needs B12 supplementation; suggested_regimen gives the regimen
+  metformin_monitoring.csv  on metformin with no B12 test in the last year
+  retest.csv                on B12 treatment >= 3 months (1 if pregnant) with no B12 since
+  resolved.csv              patients who left a list since the previous run
+Rows for under-16s say so in `note`: the thresholds are for over-16s.
+first_listed / change: the month a patient first appeared on the list; new or persisting.
+Cells starting with = + - @ are prefixed with ' so spreadsheets never run them.
+worklists.xlsx holds the same lists, one sheet each.
+"""
 SHAREABLE = {"measures.parquet", "measures.csv", "summary.json", "report.html"}
 
 
@@ -128,6 +145,7 @@ def _write_worklists(state: RunState, tmp: Path, previous: Path | None) -> dict[
                                               as_of_month=f"{state.as_of:%Y-%m}",
                                               previous_dir=previous)
     (tmp / "worklists").mkdir(mode=0o700)
+    (tmp / "worklists" / "README.txt").write_text(WORKLISTS_README, encoding="utf-8")
     for name, frame in lists.items():
         write_csv(frame, tmp / "worklists" / f"{name}.csv")
     write_csv(resolved, tmp / "worklists" / "resolved.csv")

@@ -120,11 +120,13 @@ def prepare(options: RunOptions, progress: Progress | None = None,
 
 
 def _default_as_of(labs: Validated) -> date:
-    """The latest accepted collection date, so reruns of one extract are reproducible."""
-    if labs.accepted.empty:
+    """The latest collected_at in the labs extract, so reruns of one extract are
+    reproducible: any row's date counts (other tests too), unless it is unparseable,
+    before 1900 or after today (those rows are rejected for their date)."""
+    if labs.accepted.empty or labs.latest_collected is None:
         raise UserError("labs: no usable B12 or MMA results, so the as-of date cannot be"
                         " inferred; give --as-of")
-    return labs.accepted["collected_at"].max().date()
+    return labs.latest_collected.date()
 
 
 #: Below this many rows a reject *rate* says little (one bad row in 19 is 5.3%), and the

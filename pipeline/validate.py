@@ -45,6 +45,8 @@ class Validated:
     files: list[FileInfo]
     warnings: list[str] = field(default_factory=list)
     original_columns: list[str] = field(default_factory=list)
+    #: labs: the latest credible collection date of any row (for the default as-of date)
+    latest_collected: pd.Timestamp | None = None
 
 
 def _nonempty(s: pd.Series) -> pd.Series:
@@ -164,8 +166,9 @@ def validate_labs(raw: RawInput, fmt: ExtractFormat, rules: RulesProfile,
     factor_map = {f"{a}|{u}": f for a, units in factors.items() for u, f in units.items()}
     factor = hz.lookup(key, factor_map, "float64")
     value = (parsed["number"] * factor).round(6)
-    collected = hz.parse_dates(work["collected_at"], day_first=spec.read.day_first,
-                               formats=spec.read.datetime_formats)
+    every_date = hz.parse_dates(canon["collected_at"], day_first=spec.read.day_first,
+                                formats=spec.read.datetime_formats)
+    collected = every_date[todo]
     lo = hz.lookup(analyte, {a: h[f"{a}_plausible_min"] for a in factors}, "float64")
     hi = hz.lookup(analyte, {a: h[f"{a}_plausible_max"] for a in factors}, "float64")
     earliest = pd.Timestamp(h["earliest_date"])
@@ -219,8 +222,10 @@ def validate_labs(raw: RawInput, fmt: ExtractFormat, rules: RulesProfile,
         "rows_skipped_other_tests": int(skipped.sum()),
         "rows_exact_duplicates": int(duplicate.sum()),
     }
+    credible = every_date[(every_date >= earliest) & (every_date < tomorrow)]
     return Validated("labs", accepted, rejected, counts, _ids(canon), raw.files,
-                     [*raw.warnings, *notes], raw.original_columns)
+                     [*raw.warnings, *notes], raw.original_columns,
+                     credible.max() if len(credible) else None)
 
 
 def _unmapped_warning(codes: pd.Series, skipped: pd.Series, fmt: ExtractFormat) -> list[str]:

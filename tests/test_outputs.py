@@ -149,3 +149,18 @@ def test_results_after_as_of_are_kept_but_not_classified(tmp_path: Path) -> None
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["accounting"]["rows_after_as_of"] == 1
     assert manifest["as_of"] == "2026-09-30"
+
+
+def test_default_as_of_is_the_latest_credible_date_in_the_extract(tmp_path: Path) -> None:
+    labs = tmp_path / "labs.csv"
+    labs.write_text("patient_id,collected_at,test_code,result,unit\n"
+                    "0001,2026-10-01,B12,150,ng/L\n"
+                    "0002,2026-10-20,FERRITIN,20,ug/L\n"    # another test: still the extract
+                    "0003,2030-01-01,B12,150,ng/L\n",       # future: rejected, not the as-of
+                    encoding="utf-8")
+    out = tmp_path / "out"
+    result = invoke("run", labs, "--out", out, "--quiet")
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["as_of"] == "2026-10-20"
+    assert manifest["as_of_source"] == "latest collected_at"
