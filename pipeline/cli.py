@@ -136,7 +136,7 @@ def validate(labs: LabsArg, patients: PatientsOpt = None, medications: MedsOpt =
     Example: b12screen validate labs.csv --format uk-lab
     """
     from pipeline.run import RunOptions, check_reject_rate, prepare, rejected_frame
-    from pipeline.validate_report import quality_tables, write_rejected
+    from pipeline.validate_report import quality_tables, write_rejected_folder
 
     try:
         options = RunOptions(labs=labs, patients=patients, medications=medications,
@@ -145,7 +145,7 @@ def validate(labs: LabsArg, patients: PatientsOpt = None, medications: MedsOpt =
         with _progress(quiet) as progress:
             state = prepare(options, progress, check_rate=False)
         folder = out_dir or Path("reports") / f"validate-{state.as_of:%Y-%m}"
-        write_rejected(rejected_frame(state), folder)
+        write_rejected_folder(rejected_frame(state), folder)
         for table in quality_tables(state):
             out.print(table)
         out.print(f"rejected rows: {folder}", markup=False, soft_wrap=True)

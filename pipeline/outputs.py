@@ -34,6 +34,7 @@ from pipeline.write import (
     write_csv,
     write_json,
     write_parquet,
+    write_rejected,
     write_xlsx,
 )
 
@@ -77,7 +78,8 @@ def _published(counts: dict[str, int], small: int, rounding: int, secondary: boo
 
 
 def build_summary(state: RunState, patients: pd.DataFrame, worklist_sizes: dict[str, Any],
-                  measures: pd.DataFrame, publish: bool = True) -> dict[str, Any]:
+                  measures: pd.DataFrame, reasons: dict[str, int],
+                  publish: bool = True) -> dict[str, Any]:
     """The numbers behind the report; disclosure-controlled when ``publish`` (summary.json).
 
     The report gets the raw numbers and applies the same disclosure control itself.
@@ -113,8 +115,7 @@ def build_summary(state: RunState, patients: pd.DataFrame, worklist_sizes: dict[
                                            rounding, True),
                    "flags": _published(flags, small, rounding, False)},
         "accounting": accounting,
-        "rejected_by_reason": _published(rejected_by_reason(rejected_frame(state)), small,
-                                         rounding, False),
+        "rejected_by_reason": _published(reasons, small, rounding, False),
         "worklists": {name: _published(sizes, small, rounding, secondary=True)
                       for name, sizes in worklist_sizes.items()},
         "measures": records(measures[measures["group_by"] == "overall"]),
@@ -126,17 +127,14 @@ def _sha(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def _write_tables(state: RunState, tmp: Path, meta: dict[str, str]) -> None:
+def _write_tables(state: RunState, tmp: Path, meta: dict[str, str],
+                  rejected: pd.DataFrame) -> None:
     """The analyst tables: patients, results, rejected."""
     classified = state.classified
     write_parquet(to_arrow(classified.patients, PATIENTS_SCHEMA, meta), tmp / "patients.parquet")
     results = classified.results.rename(columns={"ambiguous": "censored_ambiguous"})
     write_parquet(to_arrow(results, RESULTS_SCHEMA, meta), tmp / "results.parquet")
-    rejected = rejected_frame(state)
-    write_parquet(pa.Table.from_pandas(rejected, preserve_index=False)
-                  .replace_schema_metadata({f"b12screen.{k}": v for k, v in meta.items()}),
-                  tmp / "rejected.parquet")
-    write_csv(rejected, tmp / "rejected.csv")
+    write_rejected(rejected, tmp, meta)
 
 
 def _write_worklists(state: RunState, tmp: Path, previous: Path | None) -> dict[str, Any]:
@@ -158,7 +156,8 @@ def _write_worklists(state: RunState, tmp: Path, previous: Path | None) -> dict[
             for name, f in lists.items()}
 
 
-def _write_aggregates(state: RunState, tmp: Path, sizes: dict[str, Any]) -> None:
+def _write_aggregates(state: RunState, tmp: Path, sizes: dict[str, Any],
+                      reasons: dict[str, int]) -> None:
     """Shareable outputs: measures, summary.json and report.html."""
     patients = state.classified.patients
     results = state.classified.results
@@ -167,10 +166,12 @@ def _write_aggregates(state: RunState, tmp: Path, sizes: dict[str, Any]) -> None
     measures = build_measures(patients, state.as_of, small, rounding)
     write_parquet(pa.Table.from_pandas(measures, preserve_index=False), tmp / "measures.parquet")
     write_csv(measures, tmp / "measures.csv")
-    write_json(build_summary(state, patients, sizes, measures), tmp / "summary.json")
+    write_json(build_summary(state, patients, sizes, measures, reasons),
+               tmp / "summary.json")
     r1, r2, r5 = (state.rules.rule(r) for r in ("R1", "R2", "R5"))
     render_report(tmp / "report.html",
-                  summary=build_summary(state, patients, sizes, measures, publish=False),
+                  summary=build_summary(state, patients, sizes, measures, reasons,
+                                        publish=False),
                   patients=patients, results=results[~results["after_as_of"]],
                   measures=measures, definitions=MEASURES,
                   rules_cutoffs={"b12_total": [r1["deficient_below"], r1["unlikely_above"]],
@@ -195,9 +196,10 @@ def write_outputs(state: RunState, out: Path | None, previous: Path | None,
     prev = previous if previous is not None else find_previous_run(
         out.resolve(), state.as_of, state.rules.name)
     with atomic_folder(out) as tmp, ThreadPoolExecutor(max_workers=1) as pool:
-        tables = pool.submit(_write_tables, state, tmp, meta)
+        rejected = rejected_frame(state)  # built once: written, and counted for the summary
+        tables = pool.submit(_write_tables, state, tmp, meta, rejected)
         sizes = _write_worklists(state, tmp, prev)
-        _write_aggregates(state, tmp, sizes)
+        _write_aggregates(state, tmp, sizes, rejected_by_reason(rejected))
         tables.result()
         state.timings["write"] = round(time.perf_counter() - started, 3)
         write_json(manifest(state, tmp, prev), tmp / "manifest.json")

@@ -4,18 +4,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pyarrow as pa
+import pandas as pd
 from rich.table import Table
 
 from pipeline.run import RunState, rejected_frame
-from pipeline.write import atomic_folder, restrict, write_csv, write_parquet
+from pipeline.write import atomic_folder, restrict, write_rejected
 
 
-def write_rejected(rejected, folder: Path) -> None:
+def write_rejected_folder(rejected: pd.DataFrame, folder: Path) -> None:
+    """The rejected rows alone, in their own (owner-only) folder."""
     with atomic_folder(folder) as tmp:
-        write_parquet(pa.Table.from_pandas(rejected, preserve_index=False),
-                      tmp / "rejected.parquet")
-        write_csv(rejected, tmp / "rejected.csv")
+        write_rejected(rejected, tmp)
         restrict(tmp, set())
 
 

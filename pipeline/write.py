@@ -105,6 +105,16 @@ def write_parquet(table: pa.Table, path: Path) -> None:
     pq.write_table(table, path, compression="zstd", write_statistics=True)
 
 
+def write_rejected(rejected: pd.DataFrame, folder: Path,
+                   metadata: dict[str, str] | None = None) -> None:
+    """rejected.parquet and rejected.csv: every rejected row, its reasons and source line."""
+    table = pa.Table.from_pandas(rejected, preserve_index=False)
+    if metadata:
+        table = table.replace_schema_metadata({f"b12screen.{k}": v for k, v in metadata.items()})
+    write_parquet(table, folder / "rejected.parquet")
+    write_csv(rejected, folder / "rejected.csv")
+
+
 def neutralise(frame: pd.DataFrame) -> pd.DataFrame:
     """OWASP CSV-injection advice: text cells starting = + - @ tab CR get a leading '."""
     out = frame.copy()
