@@ -34,6 +34,10 @@ PATIENT_COLUMNS = (
     "untreated_too_long",
 )
 MED_CLASSES_B12 = ("b12_oral", "b12_injection")
+#: ``results.band`` categories; severity codes (``rules.bands``) index into them below
+BANDS = ("deficient", "indeterminate", "unlikely", "raised", "normal")
+B12_BAND_CODES = np.array([BANDS.index(str(b)) for b in bands.B12_BANDS], dtype="int8")
+MMA_BAND_CODES = np.array([BANDS.index(str(b)) for b in bands.MMA_BANDS], dtype="int8")
 
 
 @dataclass
@@ -71,28 +75,38 @@ def _site_thresholds(site: pd.Series, rules: RulesProfile, rule_id: str, key: st
     return lookup(site, mapping, "float64").fillna(default).to_numpy()
 
 
+def _censor_array(censor: pd.Series) -> np.ndarray:
+    """Censor text as a fixed-width numpy array (fast comparisons; few distinct values)."""
+    codes, uniques = pd.factorize(censor.fillna(""))
+    return np.asarray(uniques.astype(str), dtype="U2")[codes] if len(codes) else \
+        np.zeros(0, dtype="U2")
+
+
 def band_results(results: pd.DataFrame, rules: RulesProfile) -> pd.DataFrame:
-    """R1-R3 (and the MMA reading) for every accepted result: ``sev``, ``band``, ``ambiguous``."""
-    analyte = results["analyte"].to_numpy(dtype=object)
+    """R1-R3 (and the MMA reading) for every accepted result: ``sev``, ``band``, ``ambiguous``.
+
+    ``band`` is categorical over ``BANDS``: one code per row instead of a text per row.
+    """
+    analyte = pd.Categorical(results["analyte"], categories=ANALYTES).codes
     value = results["value"].to_numpy(dtype="float64")
-    censor = results["censor"].to_numpy(dtype=object)
+    censor = _censor_array(results["censor"])
     site = results["site_id"]
     sev = np.ones(len(results), dtype="int8")
     amb = np.zeros(len(results), dtype=bool)
-    band = np.full(len(results), None, dtype=object)
-    for name, rule_id in (("b12_total", "R1"), ("b12_active", "R2")):
-        m = analyte == name
+    band = np.full(len(results), -1, dtype="int8")
+    for a, rule_id in ((0, "R1"), (1, "R2")):
+        m = analyte == a
         code, ambiguous = bands.b12_band(
             value[m], censor[m],
             _site_thresholds(site[m], rules, rule_id, "deficient_below"),
             _site_thresholds(site[m], rules, rule_id, "unlikely_above"))
-        sev[m], amb[m], band[m] = code, ambiguous, bands.B12_BANDS[code]
-    m = analyte == "mma"
+        sev[m], amb[m], band[m] = code, ambiguous, B12_BAND_CODES[code]
+    m = analyte == 2
     code, ambiguous = bands.mma_band(value[m], censor[m],
                                      _site_thresholds(site[m], rules, "R5", "mma_upper_umol_l"))
-    sev[m], amb[m], band[m] = code, ambiguous, bands.MMA_BANDS[code]
-    return results.assign(sev=sev, ambiguous=amb, band=pd.Series(band, index=results.index,
-                                                                 dtype="str"))
+    sev[m], amb[m], band[m] = code, ambiguous, MMA_BAND_CODES[code]
+    return results.assign(sev=sev, ambiguous=amb,
+                          band=pd.Categorical.from_codes(band, categories=BANDS))
 
 
 def _medication_features(meds: pd.DataFrame | None, n: int, as_of: date,
@@ -156,7 +170,8 @@ def classify(results: pd.DataFrame, patients: pd.DataFrame | None,
     """Apply R1-R13 to every patient in ``cohort``; returns patient and result tables."""
     n = len(cohort)
     results = band_results(results, rules)
-    results = results.assign(pid=cohort_positions(cohort, results["patient_id"]))
+    if "pid" not in results.columns:  # else given: the patient's position in ``cohort``
+        results = results.assign(pid=cohort_positions(cohort, results["patient_id"]))
     after = results["collected_at"].dt.floor("D") > pd.Timestamp(as_of)
     results = results.assign(after_as_of=after)
     # the rules need only these columns; carrying the source text through sorts costs time
@@ -212,11 +227,13 @@ def classify(results: pd.DataFrame, patients: pd.DataFrame | None,
     paediatric = actions.paediatric(age, r13["paediatric_age_below"])
 
     practice = attrs["practice_id"]
-    practices = results.loc[~after & (results["practice_id"] != ""),
-                            ["pid", "collected_at", "practice_id"]]
-    lab_practice = practices.sort_values(
-        ["pid", "collected_at"], kind="stable").drop_duplicates("pid", keep="last") \
-        .set_index("pid")["practice_id"].reindex(index.index)
+    # else the practice of the latest result that names one (same time: the later row)
+    practices = results.loc[~after & (results["practice_id"] != ""), ["pid", "collected_at",
+                                                                      "practice_id"]]
+    pids = practices["pid"].to_numpy()
+    lab_practice = idx.first_per_group(
+        practices, (-np.arange(len(practices)), -idx.times(practices["collected_at"]), pids),
+        (pids,)).set_index("pid")["practice_id"].reindex(index.index)
     practice = practice.where(practice.fillna("") != "", lab_practice)
 
     out = pd.DataFrame({

@@ -8,7 +8,7 @@ cost grows with the number of distinct values, not rows.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import date
 
 import numpy as np
@@ -35,14 +35,39 @@ def by_unique(series: pd.Series, fn: Callable[[pd.Series], pd.Series | pd.DataFr
     ``fn`` returns a Series or DataFrame aligned with the distinct values; missing values of
     ``series`` get a missing answer.
     """
+    codes, uniques = factorize(series)
+    return broadcast(fn(uniques), codes, series.index)
+
+
+def factorize(series: pd.Series) -> tuple[np.ndarray, pd.Series]:
+    """(integer code per row, -1 where missing; the distinct values in order of appearance).
+
+    Done once per column so every converter below works on the distinct values only.
+    """
     codes, uniques = pd.factorize(series, use_na_sentinel=True)
-    answers = fn(pd.Series(uniques, dtype=series.dtype)).reset_index(drop=True)
+    return codes, pd.Series(uniques, dtype=series.dtype)
+
+
+def broadcast(answers: pd.Series, codes: np.ndarray, index: pd.Index) -> pd.Series:
+    """Per-distinct-value answers back to rows (missing where the code is -1)."""
+    answers = answers.reset_index(drop=True)
     if (codes < 0).any():
         answers = pd.concat([answers, answers.iloc[:0].reindex([len(answers)])])
         codes = np.where(codes < 0, len(answers) - 1, codes)
     out = answers.take(codes)
-    out.index = series.index
+    out.index = index
     return out
+
+
+def words(codes: np.ndarray, vocabulary: Sequence[str], index: pd.Index | None = None) -> pd.Series:
+    """Small integer codes to their words as a text column; -1 gives a missing value.
+
+    An Arrow ``take`` from the short vocabulary: no Python object per row.
+    """
+    codes = np.asarray(codes)
+    positions = pa.array(codes.astype("int32"), pa.int32(), mask=codes < 0)
+    taken = pa.array(list(vocabulary), pa.string()).take(positions)
+    return pd.Series(pd.array(taken, dtype="str"), index=index)
 
 
 def _drop_zone(text: pd.Series) -> pd.Series:

@@ -546,11 +546,32 @@ def canonical_view(raw: RawInput, spec: InputSpec,
 
 
 def _clean_text(series: pd.Series, tokens: set[str]) -> pd.Series:
-    """Strip whitespace and blank out missing-value tokens (Arrow kernels, whole column)."""
+    """Strip whitespace and blank out missing-value tokens (Arrow kernels, whole column).
+
+    Clean columns (the usual case) are returned unchanged, sharing the reader's buffers:
+    trimming runs only when some value starts or ends with whitespace, and the
+    case-insensitive token test only on values as long as some token.
+    """
     text = pa.array(series.astype("str"), pa.string(), from_pandas=True)
-    text = pc.fill_null(pc.utf8_trim_whitespace(text), "")
-    missing = pc.is_in(pc.utf8_lower(text), value_set=pa.array(sorted(tokens), pa.string()))
-    text = pc.if_else(missing, "", text)
+    text = pc.fill_null(text, "") if text.null_count else text
+    changed = False
+    edges = pc.or_(pc.utf8_is_space(pc.utf8_slice_codeunits(text, 0, 1)),
+                   pc.utf8_is_space(pc.utf8_slice_codeunits(text, -1)))
+    if pc.any(edges).as_py():
+        text, changed = pc.utf8_trim_whitespace(text), True
+    lengths = sorted({len(t.encode("utf-8")) for t in tokens if t})
+    maybe = pc.is_in(pc.binary_length(text), value_set=pa.array(lengths, pa.int32())) \
+        if lengths else pa.repeat(pa.scalar(False), len(text))
+    rows = np.flatnonzero(maybe.to_numpy(zero_copy_only=False))
+    if len(rows):
+        hit = pc.is_in(pc.utf8_lower(text.take(rows)),
+                       value_set=pa.array(sorted(tokens), pa.string()))
+        missing = np.zeros(len(text), dtype=bool)
+        missing[rows[hit.to_numpy(zero_copy_only=False)]] = True
+        if missing.any():
+            text, changed = pc.if_else(pa.array(missing), "", text), True
+    if not changed and series.dtype == "str" and not series.hasnans:
+        return series
     return pd.Series(pd.array(text, dtype="str"), index=series.index)
 
 

@@ -20,7 +20,7 @@ from typing import Any
 import pandas as pd
 
 from pipeline import __version__
-from pipeline.classify import Classified, classify, cohort_ids
+from pipeline.classify import Classified, classify, cohort_ids, cohort_positions
 from pipeline.config import ExtractFormat, RulesProfile, load_format, load_rules
 from pipeline.errors import EXIT_USAGE, UserError
 from pipeline.read import read_input
@@ -167,7 +167,11 @@ def run_classification(state: RunState, progress: Progress | None = None) -> Cla
                                        meds.accepted if meds else None, cohort, state.rules,
                                        state.as_of, state.options.scheduler)
         else:
-            classified = classify(labs.accepted, patients.accepted if patients else None,
+            results = labs.accepted
+            if labs.id_codes is not None:  # ids were factorised once, at validation
+                at = cohort_positions(cohort, labs.id_values)
+                results = results.assign(pid=at[labs.id_codes])
+            classified = classify(results, patients.accepted if patients else None,
                                   meds.accepted if meds else None, cohort, state.rules,
                                   state.as_of)
     state.classified = classified

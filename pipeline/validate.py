@@ -47,6 +47,9 @@ class Validated:
     original_columns: list[str] = field(default_factory=list)
     #: labs: the latest credible collection date of any row (for the default as-of date)
     latest_collected: pd.Timestamp | None = None
+    #: labs: each accepted row's patient as a code into ``id_values`` (factorised once)
+    id_codes: np.ndarray | None = None
+    id_values: pd.Series | None = None
 
 
 def _nonempty(s: pd.Series) -> pd.Series:
@@ -113,13 +116,47 @@ def _rejected_table(raw: RawInput, rows: pd.Index, reasons: pd.Series) -> pd.Dat
     return out
 
 
-def _exact_duplicates(raw: RawInput, candidates: pd.Series) -> pd.Series:
-    """Rows identical in every original field to an earlier row (among ``candidates``)."""
-    subset = raw.frame.loc[candidates, raw.original_columns]
+def _exact_duplicates(raw: RawInput, candidates: pd.Series,
+                      keys: tuple[np.ndarray, ...] = ()) -> pd.Series:
+    """Rows identical in every original field to an earlier row (among ``candidates``).
+
+    ``keys`` are integer codes of canonical columns (functions of the original fields), so
+    rows identical in every field share them: only rows whose keys repeat are compared in
+    full, which is a small fraction of a real extract.
+    """
     dup = pd.Series(False, index=raw.frame.index)
+    mask = candidates.to_numpy(dtype=bool)
+    if keys and mask.any():
+        mask = _repeated(mask, keys)
+    subset = raw.frame.loc[mask, raw.original_columns]
     if len(subset):
         dup.loc[subset.index] = subset.duplicated(keep="first").to_numpy()
     return dup
+
+
+def _repeated(mask: np.ndarray, keys: tuple[np.ndarray, ...]) -> np.ndarray:
+    """``mask`` narrowed to the rows whose combined key occurs more than once among it."""
+    rows = np.flatnonzero(mask)
+    key = _combined_key([k[rows] for k in keys])
+    repeated = pd.Series(key).duplicated(keep=False).to_numpy()
+    out = np.zeros_like(mask)
+    out[rows[repeated]] = True
+    return out
+
+
+def _combined_key(codes: list[np.ndarray]) -> np.ndarray:
+    """One int64 per row, equal exactly when every code is equal (re-factorised before it
+    could overflow)."""
+    key = np.zeros(len(codes[0]), dtype=np.int64)
+    size = 1
+    for code in codes:
+        card = int(code.max()) + 2 if len(code) else 1  # -1 (missing) becomes 0
+        if size * card >= 2**62:
+            key, uniques = pd.factorize(key)
+            size = len(uniques)
+        key = key * card + (code.astype(np.int64) + 1)
+        size *= card
+    return key
 
 
 def _ids(canon: pd.DataFrame) -> pd.Series:
@@ -138,39 +175,64 @@ def _malformed(canon: pd.DataFrame) -> pd.Series:
 
 def validate_labs(raw: RawInput, fmt: ExtractFormat, rules: RulesProfile,
                   today: date) -> Validated:
-    """Labs: map codes (others skipped), drop exact duplicates, parse and check the rest."""
+    """Labs: map codes (others skipped), drop exact duplicates, parse and check the rest.
+
+    Each text column is factorised once and codes, units, results and dates are converted
+    on their distinct values (a lab extract repeats them heavily); patient ids are
+    factorised once here and the codes travel with the accepted rows to classification.
+    """
     spec = fmt.labs
     canon = canonical_view(raw, spec, prefer={"test_code": set(spec.codes)})
     for column in ("unit", "practice_id", "site_id", "specimen_id", "censor"):
         if column not in canon:
             canon[column] = pd.Series("", index=canon.index, dtype="str")
     malformed = _malformed(canon)
-    analyte = hz.map_codes(canon["test_code"], spec.codes)
-    skipped = analyte.isna() & _nonempty(canon["test_code"]) & ~malformed
-    notes = _unmapped_warning(canon["test_code"], skipped, fmt)
-    duplicate = _exact_duplicates(raw, ~skipped & ~malformed)
-    todo = ~skipped & ~duplicate
-    work = canon[todo]
-    analyte = analyte[todo]
-
     h = rules.harmonise
-    parsed = hz.parse_results(work["result"], decimal_comma=spec.read.decimal_comma)
+    factors = hz.unit_factors(h)
+    analytes = list(factors)
+
+    code_of, codes_u = hz.factorize(canon["test_code"])
+    upper_u = codes_u.astype("str").str.strip().str.upper()
+    analyte_u = pd.Series(pd.Categorical(upper_u.map(spec.codes), categories=analytes))
+    a_code = np.asarray(analyte_u.cat.codes, dtype=np.int8)[code_of]
+    a_code[code_of < 0] = -1
+    has_code = _nonempty(canon["test_code"]).to_numpy()
+    skipped = pd.Series((a_code < 0) & has_code, index=canon.index) & ~malformed
+    notes = _unmapped_warning(canon["test_code"], skipped, fmt)
+    pid_code, pid_u = hz.factorize(canon["patient_id"])
+    date_code, date_u = hz.factorize(canon["collected_at"])
+    result_code, result_u = hz.factorize(canon["result"])
+    duplicate = _exact_duplicates(raw, ~skipped & ~malformed,
+                                  (pid_code, date_code, code_of, result_code))
+    todo = (~skipped & ~duplicate).to_numpy()
+    work = canon[todo]
+    a_work = a_code[todo]
+
+    parsed = hz.broadcast(hz.parse_results(result_u, decimal_comma=spec.read.decimal_comma),
+                          result_code[todo], work.index)
     given, bad_censor = hz.parse_censor(work["censor"])
     censor = given.where(given != "", parsed["censor"]).astype("str")
-    unit_text = work["unit"].where(work["unit"] != "",
-                                   hz.lookup(work["test_code"].str.strip().str.upper(),
-                                             spec.default_units).fillna("")).astype("str")
-    unit_norm = hz.normalise_unit(unit_text)
-    factors = hz.unit_factors(h)
-    key = analyte.fillna("").str.cat(unit_norm, sep="|")
-    factor_map = {f"{a}|{u}": f for a, units in factors.items() for u, f in units.items()}
-    factor = hz.lookup(key, factor_map, "float64")
+    default_u = hz.lookup(upper_u, spec.default_units).fillna("")
+    default_unit = hz.broadcast(default_u, code_of[todo], work.index).fillna("")
+    unit_text = work["unit"].where(work["unit"] != "", default_unit).astype("str")
+    unit_code, unit_u = hz.factorize(unit_text)
+    norm_u = hz.normalise_unit(unit_u)
+    # factor of each (analyte, distinct unit) pair; rows pick theirs by integer position
+    table = np.full((len(analytes) + 1, len(unit_u) + 1), np.nan)
+    for i, a in enumerate(analytes):
+        table[i, :len(unit_u)] = norm_u.map(factors[a]).to_numpy(dtype="float64",
+                                                                  na_value=np.nan)
+    factor = pd.Series(table[np.where(a_work < 0, len(analytes), a_work),
+                             np.where(unit_code < 0, len(unit_u), unit_code)], index=work.index)
     value = (parsed["number"] * factor).round(6)
-    every_date = hz.parse_dates(canon["collected_at"], day_first=spec.read.day_first,
-                                formats=spec.read.datetime_formats)
+    every_date = hz.broadcast(hz.parse_dates(date_u, day_first=spec.read.day_first,
+                                             formats=spec.read.datetime_formats),
+                              date_code, canon.index).astype("datetime64[us]")
     collected = every_date[todo]
-    lo = hz.lookup(analyte, {a: h[f"{a}_plausible_min"] for a in factors}, "float64")
-    hi = hz.lookup(analyte, {a: h[f"{a}_plausible_max"] for a in factors}, "float64")
+    bounds = np.array([[h[f"{a}_plausible_min"], h[f"{a}_plausible_max"]] for a in analytes]
+                      + [[np.nan, np.nan]])
+    lo = bounds[np.where(a_work < 0, len(analytes), a_work), 0]
+    hi = bounds[np.where(a_work < 0, len(analytes), a_work), 1]
     earliest = pd.Timestamp(h["earliest_date"])
     tomorrow = pd.Timestamp(today) + pd.Timedelta(days=1)
     usable_value = value.where(parsed["number"] >= 0)
@@ -179,7 +241,7 @@ def validate_labs(raw: RawInput, fmt: ExtractFormat, rules: RulesProfile,
         "row": malformed[todo], "patient_id": work["patient_id"],
         "test_code": work["test_code"], "collected_at": collected,
         "number": parsed["number"], "value": usable_value,
-        "factor": factor.where(analyte.notna(), 1.0),  # no code: missing_test_code alone
+        "factor": factor.where(a_work >= 0, 1.0),  # no code: missing_test_code alone
         "censor_ok": ~bad_censor,
     })
     checks: dict[str, tuple[str, Callable]] = {
@@ -199,13 +261,14 @@ def validate_labs(raw: RawInput, fmt: ExtractFormat, rules: RulesProfile,
     reasons = _reasons_text(failed[bad]) if bad.any() else pd.Series([], dtype="str")
     rejected = _rejected_table(raw, failed.index[bad], reasons)
 
-    ok = ~bad
+    ok = ~bad.to_numpy()
+    a_ok = a_work[ok]
     accepted = pd.DataFrame({
         "patient_id": work["patient_id"][ok],
         "collected_at": collected[ok],
-        "analyte": analyte[ok],
+        "analyte": pd.Categorical.from_codes(a_ok, categories=analytes),
         "value": value[ok],
-        "unit": hz.lookup(analyte[ok], hz.CANONICAL_UNIT),
+        "unit": hz.words(a_ok, [hz.CANONICAL_UNIT[a] for a in analytes]).array,
         "censor": censor[ok],
         "result_text": work["result"][ok],
         "source_unit": work["unit"][ok],
@@ -215,6 +278,7 @@ def validate_labs(raw: RawInput, fmt: ExtractFormat, rules: RulesProfile,
         SOURCE_FILE: work[SOURCE_FILE][ok],
         SOURCE_ROW: work[SOURCE_ROW][ok],
     })
+    accepted.index = work.index[ok]
     counts = {
         "rows_read": len(canon),
         "rows_accepted": len(accepted),
@@ -223,9 +287,11 @@ def validate_labs(raw: RawInput, fmt: ExtractFormat, rules: RulesProfile,
         "rows_exact_duplicates": int(duplicate.sum()),
     }
     credible = every_date[(every_date >= earliest) & (every_date < tomorrow)]
-    return Validated("labs", accepted, rejected, counts, _ids(canon), raw.files,
+    ids = pid_u[pid_u.fillna("") != ""].reset_index(drop=True)
+    return Validated("labs", accepted, rejected, counts, ids, raw.files,
                      [*raw.warnings, *notes], raw.original_columns,
-                     credible.max() if len(credible) else None)
+                     credible.max() if len(credible) else None,
+                     id_codes=pid_code[todo][ok], id_values=pid_u)
 
 
 def _unmapped_warning(codes: pd.Series, skipped: pd.Series, fmt: ExtractFormat) -> list[str]:

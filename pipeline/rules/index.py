@@ -11,7 +11,8 @@ from datetime import date
 import numpy as np
 import pandas as pd
 
-from pipeline.harmonise import lookup
+from pipeline.config import ANALYTES
+from pipeline.harmonise import lookup, words
 from pipeline.rules.bands import DEFICIENT, INDETERMINATE, UNLIKELY
 
 B12_ANALYTES = ("b12_total", "b12_active")
@@ -31,13 +32,35 @@ def in_window(collected_at: pd.Series, as_of: date, days: int) -> pd.Series:
     return (day > end - pd.Timedelta(days=days)) & (day <= end)
 
 
+def times(values: pd.Series) -> np.ndarray:
+    """Datetimes as int64 microseconds, to sort on with numpy."""
+    return values.to_numpy(dtype="datetime64[us]").view("int64")
+
+
+def first_per_group(rows: pd.DataFrame, keys: tuple[np.ndarray, ...],
+                     groups: tuple[np.ndarray, ...]) -> pd.DataFrame:
+    """The first row of each group after a stable sort on ``keys`` (``np.lexsort`` order:
+    the last key is the primary one). ``groups`` must be the leading sort keys."""
+    order = np.lexsort(keys)
+    same = np.ones(max(len(order) - 1, 0), dtype=bool)
+    for group in groups:
+        g = group[order]
+        same &= g[1:] == g[:-1]
+    first = np.concatenate([np.ones(min(len(order), 1), dtype=bool), ~same])
+    return rows.iloc[order[first]]
+
+
+def _rank(censor: pd.Series) -> np.ndarray:
+    return lookup(censor, CENSOR_RANK, "int8").to_numpy()
+
+
 def latest_per_analyte(res: pd.DataFrame, as_of: date, lookback_days: int) -> pd.DataFrame:
     """Latest result of each analyte per patient in the window (same time: lower wins)."""
     rows = res[in_window(res["collected_at"], as_of, lookback_days)]
-    rows = rows.assign(rank=lookup(rows["censor"], CENSOR_RANK, "int8"))
-    rows = rows.sort_values(["pid", "analyte", "collected_at", "value", "rank"],
-                            ascending=[True, True, False, True, True], kind="stable")
-    return rows.drop_duplicates(["pid", "analyte"])
+    pid = rows["pid"].to_numpy()
+    analyte = pd.Categorical(rows["analyte"], categories=ANALYTES).codes
+    return first_per_group(rows, (_rank(rows["censor"]), rows["value"].to_numpy(),
+                                   -times(rows["collected_at"]), analyte, pid), (pid, analyte))
 
 
 def select_index(res: pd.DataFrame, as_of: date, lookback_days: int, n: int) -> pd.DataFrame:
@@ -60,10 +83,11 @@ def select_index(res: pd.DataFrame, as_of: date, lookback_days: int, n: int) -> 
     on_day = b12[day.to_numpy() == index_day.reindex(b12["pid"]).to_numpy()]
     picks = latest_per_analyte(on_day, as_of, lookback_days)
     discordant = picks.groupby("pid")["sev"].nunique() > 1
-    picks = picks.assign(total_first=(picks["analyte"] != "b12_total").astype("int8"))
-    picks = picks.sort_values(["pid", "sev", "collected_at", "total_first"],
-                              ascending=[True, False, False, True], kind="stable")
-    index = picks.drop_duplicates("pid").set_index("pid")
+    pid = picks["pid"].to_numpy()
+    total_later = (picks["analyte"] != "b12_total").to_numpy(dtype="int8")
+    index = first_per_group(picks, (total_later, -times(picks["collected_at"]),
+                                     -picks["sev"].to_numpy(dtype="int64"), pid),
+                             (pid,)).set_index("pid")
     out = index[["analyte", "value", "unit", "collected_at", "censor", "sev", "ambiguous"]]
     out = out.reindex(pd.RangeIndex(n))
     out["discordant"] = discordant.reindex(out.index, fill_value=False).astype(bool)
@@ -84,11 +108,11 @@ def select_mma(res: pd.DataFrame, index_at: pd.Series, as_of: date) -> pd.DataFr
     index_day = _day(index_at).reindex(mma["pid"]).to_numpy()
     day = _day(mma["collected_at"])
     keep = (day.to_numpy() >= index_day) & (day <= pd.Timestamp(as_of)).to_numpy()
-    mma = mma[keep].assign(day=day[keep])
-    mma = mma.assign(rank=lookup(mma["censor"], CENSOR_RANK, "int8"))
-    mma = mma.sort_values(["pid", "day", "value", "rank"],
-                          ascending=[True, False, False, False], kind="stable")
-    picked = mma.drop_duplicates("pid").set_index("pid")
+    mma = mma[keep]
+    pid = mma["pid"].to_numpy()
+    picked = first_per_group(mma, (-_rank(mma["censor"]).astype("int64"),
+                                    -mma["value"].to_numpy(), -times(day[keep]), pid),
+                              (pid,)).set_index("pid")
     return picked[["value", "collected_at", "censor", "sev", "ambiguous"]].reindex(index_at.index)
 
 
@@ -107,10 +131,9 @@ def resolve_status(index_sev: pd.Series, mma_sev: pd.Series) -> tuple[pd.Series,
     by_mma = resolvable & ((msev == 2) | (msev == 0))
     final = np.where(by_mma & (msev == 2), DEFICIENT,
                      np.where(by_mma & (msev == 0), UNLIKELY, sev))
-    status = np.select([final == DEFICIENT, final == INDETERMINATE, final == UNLIKELY],
-                       ["deficient", "indeterminate", "unlikely"], "not_tested")
-    return (pd.Series(status, index=index_sev.index, dtype="str"),
-            pd.Series(by_mma, index=index_sev.index))
+    code = np.select([final == DEFICIENT, final == INDETERMINATE, final == UNLIKELY], [0, 1, 2],
+                     3)
+    return words(code, STATUSES, index_sev.index), pd.Series(by_mma, index=index_sev.index)
 
 
 def needs_mma(status: pd.Series) -> pd.Series:
