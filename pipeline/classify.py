@@ -230,10 +230,10 @@ def classify(results: pd.DataFrame, patients: pd.DataFrame | None,
     # else the practice of the latest result that names one (same time: the later row)
     practices = results.loc[~after & (results["practice_id"] != ""), ["pid", "collected_at",
                                                                       "practice_id"]]
-    pids = practices["pid"].to_numpy()
     lab_practice = idx.first_per_group(
-        practices, (-np.arange(len(practices)), -idx.times(practices["collected_at"]), pids),
-        (pids,)).set_index("pid")["practice_id"].reindex(index.index)
+        practices, practices["pid"].to_numpy(),
+        (-idx.times(practices["collected_at"]), -np.arange(len(practices)))) \
+        .set_index("pid")["practice_id"].reindex(index.index)
     practice = practice.where(practice.fillna("") != "", lab_practice)
 
     out = pd.DataFrame({

@@ -549,8 +549,9 @@ def _clean_text(series: pd.Series, tokens: set[str]) -> pd.Series:
     """Strip whitespace and blank out missing-value tokens (Arrow kernels, whole column).
 
     Clean columns (the usual case) are returned unchanged, sharing the reader's buffers:
-    trimming runs only when some value starts or ends with whitespace, and the
-    case-insensitive token test only on values as long as some token.
+    trimming runs only when some value starts or ends with whitespace, and tokens are
+    matched case-insensitively by looking up every case spelling of them (no lower-cased
+    copy of the column).
     """
     text = pa.array(series.astype("str"), pa.string(), from_pandas=True)
     text = pc.fill_null(text, "") if text.null_count else text
@@ -559,20 +560,30 @@ def _clean_text(series: pd.Series, tokens: set[str]) -> pd.Series:
                    pc.utf8_is_space(pc.utf8_slice_codeunits(text, -1)))
     if pc.any(edges).as_py():
         text, changed = pc.utf8_trim_whitespace(text), True
-    lengths = sorted({len(t.encode("utf-8")) for t in tokens if t})
-    maybe = pc.is_in(pc.binary_length(text), value_set=pa.array(lengths, pa.int32())) \
-        if lengths else pa.repeat(pa.scalar(False), len(text))
-    rows = np.flatnonzero(maybe.to_numpy(zero_copy_only=False))
-    if len(rows):
-        hit = pc.is_in(pc.utf8_lower(text.take(rows)),
-                       value_set=pa.array(sorted(tokens), pa.string()))
-        missing = np.zeros(len(text), dtype=bool)
-        missing[rows[hit.to_numpy(zero_copy_only=False)]] = True
-        if missing.any():
-            text, changed = pc.if_else(pa.array(missing), "", text), True
+    spellings = _spellings(tokens)
+    if spellings is not None:  # one hash lookup per row, no lower-cased copy of the column
+        missing = pc.is_in(text, value_set=pa.array(spellings, pa.string()))
+    else:
+        missing = pc.is_in(pc.utf8_lower(text), value_set=pa.array(sorted(tokens), pa.string()))
+    if pc.any(missing).as_py():
+        text, changed = pc.if_else(missing, "", text), True
     if not changed and series.dtype == "str" and not series.hasnans:
         return series
     return pd.Series(pd.array(text, dtype="str"), index=series.index)
+
+
+def _spellings(tokens: set[str], limit: int = 4096) -> list[str] | None:
+    """Every upper/lower-case spelling of the (lower-case) tokens, so that a case-sensitive
+    lookup matches case-insensitively; None if a token is not ASCII or has too many."""
+    out: set[str] = set()
+    for token in tokens:
+        if not token.isascii() or 2 ** sum(c.isalpha() for c in token) > limit:
+            return None
+        spellings = [""]
+        for c in token:
+            spellings = [s + v for s in spellings for v in {c.lower(), c.upper()}]
+        out.update(spellings)
+    return sorted(out)
 
 
 def _remap(series: pd.Series, mapping: dict[str, str]) -> pd.Series:

@@ -11,6 +11,8 @@ from datetime import date
 import numpy as np
 import pandas as pd
 
+from pipeline.harmonise import lookup, words
+
 SUPPLEMENTATION_REASONS = ("deficiency", "bariatric_surgery", "ileal_resection", "diet")
 REGIMEN_CODES = ("paediatric", "neurological", "ileal_resection", "bariatric_surgery",
                  "deficiency", "diet")
@@ -58,9 +60,9 @@ def needs_supplementation(conditions: pd.DataFrame,
     """
     cols = [conditions[c].to_numpy() for c in SUPPLEMENTATION_REASONS]
     needs = ~_flag(on_b12).to_numpy() & np.logical_or.reduce(cols)
-    reason = np.select(cols, SUPPLEMENTATION_REASONS, "")
-    reason = pd.Series(reason, index=conditions.index, dtype="str").where(needs)
-    return pd.Series(needs, index=conditions.index), reason
+    reason = np.where(needs, np.select(cols, range(len(cols)), -1), -1)
+    return pd.Series(needs, index=conditions.index), words(reason, SUPPLEMENTATION_REASONS,
+                                                          conditions.index)
 
 
 def regimen(needs: pd.Series, age: pd.Series, neuro: pd.Series, ileal: pd.Series,
@@ -77,8 +79,8 @@ def regimen(needs: pd.Series, age: pd.Series, neuro: pd.Series, ileal: pd.Series
         _flag(neuro).to_numpy(), ileal.to_numpy(), _flag(bariatric).to_numpy(),
         (status == "deficient").to_numpy(), plant_based(diet).to_numpy(),
     ]
-    code = np.select(conditions, REGIMEN_CODES, "")
-    return pd.Series(code, index=needs.index, dtype="str").where(needs.to_numpy())
+    code = np.select(conditions, range(len(conditions)), -1)
+    return words(np.where(needs.to_numpy(dtype=bool), code, -1), REGIMEN_CODES, needs.index)
 
 
 def regimen_text(code: pd.Series, texts: dict[str, str]) -> pd.Series:
@@ -92,7 +94,7 @@ def regimen_text(code: pd.Series, texts: dict[str, str]) -> pd.Series:
     """
     full = {c: "; ".join([texts[c], *([texts["parenteral_note"]] if c in PARENTERAL else []),
                           texts["monitoring_note"]]) for c in REGIMEN_CODES}
-    return code.map(full).astype("str")  # six texts, looked up; NA where no regimen
+    return lookup(code, full)  # six texts, looked up; NA where no regimen
 
 
 def metformin_monitoring_due(on_metformin: pd.Series, last_b12_test: pd.Series,

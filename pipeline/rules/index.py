@@ -37,17 +37,27 @@ def times(values: pd.Series) -> np.ndarray:
     return values.to_numpy(dtype="datetime64[us]").view("int64")
 
 
-def first_per_group(rows: pd.DataFrame, keys: tuple[np.ndarray, ...],
-                     groups: tuple[np.ndarray, ...]) -> pd.DataFrame:
-    """The first row of each group after a stable sort on ``keys`` (``np.lexsort`` order:
-    the last key is the primary one). ``groups`` must be the leading sort keys."""
-    order = np.lexsort(keys)
-    same = np.ones(max(len(order) - 1, 0), dtype=bool)
-    for group in groups:
-        g = group[order]
-        same &= g[1:] == g[:-1]
-    first = np.concatenate([np.ones(min(len(order), 1), dtype=bool), ~same])
-    return rows.iloc[order[first]]
+def first_per_group(rows: pd.DataFrame, group: np.ndarray,
+                    criteria: tuple[np.ndarray, ...]) -> pd.DataFrame:
+    """The best row of each group: smallest first criterion, ties broken by the next, and
+    remaining ties by input order (negate a criterion to prefer the largest).
+
+    One stable sort on the integer group key, then a segment minimum per criterion
+    (``np.minimum.reduceat``): far cheaper than a sort on every key.
+    """
+    n = len(rows)
+    if n == 0:
+        return rows.iloc[:0]
+    order = np.argsort(group, kind="stable")
+    g = group[order]
+    starts = np.flatnonzero(np.concatenate([[True], g[1:] != g[:-1]]))
+    segment = np.repeat(np.arange(len(starts)), np.diff(np.append(starts, n)))
+    alive = np.ones(n, dtype=bool)
+    for criterion in criteria:
+        value = np.where(alive, np.asarray(criterion, dtype="float64")[order], np.inf)
+        alive &= value == np.minimum.reduceat(value, starts)[segment]
+    position = np.where(alive, np.arange(n), n)
+    return rows.iloc[order[np.minimum.reduceat(position, starts)]]
 
 
 def _rank(censor: pd.Series) -> np.ndarray:
@@ -57,10 +67,10 @@ def _rank(censor: pd.Series) -> np.ndarray:
 def latest_per_analyte(res: pd.DataFrame, as_of: date, lookback_days: int) -> pd.DataFrame:
     """Latest result of each analyte per patient in the window (same time: lower wins)."""
     rows = res[in_window(res["collected_at"], as_of, lookback_days)]
-    pid = rows["pid"].to_numpy()
     analyte = pd.Categorical(rows["analyte"], categories=ANALYTES).codes
-    return first_per_group(rows, (_rank(rows["censor"]), rows["value"].to_numpy(),
-                                   -times(rows["collected_at"]), analyte, pid), (pid, analyte))
+    group = rows["pid"].to_numpy(dtype="int64") * len(ANALYTES) + analyte
+    return first_per_group(rows, group, (-times(rows["collected_at"]), rows["value"].to_numpy(),
+                                         _rank(rows["censor"])))
 
 
 def select_index(res: pd.DataFrame, as_of: date, lookback_days: int, n: int) -> pd.DataFrame:
@@ -83,11 +93,10 @@ def select_index(res: pd.DataFrame, as_of: date, lookback_days: int, n: int) -> 
     on_day = b12[day.to_numpy() == index_day.reindex(b12["pid"]).to_numpy()]
     picks = latest_per_analyte(on_day, as_of, lookback_days)
     discordant = picks.groupby("pid")["sev"].nunique() > 1
-    pid = picks["pid"].to_numpy()
     total_later = (picks["analyte"] != "b12_total").to_numpy(dtype="int8")
-    index = first_per_group(picks, (total_later, -times(picks["collected_at"]),
-                                     -picks["sev"].to_numpy(dtype="int64"), pid),
-                             (pid,)).set_index("pid")
+    index = first_per_group(picks, picks["pid"].to_numpy(),
+                            (-picks["sev"].to_numpy(dtype="int64"),
+                             -times(picks["collected_at"]), total_later)).set_index("pid")
     out = index[["analyte", "value", "unit", "collected_at", "censor", "sev", "ambiguous"]]
     out = out.reindex(pd.RangeIndex(n))
     out["discordant"] = discordant.reindex(out.index, fill_value=False).astype(bool)
@@ -109,10 +118,9 @@ def select_mma(res: pd.DataFrame, index_at: pd.Series, as_of: date) -> pd.DataFr
     day = _day(mma["collected_at"])
     keep = (day.to_numpy() >= index_day) & (day <= pd.Timestamp(as_of)).to_numpy()
     mma = mma[keep]
-    pid = mma["pid"].to_numpy()
-    picked = first_per_group(mma, (-_rank(mma["censor"]).astype("int64"),
-                                    -mma["value"].to_numpy(), -times(day[keep]), pid),
-                              (pid,)).set_index("pid")
+    picked = first_per_group(mma, mma["pid"].to_numpy(),
+                             (-times(day[keep]), -mma["value"].to_numpy(),
+                              -_rank(mma["censor"]).astype("int64"))).set_index("pid")
     return picked[["value", "collected_at", "censor", "sev", "ambiguous"]].reindex(index_at.index)
 
 
