@@ -556,9 +556,7 @@ def _clean_text(series: pd.Series, tokens: set[str]) -> pd.Series:
     text = pa.array(series.astype("str"), pa.string(), from_pandas=True)
     text = pc.fill_null(text, "") if text.null_count else text
     changed = False
-    edges = pc.or_(pc.utf8_is_space(pc.utf8_slice_codeunits(text, 0, 1)),
-                   pc.utf8_is_space(pc.utf8_slice_codeunits(text, -1)))
-    if pc.any(edges).as_py():
+    if _maybe_padded(text):
         text, changed = pc.utf8_trim_whitespace(text), True
     spellings = _spellings(tokens)
     if spellings is not None:  # one hash lookup per row, no lower-cased copy of the column
@@ -570,6 +568,34 @@ def _clean_text(series: pd.Series, tokens: set[str]) -> pd.Series:
     if not changed and series.dtype == "str" and not series.hasnans:
         return series
     return pd.Series(pd.array(text, dtype="str"), index=series.index)
+
+
+_ASCII_SPACE = np.zeros(256, dtype=bool)
+_ASCII_SPACE[[9, 10, 11, 12, 13, 32]] = True
+_ASCII_SPACE[128:] = True  # a non-ASCII byte might start or end a Unicode space: trim to see
+
+
+def _maybe_padded(text: pa.Array | pa.ChunkedArray) -> bool:
+    """Whether any value may start or end with whitespace, from the first and last byte of
+    each value read straight off the Arrow buffers (no copy of the strings)."""
+    chunks = text.chunks if isinstance(text, pa.ChunkedArray) else [text]
+    for chunk in chunks:  # a handful of chunks, each checked with numpy
+        if len(chunk) == 0:
+            continue
+        if chunk.type != pa.string():
+            return True
+        _, offsets_buf, data_buf = chunk.buffers()
+        if data_buf is None:
+            continue
+        offsets = np.frombuffer(offsets_buf, dtype=np.int32)[chunk.offset:
+                                                             chunk.offset + len(chunk) + 1]
+        data = np.frombuffer(data_buf, dtype=np.uint8)
+        starts, ends = offsets[:-1], offsets[1:]
+        filled = ends > starts
+        if (_ASCII_SPACE[data[starts[filled]]].any()
+                or _ASCII_SPACE[data[ends[filled] - 1]].any()):
+            return True
+    return False
 
 
 def _spellings(tokens: set[str], limit: int = 4096) -> list[str] | None:

@@ -138,7 +138,8 @@ def _repeated(mask: np.ndarray, keys: tuple[np.ndarray, ...]) -> np.ndarray:
     """``mask`` narrowed to the rows whose combined key occurs more than once among it."""
     rows = np.flatnonzero(mask)
     key = _combined_key([k[rows] for k in keys])
-    repeated = pd.Series(key).duplicated(keep=False).to_numpy()
+    ordered = np.sort(key)  # a sort, then a lookup of the few repeated keys: no big hash
+    repeated = pd.Series(key).isin(ordered[1:][ordered[1:] == ordered[:-1]]).to_numpy()
     out = np.zeros_like(mask)
     out[rows[repeated]] = True
     return out
@@ -205,30 +206,36 @@ def validate_labs(raw: RawInput, fmt: ExtractFormat, rules: RulesProfile,
     duplicate = _exact_duplicates(raw, ~skipped & ~malformed,
                                   (pid_code, date_code, code_of, result_code))
     todo = (~skipped & ~duplicate).to_numpy()
-    work = canon[todo]
-    a_work = a_code[todo]
+    rows = np.flatnonzero(todo)  # the text columns are taken once, for the accepted rows
+    a_work = a_code[rows]
 
     parsed = hz.broadcast(hz.parse_results(result_u, decimal_comma=spec.read.decimal_comma),
-                          result_code[todo], work.index)
-    given, bad_censor = hz.parse_censor(work["censor"])
+                          result_code[rows], canon.index[rows])
+    censor_code, censor_u = hz.factorize(canon["censor"])
+    given_u, bad_censor_u = hz.parse_censor(censor_u)
+    given = hz.broadcast(given_u, censor_code[rows], parsed.index)
+    bad_censor = hz.broadcast(bad_censor_u, censor_code[rows], parsed.index).astype(bool)
     censor = given.where(given != "", parsed["censor"]).astype("str")
+    unit_code, unit_u = hz.factorize(canon["unit"])
     default_u = hz.lookup(upper_u, spec.default_units).fillna("")
-    default_unit = hz.broadcast(default_u, code_of[todo], work.index).fillna("")
-    unit_text = work["unit"].where(work["unit"] != "", default_unit).astype("str")
-    unit_code, unit_u = hz.factorize(unit_text)
-    norm_u = hz.normalise_unit(unit_u)
-    # factor of each (analyte, distinct unit) pair; rows pick theirs by integer position
-    table = np.full((len(analytes) + 1, len(unit_u) + 1), np.nan)
+    # a row without a unit takes its test code's default unit: distinct pairs only
+    pair_code, pairs = pd.factorize(pd.Series(unit_code[rows].astype(np.int64) * (len(codes_u) + 1)
+                                              + code_of[rows]))
+    pair_unit = unit_u.take(pairs // (len(codes_u) + 1)).reset_index(drop=True)
+    pair_default = default_u.take(pairs % (len(codes_u) + 1)).reset_index(drop=True)
+    pair_text = pair_unit.where(pair_unit != "", pair_default)
+    norm_u = hz.normalise_unit(pair_text)
+    table = np.full((len(analytes) + 1, len(pairs) + 1), np.nan)
     for i, a in enumerate(analytes):
-        table[i, :len(unit_u)] = norm_u.map(factors[a]).to_numpy(dtype="float64",
-                                                                  na_value=np.nan)
-    factor = pd.Series(table[np.where(a_work < 0, len(analytes), a_work),
-                             np.where(unit_code < 0, len(unit_u), unit_code)], index=work.index)
+        table[i, :len(pairs)] = norm_u.map(factors[a]).to_numpy(dtype="float64",
+                                                                 na_value=np.nan)
+    factor = pd.Series(table[np.where(a_work < 0, len(analytes), a_work), pair_code],
+                       index=parsed.index)
     value = (parsed["number"] * factor).round(6)
     every_date = hz.broadcast(hz.parse_dates(date_u, day_first=spec.read.day_first,
                                              formats=spec.read.datetime_formats),
                               date_code, canon.index).astype("datetime64[us]")
-    collected = every_date[todo]
+    collected = every_date.iloc[rows]
     bounds = np.array([[h[f"{a}_plausible_min"], h[f"{a}_plausible_max"]] for a in analytes]
                       + [[np.nan, np.nan]])
     lo = bounds[np.where(a_work < 0, len(analytes), a_work), 0]
@@ -237,17 +244,19 @@ def validate_labs(raw: RawInput, fmt: ExtractFormat, rules: RulesProfile,
     tomorrow = pd.Timestamp(today) + pd.Timedelta(days=1)
     usable_value = value.where(parsed["number"] >= 0)
 
+    nonempty_id = (pid_u != "").to_numpy(dtype=bool)[pid_code[rows]]
+    nonempty_code = (codes_u != "").to_numpy(dtype=bool)[code_of[rows]]
     check_frame = pd.DataFrame({
-        "row": malformed[todo], "patient_id": work["patient_id"],
-        "test_code": work["test_code"], "collected_at": collected,
+        "row": malformed.to_numpy()[rows], "patient_id": nonempty_id,
+        "test_code": nonempty_code, "collected_at": collected,
         "number": parsed["number"], "value": usable_value,
         "factor": factor.where(a_work >= 0, 1.0),  # no code: missing_test_code alone
         "censor_ok": ~bad_censor,
-    })
+    }, index=parsed.index)
     checks: dict[str, tuple[str, Callable]] = {
         "malformed_row": ("row", lambda s: ~s.astype(bool)),
-        "missing_patient_id": ("patient_id", _nonempty),
-        "missing_test_code": ("test_code", _nonempty),
+        "missing_patient_id": ("patient_id", _truthy),
+        "missing_test_code": ("test_code", _truthy),
         "bad_date": ("collected_at", lambda s: s.notna() & (s >= earliest)),
         "future_date": ("collected_at", lambda s: ~(s >= tomorrow)),
         "non_numeric_result": ("number", lambda s: s.notna()),
@@ -263,22 +272,23 @@ def validate_labs(raw: RawInput, fmt: ExtractFormat, rules: RulesProfile,
 
     ok = ~bad.to_numpy()
     a_ok = a_work[ok]
+    take = rows[ok]
+    text = canon.iloc[take]
     accepted = pd.DataFrame({
-        "patient_id": work["patient_id"][ok],
+        "patient_id": text["patient_id"],
         "collected_at": collected[ok],
         "analyte": pd.Categorical.from_codes(a_ok, categories=analytes),
         "value": value[ok],
         "unit": hz.words(a_ok, [hz.CANONICAL_UNIT[a] for a in analytes]).array,
         "censor": censor[ok],
-        "result_text": work["result"][ok],
-        "source_unit": work["unit"][ok],
-        "practice_id": work["practice_id"][ok],
-        "site_id": work["site_id"][ok],
-        "specimen_id": work["specimen_id"][ok],
-        SOURCE_FILE: work[SOURCE_FILE][ok],
-        SOURCE_ROW: work[SOURCE_ROW][ok],
-    })
-    accepted.index = work.index[ok]
+        "result_text": text["result"],
+        "source_unit": text["unit"],
+        "practice_id": text["practice_id"],
+        "site_id": text["site_id"],
+        "specimen_id": text["specimen_id"],
+        SOURCE_FILE: text[SOURCE_FILE],
+        SOURCE_ROW: text[SOURCE_ROW],
+    }, index=text.index)
     counts = {
         "rows_read": len(canon),
         "rows_accepted": len(accepted),
@@ -291,7 +301,7 @@ def validate_labs(raw: RawInput, fmt: ExtractFormat, rules: RulesProfile,
     return Validated("labs", accepted, rejected, counts, ids, raw.files,
                      [*raw.warnings, *notes], raw.original_columns,
                      credible.max() if len(credible) else None,
-                     id_codes=pid_code[todo][ok], id_values=pid_u)
+                     id_codes=pid_code[take], id_values=pid_u)
 
 
 def _unmapped_warning(codes: pd.Series, skipped: pd.Series, fmt: ExtractFormat) -> list[str]:
