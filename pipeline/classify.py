@@ -16,7 +16,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from pipeline.config import ANALYTES, RulesProfile
-from pipeline.harmonise import lookup
+from pipeline.harmonise import CANONICAL_UNIT, CENSORS, lookup
 from pipeline.reasons import build_reasons
 from pipeline.rules import actions, bands
 from pipeline.rules import index as idx
@@ -80,6 +80,13 @@ def _censor_array(censor: pd.Series) -> np.ndarray:
     codes, uniques = pd.factorize(censor.fillna(""))
     return np.asarray(uniques.astype(str), dtype="U2")[codes] if len(codes) else \
         np.zeros(0, dtype="U2")
+
+
+def _category(values: pd.Series, categories: tuple[str, ...]) -> pd.Categorical:
+    """A low-cardinality text column as a categorical, hashing each row once."""
+    codes, uniques = pd.factorize(values)
+    at = np.array([categories.index(u) if u in categories else -1 for u in uniques] + [-1])
+    return pd.Categorical.from_codes(at[codes], categories=categories)
 
 
 def band_results(results: pd.DataFrame, rules: RulesProfile) -> pd.DataFrame:
@@ -174,11 +181,22 @@ def classify(results: pd.DataFrame, patients: pd.DataFrame | None,
         results = results.assign(pid=cohort_positions(cohort, results["patient_id"]))
     after = results["collected_at"].dt.floor("D") > pd.Timestamp(as_of)
     results = results.assign(after_as_of=after)
-    # the rules need only these columns; carrying the source text through sorts costs time
-    # (analyte as a categorical: the rules sort and group on it)
-    usable = results.loc[~after, ["pid", "analyte", "collected_at", "value", "unit", "censor",
-                                  "sev", "ambiguous"]]
-    usable = usable.assign(analyte=pd.Categorical(usable["analyte"], categories=ANALYTES))
+    # The rules need only these columns (text as categoricals), sorted once by patient and
+    # analyte: every per-patient pick below then runs over contiguous segments, no sort.
+    analyte = pd.Categorical(results["analyte"], categories=ANALYTES)
+    rows = np.flatnonzero(~after.to_numpy())
+    key = results["pid"].to_numpy(dtype="int64")[rows] * len(ANALYTES) + analyte.codes[rows]
+    rows = rows[np.argsort(key, kind="stable")]
+    usable = pd.DataFrame({
+        "pid": results["pid"].to_numpy()[rows],
+        "analyte": analyte[rows],
+        "collected_at": results["collected_at"].to_numpy()[rows],
+        "value": results["value"].to_numpy()[rows],
+        "censor": _category(results["censor"], CENSORS)[rows],
+        "sev": results["sev"].to_numpy()[rows],
+        "ambiguous": results["ambiguous"].to_numpy()[rows],
+        "row": rows,
+    })
 
     r4 = rules.rule("R4")["lookback_days"]
     index = idx.select_index(usable, as_of, r4, n)
@@ -195,7 +213,8 @@ def classify(results: pd.DataFrame, patients: pd.DataFrame | None,
         meds = meds.assign(pid=cohort_positions(cohort, meds["patient_id"]))
     med = _medication_features(meds, n, as_of, rules.rule("R11")["treatment_gap_days"])
     b12_rows = usable[usable["analyte"].isin(idx.B12_ANALYTES)]
-    last_test = b12_rows["collected_at"].groupby(b12_rows["pid"]).max() \
+    tested, last_at = idx.group_max(b12_rows["pid"].to_numpy(), idx.times(b12_rows["collected_at"]))
+    last_test = pd.Series(last_at.view("datetime64[us]"), index=tested) \
         .reindex(index.index).astype("datetime64[us]")
 
     r8, r9, r10 = rules.rule("R8"), rules.rule("R9"), rules.rule("R10")
@@ -228,12 +247,11 @@ def classify(results: pd.DataFrame, patients: pd.DataFrame | None,
 
     practice = attrs["practice_id"]
     # else the practice of the latest result that names one (same time: the later row)
-    practices = results.loc[~after & (results["practice_id"] != ""), ["pid", "collected_at",
-                                                                      "practice_id"]]
-    lab_practice = idx.first_per_group(
-        practices, practices["pid"].to_numpy(),
-        (-idx.times(practices["collected_at"]), -np.arange(len(practices)))) \
-        .set_index("pid")["practice_id"].reindex(index.index)
+    named = usable[(results["practice_id"] != "").to_numpy()[usable["row"].to_numpy()]]
+    chosen = named.iloc[idx.first_positions(
+        named["pid"].to_numpy(), (-idx.times(named["collected_at"]), -named["row"].to_numpy()))]
+    lab_practice = pd.Series(results["practice_id"].iloc[chosen["row"].to_numpy()].to_numpy(),
+                             index=chosen["pid"].to_numpy()).reindex(index.index)
     practice = practice.where(practice.fillna("") != "", lab_practice)
 
     out = pd.DataFrame({
@@ -242,7 +260,7 @@ def classify(results: pd.DataFrame, patients: pd.DataFrame | None,
         "age_years": age.astype("Int16"),
         "index_test": index["analyte"].astype("str"),
         "index_value": index["value"].astype("float64"),
-        "index_unit": index["unit"].astype("str"),
+        "index_unit": lookup(index["analyte"], CANONICAL_UNIT),
         "index_collected_at": index["collected_at"].astype("datetime64[us]"),
         "index_censor": index["censor"].astype("str"),
         "b12_total_ng_l": total["value"].astype("float64"),
@@ -273,7 +291,7 @@ def classify(results: pd.DataFrame, patients: pd.DataFrame | None,
     })
     out["index_sev"] = index["sev"]
     out["mma_sev"] = mma["sev"].where(has_index)
-    out["mma_censor"] = mma["censor"]
+    out["mma_censor"] = mma["censor"].astype("str")
     out["metformin_interval"] = r10["metformin_test_interval_days"]
     out["untreated_too_long"] = untreated.astype(bool)
     out["untreated_days"] = r12["untreated_days"]

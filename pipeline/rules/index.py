@@ -37,30 +37,61 @@ def times(values: pd.Series) -> np.ndarray:
     return values.to_numpy(dtype="datetime64[us]").view("int64")
 
 
-def first_per_group(rows: pd.DataFrame, group: np.ndarray,
-                    criteria: tuple[np.ndarray, ...]) -> pd.DataFrame:
-    """The best row of each group: smallest first criterion, ties broken by the next, and
-    remaining ties by input order (negate a criterion to prefer the largest).
+def _segments(group: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(row order that makes ``group`` ascending, the group of each segment, segment starts).
 
-    One stable sort on the integer group key, then a segment minimum per criterion
-    (``np.minimum.reduceat``): far cheaper than a sort on every key.
+    The classification sorts its rows by patient once, so the order is usually the
+    identity and no sort runs here; otherwise one stable sort.
     """
-    n = len(rows)
-    if n == 0:
-        return rows.iloc[:0]
-    order = np.argsort(group, kind="stable")
+    group = np.asarray(group)
+    if len(group) > 1 and not (group[1:] >= group[:-1]).all():
+        order = np.argsort(group, kind="stable")
+    else:
+        order = np.arange(len(group))
     g = group[order]
-    starts = np.flatnonzero(np.concatenate([[True], g[1:] != g[:-1]]))
+    starts = np.flatnonzero(np.concatenate([[True], g[1:] != g[:-1]])) if len(g) else \
+        np.zeros(0, dtype=np.intp)
+    return order, g[starts], starts
+
+
+def first_positions(group: np.ndarray, criteria: tuple[np.ndarray, ...]) -> np.ndarray:
+    """Position of the best row of each group: smallest first criterion, ties broken by the
+    next, remaining ties by position (negate a criterion to prefer the largest).
+
+    Segment minima (``np.minimum.reduceat``) over rows ordered by group: far cheaper than
+    a sort on every key.
+    """
+    n = len(group)
+    if n == 0:
+        return np.zeros(0, dtype=np.intp)
+    order, _, starts = _segments(group)
     segment = np.repeat(np.arange(len(starts)), np.diff(np.append(starts, n)))
     alive = np.ones(n, dtype=bool)
     for criterion in criteria:
         value = np.where(alive, np.asarray(criterion, dtype="float64")[order], np.inf)
         alive &= value == np.minimum.reduceat(value, starts)[segment]
     position = np.where(alive, np.arange(n), n)
-    return rows.iloc[order[np.minimum.reduceat(position, starts)]]
+    return order[np.minimum.reduceat(position, starts)]
+
+
+def first_per_group(rows: pd.DataFrame, group: np.ndarray,
+                    criteria: tuple[np.ndarray, ...]) -> pd.DataFrame:
+    """The rows chosen by :func:`first_positions`."""
+    return rows.iloc[first_positions(group, criteria)]
+
+
+def group_max(group: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(each group, the largest of its values) by segment maxima."""
+    order, groups, starts = _segments(group)
+    if not len(starts):
+        return groups, np.asarray(values)[:0]
+    return groups, np.maximum.reduceat(np.asarray(values)[order], starts)
 
 
 def _rank(censor: pd.Series) -> np.ndarray:
+    if isinstance(censor.dtype, pd.CategoricalDtype):  # rank the categories, take by code
+        ranks = np.array([CENSOR_RANK.get(c, 2) for c in censor.cat.categories] + [2])
+        return ranks[censor.cat.codes.to_numpy()].astype("int8")
     return lookup(censor, CENSOR_RANK, "int8").to_numpy()
 
 
@@ -88,16 +119,17 @@ def select_index(res: pd.DataFrame, as_of: date, lookback_days: int, n: int) -> 
     """
     b12 = res[res["analyte"].isin(B12_ANALYTES)]
     b12 = b12[in_window(b12["collected_at"], as_of, lookback_days)]
-    day = _day(b12["collected_at"])
-    index_day = day.groupby(b12["pid"]).max()
-    on_day = b12[day.to_numpy() == index_day.reindex(b12["pid"]).to_numpy()]
+    day = times(_day(b12["collected_at"]))
+    pid = b12["pid"].to_numpy()
+    groups, latest_day = group_max(pid, day)
+    on_day = b12[day == latest_day[np.searchsorted(groups, pid)]]
     picks = latest_per_analyte(on_day, as_of, lookback_days)
     discordant = picks.groupby("pid")["sev"].nunique() > 1
     total_later = (picks["analyte"] != "b12_total").to_numpy(dtype="int8")
     index = first_per_group(picks, picks["pid"].to_numpy(),
                             (-picks["sev"].to_numpy(dtype="int64"),
                              -times(picks["collected_at"]), total_later)).set_index("pid")
-    out = index[["analyte", "value", "unit", "collected_at", "censor", "sev", "ambiguous"]]
+    out = index[["analyte", "value", "collected_at", "censor", "sev", "ambiguous"]]
     out = out.reindex(pd.RangeIndex(n))
     out["discordant"] = discordant.reindex(out.index, fill_value=False).astype(bool)
     out["ambiguous"] = out["ambiguous"].fillna(False).astype(bool)
