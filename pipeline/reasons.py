@@ -4,13 +4,31 @@ A worklist reader sees why a patient is listed, e.g.
 ``R1 total B12 262 ng/L (2026-10-03) indeterminate → R7 MMA needed``. Sentences contain
 values and dates, so they belong in patient-level outputs only (never in logs).
 
-Built with Arrow string kernels: a missing part is a null, ``cat`` propagates nulls like
-``+`` and ``join_present`` skips them, so a clause appears only when its rule fired.
-(Pandas string arithmetic here was most of the classification time.)
+How, and why: string work per row and per clause dominated classification (first pandas
+string arithmetic, then one Arrow kernel pass per clause, separator and word list), yet
+almost every part of a sentence takes few distinct values. So:
+
+* A sentence is *values* (index result and date, same-day results, MMA result and date,
+  the R10 and R11 dates), each followed by *glue*: everything else, i.e. rule prefixes,
+  censors, units, bands, separators and the R8/R10/R12 word lists, plus the opening glue
+  before the first value. The glue depends only on a row's *shape* (which clauses apply,
+  and a few categorical codes), and rows share a few shapes.
+* Values are formatted once per distinct value with the same Arrow casts as always
+  (``_num``, ``_day``, ...), and only on the rows whose clause can show them. A clause
+  missing one of its values is left out, as before (a missing part made it null).
+* Glue is rendered in plain Python once per distinct shape (``_glue`` reads the shape
+  only, so rows of one shape share it); a value and the glue after it are then paired
+  once per distinct combination, so most sentences are two pieces.
+* One Arrow ``take`` lists every row's pieces in order from the small table of distinct
+  pieces: its data buffer already *is* the sentences, so only the row offsets are
+  computed (numpy). Rows with no clause are ''.
+* ``rule_ids`` is a bitmask of the fired rules, each mask rendered once.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -23,13 +41,19 @@ from pipeline.rules.actions import METFORMIN_RISK_FACTORS, SUPPLEMENTATION_REASO
 ARROW = " → "
 _B12_BAND = ("unlikely", "indeterminate", "deficient")
 _MMA_BAND = ("normal", "straddles the limit", "raised")
+_RULES = ("R1", "R2", "R3", "R4", "R5", "R7", "R8", "R9", "R10", "R11", "R12", "R13")
+_VALUE_SLOTS = 8  # index value and date, same-day total and active, MMA value and date,
+#                   last B12 test (R10), treatment start (R11)
+_DAY_US = 86_400_000_000
+_DENSE = 1 << 20  # key ranges up to this are looked up in a table, larger ones hashed
+_NAT = np.iinfo(np.int64).min
 
-Text = pa.Array | str
+
+def _mask(values: pd.Series | np.ndarray) -> np.ndarray:
+    return np.asarray(pd.Series(values).fillna(False), dtype=bool)
 
 
-def _mask(values: pd.Series | np.ndarray) -> pa.Array:
-    return pa.array(np.asarray(pd.Series(values).fillna(False), dtype=bool), pa.bool_())
-
+# Value formatters (value by value, so applying them to distinct values only is the same).
 
 def _text(values: pd.Series) -> pa.Array:
     """A text column as Arrow strings (missing -> null)."""
@@ -53,38 +77,164 @@ def _day(values: pd.Series) -> pa.Array:
     return stamps.cast(pa.date32()).cast(pa.string())
 
 
-def _lookup(codes: pd.Series, words: tuple[str, ...]) -> pa.Array:
-    """Integer codes (possibly missing) to words."""
-    idx = pa.array(codes.astype("float64").to_numpy(), pa.float64(), from_pandas=True)
-    return pc.take(pa.array(words, pa.string()), idx.cast(pa.int64()))
+def _lookup(words: tuple[str, ...]) -> Callable[[pd.Series], pa.Array]:
+    """A formatter of integer codes (possibly missing) to words."""
+    def lookup(codes: pd.Series) -> pa.Array:
+        idx = pa.array(codes.astype("float64").to_numpy(), pa.float64(), from_pandas=True)
+        return pc.take(pa.array(words, pa.string()), idx.cast(pa.int64()))
+    return lookup
 
 
-def cat(*parts: Text) -> pa.Array:
-    """Concatenate per row; null if any part is null (like ``+``)."""
-    return pc.binary_join_element_wise(*parts, "", null_handling="emit_null")
+@dataclass
+class _Distinct:
+    """Texts per row, as codes into distinct texts (a null text: nothing to show)."""
+
+    codes: np.ndarray
+    texts: pa.Array
+
+    @property
+    def valid(self) -> np.ndarray:
+        """Rows with a text."""
+        return np.asarray(self.texts.is_valid(), dtype=bool)[self.codes]
+
+    @property
+    def words(self) -> list[str | None]:
+        return self.texts.to_pylist()
 
 
-def when(mask: pa.Array, text: Text) -> pa.Array:
-    """``text`` where ``mask`` holds, else null."""
-    if isinstance(text, str):
-        text = pa.scalar(text, pa.string())
-    return pc.if_else(mask, text, pa.scalar(None, pa.string()))
+def _distinct(values: pd.Series, fmt: Callable[[pd.Series], pa.Array],
+              rows: np.ndarray) -> _Distinct:
+    """``fmt`` of each row's value, formatting each distinct value once; null off ``rows``."""
+    if fmt is _day:
+        # Timestamps to days (floor, as Arrow's date32 cast does): a dense range of days.
+        stamps = values.astype("datetime64[us]").to_numpy().view("int64")[rows]
+        missing = stamps == _NAT
+        days = np.floor_divide(stamps, _DAY_US)
+        seen = days[~missing]
+        low, high = (int(seen.min()), int(seen.max())) if len(seen) else (0, -1)
+        if high - low < _DENSE:
+            codes = np.where(missing, high - low + 1, days - low)
+            uniques = np.append(np.arange(low, high + 1, dtype="int64") * _DAY_US, _NAT)
+        else:
+            codes, uniques = pd.factorize(np.where(missing, _NAT, days * _DAY_US))
+        texts = _day(pd.Series(uniques.view("datetime64[us]")))
+    elif fmt is _text:
+        codes, uniques = pd.factorize(values.array[rows], use_na_sentinel=False)
+        texts = _text(pd.Series(uniques, dtype=values.dtype))
+    else:  # numbers, by bit pattern: -0.0 ('-0') stays apart from 0.0 ('0')
+        bits = values.astype("float64").to_numpy().view("int64")[rows]
+        codes, uniques = pd.factorize(bits)
+        texts = fmt(pd.Series(uniques.view("float64")))
+    out = np.zeros(len(values), dtype="int32")
+    out[rows] = codes + 1
+    return _Distinct(out, pa.concat_arrays([pa.nulls(1, pa.string()), texts]))
 
 
-def join_present(parts: list[pa.Array], sep: str) -> pa.Array:
-    """Join the non-null, non-empty parts of each row with ``sep``; '' when none.
+def _pair(first: _Distinct, second: _Distinct, rows: np.ndarray) -> _Distinct:
+    """``first + second`` on ``rows``, formed once per distinct combination."""
+    where = np.flatnonzero(rows)
+    width = len(second.texts)
+    key = first.codes[where].astype("int64") * width + second.codes[where]
+    size = len(first.texts) * width
+    if size <= _DENSE:
+        used = np.zeros(size, dtype=bool)
+        used[key] = True
+        uniques = np.flatnonzero(used)
+        codes = (np.cumsum(used) - 1)[key]
+    else:
+        codes, uniques = pd.factorize(key)
+    out = np.zeros(len(rows), dtype="int32")
+    out[where] = codes
+    return _Distinct(out, pc.binary_join_element_wise(
+        first.texts.take(uniques // width), second.texts.take(uniques % width), ""))
 
-    One pass of ``binary_join_element_wise(null_handling="skip")`` behind a never-null
-    sentinel column: pyarrow 26 drops the rows whose parts are *all* null, so every row
-    starts with the sentinel, which is then cut off with the separator after it.
+
+def _bits(flags: list[np.ndarray]) -> np.ndarray:
+    """Boolean columns as a bitmask (bit ``i``: ``flags[i]``)."""
+    dtype = np.uint16 if len(flags) <= 16 else np.int64
+    out = np.zeros(len(flags[0]), dtype=dtype)
+    for i, flag in enumerate(flags):
+        out |= flag.astype(dtype) << dtype(i)
+    return out
+
+
+def _shapes(components: dict[str, np.ndarray]) -> tuple[np.ndarray, list[dict[str, int]]]:
+    """Codes of the distinct combinations of the components (small non-negative ints)."""
+    n = len(next(iter(components.values())))
+    key = np.zeros(n, dtype="int64")
+    size = 1
+    for codes in components.values():
+        radix = int(codes.max()) + 1 if n else 1
+        if size * radix >= 1 << 62:
+            key, uniques = pd.factorize(key)
+            key, size = key.astype("int64"), len(uniques)
+        key *= radix
+        key += codes
+        size *= radix
+    shape, uniques = pd.factorize(key)
+    first = np.empty(len(uniques), dtype=np.intp)
+    first[shape] = np.arange(n)  # any row of each shape: they all agree on the components
+    picked = {name: codes[first].tolist() for name, codes in components.items()}
+    return shape, [dict(zip(picked, row, strict=True))
+                   for row in zip(*picked.values(), strict=True)]
+
+
+class _Pieces:
+    """The glue of one shape: ``glue[k]`` follows value slot ``k`` (0: the opening)."""
+
+    def __init__(self) -> None:
+        self.glue = [""] * (_VALUE_SLOTS + 1)
+        self.values: set[int] = set()  # value slots written
+        self.slot = 0
+        self.links = 0  # clauses of the R1-R9 chain written, joined by ARROW
+        self.parts = 0  # later sentence parts written, joined by "; "
+
+    def text(self, text: str) -> None:
+        self.glue[self.slot] += text
+
+    def value(self, slot: int) -> None:
+        self.values.add(slot)
+        self.slot = slot
+
+    def link(self) -> None:
+        self.text(ARROW if self.links else "")
+        self.links += 1
+
+    def part(self) -> None:
+        self.text("; " if self.links or self.parts else "")
+        self.parts += 1
+
+
+def _assemble(pieces: list[tuple[np.ndarray, _Distinct]]) -> pa.Array:
+    """Per row, the concatenation of its present pieces (``(present, texts)``, in order).
+
+    One ``take`` from the table of every piece's texts lists each row's pieces in order,
+    so its data buffer is the sentences; the row offsets are those of each row's first
+    piece. Rows are handled by pattern (which pieces are present), each pattern densely.
     """
-    sentinel = "\x00"
-    parts = [pc.if_else(pc.equal(part, ""), pa.scalar(None, pa.string()), part)
-             for part in parts]
-    head = pa.repeat(pa.scalar(sentinel, pa.string()), len(parts[0]))
-    joined = pc.binary_join_element_wise(head, *parts, sep, null_handling="skip")
-    return pc.if_else(pc.equal(joined, sentinel), "",
-                      pc.utf8_slice_codeunits(joined, len(sentinel) + len(sep)))
+    n = len(pieces[0][0])
+    if n == 0:
+        return pa.array([], pa.large_string())
+    table = pa.concat_arrays([texts.texts.cast(pa.large_string()) for _, texts in pieces])
+    bases = np.cumsum([0] + [len(texts.texts) for _, texts in pieces])
+    pattern = _bits([present for present, _ in pieces])
+    per_pattern = np.bincount(pattern, minlength=1 << len(pieces))
+    sizes = np.array([bin(p).count("1") for p in range(len(per_pattern))], dtype="int64")
+    starts = np.zeros(n + 1, dtype="int64")
+    np.cumsum(sizes[pattern], out=starts[1:])
+    flat = np.empty(int(starts[-1]), dtype="int32")
+    for p in np.flatnonzero(per_pattern[1:]) + 1:
+        rows = np.flatnonzero(pattern == p)
+        at = starts[rows]
+        for i, (_, texts) in enumerate(pieces):
+            if p >> i & 1:
+                flat[at] = bases[i] + texts.codes[rows]
+                at += 1
+    taken = table.take(pa.array(flat, pa.int32()))
+    ends = np.frombuffer(taken.buffers()[1], dtype="int64", count=len(taken) + 1,
+                         offset=taken.offset * 8)
+    return pa.LargeStringArray.from_buffers(n, pa.py_buffer(ends[starts]),
+                                            taken.buffers()[2])
 
 
 def build_reasons(p: pd.DataFrame, attrs: pd.DataFrame, supplementation: pd.DataFrame,
@@ -93,71 +243,174 @@ def build_reasons(p: pd.DataFrame, attrs: pd.DataFrame, supplementation: pd.Data
     """(reasons sentence, space-separated rule ids) for every patient row of ``p``."""
     r10_words = {"age_years": r10["risk_age_years"], "dose_mg": r10["risk_dose_mg_per_day"],
                  "years": r10["risk_years_on_metformin"]}
+    interval = str(r10["metformin_test_interval_days"])
+    factor_words = [label.format(**r10_words) for label in METFORMIN_RISK_FACTORS.values()]
+
     has_index = _mask(p["index_test"].notna())
     is_total = _mask(p["index_test"] == "b12_total")
-    ambiguous = pc.and_(has_index, _mask(p["censored_ambiguous"]))
-    discordant = pc.and_(has_index, _mask(p["discordant"]))
+    ambiguous = has_index & _mask(p["censored_ambiguous"])
+    discordant = has_index & _mask(p["discordant"])
     by_mma = _mask(p["status_basis"] == "mma")
-    has_mma = pc.and_(has_index, _mask(p["mma_umol_l"].notna()))
-    regimen_code = _text(p["regimen_code"])
-    has_regimen = pc.is_valid(regimen_code)
+    has_mma = has_index & _mask(p["mma_umol_l"].notna())
+    has_regimen = _mask(p["regimen_code"].notna())
+    needs_mma = _mask(p["needs_mma"])
+    needs_supp = _mask(p["needs_supplementation"])
+    monitoring = _mask(p["metformin_monitoring_due"])
+    retest_due = _mask(p["retest_due"])
+    urgent = _mask(p["urgent_review"])
+    paediatric = _mask(p["paediatric"])
+    untreated = urgent & _mask(p["untreated_too_long"])
 
-    index_text = cat(pc.if_else(is_total, "R1 total B12 ", "R2 active B12 "),
-                     pc.fill_null(_text(p["index_censor"]), ""), _num(p["index_value"]), " ",
-                     pc.fill_null(_text(p["index_unit"]), ""), " (",
-                     _day(p["index_collected_at"]), ") ", _lookup(p["index_sev"], _B12_BAND))
-    # Discordant: both analytes were measured on the index day, and those are the latest.
-    discordant_text = cat("R4 same-day total B12 ", _num(p["b12_total_ng_l"]),
-                          " ng/L and active B12 ", _num(p["b12_active_pmol_l"]),
-                          " pmol/L disagree: more severe band used")
-    mma_text = cat("R5 MMA ", pc.fill_null(_text(p["mma_censor"]), ""), _num(p["mma_umol_l"]),
-                   " µmol/L (", _day(p["mma_at"]), ") ", _lookup(p["mma_sev"], _MMA_BAND),
-                   pc.fill_null(when(by_mma, cat(ARROW, _text(p["b12_status"]))), ""))
-    supp_why = join_present([when(_mask(supplementation[c]), c)
-                             for c in SUPPLEMENTATION_REASONS], ", ")
-    factor_words = join_present([when(_mask(risk_factors[name]), label.format(**r10_words))
-                                 for name, label in METFORMIN_RISK_FACTORS.items()], ", ")
-    risk = _int(p["metformin_risk"])
-    metformin = cat("R10 on metformin, no B12 test in ",
-                    str(r10["metformin_test_interval_days"]), " days",
-                    pc.fill_null(cat(", last ", _day(p["last_b12_test_at"])), ""),
-                    " (risk factors ", risk,
-                    pc.fill_null(when(_mask(p["metformin_risk"] > 0), cat(": ", factor_words)),
-                                 ""), ")")
-    retest = cat("R11 on B12 treatment since ", _day(p["b12_treatment_start"]),
-                 ", no B12 test since: retest due")
-    urgent_why = join_present([
-        when(_mask(attrs["neurological_symptoms"]), "neurological symptoms"),
-        when(_mask(attrs["pregnant"]), "pregnant"),
-        when(_mask(p["untreated_too_long"]),
-             cat("deficient result over ", _int(p["untreated_days"]),
-                 " days old, no B12 treatment started since")),
-    ], ", ")
-    chain = join_present([
-        when(has_index, index_text),
-        when(ambiguous, "R3 censored result spans a cut-off: indeterminate"),
-        when(discordant, discordant_text),
-        when(has_mma, mma_text),
-        when(_mask(p["needs_mma"]), "R7 MMA needed"),
-        when(_mask(p["needs_supplementation"]), cat("R8 supplementation needed (", supp_why,
-                                                     ")")),
-        when(has_regimen, cat("R9 ", regimen_code, " regimen")),
-    ], ARROW)
-    sentence = join_present([
-        chain,
-        when(_mask(p["metformin_monitoring_due"]), metformin),
-        when(_mask(p["retest_due"]), retest),
-        when(_mask(p["urgent_review"]), cat("R12 urgent review (", urgent_why, ")")),
-        when(_mask(p["paediatric"]), "R13 under 16: thresholds are for over-16s"),
-    ], "; ")
-    ids = join_present([
-        when(pc.and_(has_index, pc.or_(is_total, discordant)), "R1"),
-        when(pc.and_(has_index, pc.or_(pc.invert(is_total), discordant)), "R2"),
-        when(ambiguous, "R3"), when(has_index, "R4"), when(by_mma, "R5"),
-        when(_mask(p["needs_mma"]), "R7"), when(_mask(p["needs_supplementation"]), "R8"),
-        when(has_regimen, "R9"), when(_mask(p["metformin_monitoring_due"]), "R10"),
-        when(_mask(p["retest_due"]), "R11"), when(_mask(p["urgent_review"]), "R12"),
-        when(_mask(p["paediatric"]), "R13"),
-    ], " ")
-    return (pd.Series(sentence.to_pandas(), index=p.index, dtype="str"),
-            pd.Series(ids.to_pandas(), index=p.index, dtype="str"))
+    # Texts of the values and words, on the rows whose clause may show them.
+    index_value = _distinct(p["index_value"], _num, has_index)
+    index_day = _distinct(p["index_collected_at"], _day, has_index)
+    index_band = _distinct(p["index_sev"], _lookup(_B12_BAND), has_index)
+    index_censor = _distinct(p["index_censor"], _text, has_index)
+    index_unit = _distinct(p["index_unit"], _text, has_index)
+    total = _distinct(p["b12_total_ng_l"], _num, discordant)
+    active = _distinct(p["b12_active_pmol_l"], _num, discordant)
+    mma_value = _distinct(p["mma_umol_l"], _num, has_mma)
+    mma_day = _distinct(p["mma_at"], _day, has_mma)
+    mma_band = _distinct(p["mma_sev"], _lookup(_MMA_BAND), has_mma)
+    mma_censor = _distinct(p["mma_censor"], _text, has_mma)
+    status = _distinct(p["b12_status"], _text, has_mma & by_mma)
+    regimen = _distinct(p["regimen_code"], _text, has_regimen)
+    risk = _distinct(p["metformin_risk"], _int, monitoring)
+    last_test = _distinct(p["last_b12_test_at"], _day, monitoring)
+    treated = _distinct(p["b12_treatment_start"], _day, retest_due)
+    untreated_days = _distinct(p["untreated_days"], _int, untreated)
+
+    # A clause missing one of its values (or its band) is left out altogether.
+    c1 = index_value.valid & index_day.valid & index_band.valid
+    c3 = total.valid & active.valid
+    c4 = mma_value.valid & mma_day.valid & mma_band.valid
+    s1 = risk.valid
+    s2 = treated.valid
+    listed = s1 & _mask(p["metformin_risk"] > 0)
+    untreated &= untreated_days.valid
+
+    def only(flag: np.ndarray, codes: np.ndarray) -> np.ndarray:
+        return np.where(flag, codes, 0)
+
+    # Everything the glue depends on (zeroed where irrelevant, for fewer shapes).
+    shape, shapes = _shapes({
+        "c1": c1, "total": c1 & is_total, "censor": index_censor.codes,
+        "unit": index_unit.codes, "band": index_band.codes, "c2": ambiguous, "c3": c3,
+        "c4": c4, "mma_censor": mma_censor.codes, "mma_band": mma_band.codes,
+        "status": only(c4, status.codes), "c5": needs_mma, "c6": needs_supp,
+        "supp": only(needs_supp, _bits([_mask(supplementation[c])
+                                        for c in SUPPLEMENTATION_REASONS])),
+        "c7": has_regimen, "regimen": regimen.codes,
+        "s1": s1, "last": only(s1, last_test.valid), "risk": risk.codes, "listed": listed,
+        "factors": only(listed, _bits([_mask(risk_factors[name])
+                                       for name in METFORMIN_RISK_FACTORS])),
+        "s2": s2, "s3": urgent,
+        "why": only(urgent, _bits([_mask(attrs["neurological_symptoms"]),
+                                   _mask(attrs["pregnant"]), untreated])),
+        "days": untreated_days.codes, "s4": paediatric,
+    })
+    words = {"censor": index_censor.words, "unit": index_unit.words,
+             "band": index_band.words, "mma_censor": mma_censor.words,
+             "mma_band": mma_band.words, "status": status.words,
+             "regimen": regimen.words, "risk": risk.words, "days": untreated_days.words}
+
+    def _glue(s: dict[str, int]) -> _Pieces:
+        """The glue of one shape, clause by clause as the reader sees them."""
+        def word(name: str) -> str:
+            return words[name][s[name]] or ""
+
+        g = _Pieces()
+        if s["c1"]:
+            g.link()
+            g.text(("R1 total B12 " if s["total"] else "R2 active B12 ") + word("censor"))
+            g.value(1)
+            g.text(f" {word('unit')} (")
+            g.value(2)
+            g.text(f") {word('band')}")
+        if s["c2"]:
+            g.link()
+            g.text("R3 censored result spans a cut-off: indeterminate")
+        if s["c3"]:
+            g.link()
+            g.text("R4 same-day total B12 ")
+            g.value(3)
+            g.text(" ng/L and active B12 ")
+            g.value(4)
+            g.text(" pmol/L disagree: more severe band used")
+        if s["c4"]:
+            g.link()
+            g.text("R5 MMA " + word("mma_censor"))
+            g.value(5)
+            g.text(" µmol/L (")
+            g.value(6)
+            g.text(f") {word('mma_band')}")
+            if words["status"][s["status"]] is not None:  # status basis MMA
+                g.text(ARROW + word("status"))
+        if s["c5"]:
+            g.link()
+            g.text("R7 MMA needed")
+        if s["c6"]:
+            g.link()
+            why = [c for i, c in enumerate(SUPPLEMENTATION_REASONS) if s["supp"] >> i & 1]
+            g.text(f"R8 supplementation needed ({', '.join(why)})")
+        if s["c7"]:
+            g.link()
+            g.text(f"R9 {word('regimen')} regimen")
+        if s["s1"]:
+            g.part()
+            g.text(f"R10 on metformin, no B12 test in {interval} days")
+            if s["last"]:
+                g.text(", last ")
+                g.value(7)
+            factors = [w for i, w in enumerate(factor_words) if s["factors"] >> i & 1]
+            g.text(f" (risk factors {word('risk')}"
+                   + (f": {', '.join(factors)}" if s["listed"] else "") + ")")
+        if s["s2"]:
+            g.part()
+            g.text("R11 on B12 treatment since ")
+            g.value(8)
+            g.text(", no B12 test since: retest due")
+        if s["s3"]:
+            g.part()
+            why = [w for i, w in enumerate((
+                "neurological symptoms", "pregnant",
+                f"deficient result over {word('days')} days old, no B12 treatment started"
+                " since")) if s["why"] >> i & 1]
+            g.text(f"R12 urgent review ({', '.join(why)})")
+        if s["s4"]:
+            g.part()
+            g.text("R13 under 16: thresholds are for over-16s")
+        return g
+
+    rendered = [_glue(s) for s in shapes]
+
+    def per_shape(values: list[Any], dtype: str) -> np.ndarray:
+        return np.array(values, dtype=dtype)[shape]
+
+    def glue(slot: int) -> _Distinct:
+        """The glue after value ``slot`` (0: the opening), per row."""
+        distinct: dict[str, int] = {}
+        codes = [distinct.setdefault(r.glue[slot], len(distinct)) for r in rendered]
+        return _Distinct(per_shape(codes, "int32"), pa.array(list(distinct), pa.string()))
+
+    # Pieces: the opening glue, then each value written with the glue after it; the
+    # opening and the index value (most rows) are paired too.
+    opening = glue(0)
+    has_opening = per_shape([r.glue[0] != "" for r in rendered], "bool")
+    values = [index_value, index_day, total, active, mma_value, mma_day, last_test, treated]
+    pieces = []
+    for slot, column in enumerate(values, start=1):
+        written = per_shape([slot in r.values for r in rendered], "bool")
+        pieces.append((written, _pair(column, glue(slot), written)))
+    (first_written, first), rest = pieces[0], pieces[1:]
+    sentence = _assemble([(has_opening & ~first_written, opening),
+                          (first_written, _pair(opening, first, first_written)), *rest])
+
+    fired = _bits([has_index & (is_total | discordant), has_index & (~is_total | discordant),
+                   ambiguous, has_index, by_mma, needs_mma, needs_supp, has_regimen,
+                   monitoring, retest_due, urgent, paediatric])
+    id_texts = pa.array([" ".join(r for i, r in enumerate(_RULES) if mask >> i & 1)
+                         for mask in range(1 << len(_RULES))], pa.large_string())
+    ids = id_texts.take(pa.array(fired))
+    return (pd.Series(pd.array(sentence, dtype="str"), index=p.index),
+            pd.Series(pd.array(ids, dtype="str"), index=p.index))
