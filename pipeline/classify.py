@@ -16,7 +16,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from pipeline.config import ANALYTES, RulesProfile
-from pipeline.harmonise import CANONICAL_UNIT, CENSORS, lookup
+from pipeline.harmonise import CANONICAL_UNIT, CENSORS, categorical, lookup
 from pipeline.reasons import build_reasons
 from pipeline.rules import actions, bands
 from pipeline.rules import index as idx
@@ -80,13 +80,6 @@ def _censor_array(censor: pd.Series) -> np.ndarray:
     codes, uniques = pd.factorize(censor.fillna(""))
     return np.asarray(uniques.astype(str), dtype="U2")[codes] if len(codes) else \
         np.zeros(0, dtype="U2")
-
-
-def _category(values: pd.Series, categories: tuple[str, ...]) -> pd.Categorical:
-    """A low-cardinality text column as a categorical, hashing each row once."""
-    codes, uniques = pd.factorize(values)
-    at = np.array([categories.index(u) if u in categories else -1 for u in uniques] + [-1])
-    return pd.Categorical.from_codes(at[codes], categories=categories)
 
 
 def band_results(results: pd.DataFrame, rules: RulesProfile) -> pd.DataFrame:
@@ -192,7 +185,7 @@ def classify(results: pd.DataFrame, patients: pd.DataFrame | None,
         "analyte": analyte[rows],
         "collected_at": results["collected_at"].to_numpy()[rows],
         "value": results["value"].to_numpy()[rows],
-        "censor": _category(results["censor"], CENSORS)[rows],
+        "censor": categorical(results["censor"], CENSORS)[rows],
         "sev": results["sev"].to_numpy()[rows],
         "ambiguous": results["ambiguous"].to_numpy()[rows],
         "row": rows,

@@ -70,6 +70,15 @@ def words(codes: np.ndarray, vocabulary: Sequence[str], index: pd.Index | None =
     return pd.Series(pd.array(taken, dtype="str"), index=index)
 
 
+def categorical(values: pd.Series, categories: Sequence[str]) -> pd.Categorical:
+    """A low-cardinality text column as a categorical over fixed ``categories`` (others
+    missing), hashing each row once (``pd.Categorical(values)`` is much slower on text)."""
+    codes, uniques = pd.factorize(values)
+    cats = list(categories)
+    at = np.array([cats.index(u) if u in cats else -1 for u in uniques] + [-1])
+    return pd.Categorical.from_codes(at[codes], categories=cats)
+
+
 def _drop_zone(text: pd.Series) -> pd.Series:
     """Strip a trailing zone designator in Arrow (pandas would loop in Python for '\\1')."""
     values = pa.array(text.to_numpy(dtype=object), pa.string(), from_pandas=True)

@@ -445,7 +445,10 @@ def read_input(spec_path: str | Path, spec: InputSpec) -> RawInput:
         tables[i] = table.select([*original, SOURCE_ROW, SOURCE_FILE]
                                  + ([MALFORMED] if malformed else []))
     table = pa.concat_tables(tables) if len(tables) > 1 else tables[0]
-    frame = table.to_pandas()
+    del tables
+    # column by column, freeing each Arrow column once converted: half the peak memory
+    frame = table.to_pandas(self_destruct=True, split_blocks=True)
+    del table
     return RawInput(kind=kind, frame=frame, files=infos, original_columns=original,
                     warnings=notes)
 

@@ -273,18 +273,21 @@ def validate_labs(raw: RawInput, fmt: ExtractFormat, rules: RulesProfile,
     ok = ~bad.to_numpy()
     a_ok = a_work[ok]
     take = rows[ok]
-    text = canon.iloc[take]
+    # Low-cardinality text stays categorical (codes into the distinct values): a fraction
+    # of the memory, and nothing to copy per row; ids and specimens are taken as text.
+    text = canon[["patient_id", "specimen_id", SOURCE_FILE, SOURCE_ROW]].iloc[take]
     accepted = pd.DataFrame({
         "patient_id": text["patient_id"],
         "collected_at": collected[ok],
         "analyte": pd.Categorical.from_codes(a_ok, categories=analytes),
         "value": value[ok],
-        "unit": hz.words(a_ok, [hz.CANONICAL_UNIT[a] for a in analytes]).array,
-        "censor": censor[ok],
-        "result_text": text["result"],
-        "source_unit": text["unit"],
-        "practice_id": text["practice_id"],
-        "site_id": text["site_id"],
+        "unit": pd.Categorical.from_codes(
+            a_ok, categories=[hz.CANONICAL_UNIT[a] for a in analytes]),
+        "censor": hz.categorical(censor[ok], hz.CENSORS),
+        "result_text": _categorical(result_code[take], result_u),
+        "source_unit": _categorical(unit_code[take], unit_u),
+        "practice_id": _categorical(*hz.factorize(canon["practice_id"].iloc[take])),
+        "site_id": _categorical(*hz.factorize(canon["site_id"].iloc[take])),
         "specimen_id": text["specimen_id"],
         SOURCE_FILE: text[SOURCE_FILE],
         SOURCE_ROW: text[SOURCE_ROW],
@@ -302,6 +305,10 @@ def validate_labs(raw: RawInput, fmt: ExtractFormat, rules: RulesProfile,
                      [*raw.warnings, *notes], raw.original_columns,
                      credible.max() if len(credible) else None,
                      id_codes=pid_code[take], id_values=pid_u)
+
+
+def _categorical(codes: np.ndarray, uniques: pd.Series) -> pd.Categorical:
+    return pd.Categorical.from_codes(codes, categories=pd.Index(uniques, dtype="str"))
 
 
 def _unmapped_warning(codes: pd.Series, skipped: pd.Series, fmt: ExtractFormat) -> list[str]:
