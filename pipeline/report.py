@@ -191,16 +191,22 @@ def binomial_limits(p0: float, n: np.ndarray, coverage: float) -> tuple[np.ndarr
     lower = np.empty(n.shape)
     upper = np.empty(n.shape)
     for i, size in enumerate(n):  # one pass per plotted denominator, vectorised within
-        k = np.arange(size + 1)
-        log_choose = np.concatenate(([0.0], np.cumsum(np.log(size - k[1:] + 1) - np.log(k[1:]))))
+        # Only k within 40 standard deviations of the mean carry probability a double can
+        # hold, so large denominators cost O(sqrt(n)), not O(n).
+        reach = int(40 * math.sqrt(size * p0 * (1 - p0))) + 50
+        first = max(0, int(size * p0) - reach)
+        k = np.arange(first, min(size, int(size * p0) + reach) + 1)
+        log_first = (math.lgamma(size + 1) - math.lgamma(first + 1)
+                     - math.lgamma(size - first + 1))
+        log_choose = log_first + np.concatenate(
+            ([0.0], np.cumsum(np.log(size - k[1:] + 1) - np.log(k[1:]))))
         pmf = np.exp(log_choose + k * math.log(p0) + (size - k) * math.log1p(-p0))
         cdf = np.minimum(np.cumsum(pmf), 1.0)
         for target, out in ((tail, lower), (1.0 - tail, upper)):
-            r = int(np.searchsorted(cdf, target))
-            r = min(r, size)
-            below = cdf[r - 1] if r > 0 else 0.0
-            alpha = (cdf[r] - target) / (cdf[r] - below) if cdf[r] > below else 0.0
-            out[i] = float(np.clip((r - alpha) / size, 0.0, 1.0))
+            j = min(int(np.searchsorted(cdf, target)), len(k) - 1)
+            below = cdf[j - 1] if j > 0 else 0.0
+            alpha = (cdf[j] - target) / (cdf[j] - below) if cdf[j] > below else 0.0
+            out[i] = float(np.clip((k[j] - alpha) / size, 0.0, 1.0))
     return lower, upper
 
 
