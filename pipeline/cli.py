@@ -5,7 +5,10 @@ Exit codes: 0 success; 1 input unusable (one-line message, no traceback); 2 usag
 
 from __future__ import annotations
 
+import contextlib
+import importlib
 import sys
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import date, datetime
@@ -80,6 +83,19 @@ def _progress(quiet: bool) -> Iterator[Callable[[str], None] | None]:
             bar.update(current[-1], completed=1, total=1)
 
 
+def _import_in_background(module: str) -> threading.Thread:
+    """Import ``module`` on a thread: its imports overlap the reading, which releases the
+    GIL (an import error surfaces again at the real import)."""
+
+    def load() -> None:
+        with contextlib.suppress(Exception):
+            importlib.import_module(module)
+
+    thread = threading.Thread(target=load, name=f"import {module}", daemon=True)
+    thread.start()
+    return thread
+
+
 @app.command()
 def run(labs: LabsArg, patients: PatientsOpt = None, medications: MedsOpt = None,
         format: FormatOpt = None, rules: RulesOpt = None, as_of: AsOfOpt = None,
@@ -95,8 +111,9 @@ def run(labs: LabsArg, patients: PatientsOpt = None, medications: MedsOpt = None
 
     Example: b12screen run labs.csv --patients patients.csv --medications meds.csv
     """
-    from pipeline.outputs import write_outputs
     from pipeline.run import RunOptions, prepare, run_classification
+
+    writers = _import_in_background("pipeline.outputs")  # matplotlib et al. load meanwhile
 
     try:
         if engine not in ("pandas", "dask"):
@@ -108,6 +125,9 @@ def run(labs: LabsArg, patients: PatientsOpt = None, medications: MedsOpt = None
         with _progress(quiet) as progress:
             state = prepare(options, progress)
             run_classification(state, progress)
+            writers.join()
+            from pipeline.outputs import write_outputs
+
             folder = write_outputs(state, out_dir, previous, progress)
     except UserError as exc:
         _fail(exc)
