@@ -18,7 +18,10 @@ import json
 import re
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from pipeline.errors import UserError
 
@@ -88,6 +91,9 @@ def apply_state(
     Returns (worklists with ``first_listed`` and ``change`` added, rows kept in their order;
     resolved patients with ``RESOLVED_COLUMNS``; the new state with ``STATE_COLUMNS``, to be
     saved as ``worklist_state.parquet``). Without a previous state everyone is ``new``.
+
+    Lists are matched one at a time with Arrow hash look-ups and sorted per list, because
+    pandas map/merge/sort over every list's string ids together dominated large runs.
     """
     if not _MONTH.match(as_of_month):
         raise ValueError(f"as_of_month must be YYYY-MM, got {as_of_month!r}")
@@ -98,50 +104,96 @@ def apply_state(
             f"previous run {previous_dir} is later ({later.max()}) than this run "
             f"({as_of_month}); pass an earlier run with --previous"
         )
+    before = _by_list(pa.Table.from_pandas(previous, preserve_index=False))
 
     marked: dict[str, pd.DataFrame] = {}
-    current = []
+    current: dict[str, pa.Table] = {}
+    gone = dict(before)  # the previous rows of each list, less those listed again below
     for name, worklist in worklists.items():  # five lists; the work per list is vectorised
         missing = [c for c in ("patient_id", "practice_id") if c not in worklist.columns]
         if missing:
             raise ValueError(f"worklist {name!r} lacks column(s): {', '.join(missing)}")
-        before = previous[previous["list"] == name].set_index("patient_id")["first_listed"]
-        ids = worklist["patient_id"].astype("string")
-        first = ids.map(before).astype("string")
-        out = worklist.copy()
-        out["first_listed"] = first.fillna(as_of_month).astype("string")
-        out["change"] = first.notna().map({True: "persisting", False: "new"}).astype("string")
-        marked[name] = out
-        current.append(
-            pd.DataFrame(
-                {
-                    "patient_id": ids,
-                    "list": name,
-                    "first_listed": out["first_listed"],
-                    "practice_id": worklist["practice_id"].astype("string"),
-                    "last_listed": as_of_month,
-                }
-            )
+        ids = _text(worklist["patient_id"])
+        first = pa.nulls(len(ids), pa.large_string())
+        if name in before:
+            earlier = before[name]
+            at = pc.index_in(ids, value_set=earlier["patient_id"])  # null: not listed before
+            first = earlier["first_listed"].take(at)
+            again = np.zeros(len(earlier), dtype=bool)
+            again[pc.drop_null(at).to_numpy()] = True
+            gone[name] = earlier.filter(pa.array(~again))
+        listed = pc.fill_null(first, as_of_month)
+        marked[name] = worklist.assign(
+            first_listed=_strings(listed),
+            change=_strings(pc.if_else(pc.is_valid(first), "persisting", "new")),
         )
+        rows = pa.table({"patient_id": ids, "first_listed": listed,
+                         "practice_id": _text(worklist["practice_id"])})
+        current[name] = _first_per_patient(rows)
 
-    state = pd.concat([_empty_state(), *current], ignore_index=True).astype("string")
-    state = state.drop_duplicates(["list", "patient_id"], keep="first")
-    state = _sorted(state, ["list", "patient_id"])[list(STATE_COLUMNS)]
-
-    gone = previous.merge(
-        state[["list", "patient_id"]], on=["list", "patient_id"], how="left", indicator=True
-    )
-    resolved = gone[gone["_merge"] == "left_only"][list(RESOLVED_COLUMNS)]
-    resolved = _sorted(resolved, ["list", "practice_id", "patient_id"])
-    return marked, resolved, state
+    state = _stack(current, ("patient_id", "first_listed", "practice_id"),
+                   last_listed=as_of_month)[list(STATE_COLUMNS)]
+    gone = {name: rows.take(pc.sort_indices(  # stable; nulls last
+                rows, [("practice_id", "ascending"), ("patient_id", "ascending")]))
+            for name, rows in gone.items()}
+    resolved = _stack(gone, ("patient_id", "practice_id", "first_listed", "last_listed"))
+    return marked, resolved[list(RESOLVED_COLUMNS)], state
 
 
-def _sorted(frame: pd.DataFrame, by: list[str]) -> pd.DataFrame:
-    """Lists in their standard order, then by the other keys: same input, same bytes."""
-    rank = frame["list"].map({n: i for i, n in enumerate(LIST_NAMES)}).astype("Int64")
-    keyed = frame.assign(_rank=rank.fillna(len(LIST_NAMES)))
-    keyed = keyed.sort_values(["_rank", *by], kind="mergesort", na_position="last")
-    return keyed.drop(columns="_rank").reset_index(drop=True)
+def _text(column: pd.Series) -> pa.ChunkedArray:
+    """A column as the Arrow text that ``astype("string")`` holds."""
+    return _chunked(pa.array(column.astype("string").array)).cast(pa.large_string())
+
+
+def _strings(values: pa.Array | pa.ChunkedArray) -> pd.api.extensions.ExtensionArray:
+    """Arrow text as a ``string`` column, without a copy."""
+    return pd.array(_chunked(values), dtype="string")
+
+
+def _chunked(values: pa.Array | pa.ChunkedArray) -> pa.ChunkedArray:
+    return values if isinstance(values, pa.ChunkedArray) else pa.chunked_array([values])
+
+
+def _by_list(state: pa.Table) -> dict[str | None, pa.Table]:
+    """The state's rows per list name (missing names under ``None``), in file order."""
+    state = state.cast(pa.schema([(c, pa.large_string()) for c in state.column_names]))
+    names = state["list"].unique().to_pylist()
+    return {name: state.filter(pc.is_null(state["list"]) if name is None
+                               else pc.fill_null(pc.equal(state["list"], name), False))
+            for name in names}
+
+
+def _first_per_patient(rows: pa.Table) -> pa.Table:
+    """``rows`` sorted by patient id, keeping each patient's first row (as drop_duplicates)."""
+    order = pc.sort_indices(rows["patient_id"])  # stable; nulls last
+    ids = rows["patient_id"].take(order)
+    if len(ids) > 1:
+        head, tail = ids[:-1], ids[1:]
+        repeat = pc.or_(pc.fill_null(pc.equal(head, tail), False),
+                        pc.and_(pc.is_null(head), pc.is_null(tail)))
+        if pc.any(repeat).as_py():
+            order = order.filter(pa.concat_arrays([pa.array([True]),
+                                                   pc.invert(repeat).combine_chunks()]))
+    return rows.take(order)
+
+
+def _stack(tables: dict[str | None, pa.Table], columns: tuple[str, ...],
+           **constant: str) -> pd.DataFrame:
+    """The per-list tables one after another in the standard list order (other names after,
+    alphabetically; a missing name last) with a ``list`` column: same input, same bytes."""
+    def rank(name: str | None) -> tuple[int, bool, str]:
+        known = LIST_NAMES.index(name) if name in LIST_NAMES else len(LIST_NAMES)
+        return known, name is None, name or ""
+
+    names = sorted(tables, key=rank)
+    sizes = np.array([len(tables[n]) for n in names], dtype=np.intp)
+    frame = {c: _strings(pa.chunked_array([k for n in names for k in tables[n][c].chunks],
+                                          pa.large_string()))
+             for c in columns}
+    frame["list"] = pd.array(names, dtype="string").take(np.repeat(np.arange(len(names)), sizes))
+    for column, value in constant.items():
+        frame[column] = pd.array([value], dtype="string").take(np.zeros(sizes.sum(), np.intp))
+    return pd.DataFrame(frame, index=pd.RangeIndex(int(sizes.sum())), copy=False)
 
 
 def find_previous_run(out_dir: Path, as_of: dt.date, rules_name: str) -> Path | None:

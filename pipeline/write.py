@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -116,16 +117,47 @@ def write_rejected(rejected: pd.DataFrame, folder: Path,
 
 
 def neutralise(frame: pd.DataFrame) -> pd.DataFrame:
-    """OWASP CSV-injection advice: text cells starting = + - @ tab CR get a leading '."""
-    out = frame.copy()
+    """OWASP CSV-injection advice: text cells starting = + - @ tab CR get a leading '.
+
+    Each text column is first screened on the first byte of its cells, and only a column
+    with a risky cell is rewritten: checking and copying every cell of big worklists was slow.
+    """
+    out = frame.copy(deep=False)  # copy-on-write: replacing a column leaves frame alone
     for column in out.columns:
         series = out[column]
         if series.dtype == "str" or series.dtype == object:
             text = series.astype("str")
+            if not _may_be_risky(text):
+                continue
             risky = text.str.startswith(_DANGEROUS).fillna(False)
             if risky.any():
                 out[column] = text.mask(risky, "'" + text)
     return out
+
+
+#: Bytes a risky cell starts with; all ASCII, so never a byte inside a UTF-8 character.
+_RISKY_BYTE = np.isin(np.arange(256), [ord(c) for c in _DANGEROUS])
+
+
+def _may_be_risky(text: pd.Series) -> bool:
+    """False only if no cell of the text column starts with a risky character (a look at the
+    first byte of each non-empty cell in Arrow's buffers; True also when unsure)."""
+    values = pa.array(text.array)
+    for chunk in values.chunks if isinstance(values, pa.ChunkedArray) else [values]:
+        if pa.types.is_large_string(chunk.type):
+            width = np.int64
+        elif pa.types.is_string(chunk.type):
+            width = np.int32
+        else:
+            return True
+        _, offsets, data = chunk.buffers()
+        if data is None or not len(chunk):
+            continue
+        ends = np.frombuffer(offsets, dtype=width)[chunk.offset:chunk.offset + len(chunk) + 1]
+        starts = ends[:-1][ends[1:] > ends[:-1]]
+        if _RISKY_BYTE[np.frombuffer(data, dtype=np.uint8)[starts]].any():
+            return True
+    return False
 
 
 def write_csv(frame: pd.DataFrame, path: Path) -> None:
@@ -141,19 +173,20 @@ def write_csv(frame: pd.DataFrame, path: Path) -> None:
         if pd.api.types.is_datetime64_any_dtype(column.dtype):
             stamps = pa.array(column.astype("datetime64[us]"), pa.timestamp("us"),
                               from_pandas=True)
-            midnight = pc.equal(stamps.cast(pa.date32()).cast(pa.timestamp("us")), stamps)
-            text = pc.if_else(pc.fill_null(pc.all(midnight), True),
-                              pc.strftime(stamps, "%Y-%m-%d"),
-                              pc.strftime(stamps, "%Y-%m-%dT%H:%M:%S"))
-            arrays.append(text)
+            days = stamps.cast(pa.date32())
+            midnight = pc.equal(days.cast(pa.timestamp("us")), stamps)
+            if pc.fill_null(pc.all(midnight), True).as_py():
+                arrays.append(days.cast(pa.string()))  # as strftime "%Y-%m-%d", ~20x faster
+            else:
+                arrays.append(pc.strftime(stamps, "%Y-%m-%dT%H:%M:%S"))
         elif column.dtype == "str" or column.dtype == object:
             arrays.append(pa.array(column.astype("str"), pa.string(), from_pandas=True))
         else:
             arrays.append(pa.array(column, from_pandas=True))
         names.append(str(name))
     table = pa.Table.from_arrays(arrays, names=names) if arrays else pa.table({})
-    with path.open("wb") as fh:
-        pacsv.write_csv(table, fh, write_options=pacsv.WriteOptions(quoting_style="needed"))
+    with pa.OSFile(str(path), "wb") as sink:  # Arrow's own file: no copy through Python
+        pacsv.write_csv(table, sink, write_options=pacsv.WriteOptions(quoting_style="needed"))
 
 
 def write_xlsx(sheets: dict[str, pd.DataFrame], path: Path) -> list[str]:
