@@ -125,7 +125,7 @@ def neutralise(frame: pd.DataFrame) -> pd.DataFrame:
     out = frame.copy(deep=False)  # copy-on-write: replacing a column leaves frame alone
     for column in out.columns:
         series = out[column]
-        if series.dtype == "str" or series.dtype == object:
+        if _is_text(series.dtype):
             text = series.astype("str")
             if not _may_be_risky(text):
                 continue
@@ -133,6 +133,14 @@ def neutralise(frame: pd.DataFrame) -> pd.DataFrame:
             if risky.any():
                 out[column] = text.mask(risky, "'" + text)
     return out
+
+
+def _is_text(dtype: object) -> bool:
+    """Text of any pandas flavour: str, string, object, or categorical with text categories
+    (worklist state read back from Parquet is ``string``; ids may be categorical)."""
+    if isinstance(dtype, pd.CategoricalDtype):
+        return _is_text(dtype.categories.dtype)
+    return isinstance(dtype, pd.StringDtype) or pd.api.types.is_object_dtype(dtype)
 
 
 #: Bytes a risky cell starts with; all ASCII, so never a byte inside a UTF-8 character.

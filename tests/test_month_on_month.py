@@ -11,6 +11,7 @@ import pytest
 
 from pipeline.worklists import LISTS
 from tests.conftest import invoke
+from tests.spec.helpers import rows_of, write_csv
 
 
 @pytest.fixture(scope="module")
@@ -104,3 +105,28 @@ def test_duckdb_reads_every_parquet_output(two_months: Path) -> None:
         count = con.execute("SELECT count(*) FROM read_parquet(?)",
                             [str(folder / name)]).fetchone()[0]
         assert count > 0, name
+
+
+def test_resolved_list_neutralises_ids_carried_from_last_month(tmp_path: Path) -> None:
+    """An id that left a list comes back from last month's state (read as ``string``);
+    resolved.csv must still not start a cell with '='."""
+    risky = '=HYPERLINK("http://example.invalid","x")'
+    months = {
+        "2026-09": rows_of(f"""
+            patient_id | collected_at | test_code | result | unit | practice_id
+            {risky}    | 2026-09-10   | B12       | 150    | ng/L | =SUM(1)
+            KEEP_ME    | 2026-09-10   | B12       | 150    | ng/L | A81001
+        """),
+        "2026-10": rows_of("""
+            patient_id | collected_at | test_code | result | unit | practice_id
+            KEEP_ME    | 2026-10-10   | B12       | 150    | ng/L | A81001
+        """),
+    }
+    for month, rows in months.items():
+        labs = write_csv(tmp_path / f"labs-{month}.csv", rows)
+        result = invoke("run", labs, "--out", tmp_path / "reports" / month, "--quiet")
+        assert result.exit_code == 0, result.output
+    resolved = _list(tmp_path / "reports" / "2026-10", "resolved")
+    gone = resolved[resolved["patient_id"].str.contains("HYPERLINK")]
+    assert set(gone["patient_id"]) == {"'" + risky}
+    assert set(gone["practice_id"]) == {"'=SUM(1)"}

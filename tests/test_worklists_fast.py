@@ -84,7 +84,10 @@ def reference_neutralise(frame: pd.DataFrame) -> pd.DataFrame:
     out = frame.copy()
     for column in out.columns:
         series = out[column]
-        if series.dtype == "str" or series.dtype == object:
+        categories = getattr(series.dtype, "categories", None)
+        kind = series.dtype if categories is None else categories.dtype
+        # every flavour of text: str, string, object, categorical of text
+        if isinstance(kind, pd.StringDtype) or pd.api.types.is_object_dtype(kind):
             text = series.astype("str")
             risky = text.str.startswith(RISKY).fillna(False)
             if risky.any():
