@@ -395,13 +395,16 @@ def _distribution_section(
     rounding: int,
 ) -> list[dict[str, Any]]:
     analytes = list(ANALYTE_LABELS)
-    present = results["analyte"].astype("string").dropna().unique().tolist()
+    labels = results["analyte"].astype("category")  # a code per row: cheap masks below
+    present = [str(a) for a in labels.cat.categories[np.unique(labels.cat.codes[
+        labels.cat.codes >= 0])]]
     analytes += sorted(a for a in {*rules_cutoffs, *present} if a not in ANALYTE_LABELS)
     sections = []
+    value = pd.to_numeric(results["value"], errors="coerce").to_numpy(dtype=float)
     for analyte in analytes:
-        mask = results["analyte"].astype("string").eq(analyte).fillna(False).to_numpy(bool)
-        values = pd.to_numeric(results.loc[mask, "value"], errors="coerce").dropna()
-        values = values.to_numpy(dtype=float)
+        mask = (labels == analyte).to_numpy(dtype=bool)
+        values = value[mask]
+        values = values[~np.isnan(values)]
         values = values[values >= 0]
         cuts = sorted(float(c) for c in rules_cutoffs.get(analyte, []))
         sections.append(_histogram(values, analyte, cuts, small_count, rounding))

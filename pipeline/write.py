@@ -80,6 +80,8 @@ CATEGORIES = {
 
 def _arrow_column(column: pd.Series, typ: pa.DataType, name: str) -> pa.Array:
     """One typed Arrow column; dictionary columns use the fixed categories of ``name``."""
+    if isinstance(column.dtype, pd.CategoricalDtype):  # codes in, no text per row
+        return _from_categorical(column, typ, name)
     if pa.types.is_dictionary(typ):
         cats = pa.array(CATEGORIES[name], pa.string())
         text = pa.array(column.astype("str"), pa.string(), from_pandas=True)
@@ -93,6 +95,20 @@ def _arrow_column(column: pd.Series, typ: pa.DataType, name: str) -> pa.Array:
     if pa.types.is_string(typ):
         return pa.array(column.astype("str"), pa.string(), from_pandas=True)
     return pa.array(column, typ, from_pandas=True)
+
+
+def _from_categorical(column: pd.Series, typ: pa.DataType, name: str) -> pa.Array:
+    """A categorical column through its codes: recoded to the fixed categories for a
+    dictionary column, or its distinct values taken by code for a text column."""
+    codes = column.cat.codes.to_numpy()
+    values = pa.array(column.cat.categories.astype("str"), pa.string())
+    if pa.types.is_dictionary(typ):
+        cats = pa.array(CATEGORIES[name], pa.string())
+        values = pc.index_in(values, value_set=cats).cast(pa.int8())
+        return pa.DictionaryArray.from_arrays(
+            values.take(pa.array(codes, mask=codes < 0)), cats)
+    taken = values.take(pa.array(codes, mask=codes < 0))
+    return taken if typ == pa.string() else taken.cast(typ)
 
 
 def to_arrow(frame: pd.DataFrame, schema: pa.Schema, metadata: dict[str, str]) -> pa.Table:
