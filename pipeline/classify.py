@@ -16,7 +16,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from pipeline.config import ANALYTES, RulesProfile
-from pipeline.harmonise import CANONICAL_UNIT, CENSORS, categorical, lookup
+from pipeline.harmonise import CANONICAL_UNIT, CENSORS, categorical, lookup, text_of, words
 from pipeline.reasons import build_reasons
 from pipeline.rules import actions, bands
 from pipeline.rules import index as idx
@@ -57,6 +57,19 @@ def cohort_ids(*id_series: pd.Series) -> pd.Index:
     ids = ids.filter(pc.and_(pc.is_valid(ids), pc.not_equal(ids, "")))
     ids = ids.take(pc.sort_indices(ids))
     return pd.Index(pd.array(ids, dtype="str"))
+
+
+def sorted_cohort(ids: pd.Series) -> tuple[pd.Index, np.ndarray]:
+    """The cohort from one input's distinct ids (``""`` allowed), and each id's position in
+    it (-1 for ``""``): one sort, and the positions are its inverse, with no hash lookup."""
+    text = pa.array(ids.astype("str"), pa.string(), from_pandas=True)
+    present = np.flatnonzero(pc.fill_null(pc.not_equal(text, ""), False).to_numpy(
+        zero_copy_only=False))
+    kept = text.take(pa.array(present))
+    order = pc.sort_indices(kept).to_numpy()
+    positions = np.full(len(text), -1, dtype=np.int64)
+    positions[present[order]] = np.arange(len(order))
+    return pd.Index(pd.array(kept.take(pa.array(order)), dtype="str")), positions
 
 
 def cohort_positions(cohort: pd.Index, ids: pd.Series) -> np.ndarray:
@@ -243,19 +256,23 @@ def classify(results: pd.DataFrame, patients: pd.DataFrame | None,
     named = usable[(results["practice_id"] != "").to_numpy()[usable["row"].to_numpy()]]
     chosen = named.iloc[idx.first_positions(
         named["pid"].to_numpy(), (-idx.times(named["collected_at"]), -named["row"].to_numpy()))]
-    lab_practice = pd.Series(results["practice_id"].iloc[chosen["row"].to_numpy()].to_numpy(),
-                             index=chosen["pid"].to_numpy()).reindex(index.index)
+    lab_practice = text_of(results["practice_id"].iloc[chosen["row"].to_numpy()])
+    lab_practice.index = chosen["pid"].to_numpy()
+    lab_practice = lab_practice.reindex(index.index)
     practice = practice.where(practice.fillna("") != "", lab_practice)
 
+    analyte_code = np.asarray(pd.Categorical(index["analyte"], categories=ANALYTES).codes)
+    basis = words(np.where(by_mma.to_numpy(), 2, np.where(analyte_code < 0, 3, analyte_code)),
+                  (*ANALYTES, "none"), index.index)
     out = pd.DataFrame({
         "patient_id": pd.Series(cohort, dtype="str"),
-        "practice_id": practice.astype("str"),
+        "practice_id": text_of(practice),
         "age_years": age.astype("Int16"),
-        "index_test": index["analyte"].astype("str"),
+        "index_test": text_of(index["analyte"]),
         "index_value": index["value"].astype("float64"),
         "index_unit": lookup(index["analyte"], CANONICAL_UNIT),
         "index_collected_at": index["collected_at"].astype("datetime64[us]"),
-        "index_censor": index["censor"].astype("str"),
+        "index_censor": text_of(index["censor"]),
         "b12_total_ng_l": total["value"].astype("float64"),
         "b12_total_at": total["collected_at"].astype("datetime64[us]"),
         "b12_active_pmol_l": active["value"].astype("float64"),
@@ -263,7 +280,7 @@ def classify(results: pd.DataFrame, patients: pd.DataFrame | None,
         "mma_umol_l": mma["value"].where(has_index).astype("float64"),
         "mma_at": mma["collected_at"].where(has_index).astype("datetime64[us]"),
         "b12_status": status,
-        "status_basis": np.where(by_mma, "mma", index["analyte"].astype("str").fillna("none")),
+        "status_basis": basis,
         "discordant": index["discordant"],
         "censored_ambiguous": index["ambiguous"],
         "needs_mma": idx.needs_mma(status),
@@ -284,7 +301,7 @@ def classify(results: pd.DataFrame, patients: pd.DataFrame | None,
     })
     out["index_sev"] = index["sev"]
     out["mma_sev"] = mma["sev"].where(has_index)
-    out["mma_censor"] = mma["censor"].astype("str")
+    out["mma_censor"] = text_of(mma["censor"])
     out["metformin_interval"] = r10["metformin_test_interval_days"]
     out["untreated_too_long"] = untreated.astype(bool)
     out["untreated_days"] = r12["untreated_days"]

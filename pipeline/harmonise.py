@@ -70,6 +70,15 @@ def words(codes: np.ndarray, vocabulary: Sequence[str], index: pd.Index | None =
     return pd.Series(pd.array(taken, dtype="str"), index=index)
 
 
+def text_of(values: pd.Series) -> pd.Series:
+    """A column as ``str``; a categorical one through its codes (no Python object per row,
+    which ``astype("str")`` on a categorical makes)."""
+    if isinstance(values.dtype, pd.CategoricalDtype):
+        return words(values.cat.codes.to_numpy(), [str(c) for c in values.cat.categories],
+                     values.index)
+    return values.astype("str")
+
+
 def categorical(values: pd.Series, categories: Sequence[str]) -> pd.Categorical:
     """A low-cardinality text column as a categorical over fixed ``categories`` (others
     missing), hashing each row once (``pd.Categorical(values)`` is much slower on text)."""

@@ -21,7 +21,13 @@ import pandas as pd
 import pyarrow as pa
 
 from pipeline import __version__
-from pipeline.classify import Classified, classify, cohort_ids, cohort_positions
+from pipeline.classify import (
+    Classified,
+    classify,
+    cohort_ids,
+    cohort_positions,
+    sorted_cohort,
+)
 from pipeline.config import ExtractFormat, RulesProfile, load_format, load_rules
 from pipeline.errors import EXIT_USAGE, UserError
 from pipeline.read import read_input
@@ -172,7 +178,12 @@ def run_classification(state: RunState, progress: Progress | None = None) -> Cla
     patients = state.inputs.get("patients")
     meds = state.inputs.get("medications")
     with state.step("classify", progress):
-        cohort = cohort_ids(*(v.ids for v in state.inputs.values()))
+        labs_only = len(state.inputs) == 1 and labs.id_values is not None
+        if labs_only and state.options.engine != "dask":  # one sort gives both
+            cohort, at = sorted_cohort(labs.id_values)
+        else:
+            cohort = cohort_ids(*(v.ids for v in state.inputs.values()))
+            at = None
         if state.options.engine == "dask":
             from pipeline.engine_dask import classify_dask
 
@@ -182,7 +193,8 @@ def run_classification(state: RunState, progress: Progress | None = None) -> Cla
         else:
             results = labs.accepted
             if labs.id_codes is not None:  # ids were factorised once, at validation
-                at = cohort_positions(cohort, labs.id_values)
+                if at is None:
+                    at = cohort_positions(cohort, labs.id_values)
                 results = results.assign(pid=at[labs.id_codes])
             classified = classify(results, patients.accepted if patients else None,
                                   meds.accepted if meds else None, cohort, state.rules,
