@@ -30,8 +30,8 @@ from pipeline.write import (
     RESULTS_SCHEMA,
     atomic_folder,
     restrict,
-    to_arrow,
     write_csv,
+    write_frame,
     write_json,
     write_parquet,
     write_rejected,
@@ -131,9 +131,9 @@ def _write_tables(state: RunState, tmp: Path, meta: dict[str, str],
                   rejected: pd.DataFrame) -> None:
     """The analyst tables: patients, results, rejected."""
     classified = state.classified
-    write_parquet(to_arrow(classified.patients, PATIENTS_SCHEMA, meta), tmp / "patients.parquet")
+    write_frame(classified.patients, PATIENTS_SCHEMA, meta, tmp / "patients.parquet")
     results = classified.results.rename(columns={"ambiguous": "censored_ambiguous"})
-    write_parquet(to_arrow(results, RESULTS_SCHEMA, meta), tmp / "results.parquet")
+    write_frame(results, RESULTS_SCHEMA, meta, tmp / "results.parquet")
     write_rejected(rejected, tmp, meta)
 
 

@@ -118,8 +118,26 @@ def to_arrow(frame: pd.DataFrame, schema: pa.Schema, metadata: dict[str, str]) -
     return pa.Table.from_arrays(arrays, schema=schema.with_metadata(meta))
 
 
+#: Rows per Parquet row group (pyarrow's default), and per slice converted at a time.
+ROW_GROUP = 1024 * 1024
+
+
 def write_parquet(table: pa.Table, path: Path) -> None:
-    pq.write_table(table, path, compression="zstd", write_statistics=True)
+    pq.write_table(table, path, compression="zstd", write_statistics=True,
+                   row_group_size=ROW_GROUP)
+
+
+def write_frame(frame: pd.DataFrame, schema: pa.Schema, metadata: dict[str, str],
+                path: Path) -> None:
+    """A typed table written one row group at a time: only one slice of the frame is
+    held as Arrow at once (the same file as converting it whole)."""
+    first = to_arrow(frame.iloc[:ROW_GROUP], schema, metadata)
+    with pq.ParquetWriter(path, first.schema, compression="zstd",
+                          write_statistics=True) as writer:
+        writer.write_table(first, row_group_size=ROW_GROUP)
+        for start in range(ROW_GROUP, len(frame), ROW_GROUP):
+            writer.write_table(to_arrow(frame.iloc[start:start + ROW_GROUP], schema, metadata),
+                               row_group_size=ROW_GROUP)
 
 
 def write_rejected(rejected: pd.DataFrame, folder: Path,
