@@ -206,7 +206,8 @@ def classify(results: pd.DataFrame, patients: pd.DataFrame | None,
 
     r4 = rules.rule("R4")["lookback_days"]
     index = idx.select_index(usable, as_of, r4, n)
-    latest = idx.latest_per_analyte(usable[usable["analyte"] != "mma"], as_of, r4)
+    codes = np.asarray(usable["analyte"].cat.codes)
+    latest = idx.latest_per_analyte(usable, as_of, r4, among=codes != 2)
     total = latest[latest["analyte"] == "b12_total"].set_index("pid").reindex(index.index)
     active = latest[latest["analyte"] == "b12_active"].set_index("pid").reindex(index.index)
     mma = idx.select_mma(usable, index["collected_at"], as_of)
@@ -218,8 +219,9 @@ def classify(results: pd.DataFrame, patients: pd.DataFrame | None,
     if meds is not None:
         meds = meds.assign(pid=cohort_positions(cohort, meds["patient_id"]))
     med = _medication_features(meds, n, as_of, rules.rule("R11")["treatment_gap_days"])
-    b12_rows = usable[usable["analyte"].isin(idx.B12_ANALYTES)]
-    tested, last_at = idx.group_max(b12_rows["pid"].to_numpy(), idx.times(b12_rows["collected_at"]))
+    b12_rows = codes != 2
+    tested, last_at = idx.group_max(usable["pid"].to_numpy()[b12_rows],
+                                    idx.times(usable["collected_at"])[b12_rows])
     last_test = pd.Series(last_at.view("datetime64[us]"), index=tested) \
         .reindex(index.index).astype("datetime64[us]")
 
@@ -253,11 +255,12 @@ def classify(results: pd.DataFrame, patients: pd.DataFrame | None,
 
     practice = attrs["practice_id"]
     # else the practice of the latest result that names one (same time: the later row)
-    named = usable[(results["practice_id"] != "").to_numpy()[usable["row"].to_numpy()]]
-    chosen = named.iloc[idx.first_positions(
-        named["pid"].to_numpy(), (-idx.times(named["collected_at"]), -named["row"].to_numpy()))]
-    lab_practice = text_of(results["practice_id"].iloc[chosen["row"].to_numpy()])
-    lab_practice.index = chosen["pid"].to_numpy()
+    row = usable["row"].to_numpy()
+    named = np.flatnonzero((results["practice_id"] != "").to_numpy()[row])
+    pids = usable["pid"].to_numpy()[named]
+    chosen = idx.first_positions(pids, (-idx.times(usable["collected_at"])[named], -row[named]))
+    lab_practice = text_of(results["practice_id"].iloc[row[named[chosen]]])
+    lab_practice.index = pids[chosen]
     lab_practice = lab_practice.reindex(index.index)
     practice = practice.where(practice.fillna("") != "", lab_practice)
 

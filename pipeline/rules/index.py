@@ -21,17 +21,6 @@ STATUSES = ("deficient", "indeterminate", "unlikely", "not_tested")
 CENSOR_RANK = {"<": 0, "<=": 1, "": 2, ">=": 3, ">": 4}
 
 
-def _day(values: pd.Series) -> pd.Series:
-    return values.dt.floor("D")
-
-
-def in_window(collected_at: pd.Series, as_of: date, days: int) -> pd.Series:
-    """Collected on a date in ``(as_of - days, as_of]``."""
-    day = _day(collected_at)
-    end = pd.Timestamp(as_of)
-    return (day > end - pd.Timedelta(days=days)) & (day <= end)
-
-
 def times(values: pd.Series) -> np.ndarray:
     """Datetimes as int64 microseconds, to sort on with numpy."""
     return values.to_numpy(dtype="datetime64[us]").view("int64")
@@ -95,13 +84,37 @@ def _rank(censor: pd.Series) -> np.ndarray:
     return lookup(censor, CENSOR_RANK, "int8").to_numpy()
 
 
-def latest_per_analyte(res: pd.DataFrame, as_of: date, lookback_days: int) -> pd.DataFrame:
-    """Latest result of each analyte per patient in the window (same time: lower wins)."""
-    rows = res[in_window(res["collected_at"], as_of, lookback_days)]
-    analyte = pd.Categorical(rows["analyte"], categories=ANALYTES).codes
-    group = rows["pid"].to_numpy(dtype="int64") * len(ANALYTES) + analyte
-    return first_per_group(rows, group, (-times(rows["collected_at"]), rows["value"].to_numpy(),
-                                         _rank(rows["censor"])))
+_DAY_US = 86_400_000_000
+_NAT = np.iinfo(np.int64).min
+
+
+def days(values: pd.Series) -> np.ndarray:
+    """Calendar dates as int64 microseconds at midnight (NaT stays NaT's integer)."""
+    t = times(values)
+    return np.where(t == _NAT, _NAT, t - t % _DAY_US)
+
+
+def _window(day: np.ndarray, as_of: date, lookback_days: int) -> np.ndarray:
+    """Collected on a date in ``(as_of - lookback_days, as_of]``."""
+    end = times(pd.Series([pd.Timestamp(as_of)]))[0]
+    return (day > end - lookback_days * _DAY_US) & (day <= end)
+
+
+def _analytes(res: pd.DataFrame) -> np.ndarray:
+    return np.asarray(pd.Categorical(res["analyte"], categories=ANALYTES).codes)
+
+
+def latest_per_analyte(res: pd.DataFrame, as_of: date, lookback_days: int,
+                       among: np.ndarray | None = None) -> pd.DataFrame:
+    """Latest result of each analyte per patient in the window (same time: lower wins),
+    among the rows where ``among`` holds (all rows by default). Works on positions: only
+    the chosen rows are taken from ``res``."""
+    keep = _window(days(res["collected_at"]), as_of, lookback_days)
+    sel = np.flatnonzero(keep if among is None else keep & among)
+    group = res["pid"].to_numpy(dtype="int64")[sel] * len(ANALYTES) + _analytes(res)[sel]
+    chosen = first_positions(group, (-times(res["collected_at"])[sel],
+                                     res["value"].to_numpy()[sel], _rank(res["censor"])[sel]))
+    return res.iloc[sel[chosen]]
 
 
 def select_index(res: pd.DataFrame, as_of: date, lookback_days: int, n: int) -> pd.DataFrame:
@@ -117,21 +130,27 @@ def select_index(res: pd.DataFrame, as_of: date, lookback_days: int, n: int) -> 
     one is "most recent". The window is by collection date, so a result late on the as-of
     date counts and one on ``as_of - lookback_days`` does not.
     """
-    b12 = res[res["analyte"].isin(B12_ANALYTES)]
-    b12 = b12[in_window(b12["collected_at"], as_of, lookback_days)]
-    day = times(_day(b12["collected_at"]))
-    pid = b12["pid"].to_numpy()
-    groups, latest_day = group_max(pid, day)
-    on_day = b12[day == latest_day[np.searchsorted(groups, pid)]]
-    picks = latest_per_analyte(on_day, as_of, lookback_days)
-    discordant = picks.groupby("pid")["sev"].nunique() > 1
-    total_later = (picks["analyte"] != "b12_total").to_numpy(dtype="int8")
-    index = first_per_group(picks, picks["pid"].to_numpy(),
-                            (-picks["sev"].to_numpy(dtype="int64"),
-                             -times(picks["collected_at"]), total_later)).set_index("pid")
+    day = days(res["collected_at"])
+    sel = np.flatnonzero(np.isin(_analytes(res), (0, 1)) & _window(day, as_of, lookback_days))
+    pid = res["pid"].to_numpy()[sel]
+    groups, latest_day = group_max(pid, day[sel])
+    on_day = np.zeros(len(res), dtype=bool)
+    on_day[sel[day[sel] == latest_day[np.searchsorted(groups, pid)]]] = True
+    picks = latest_per_analyte(res, as_of, lookback_days, among=on_day)
+    pick_pid = picks["pid"].to_numpy()
+    sev = picks["sev"].to_numpy(dtype="int64")
+    order, with_pick, starts = _segments(pick_pid)
+    discordant = np.zeros(n, dtype=bool)
+    if len(starts):
+        differ = np.maximum.reduceat(sev[order], starts) != np.minimum.reduceat(sev[order],
+                                                                                starts)
+        discordant[with_pick[differ]] = True
+    total_later = (_analytes(picks) != 0).astype("int8")
+    index = first_per_group(picks, pick_pid, (-sev, -times(picks["collected_at"]),
+                                              total_later)).set_index("pid")
     out = index[["analyte", "value", "collected_at", "censor", "sev", "ambiguous"]]
     out = out.reindex(pd.RangeIndex(n))
-    out["discordant"] = discordant.reindex(out.index, fill_value=False).astype(bool)
+    out["discordant"] = discordant
     out["ambiguous"] = out["ambiguous"].fillna(False).astype(bool)
     return out
 
@@ -145,14 +164,17 @@ def select_mma(res: pd.DataFrame, index_at: pd.Series, as_of: date) -> pd.DataFr
     MMA is chosen before it is read, so a latest MMA straddling the limit resolves nothing
     even if an earlier one was clear: the most recent evidence is inconclusive.
     """
-    mma = res[res["analyte"] == "mma"]
-    index_day = _day(index_at).reindex(mma["pid"]).to_numpy()
-    day = _day(mma["collected_at"])
-    keep = (day.to_numpy() >= index_day) & (day <= pd.Timestamp(as_of)).to_numpy()
-    mma = mma[keep]
-    picked = first_per_group(mma, mma["pid"].to_numpy(),
-                             (-times(day[keep]), -mma["value"].to_numpy(),
-                              -_rank(mma["censor"]).astype("int64"))).set_index("pid")
+    sel = np.flatnonzero(_analytes(res) == 2)
+    pid = res["pid"].to_numpy()[sel]
+    index_day = days(index_at)[pid]  # index_at is positional: one row per patient
+    day = days(res["collected_at"])[sel]
+    end = times(pd.Series([pd.Timestamp(as_of)]))[0]
+    keep = (index_day != _NAT) & (day >= index_day) & (day <= end)
+    sel, day = sel[keep], day[keep]
+    chosen = first_positions(res["pid"].to_numpy()[sel],
+                             (-day, -res["value"].to_numpy()[sel],
+                              -_rank(res["censor"])[sel].astype("int64")))
+    picked = res.iloc[sel[chosen]].set_index("pid")
     return picked[["value", "collected_at", "censor", "sev", "ambiguous"]].reindex(index_at.index)
 
 
