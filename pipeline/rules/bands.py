@@ -16,7 +16,7 @@ MMA_BANDS = np.array(["normal", "indeterminate", "raised"], dtype=object)
 def interval(value: np.ndarray, censor: np.ndarray) -> tuple[np.ndarray, ...]:
     """R3: a result as an interval (lo, lo_open, hi, hi_open); ``<150`` is [0, 150)."""
     value = np.asarray(value, dtype="float64")
-    censor = np.asarray(censor, dtype=object)
+    censor = np.asarray(censor)  # text or fixed-width text: both compare with "<"
     lt, le = censor == "<", censor == "<="
     gt, ge = censor == ">", censor == ">="
     lo = np.where(lt | le, 0.0, value)

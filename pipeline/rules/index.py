@@ -26,21 +26,21 @@ def times(values: pd.Series) -> np.ndarray:
     return values.to_numpy(dtype="datetime64[us]").view("int64")
 
 
-def _segments(group: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(row order that makes ``group`` ascending, the group of each segment, segment starts).
+def _segments(group: np.ndarray) -> tuple[np.ndarray | None, np.ndarray, np.ndarray]:
+    """(row order that makes ``group`` ascending, or None when it already is; the group of
+    each segment; segment starts).
 
-    The classification sorts its rows by patient once, so the order is usually the
-    identity and no sort runs here; otherwise one stable sort.
+    The classification sorts its rows by patient once, so usually no sort runs here;
+    otherwise one stable sort.
     """
     group = np.asarray(group)
+    order = None
     if len(group) > 1 and not (group[1:] >= group[:-1]).all():
         order = np.argsort(group, kind="stable")
-    else:
-        order = np.arange(len(group))
-    g = group[order]
-    starts = np.flatnonzero(np.concatenate([[True], g[1:] != g[:-1]])) if len(g) else \
-        np.zeros(0, dtype=np.intp)
-    return order, g[starts], starts
+        group = group[order]
+    starts = np.flatnonzero(np.concatenate([[True], group[1:] != group[:-1]])) if len(group) \
+        else np.zeros(0, dtype=np.intp)
+    return order, group[starts], starts
 
 
 def first_positions(group: np.ndarray, criteria: tuple[np.ndarray, ...]) -> np.ndarray:
@@ -54,13 +54,19 @@ def first_positions(group: np.ndarray, criteria: tuple[np.ndarray, ...]) -> np.n
     if n == 0:
         return np.zeros(0, dtype=np.intp)
     order, _, starts = _segments(group)
-    segment = np.repeat(np.arange(len(starts)), np.diff(np.append(starts, n)))
-    alive = np.ones(n, dtype=bool)
+    lengths = np.diff(np.append(starts, n))
+    alive = None
     for criterion in criteria:
-        value = np.where(alive, np.asarray(criterion, dtype="float64")[order], np.inf)
-        alive &= value == np.minimum.reduceat(value, starts)[segment]
+        value = np.asarray(criterion)
+        value = value if order is None else value[order]
+        if alive is not None:
+            value = np.where(alive, value, np.inf if value.dtype.kind == "f"
+                             else np.iinfo(value.dtype).max)
+        best = np.repeat(np.minimum.reduceat(value, starts), lengths)
+        alive = value == best if alive is None else alive & (value == best)
     position = np.where(alive, np.arange(n), n)
-    return order[np.minimum.reduceat(position, starts)]
+    first = np.minimum.reduceat(position, starts)
+    return first if order is None else order[first]
 
 
 def first_per_group(rows: pd.DataFrame, group: np.ndarray,
@@ -72,9 +78,10 @@ def first_per_group(rows: pd.DataFrame, group: np.ndarray,
 def group_max(group: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(each group, the largest of its values) by segment maxima."""
     order, groups, starts = _segments(group)
+    values = np.asarray(values)
     if not len(starts):
-        return groups, np.asarray(values)[:0]
-    return groups, np.maximum.reduceat(np.asarray(values)[order], starts)
+        return groups, values[:0]
+    return groups, np.maximum.reduceat(values if order is None else values[order], starts)
 
 
 def _rank(censor: pd.Series) -> np.ndarray:
@@ -142,8 +149,8 @@ def select_index(res: pd.DataFrame, as_of: date, lookback_days: int, n: int) -> 
     order, with_pick, starts = _segments(pick_pid)
     discordant = np.zeros(n, dtype=bool)
     if len(starts):
-        differ = np.maximum.reduceat(sev[order], starts) != np.minimum.reduceat(sev[order],
-                                                                                starts)
+        ordered = sev if order is None else sev[order]
+        differ = np.maximum.reduceat(ordered, starts) != np.minimum.reduceat(ordered, starts)
         discordant[with_pick[differ]] = True
     total_later = (_analytes(picks) != 0).astype("int8")
     index = first_per_group(picks, pick_pid, (-sev, -times(picks["collected_at"]),
