@@ -222,8 +222,9 @@ def classify(results: pd.DataFrame, patients: pd.DataFrame | None,
     b12_rows = codes != 2
     tested, last_at = idx.group_max(usable["pid"].to_numpy()[b12_rows],
                                     idx.times(usable["collected_at"])[b12_rows])
-    last_test = pd.Series(last_at.view("datetime64[us]"), index=tested) \
-        .reindex(index.index).astype("datetime64[us]")
+    last = np.full(n, np.datetime64("NaT"), dtype="datetime64[us]")
+    last[tested] = last_at.view("datetime64[us]")
+    last_test = pd.Series(last, index=index.index)
 
     r8, r9, r10 = rules.rule("R8"), rules.rule("R9"), rules.rule("R10")
     r11, r12, r13 = rules.rule("R11"), rules.rule("R12"), rules.rule("R13")
