@@ -112,8 +112,13 @@ def _from_categorical(column: pd.Series, typ: pa.DataType, name: str) -> pa.Arra
 
 
 def to_arrow(frame: pd.DataFrame, schema: pa.Schema, metadata: dict[str, str]) -> pa.Table:
-    """A typed Arrow table: fixed dictionaries for statuses, dates as dates."""
+    """A typed Arrow table: fixed dictionaries for statuses, dates as dates.
+
+    Each column is one contiguous array, so the file's pages (and bytes) do not depend on
+    how the frame was assembled (e.g. from the cohort's parts, one per thread).
+    """
     arrays = [_arrow_column(frame[f.name], f.type, f.name) for f in schema]
+    arrays = [a.combine_chunks() if isinstance(a, pa.ChunkedArray) else a for a in arrays]
     meta = {f"b12screen.{k}": str(v) for k, v in metadata.items()}
     return pa.Table.from_arrays(arrays, schema=schema.with_metadata(meta))
 
