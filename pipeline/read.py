@@ -20,6 +20,7 @@ import hashlib
 import io
 import re
 import zlib
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -514,14 +515,20 @@ def canonical_view(raw: RawInput, spec: InputSpec,
     frame = raw.frame
     lower = {c.lower(): c for c in frame.columns}
     tokens = {t.strip().lower() for t in spec.read.missing_values}
+    sources_of = {canon: [name for source in sources
+                          if (name := source if source in frame.columns
+                              else lower.get(source.lower())) is not None
+                          and name not in (SOURCE_FILE, SOURCE_ROW, MALFORMED)]
+                  for canon, sources in spec.columns.items()}
+    names = list(dict.fromkeys(n for used in sources_of.values() for n in used))
+    with ThreadPoolExecutor(max_workers=2) as pool:  # Arrow kernels release the GIL
+        cleaned = dict(zip(names, pool.map(lambda n: _clean_text(frame[n], tokens), names),
+                           strict=True))
     out: dict[str, pd.Series] = {}
-    for canon, sources in spec.columns.items():
+    for canon, names_used in sources_of.items():
         series: pd.Series | None = None
-        for source in sources:
-            name = source if source in frame.columns else lower.get(source.lower())
-            if name is None or name in (SOURCE_FILE, SOURCE_ROW, MALFORMED):
-                continue
-            col = _clean_text(frame[name], tokens)
+        for name in names_used:
+            col = cleaned[name]
             if series is None:
                 series = col
             elif prefer and canon in prefer:

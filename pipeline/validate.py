@@ -9,6 +9,7 @@ required column, too many rejects) are ``UserError``s raised elsewhere.
 from __future__ import annotations
 
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import date, datetime
 
@@ -192,6 +193,9 @@ def validate_labs(raw: RawInput, fmt: ExtractFormat, rules: RulesProfile,
     factors = hz.unit_factors(h)
     analytes = list(factors)
 
+    pool = ThreadPoolExecutor(max_workers=1)  # the ids hash while codes are mapped
+    ids = pool.submit(hz.factorize, canon["patient_id"])
+    pool.shutdown(wait=False)
     code_of, codes_u = hz.factorize(canon["test_code"])
     upper_u = codes_u.astype("str").str.strip().str.upper()
     analyte_u = pd.Series(pd.Categorical(upper_u.map(spec.codes), categories=analytes))
@@ -200,9 +204,9 @@ def validate_labs(raw: RawInput, fmt: ExtractFormat, rules: RulesProfile,
     has_code = _nonempty(canon["test_code"]).to_numpy()
     skipped = pd.Series((a_code < 0) & has_code, index=canon.index) & ~malformed
     notes = _unmapped_warning(canon["test_code"], skipped, fmt)
-    pid_code, pid_u = hz.factorize(canon["patient_id"])
     date_code, date_u = hz.factorize(canon["collected_at"])
     result_code, result_u = hz.factorize(canon["result"])
+    pid_code, pid_u = ids.result()
     duplicate = _exact_duplicates(raw, ~skipped & ~malformed,
                                   (pid_code, date_code, code_of, result_code))
     todo = (~skipped & ~duplicate).to_numpy()
