@@ -194,7 +194,8 @@ def classify(results: pd.DataFrame, patients: pd.DataFrame | None,
     and Arrow kernels release the GIL, so two ranges take about two thirds of the time.
     """
     n = len(cohort)
-    results = band_results(results, rules)
+    if "sev" not in results.columns:  # else already banded by the caller
+        results = band_results(results, rules)
     if "pid" not in results.columns:  # else given: the patient's position in ``cohort``
         results = results.assign(pid=cohort_positions(cohort, results["patient_id"]))
     after = results["collected_at"].dt.floor("D") > pd.Timestamp(as_of)

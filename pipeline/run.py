@@ -11,6 +11,7 @@ import platform
 import sys
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date
@@ -23,6 +24,7 @@ import pyarrow as pa
 from pipeline import __version__
 from pipeline.classify import (
     Classified,
+    band_results,
     classify,
     cohort_ids,
     cohort_positions,
@@ -178,29 +180,39 @@ def run_classification(state: RunState, progress: Progress | None = None) -> Cla
     patients = state.inputs.get("patients")
     meds = state.inputs.get("medications")
     with state.step("classify", progress):
-        labs_only = len(state.inputs) == 1 and labs.id_values is not None
-        if labs_only and state.options.engine != "dask":  # one sort gives both
-            cohort, at = sorted_cohort(labs.id_values)
-        else:
-            cohort = cohort_ids(*(v.ids for v in state.inputs.values()))
-            at = None
         if state.options.engine == "dask":
             from pipeline.engine_dask import classify_dask
 
+            cohort = cohort_ids(*(v.ids for v in state.inputs.values()))
             classified = classify_dask(labs.accepted, patients.accepted if patients else None,
                                        meds.accepted if meds else None, cohort, state.rules,
                                        state.as_of, state.options.scheduler)
         else:
-            results = labs.accepted
-            if labs.id_codes is not None:  # ids were factorised once, at validation
-                if at is None:
-                    at = cohort_positions(cohort, labs.id_values)
-                results = results.assign(pid=at[labs.id_codes])
-            classified = classify(results, patients.accepted if patients else None,
-                                  meds.accepted if meds else None, cohort, state.rules,
-                                  state.as_of)
+            classified = _classify_pandas(state)
     state.classified = classified
     return classified
+
+
+def _classify_pandas(state: RunState) -> Classified:
+    """The cohort is sorted on a second thread while the results are banded (Arrow's sort
+    releases the GIL); the patient codes from validation then give each row's position."""
+    labs = state.inputs["labs"]
+    patients = state.inputs.get("patients")
+    meds = state.inputs.get("medications")
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        if len(state.inputs) == 1 and labs.id_values is not None:  # one sort gives both
+            cohort_at = pool.submit(sorted_cohort, labs.id_values)
+        else:
+            cohort_at = pool.submit(lambda: (cohort_ids(*(v.ids for v in
+                                                          state.inputs.values())), None))
+        results = band_results(labs.accepted, state.rules)
+        cohort, at = cohort_at.result()
+    if labs.id_codes is not None:  # ids were factorised once, at validation
+        if at is None:
+            at = cohort_positions(cohort, labs.id_values)
+        results = results.assign(pid=at[labs.id_codes])
+    return classify(results, patients.accepted if patients else None,
+                    meds.accepted if meds else None, cohort, state.rules, state.as_of)
 
 
 def rejected_frame(state: RunState) -> pd.DataFrame:
