@@ -239,9 +239,21 @@ def classify(results: pd.DataFrame, patients: pd.DataFrame | None,
         out = part(0)
     else:
         with ThreadPoolExecutor(max_workers=k) as pool:
-            out = pd.concat(list(pool.map(part, range(k))), ignore_index=True)
+            out = _contiguous(pd.concat(list(pool.map(part, range(k))), ignore_index=True))
     results_out = results.drop(columns=["pid", "sev"])
     return Classified(out, results_out, int(after.sum()))
+
+
+def _contiguous(frame: pd.DataFrame) -> pd.DataFrame:
+    """Text columns as one Arrow array each (concatenated parts leave one chunk per part,
+    and every later ``take`` on a chunked column would first join the chunks)."""
+    for column in frame.columns:
+        if frame[column].dtype == "str":
+            joined = pa.array(frame[column].array)
+            if isinstance(joined, pa.ChunkedArray):
+                joined = joined.combine_chunks()
+            frame[column] = pd.Series(pd.array(joined, dtype="str"), index=frame.index)
+    return frame
 
 
 def _patients_table(usable: pd.DataFrame, attrs: pd.DataFrame, meds: pd.DataFrame | None,
