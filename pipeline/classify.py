@@ -94,10 +94,9 @@ def _site_thresholds(site: pd.Series, rules: RulesProfile, rule_id: str, key: st
 
 
 def _censor_array(censor: pd.Series) -> np.ndarray:
-    """Censor text as a fixed-width numpy array (fast comparisons; few distinct values)."""
-    codes, uniques = pd.factorize(censor.fillna(""))
-    return np.asarray(uniques.astype(str), dtype="U2")[codes] if len(codes) else \
-        np.zeros(0, dtype="U2")
+    """Censor text as a fixed-width numpy array (fast comparisons; few distinct values);
+    missing or unknown spellings read as '' (exact), as ``rules.bands`` treats them."""
+    return np.asarray([*CENSORS, ""], dtype="U2")[categorical(censor, CENSORS).codes]
 
 
 def band_results(results: pd.DataFrame, rules: RulesProfile) -> pd.DataFrame:

@@ -79,6 +79,34 @@ def text_of(values: pd.Series) -> pd.Series:
     return values.astype("str")
 
 
+def cell_edges(values: pa.Array | pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray] | None:
+    """The first and last byte of every non-empty text cell, read straight off the Arrow
+    buffers (no copy of the strings); None if the values are not (large) strings.
+
+    Lets a whole column be cleared of a costly pass (trimming, CSV neutralising) when no
+    cell starts or ends with a byte that would need it.
+    """
+    firsts, lasts = [], []
+    for chunk in values.chunks if isinstance(values, pa.ChunkedArray) else [values]:
+        if pa.types.is_large_string(chunk.type):
+            width = np.int64
+        elif pa.types.is_string(chunk.type):
+            width = np.int32
+        else:
+            return None
+        _, offsets, data = chunk.buffers()
+        if data is None or not len(chunk):
+            continue
+        ends = np.frombuffer(offsets, dtype=width)[chunk.offset:chunk.offset + len(chunk) + 1]
+        filled = ends[1:] > ends[:-1]
+        raw = np.frombuffer(data, dtype=np.uint8)
+        firsts.append(raw[ends[:-1][filled]])
+        lasts.append(raw[ends[1:][filled] - 1])
+    empty = np.zeros(0, dtype=np.uint8)
+    return (np.concatenate(firsts) if firsts else empty,
+            np.concatenate(lasts) if lasts else empty)
+
+
 def categorical(values: pd.Series, categories: Sequence[str]) -> pd.Categorical:
     """A low-cardinality text column as a categorical over fixed ``categories`` (others
     missing), hashing each row once (``pd.Categorical(values)`` is much slower on text)."""
@@ -206,12 +234,6 @@ def unit_factors(harmonise: dict) -> dict[str, dict[str, float]]:
         "b12_active": {"pmol/l": 1.0},
         "mma": {"umol/l": 1.0, "nmol/ml": 1.0, "nmol/l": harmonise["mma_nmol_per_l_to_umol"]},
     }
-
-
-def map_codes(series: pd.Series, codes: dict[str, str]) -> pd.Series:
-    """Test code to analyte (case-insensitive); unmapped codes give NA."""
-    return by_unique(series, lambda u: u.astype("str").str.strip().str.upper()
-                     .map(codes).astype("str")).astype("str")
 
 
 def parse_yes_no(series: pd.Series, spec: InputSpec) -> tuple[pd.Series, pd.Series]:

@@ -33,6 +33,7 @@ import pyarrow.parquet as pq
 
 from pipeline.config import REQUIRED_COLUMNS, InputSpec
 from pipeline.errors import UserError
+from pipeline.harmonise import cell_edges
 
 SOURCE_FILE = "source_file"
 SOURCE_ROW = "source_row"
@@ -586,26 +587,9 @@ _ASCII_SPACE[128:] = True  # a non-ASCII byte might start or end a Unicode space
 
 
 def _maybe_padded(text: pa.Array | pa.ChunkedArray) -> bool:
-    """Whether any value may start or end with whitespace, from the first and last byte of
-    each value read straight off the Arrow buffers (no copy of the strings)."""
-    chunks = text.chunks if isinstance(text, pa.ChunkedArray) else [text]
-    for chunk in chunks:  # a handful of chunks, each checked with numpy
-        if len(chunk) == 0:
-            continue
-        if chunk.type != pa.string():
-            return True
-        _, offsets_buf, data_buf = chunk.buffers()
-        if data_buf is None:
-            continue
-        offsets = np.frombuffer(offsets_buf, dtype=np.int32)[chunk.offset:
-                                                             chunk.offset + len(chunk) + 1]
-        data = np.frombuffer(data_buf, dtype=np.uint8)
-        starts, ends = offsets[:-1], offsets[1:]
-        filled = ends > starts
-        if (_ASCII_SPACE[data[starts[filled]]].any()
-                or _ASCII_SPACE[data[ends[filled] - 1]].any()):
-            return True
-    return False
+    """Whether any value may start or end with whitespace (from each cell's edge bytes)."""
+    edges = cell_edges(text)
+    return edges is None or bool(_ASCII_SPACE[edges[0]].any() or _ASCII_SPACE[edges[1]].any())
 
 
 def _spellings(tokens: set[str], limit: int = 4096) -> list[str] | None:

@@ -57,6 +57,12 @@ def _nonempty(s: pd.Series) -> pd.Series:
     return s.fillna("") != ""
 
 
+def _present(uniques: pd.Series) -> np.ndarray:
+    """Per distinct value, whether it is non-empty; indexed by a factorised code, where
+    the code -1 (missing) reads the appended False."""
+    return np.append(_nonempty(uniques).to_numpy(dtype=bool), False)
+
+
 def _truthy(s: pd.Series) -> pd.Series:
     """Check for columns that already hold 'row is valid' booleans."""
     return s.astype(bool)
@@ -194,19 +200,19 @@ def validate_labs(raw: RawInput, fmt: ExtractFormat, rules: RulesProfile,
     analytes = list(factors)
 
     pool = ThreadPoolExecutor(max_workers=1)  # the ids hash while codes are mapped
-    ids = pool.submit(hz.factorize, canon["patient_id"])
+    pid_future = pool.submit(hz.factorize, canon["patient_id"])
     pool.shutdown(wait=False)
     code_of, codes_u = hz.factorize(canon["test_code"])
     upper_u = codes_u.astype("str").str.strip().str.upper()
     analyte_u = pd.Series(pd.Categorical(upper_u.map(spec.codes), categories=analytes))
     a_code = np.asarray(analyte_u.cat.codes, dtype=np.int8)[code_of]
     a_code[code_of < 0] = -1
-    has_code = _nonempty(canon["test_code"]).to_numpy()
+    has_code = _present(codes_u)[code_of]  # missing_test_code is its negation
     skipped = pd.Series((a_code < 0) & has_code, index=canon.index) & ~malformed
     notes = _unmapped_warning(canon["test_code"], skipped, fmt)
     date_code, date_u = hz.factorize(canon["collected_at"])
     result_code, result_u = hz.factorize(canon["result"])
-    pid_code, pid_u = ids.result()
+    pid_code, pid_u = pid_future.result()
     duplicate = _exact_duplicates(raw, ~skipped & ~malformed,
                                   (pid_code, date_code, code_of, result_code))
     todo = (~skipped & ~duplicate).to_numpy()
@@ -248,11 +254,10 @@ def validate_labs(raw: RawInput, fmt: ExtractFormat, rules: RulesProfile,
     tomorrow = pd.Timestamp(today) + pd.Timedelta(days=1)
     usable_value = value.where(parsed["number"] >= 0)
 
-    nonempty_id = (pid_u != "").to_numpy(dtype=bool)[pid_code[rows]]
-    nonempty_code = (codes_u != "").to_numpy(dtype=bool)[code_of[rows]]
     check_frame = pd.DataFrame({
-        "row": malformed.to_numpy()[rows], "patient_id": nonempty_id,
-        "test_code": nonempty_code, "collected_at": collected,
+        "row": malformed.to_numpy()[rows],
+        "patient_id": _present(pid_u)[pid_code[rows]],
+        "test_code": has_code[rows], "collected_at": collected,
         "number": parsed["number"], "value": usable_value,
         "factor": factor.where(a_work >= 0, 1.0),  # no code: missing_test_code alone
         "censor_ok": ~bad_censor,

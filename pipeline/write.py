@@ -22,6 +22,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
+from pipeline.harmonise import cell_edges
 from pipeline.xlsx import write_workbook
 
 _DANGEROUS = ("=", "+", "-", "@", "\t", "\r")
@@ -127,9 +128,11 @@ def to_arrow(frame: pd.DataFrame, schema: pa.Schema, metadata: dict[str, str]) -
 ROW_GROUP = 1024 * 1024
 
 
+_PARQUET = {"compression": "zstd", "write_statistics": True}
+
+
 def write_parquet(table: pa.Table, path: Path) -> None:
-    pq.write_table(table, path, compression="zstd", write_statistics=True,
-                   row_group_size=ROW_GROUP)
+    pq.write_table(table, path, row_group_size=ROW_GROUP, **_PARQUET)
 
 
 def write_frame(frame: pd.DataFrame, schema: pa.Schema, metadata: dict[str, str],
@@ -137,8 +140,7 @@ def write_frame(frame: pd.DataFrame, schema: pa.Schema, metadata: dict[str, str]
     """A typed table written one row group at a time: only one slice of the frame is
     held as Arrow at once (the same file as converting it whole)."""
     first = to_arrow(frame.iloc[:ROW_GROUP], schema, metadata)
-    with pq.ParquetWriter(path, first.schema, compression="zstd",
-                          write_statistics=True) as writer:
+    with pq.ParquetWriter(path, first.schema, **_PARQUET) as writer:
         writer.write_table(first, row_group_size=ROW_GROUP)
         for start in range(ROW_GROUP, len(frame), ROW_GROUP):
             writer.write_table(to_arrow(frame.iloc[start:start + ROW_GROUP], schema, metadata),
@@ -187,24 +189,10 @@ _RISKY_BYTE = np.isin(np.arange(256), [ord(c) for c in _DANGEROUS])
 
 
 def _may_be_risky(text: pd.Series) -> bool:
-    """False only if no cell of the text column starts with a risky character (a look at the
-    first byte of each non-empty cell in Arrow's buffers; True also when unsure)."""
-    values = pa.array(text.array)
-    for chunk in values.chunks if isinstance(values, pa.ChunkedArray) else [values]:
-        if pa.types.is_large_string(chunk.type):
-            width = np.int64
-        elif pa.types.is_string(chunk.type):
-            width = np.int32
-        else:
-            return True
-        _, offsets, data = chunk.buffers()
-        if data is None or not len(chunk):
-            continue
-        ends = np.frombuffer(offsets, dtype=width)[chunk.offset:chunk.offset + len(chunk) + 1]
-        starts = ends[:-1][ends[1:] > ends[:-1]]
-        if _RISKY_BYTE[np.frombuffer(data, dtype=np.uint8)[starts]].any():
-            return True
-    return False
+    """False only if no cell of the text column starts with a risky character (from each
+    cell's first byte; True also when unsure)."""
+    edges = cell_edges(pa.array(text.array))
+    return edges is None or bool(_RISKY_BYTE[edges[0]].any())
 
 
 def write_csv(frame: pd.DataFrame, path: Path) -> None:

@@ -101,9 +101,14 @@ def days(values: pd.Series) -> np.ndarray:
     return np.where(t == _NAT, _NAT, t - t % _DAY_US)
 
 
+def _day_of(as_of: date) -> int:
+    """The as-of date in the units of :func:`days`."""
+    return int(times(pd.Series([pd.Timestamp(as_of)]))[0])
+
+
 def _window(day: np.ndarray, as_of: date, lookback_days: int) -> np.ndarray:
     """Collected on a date in ``(as_of - lookback_days, as_of]``."""
-    end = times(pd.Series([pd.Timestamp(as_of)]))[0]
+    end = _day_of(as_of)
     return (day > end - lookback_days * _DAY_US) & (day <= end)
 
 
@@ -175,8 +180,7 @@ def select_mma(res: pd.DataFrame, index_at: pd.Series, as_of: date) -> pd.DataFr
     pid = res["pid"].to_numpy()[sel]
     index_day = days(index_at)[pid]  # index_at is positional: one row per patient
     day = days(res["collected_at"])[sel]
-    end = times(pd.Series([pd.Timestamp(as_of)]))[0]
-    keep = (index_day != _NAT) & (day >= index_day) & (day <= end)
+    keep = (index_day != _NAT) & (day >= index_day) & (day <= _day_of(as_of))
     sel, day = sel[keep], day[keep]
     chosen = first_positions(res["pid"].to_numpy()[sel],
                              (-day, -res["value"].to_numpy()[sel],
