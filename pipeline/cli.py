@@ -111,7 +111,7 @@ def run(labs: LabsArg, patients: PatientsOpt = None, medications: MedsOpt = None
 
     Example: b12screen run labs.csv --patients patients.csv --medications meds.csv
     """
-    from pipeline.run import RunOptions, prepare, run_classification
+    from pipeline.run import RunOptions, screen
 
     writers = _import_in_background("pipeline.outputs")  # matplotlib et al. load meanwhile
 
@@ -123,8 +123,7 @@ def run(labs: LabsArg, patients: PatientsOpt = None, medications: MedsOpt = None
                              engine=engine, scheduler=scheduler,
                              max_reject_rate=max_reject_rate, previous=previous)
         with _progress(quiet) as progress:
-            state = prepare(options, progress)
-            run_classification(state, progress)
+            state = screen(options, progress)
             writers.join()
             from pipeline.outputs import write_outputs
 
@@ -205,7 +204,7 @@ def demo(directory: Annotated[Path, typer.Option(
     Example: b12screen demo
     """
     from pipeline.outputs import write_outputs
-    from pipeline.run import RunOptions, prepare, run_classification
+    from pipeline.run import RunOptions, screen
     from pipeline.sample_data import generate
 
     try:
@@ -213,8 +212,7 @@ def demo(directory: Annotated[Path, typer.Option(
         options = RunOptions(labs=str(paths["labs"]), patients=str(paths["patients"]),
                              medications=str(paths["medications"]))
         with _progress(quiet) as progress:
-            state = prepare(options, progress)
-            run_classification(state, progress)
+            state = screen(options, progress)
             folder = write_outputs(state, directory / "reports" / f"{state.as_of:%Y-%m}",
                                    None, progress)
     except UserError as exc:

@@ -1,23 +1,36 @@
-"""The Dask engine (``--engine dask``): the same rules, run per patient partition on a cluster.
+"""The Dask engine (``--engine dask``): the same validation and rules, run per patient
+partition on a cluster.
 
 When to use it
     The pandas engine is the default and the fastest choice on one machine. Use ``--engine
-    dask`` when a Dask cluster is already where your data work runs and you want the
-    classification (the step that grows with the cohort) spread over its workers, with each
-    worker holding only its share of patients. Today reading, validation and the outputs still
-    run in this process, so the accepted extract must fit in this machine's memory
-    (``benchmarks/README.md`` gives peak memory per size). On a single small machine it is
-    slower than pandas: moving every row between workers costs more than the rules.
+    dask`` when a Dask cluster is already where your data work runs and the extract is
+    larger than one machine comfortably holds: the workers read, validate and classify their
+    share of the rows, and only the results come back to this process, which writes the
+    outputs (so the accepted results and the patients table must fit here; the raw extract
+    need not). On a single small machine it is slower than pandas: moving every row between
+    workers costs more than the rules.
 
 How it works
-    Every rule is per patient, so the cohort (sorted patient ids) is cut into contiguous
-    ranges and each input (labs, patients, medications) is shuffled by ``dask.dataframe`` so
-    that one partition holds every row of one range of patients (``set_index`` on the
-    patient's position in the sorted cohort, with the same divisions for all three inputs).
-    Each partition is then classified by :func:`pipeline.classify.classify` itself -- there is
-    no second implementation of the rules -- and the per-partition tables are concatenated in
-    cohort order. The patients table is identical to the pandas engine's (same columns,
-    dtypes and order) and results keep the input's row order.
+    1. **Read.** Each input is cut into pieces -- one per CSV file, runs of row groups of
+       about ``ROWS_PER_PARTITION`` rows per Parquet file -- and each piece is read on a
+       worker by :func:`pipeline.read.read_file`, so source files and row numbers are those
+       the pandas engine reports.
+    2. **Shuffle.** ``dask.dataframe`` assembles the pieces and shuffles them by a hash of
+       the cleaned patient id (``set_index`` on that partition number, the same for labs,
+       patients and medications), so one partition holds every row of its patients: exact
+       duplicates and conflicting patient rows are always found, whichever files they are in.
+    3. **Validate.** Each labs partition is put back in input order (file, then row) and
+       validated by :func:`pipeline.validate.validate_labs` itself; the counts, the latest
+       collection date and the test-code tally come back, so the reject-rate limit and the
+       as-of date are decided over the whole extract, exactly as in the pandas engine.
+    4. **Classify.** Each partition's patients and medications are validated, and the
+       partition's cohort is classified by :func:`pipeline.classify.classify` -- there is no
+       second implementation of the rules. Patients come back in cohort order (sorted ids),
+       results and rejected rows in input order, so ``patients.parquet`` is byte for byte the
+       pandas engine's.
+
+    Timings: ``read`` covers step 1, ``validate`` steps 2-3 and ``classify`` step 4 (which
+    includes validating the patients and medications, as it needs the as-of date).
 
 Pointing it at a cluster
     Without ``--scheduler`` a ``distributed.LocalCluster`` is started for the run and closed
@@ -27,10 +40,11 @@ Pointing it at a cluster
         dask worker tcp://HOST:8786         # on each worker host
         b12screen run labs.parquet --engine dask --scheduler tcp://HOST:8786
 
-    Workers must have the same b12screen version installed (``pip install b12screen[dask]``):
-    they import ``pipeline.classify`` to run the rules. The client only connects to the
-    scheduler; it never shuts down a cluster it did not start. Patient-level rows travel to
-    the workers, so use a cluster inside the same trusted environment as the extract.
+    Workers must have the same b12screen version installed (``pip install b12screen[dask]``)
+    and see the input files at the same paths (a shared file system): they read them. The
+    client only connects to the scheduler; it never shuts down a cluster it did not start.
+    Patient-level rows travel between workers, so use a cluster inside the same trusted
+    environment as the extract.
 """
 
 from __future__ import annotations
@@ -38,34 +52,70 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, replace
 from datetime import date
+from pathlib import Path
 from typing import Any
 
 import dask
 import dask.dataframe as dd
 import numpy as np
 import pandas as pd
-from dask.delayed import Delayed
+import pyarrow as pa
+import pyarrow.compute as pc
 from distributed import Client, Future, LocalCluster
 
-from pipeline.classify import Classified, classify, cohort_positions
-from pipeline.config import RulesProfile
+from pipeline.classify import Classified, classify, cohort_ids
+from pipeline.config import ExtractFormat, InputSpec, RulesProfile
+from pipeline.read import (
+    MALFORMED,
+    SOURCE_FILE,
+    SOURCE_ROW,
+    FileInfo,
+    FileTable,
+    Layout,
+    Piece,
+    RawInput,
+    canonical_view,
+    check_not_empty,
+    describe_file,
+    input_notes,
+    plan_pieces,
+    read_file,
+)
+from pipeline.run import (
+    Progress,
+    RunOptions,
+    RunState,
+    check_reject_rate,
+    default_as_of,
+    new_state,
+)
+from pipeline.validate import (
+    CodeTally,
+    Validated,
+    today_date,
+    unmapped_warning,
+    validate_labs,
+    validate_medications,
+    validate_patients,
+)
 
-__all__ = ["classify_dask"]
+__all__ = ["screen_dask"]
 
-#: Lab rows per partition for large extracts; small ones get one partition per worker thread.
+#: Rows per read piece, and lab rows per partition; small extracts get one partition per
+#: worker thread.
 ROWS_PER_PARTITION = 1_000_000
-#: The default cluster: worker threads in this process, which already holds the extract (worker
-#: processes would each need a copy of their share, and take seconds to start). No dashboard;
-#: the scheduler's health endpoint listens on a free local port (not 8787, which may be taken).
+#: The default cluster: worker threads in this process (worker processes would each take
+#: seconds to start, and copy their share). No dashboard; the scheduler's health endpoint
+#: listens on a free local port (not 8787, which may be taken).
 LOCAL_CLUSTER: dict[str, Any] = {"processes": False, "dashboard_address": "127.0.0.1:0",
                                  "scheduler_kwargs": {"dashboard": False}}
-_CODE = "_b12screen_pid"  # the patient's position in the sorted cohort: the shuffle key
-_ROW = "_b12screen_row"  # the row's position in its input, to restore input order
+_PART = "_b12screen_part"  # the partition of the row's patient: the shuffle key
+_FILE = "_b12screen_file"  # the position of the row's file in its input, for input order
 
 # Keep pandas' own "str" dtype; dask would otherwise convert strings to "string[pyarrow]"
-# (missing values pd.NA instead of NaN), which changes comparisons inside the rules. Shipping
-# the (scattered) extract is intended, so the large-graph warning is not useful here.
+# (missing values pd.NA instead of NaN), which changes comparisons inside the rules.
 _DASK_CONFIG = {"dataframe.convert-string": False,
                 "distributed.admin.large-graph-warning-threshold": "10GB"}
 
@@ -81,81 +131,225 @@ def _client(scheduler: str | None) -> Iterator[Client]:
         yield client
 
 
-def _n_partitions(n_patients: int, n_rows: int, threads: int) -> int:
-    wanted = max(threads, math.ceil(n_rows / ROWS_PER_PARTITION))
-    return max(1, min(n_patients, wanted))
+# ------------------------------------------------------------------ on the workers
 
 
-def _divisions(n_patients: int, n_parts: int) -> list[int]:
-    """Boundaries on cohort positions: partition i holds [d[i], d[i+1]) (the last: d[-1] too)."""
-    cuts = np.linspace(0, n_patients - 1, n_parts + 1).round().astype("int64")
-    return sorted({int(c) for c in cuts}) if n_patients > 1 else [0, 0]
+def _read_piece(piece: Piece, spec: InputSpec) -> FileTable:
+    return read_file(Path(piece.path), spec, piece.row_groups, piece.first_row)
 
 
-def _by_patient(client: Client, frame: pd.DataFrame, cohort: pd.Index, divisions: list[int],
-                keep: list[Future]) -> list[Delayed]:
-    """Shuffle ``frame`` so that partition i holds the rows of cohort range i; one delayed
-    pandas frame per partition. The scattered input is appended to ``keep``: it must stay
-    referenced until the partitions are computed."""
-    keyed = frame.assign(**{_CODE: cohort_positions(cohort, frame["patient_id"]),
-                            _ROW: np.arange(len(frame), dtype="int64")})
-    keyed = keyed.reset_index(drop=True)
-    n_chunks = len(divisions) - 1
-    bounds = np.linspace(0, len(keyed), n_chunks + 1).astype("int64")
-    chunks = [keyed.iloc[a:b] for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
-    futures = client.scatter(chunks)
-    keep.extend(futures)
-    ddf = dd.from_delayed(futures, meta=keyed.iloc[:0], verify_meta=False)
-    shuffled = ddf.set_index(_CODE, divisions=divisions, sort=True, shuffle_method="tasks")
+def _describe(table: FileTable) -> tuple[list[str], FileInfo, list[str],
+                                         list[tuple[str, str]], int]:
+    """What the client needs of a piece: its columns, file facts, notes and rows."""
+    return (table.table.column_names, table.info, table.notes, table.integer_ids,
+            table.table.num_rows)
+
+
+def _keyed(table: FileTable, layout: Layout, file_index: int, spec: InputSpec,
+           n_parts: int) -> pd.DataFrame:
+    """A piece as the input's columns, each row with its file's position and the partition
+    of its (cleaned) patient id."""
+    frame = layout.conform(table.table).to_pandas(split_blocks=True)
+    ids_only = replace(spec, columns={"patient_id": spec.columns["patient_id"]},
+                       values={k: v for k, v in spec.values.items() if k == "patient_id"})
+    ids = canonical_view(RawInput(spec.kind, frame, [], layout.original), ids_only)
+    hashed = pd.util.hash_pandas_object(ids["patient_id"], index=False).to_numpy()
+    return frame.assign(**{_FILE: np.int64(file_index),
+                           _PART: (hashed % np.uint64(n_parts)).astype(np.int64)})
+
+
+def _in_input_order(frame: pd.DataFrame, kind: str, original: list[str]) -> RawInput:
+    """A shuffled partition back in input order (file, then source row)."""
+    frame = frame.reset_index(drop=True)
+    order = np.lexsort((frame[SOURCE_ROW].to_numpy(), frame[_FILE].to_numpy()))
+    frame = frame.take(order).reset_index(drop=True)
+    frame[SOURCE_FILE] = frame[SOURCE_FILE].astype("str")
+    return RawInput(kind, frame, [], original)
+
+
+def _validate_labs(frame: pd.DataFrame, original: list[str], fmt: ExtractFormat,
+                   rules: RulesProfile, today: date) -> Validated:
+    return validate_labs(_in_input_order(frame, "labs", original), fmt, rules, today)
+
+
+def _labs_summary(v: Validated) -> tuple[dict[str, int], pd.Timestamp | None, CodeTally]:
+    return v.counts, v.latest_collected, v.codes
+
+
+@dataclass
+class _Part:
+    """What comes back of one partition: its tables, and its inputs' rejected rows and
+    counts (the accepted rows live on in ``classified``)."""
+
+    classified: Classified
+    inputs: dict[str, Validated]
+
+
+def _screen_part(labs: Validated, patients: pd.DataFrame | None,
+                 meds: pd.DataFrame | None, originals: dict[str, list[str]],
+                 fmt: ExtractFormat, rules: RulesProfile, as_of: date) -> _Part:
+    """One partition: its patients and medications validated, its cohort classified."""
+    inputs = {"labs": labs}
+    if patients is not None:
+        inputs["patients"] = validate_patients(
+            _in_input_order(patients, "patients", originals["patients"]), fmt, as_of)
+    if meds is not None:
+        inputs["medications"] = validate_medications(
+            _in_input_order(meds, "medications", originals["medications"]), fmt)
+    cohort = cohort_ids(*(v.ids for v in inputs.values()))
+    pat, med = inputs.get("patients"), inputs.get("medications")
+    classified = classify(labs.accepted, pat.accepted if pat else None,
+                          med.accepted if med else None, cohort, rules, as_of)
+    return _Part(classified, {k: replace(v, accepted=v.accepted.iloc[:0], id_codes=None,
+                                         id_values=None) for k, v in inputs.items()})
+
+
+# -------------------------------------------------------------------- on the client
+
+
+@dataclass
+class _Input:
+    """One input read on the cluster: its pieces (as futures) and what they add up to."""
+
+    kind: str
+    spec: InputSpec
+    pieces: list[Piece]
+    tables: list[Future]
+    layout: Layout
+    files: list[FileInfo]
+    notes: list[str]
+    rows: int
+
+
+def _read(client: Client, kind: str, path: str, spec: InputSpec) -> _Input:
+    """Read an input's pieces on the workers; the client gets their columns and counts."""
+    pieces = plan_pieces(path, kind, ROWS_PER_PARTITION)
+    tables = client.map(_read_piece, pieces, spec=spec, pure=False)
+    described = client.gather(client.map(_describe, tables, pure=False))
+    rows_of: dict[int, int] = {}
+    info_of: dict[int, FileInfo] = {}
+    split = {p.file_index for p in pieces if p.row_groups is not None}
+    for piece, (_, info, _, _, rows) in zip(pieces, described, strict=True):
+        rows_of[piece.file_index] = rows_of.get(piece.file_index, 0) + rows
+        info_of.setdefault(piece.file_index, info)
+    files = [describe_file(info.path, rows_of[i]) if i in split else info
+             for i, info in sorted(info_of.items())]
+    rows = sum(rows_of.values())
+    check_not_empty(kind, files, rows)
+    notes = input_notes(kind, [n for d in described for n in d[2]],
+                        [pair for d in described for pair in d[3]])
+    layout = Layout.of([d[0] for d in described])
+    return _Input(kind, spec, pieces, tables, layout, files, notes, rows)
+
+
+def _partitions(inp: _Input, n_parts: int) -> list[Any]:
+    """The input shuffled by patient: one delayed pandas frame per partition."""
+    keyed = [dask.delayed(_keyed)(t, inp.layout, p.file_index, inp.spec, n_parts)
+             for t, p in zip(inp.tables, inp.pieces, strict=True)]
+    meta = pd.DataFrame({
+        **{c: pd.Series([], dtype="str") for c in inp.layout.original},
+        SOURCE_ROW: pd.Series([], dtype="int64"),
+        SOURCE_FILE: pd.Series([], dtype="category"),
+        **({MALFORMED: pd.Series([], dtype="str")} if inp.layout.malformed else {}),
+        _FILE: pd.Series([], dtype="int64"), _PART: pd.Series([], dtype="int64")})
+    frame = dd.from_delayed(keyed, meta=meta, verify_meta=False)
+    divisions = list(range(n_parts + 1))
+    shuffled = frame.set_index(_PART, divisions=divisions, sort=True, shuffle_method="tasks")
     return shuffled.to_delayed()
 
 
-def _restore(part: pd.DataFrame) -> pd.DataFrame:
-    """Rows back in input order, indexed by their position in the input."""
-    out = part.reset_index(drop=True).sort_values(_ROW, kind="stable").set_index(_ROW)
-    out.index.name = None
-    return out
+def _merged(kind: str, parts: list[Validated], inp: _Input, fmt: ExtractFormat) -> Validated:
+    """One input's partitions as one: counts summed, rejected rows in input order."""
+    counts = {k: sum(p.counts[k] for p in parts) for k in parts[0].counts}
+    rejected = _input_order(pd.concat([p.rejected for p in parts], ignore_index=True),
+                            inp.files)
+    warnings = list(inp.notes)
+    tally = None
+    if kind == "labs":
+        tally = CodeTally.sum([p.codes for p in parts])
+        warnings += unmapped_warning(tally, fmt)
+    dates = [p.latest_collected for p in parts if p.latest_collected is not None]
+    return Validated(kind, parts[0].accepted.iloc[:0], rejected, counts,
+                     pd.Series([], dtype="str"), inp.files, warnings, inp.layout.original,
+                     max(dates) if dates else None, codes=tally)
 
 
-def _classify_part(labs: pd.DataFrame, patients: pd.DataFrame | None,
-                   meds: pd.DataFrame | None, cohort: pd.Index, rules: RulesProfile,
-                   as_of: date) -> Classified:
-    """One partition: exactly the pandas engine, on this range of patients."""
-    return classify(_restore(labs), None if patients is None else _restore(patients),
-                    None if meds is None else _restore(meds), cohort, rules, as_of)
+def _input_order(frame: pd.DataFrame, files: list[FileInfo]) -> pd.DataFrame:
+    """Rows sorted by their file's position in the input, then source row."""
+    if frame.empty:
+        return frame.reset_index(drop=True)
+    file_at = pd.Categorical(frame[SOURCE_FILE].astype("str"),
+                             categories=[f.path for f in files]).codes
+    order = np.lexsort((frame[SOURCE_ROW].to_numpy(), file_at))
+    return frame.take(order).reset_index(drop=True)
 
 
-def classify_dask(results: pd.DataFrame, patients: pd.DataFrame | None,
-                  meds: pd.DataFrame | None, cohort: pd.Index, rules: RulesProfile,
-                  as_of: date, scheduler: str | None = None,
-                  npartitions: int | None = None) -> Classified:
-    """:func:`pipeline.classify.classify` on a Dask cluster, partitioned by patient.
+def _joined(parts: list[Classified], files: list[FileInfo]) -> Classified:
+    """Partitions' tables as the pandas engine's: patients sorted by id, results in input
+    order."""
+    patients = pd.concat([p.patients for p in parts], ignore_index=True)
+    order = pc.sort_indices(pa.array(patients["patient_id"].astype("str"), pa.string()))
+    patients = patients.take(order.to_numpy()).reset_index(drop=True)
+    results = _input_order(pd.concat([p.results for p in parts], ignore_index=True), files)
+    return Classified(patients, results, sum(p.rows_after_as_of for p in parts))
 
-    ``scheduler`` is a scheduler address (``tcp://host:8786``); ``None`` starts a local
-    cluster for this call. ``npartitions`` defaults to one per worker thread, or one per
-    ``ROWS_PER_PARTITION`` lab rows if that is more. Returns the same tables as ``classify``:
-    patients in cohort order, results in input order.
-    """
-    if len(cohort) == 0:
-        return classify(results, patients, meds, cohort, rules, as_of)
-    with dask.config.set(_DASK_CONFIG), _client(scheduler) as client:
+
+def screen_dask(options: RunOptions, progress: Progress | None = None,
+                partitions: int | None = None) -> RunState:
+    """Read, validate and classify on a Dask cluster (see the module's docs); returns the
+    same run state as the pandas engine's ``prepare`` and ``run_classification``.
+
+    ``partitions`` defaults to one per worker thread, or one per ``ROWS_PER_PARTITION`` lab
+    rows if that is more."""
+    state = new_state(options)
+    today = options.today or today_date()
+    fmt, rules = state.fmt, state.rules
+    with dask.config.set(_DASK_CONFIG), _client(options.scheduler) as client:
+        with state.step("read", progress):
+            paths = {"labs": options.labs, "patients": options.patients,
+                     "medications": options.medications}
+            inputs = {kind: _read(client, kind, path, getattr(fmt, kind))
+                      for kind, path in paths.items() if path}
         threads = sum(client.nthreads().values()) or 1
-        n_parts = npartitions or _n_partitions(len(cohort), len(results), threads)
-        divisions = _divisions(len(cohort), min(n_parts, len(cohort)))
-        scattered: list[Future] = []
-        lab_parts = _by_patient(client, results, cohort, divisions, scattered)
-        pat_parts = (_by_patient(client, patients, cohort, divisions, scattered)
-                     if patients is not None else [None] * len(lab_parts))
-        med_parts = (_by_patient(client, meds, cohort, divisions, scattered)
-                     if meds is not None else [None] * len(lab_parts))
-        tasks = []
-        for i, (lab, pat, med) in enumerate(zip(lab_parts, pat_parts, med_parts, strict=True)):
-            stop = divisions[i + 1] + (1 if i == len(lab_parts) - 1 else 0)
-            part_cohort = cohort[divisions[i]:stop]
-            tasks.append(dask.delayed(_classify_part)(
-                lab, pat, med, part_cohort, rules, as_of))
-        parts: list[Classified] = list(client.compute(tasks, sync=True))
-    patients_out = pd.concat([p.patients for p in parts], ignore_index=True)
-    results_out = pd.concat([p.results for p in parts]).sort_index(kind="stable")
-    results_out.index = results.index
-    return Classified(patients_out, results_out, sum(p.rows_after_as_of for p in parts))
+        n_parts = partitions or max(threads, math.ceil(inputs["labs"].rows / ROWS_PER_PARTITION))
+        with state.step("validate", progress):
+            shuffled = {kind: _partitions(inp, n_parts) for kind, inp in inputs.items()}
+            labs_parts = client.compute(
+                [dask.delayed(_validate_labs)(part, inputs["labs"].layout.original, fmt,
+                                              rules, today)
+                 for part in shuffled["labs"]])
+            summaries = client.gather(client.map(_labs_summary, labs_parts, pure=False))
+            del shuffled["labs"]  # the raw lab rows are no longer needed on the workers
+            inputs["labs"].tables = []
+            labs = _summed_labs(summaries, inputs["labs"], fmt)
+            state.inputs["labs"] = labs
+            check_reject_rate(state)
+            state.as_of = options.as_of or default_as_of(labs)
+        with state.step("classify", progress):
+            originals = {kind: inp.layout.original for kind, inp in inputs.items()}
+            none = [None] * n_parts
+            tasks = [dask.delayed(_screen_part)(lab, pat, med, originals, fmt, rules,
+                                                state.as_of)
+                     for lab, pat, med in zip(labs_parts, shuffled.get("patients", none),
+                                              shuffled.get("medications", none),
+                                              strict=True)]
+            parts: list[_Part] = client.compute(tasks, sync=True)
+            del shuffled, labs_parts, tasks
+    for kind, inp in inputs.items():
+        state.inputs[kind] = _merged(kind, [p.inputs[kind] for p in parts], inp, fmt)
+        state.warnings += [w for w in state.inputs[kind].warnings if w not in state.warnings]
+    check_reject_rate(state)
+    state.classified = _joined([p.classified for p in parts], inputs["labs"].files)
+    return state
+
+
+def _summed_labs(summaries: list[tuple[dict[str, int], pd.Timestamp | None, CodeTally]],
+                 inp: _Input, fmt: ExtractFormat) -> Validated:
+    """The labs counts and latest date over every partition, for the reject-rate check and
+    the as-of date (the rows themselves stay on the workers)."""
+    counts = {k: sum(s[0][k] for s in summaries) for k in summaries[0][0]}
+    dates = [s[1] for s in summaries if s[1] is not None]
+    return Validated("labs", pd.DataFrame(), pd.DataFrame(), counts,
+                     pd.Series([], dtype="str"), inp.files, [], inp.layout.original,
+                     max(dates) if dates else None,
+                     codes=CodeTally.sum([s[2] for s in summaries]))

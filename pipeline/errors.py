@@ -21,3 +21,7 @@ class UserError(Exception):
 
     def __str__(self) -> str:
         return self.message
+
+    def __reduce__(self) -> tuple[type, tuple[str, int]]:
+        """Keep the exit code when the error travels back from a Dask worker."""
+        return (UserError, (self.message, self.exit_code))

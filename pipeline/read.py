@@ -275,6 +275,13 @@ def _simple_lines(data: bytes) -> np.ndarray:
     return (np.flatnonzero((length > 0) & ~only_cr) + 1).astype(np.int64)
 
 
+def describe_file(path: str | Path, rows: int) -> FileInfo:
+    """A file's size, hash and row count, for the manifest."""
+    info = _file_info(Path(path))
+    info.rows = rows
+    return info
+
+
 def _read_csv(path: Path, spec: InputSpec, kind: str) -> tuple[pa.Table, FileInfo, list[str]]:
     info = _file_info(path)
     raw = _raw_bytes(path, kind)
@@ -349,14 +356,58 @@ def _read_csv(path: Path, spec: InputSpec, kind: str) -> tuple[pa.Table, FileInf
 # ----------------------------------------------------------------------------- Parquet
 
 
-def _read_parquet(path: Path, kind: str) -> tuple[pa.Table, FileInfo, set[str], list[str]]:
+def _unreadable(path: Path, kind: str) -> str:
+    return f"{kind}: cannot read {path} as Parquet (not a Parquet file, or truncated)"
+
+
+@dataclass(frozen=True)
+class Piece:
+    """A file of an input, or a run of row groups of a large Parquet file, read as one."""
+
+    path: str
+    file_index: int
+    row_groups: tuple[int, ...] | None = None
+    first_row: int = 1
+
+
+def plan_pieces(spec_path: str | Path, kind: str, rows_per_piece: int) -> list[Piece]:
+    """The pieces to read an input in: one per CSV file, and runs of row groups of about
+    ``rows_per_piece`` rows of each Parquet file, so a large file is read by several
+    workers. Source rows stay those of the whole file."""
+    pieces: list[Piece] = []
+    for index, path in enumerate(resolve_paths(spec_path, kind)):
+        if not _is_parquet(path):
+            pieces.append(Piece(str(path), index))
+            continue
+        try:
+            meta = pq.ParquetFile(path).metadata
+        except (pa.ArrowException, OSError) as exc:
+            raise UserError(_unreadable(path, kind)) from exc
+        sizes = [meta.row_group(i).num_rows for i in range(meta.num_row_groups)]
+        if sum(sizes) <= rows_per_piece:
+            pieces.append(Piece(str(path), index))
+            continue
+        start, first, rows = 0, 1, 0
+        for i, size in enumerate(sizes):
+            if i > start and rows + size > rows_per_piece:
+                pieces.append(Piece(str(path), index, tuple(range(start, i)), first))
+                start, first, rows = i, first + rows, 0
+            rows += size
+        pieces.append(Piece(str(path), index, tuple(range(start, len(sizes))), first))
+    return pieces
+
+
+def _read_parquet(path: Path, kind: str, row_groups: tuple[int, ...] | None = None,
+                  first_row: int = 1) -> tuple[pa.Table, FileInfo, set[str], list[str]]:
     """Any Parquet file as text columns, the names of its integer columns, and notes.
 
     Nested columns (lists, structs) have no text form and are left out with a note; if one
-    was a required column the missing-column check then names it.
+    was a required column the missing-column check then names it. With ``row_groups`` only
+    those groups are read (their first row being ``first_row`` of the file), and the file is
+    not hashed: the caller describes the whole file once.
     """
-    info = _file_info(path)
-    unreadable = f"{kind}: cannot read {path} as Parquet (not a Parquet file, or truncated)"
+    info = _file_info(path) if row_groups is None else FileInfo(str(path), "", 0, 0)
+    unreadable = _unreadable(path, kind)
     try:
         schema = pq.read_schema(path)
     except (pa.ArrowException, OSError) as exc:
@@ -365,7 +416,8 @@ def _read_parquet(path: Path, kind: str) -> tuple[pa.Table, FileInfo, set[str], 
     names = [n or f"column_{i + 1}" for i, n in enumerate(names)]
     _check_duplicates(names, path, kind)
     try:
-        table = pq.read_table(path)
+        table = (pq.read_table(path) if row_groups is None
+                 else pq.ParquetFile(path).read_row_groups(list(row_groups)))
     except (pa.ArrowException, OSError) as exc:
         raise UserError(unreadable) from exc
     integers = {n.lower() for n, f in zip(names, schema, strict=True)
@@ -382,8 +434,8 @@ def _read_parquet(path: Path, kind: str) -> tuple[pa.Table, FileInfo, set[str], 
     if not kept:
         raise UserError(f"{kind}: {path} has no column that can be read as text")
     table = pa.table(columns, names=kept)
-    table = table.append_column(SOURCE_ROW, pa.array(np.arange(1, table.num_rows + 1),
-                                                     pa.int64()))
+    table = table.append_column(SOURCE_ROW, pa.array(
+        np.arange(first_row, first_row + table.num_rows), pa.int64()))
     info.rows = table.num_rows
     return table, info, integers, notes
 
@@ -408,50 +460,107 @@ def _as_text(column: pa.ChunkedArray) -> pa.ChunkedArray | None:
 # ------------------------------------------------------------------------------- input
 
 
+@dataclass
+class FileTable:
+    """One file (or a piece of a Parquet file) as text columns, before the files of an
+    input are lined up with each other."""
+
+    table: pa.Table
+    info: FileInfo
+    notes: list[str]
+    integer_ids: list[tuple[str, str]]
+
+
+def read_file(path: Path, spec: InputSpec, row_groups: tuple[int, ...] | None = None,
+              first_row: int = 1) -> FileTable:
+    """One file of an input as text columns with ``source_row`` and ``source_file``; its
+    required columns checked. ``row_groups`` reads part of a Parquet file (see
+    :func:`_read_parquet`)."""
+    kind = spec.kind
+    integer_ids: list[tuple[str, str]] = []
+    if _is_parquet(path):
+        table, info, integers, notes = _read_parquet(path, kind, row_groups, first_row)
+        if not spec.read.integer_ids:
+            id_sources = {s.lower() for s in spec.columns.get("patient_id", ())}
+            integer_ids = [(c, str(path)) for c in sorted(integers & id_sources)]
+    else:
+        table, info, notes = _read_csv(path, spec, kind)
+    names = [c for c in table.column_names if c not in (SOURCE_ROW, MALFORMED)]
+    _check_required(kind, spec, names, str(path))
+    table = table.append_column(SOURCE_FILE, _repeat_encoded(str(path), table.num_rows))
+    return FileTable(table, info, notes, integer_ids)
+
+
+@dataclass
+class Layout:
+    """How the files of one input line up: each column spelt as the first file spelt it,
+    the union of their columns in first-seen order, and whether any had malformed lines."""
+
+    spelling: dict[str, str]
+    original: list[str]
+    malformed: bool
+
+    @classmethod
+    def of(cls, column_names: list[list[str]]) -> Layout:
+        spelling: dict[str, str] = {}
+        for names in column_names:
+            for n in names:
+                spelling.setdefault(n.lower(), n)
+        original = list(dict.fromkeys(
+            spelling[n.lower()] for names in column_names for n in names
+            if n not in (SOURCE_ROW, SOURCE_FILE, MALFORMED)))
+        return cls(spelling, original, any(MALFORMED in names for names in column_names))
+
+    def conform(self, table: pa.Table) -> pa.Table:
+        """``table`` with every column of the input, in one order ('' where a file lacked
+        a column), so the files' tables can be stacked."""
+        table = table.rename_columns([self.spelling.get(n.lower(), n)
+                                      for n in table.column_names])
+        for c in self.original:
+            if c not in table.column_names:
+                table = table.append_column(c, _repeat("", table.num_rows))
+        if self.malformed and MALFORMED not in table.column_names:
+            table = table.append_column(MALFORMED, pa.nulls(table.num_rows, pa.string()))
+        return table.select([*self.original, SOURCE_ROW, SOURCE_FILE]
+                            + ([MALFORMED] if self.malformed else []))
+
+
+def input_notes(kind: str, notes: list[str], integer_ids: list[tuple[str, str]]) -> list[str]:
+    """The input's notes (each once: the pieces of one file repeat them), then one about
+    integer patient ids, if any (``integer_ids``: column and file pairs)."""
+    notes = list(dict.fromkeys(notes))
+    if integer_ids:
+        column, first = integer_ids[0]
+        paths = list(dict.fromkeys(p for _, p in integer_ids))
+        where = first if len(paths) == 1 else f"{len(paths)} files (first {first})"
+        notes.append(f"{kind}: patient id column {column} is stored as integers in {where};"
+                     " leading zeros of ids may have been lost before b12screen read it")
+    return notes
+
+
+def check_not_empty(kind: str, infos: list[FileInfo], rows: int) -> None:
+    if rows == 0:
+        where = infos[0].path if len(infos) == 1 else f"any of {len(infos)} files"
+        raise UserError(f"{kind}: no data rows in {where} (only a header)")
+
+
 def read_input(spec_path: str | Path, spec: InputSpec) -> RawInput:
     """Read every file of one input; check each has the required columns."""
     kind = spec.kind
-    tables, infos, notes = [], [], []
-    integer_ids: list[tuple[str, str]] = []
-    id_sources = {s.lower() for s in spec.columns.get("patient_id", ())}
-    for path in resolve_paths(spec_path, kind):
-        if _is_parquet(path):
-            table, info, integers, extra = _read_parquet(path, kind)
-            if not spec.read.integer_ids:
-                integer_ids += [(c, str(path)) for c in sorted(integers & id_sources)]
-        else:
-            table, info, extra = _read_csv(path, spec, kind)
-        names = [c for c in table.column_names if c not in (SOURCE_ROW, MALFORMED)]
-        _check_required(kind, spec, names, str(path))
-        table = table.append_column(SOURCE_FILE, _repeat_encoded(str(path), table.num_rows))
-        tables.append(table)
-        infos.append(info)
-        notes += extra
-    tables = _same_case(tables)
-    original = _union_columns(tables)
-    if sum(t.num_rows for t in tables) == 0:
-        where = infos[0].path if len(infos) == 1 else f"any of {len(infos)} files"
-        raise UserError(f"{kind}: no data rows in {where} (only a header)")
-    if integer_ids:
-        column, first = integer_ids[0]
-        files = first if len(integer_ids) == 1 else f"{len(integer_ids)} files (first {first})"
-        notes.append(f"{kind}: patient id column {column} is stored as integers in {files};"
-                     " leading zeros of ids may have been lost before b12screen read it")
-    malformed = any(MALFORMED in t.column_names for t in tables)
-    for i, table in enumerate(tables):
-        for c in original:
-            if c not in table.column_names:
-                table = table.append_column(c, _repeat("", table.num_rows))
-        if malformed and MALFORMED not in table.column_names:
-            table = table.append_column(MALFORMED, pa.nulls(table.num_rows, pa.string()))
-        tables[i] = table.select([*original, SOURCE_ROW, SOURCE_FILE]
-                                 + ([MALFORMED] if malformed else []))
+    files = [read_file(path, spec) for path in resolve_paths(spec_path, kind)]
+    infos = [f.info for f in files]
+    check_not_empty(kind, infos, sum(f.table.num_rows for f in files))
+    notes = input_notes(kind, [n for f in files for n in f.notes],
+                        [pair for f in files for pair in f.integer_ids])
+    layout = Layout.of([f.table.column_names for f in files])
+    tables = [layout.conform(f.table) for f in files]
+    del files
     table = pa.concat_tables(tables) if len(tables) > 1 else tables[0]
     del tables
     # column by column, freeing each Arrow column once converted: half the peak memory
     frame = table.to_pandas(self_destruct=True, split_blocks=True)
     del table
-    return RawInput(kind=kind, frame=frame, files=infos, original_columns=original,
+    return RawInput(kind=kind, frame=frame, files=infos, original_columns=layout.original,
                     warnings=notes)
 
 
@@ -465,25 +574,6 @@ def _repeat_encoded(text: str, n: int) -> pa.DictionaryArray:
     source-file column of a 10M-row extract would otherwise hold 10M copies of the name."""
     indices = pa.array(np.zeros(n, dtype=np.int32))
     return pa.DictionaryArray.from_arrays(indices, pa.array([text], pa.string()))
-
-
-def _same_case(tables: list[pa.Table]) -> list[pa.Table]:
-    """Spell a column as the first file did, so 'Result' and 'RESULT' files line up."""
-    first: dict[str, str] = {}
-    out = []
-    for table in tables:
-        names = [first.setdefault(n.lower(), n) for n in table.column_names]
-        out.append(table.rename_columns(names))
-    return out
-
-
-def _union_columns(tables: list[pa.Table]) -> list[str]:
-    seen: dict[str, None] = {}
-    for table in tables:
-        for name in table.column_names:
-            if name not in (SOURCE_ROW, SOURCE_FILE, MALFORMED):
-                seen.setdefault(name, None)
-    return list(seen)
 
 
 def _check_required(kind: str, spec: InputSpec, found: list[str], where: str) -> None:

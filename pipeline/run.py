@@ -101,6 +101,25 @@ def use_prompt_memory_pool() -> None:
         pass
 
 
+def new_state(options: RunOptions) -> RunState:
+    """The run's configuration loaded and its options checked; nothing read yet."""
+    if not 0 <= options.max_reject_rate <= 1:
+        raise UserError("--max-reject-rate must be between 0 and 1", EXIT_USAGE)
+    use_prompt_memory_pool()
+    return RunState(options, load_format(options.format), load_rules(options.rules))
+
+
+def screen(options: RunOptions, progress: Progress | None = None) -> RunState:
+    """Read, validate and classify with the chosen engine; the outputs are written apart."""
+    if options.engine == "dask":
+        from pipeline.engine_dask import screen_dask
+
+        return screen_dask(options, progress)
+    state = prepare(options, progress)
+    run_classification(state, progress)
+    return state
+
+
 def prepare(options: RunOptions, progress: Progress | None = None,
             check_rate: bool = True) -> RunState:
     """Read and validate every input; decide the as-of date. No classification yet.
@@ -108,10 +127,7 @@ def prepare(options: RunOptions, progress: Progress | None = None,
     The reject-rate limit is checked before the as-of date is inferred, so an extract whose
     every row is bad gets the counts, not a complaint about the date.
     """
-    if not 0 <= options.max_reject_rate <= 1:
-        raise UserError("--max-reject-rate must be between 0 and 1", EXIT_USAGE)
-    use_prompt_memory_pool()
-    state = RunState(options, load_format(options.format), load_rules(options.rules))
+    state = new_state(options)
     today = options.today or today_date()
     with state.step("read", progress):
         raw = {"labs": read_input(options.labs, state.fmt.labs)}
@@ -127,7 +143,7 @@ def prepare(options: RunOptions, progress: Progress | None = None,
         if options.as_of is None and labs.accepted.empty and not check_rate:
             state.as_of = today  # validation only: ages need a date, nothing is classified
         else:
-            state.as_of = options.as_of or _default_as_of(labs)
+            state.as_of = options.as_of or default_as_of(labs)
         if "patients" in raw:
             state.inputs["patients"] = validate_patients(raw["patients"], state.fmt,
                                                          state.as_of)
@@ -140,11 +156,11 @@ def prepare(options: RunOptions, progress: Progress | None = None,
     return state
 
 
-def _default_as_of(labs: Validated) -> date:
+def default_as_of(labs: Validated) -> date:
     """The latest collected_at in the labs extract, so reruns of one extract are
     reproducible: any row's date counts (other tests too), unless it is unparseable,
     before 1900 or after today (those rows are rejected for their date)."""
-    if labs.accepted.empty or labs.latest_collected is None:
+    if not labs.counts["rows_accepted"] or labs.latest_collected is None:
         raise UserError("labs: no usable B12 or MMA results, so the as-of date cannot be"
                         " inferred; give --as-of")
     return labs.latest_collected.date()
@@ -175,22 +191,10 @@ def check_reject_rate(state: RunState) -> None:
 
 
 def run_classification(state: RunState, progress: Progress | None = None) -> Classified:
-    """Classify the cohort with the chosen engine."""
-    labs = state.inputs["labs"]
-    patients = state.inputs.get("patients")
-    meds = state.inputs.get("medications")
+    """Classify the cohort read and validated by :func:`prepare` (the pandas engine)."""
     with state.step("classify", progress):
-        if state.options.engine == "dask":
-            from pipeline.engine_dask import classify_dask
-
-            cohort = cohort_ids(*(v.ids for v in state.inputs.values()))
-            classified = classify_dask(labs.accepted, patients.accepted if patients else None,
-                                       meds.accepted if meds else None, cohort, state.rules,
-                                       state.as_of, state.options.scheduler)
-        else:
-            classified = _classify_pandas(state)
-    state.classified = classified
-    return classified
+        state.classified = _classify_pandas(state)
+    return state.classified
 
 
 def _classify_pandas(state: RunState) -> Classified:

@@ -51,6 +51,8 @@ class Validated:
     #: labs: each accepted row's patient as a code into ``id_values`` (factorised once)
     id_codes: np.ndarray | None = None
     id_values: pd.Series | None = None
+    #: labs: rows per test code, for the warning that a format maps no code
+    codes: CodeTally | None = None
 
 
 def _nonempty(s: pd.Series) -> pd.Series:
@@ -209,7 +211,7 @@ def validate_labs(raw: RawInput, fmt: ExtractFormat, rules: RulesProfile,
     a_code[code_of < 0] = -1
     has_code = _present(codes_u)[code_of]  # missing_test_code is its negation
     skipped = pd.Series((a_code < 0) & has_code, index=canon.index) & ~malformed
-    notes = _unmapped_warning(canon["test_code"], skipped, fmt)
+    tally = _code_tally(code_of, codes_u, has_code, skipped.to_numpy())
     date_code, date_u = hz.factorize(canon["collected_at"])
     result_code, result_u = hz.factorize(canon["result"])
     pid_code, pid_u = pid_future.result()
@@ -311,25 +313,47 @@ def validate_labs(raw: RawInput, fmt: ExtractFormat, rules: RulesProfile,
     credible = every_date[(every_date >= earliest) & (every_date < tomorrow)]
     ids = pid_u[pid_u.fillna("") != ""].reset_index(drop=True)
     return Validated("labs", accepted, rejected, counts, ids, raw.files,
-                     [*raw.warnings, *notes], raw.original_columns,
+                     [*raw.warnings, *unmapped_warning(tally, fmt)], raw.original_columns,
                      credible.max() if len(credible) else None,
-                     id_codes=pid_code[take], id_values=pid_u)
+                     id_codes=pid_code[take], id_values=pid_u, codes=tally)
 
 
 def _categorical(codes: np.ndarray, uniques: pd.Series) -> pd.Categorical:
     return pd.Categorical.from_codes(codes, categories=pd.Index(uniques, dtype="str"))
 
 
-def _unmapped_warning(codes: pd.Series, skipped: pd.Series, fmt: ExtractFormat) -> list[str]:
+@dataclass
+class CodeTally:
+    """Labs: rows per non-empty test code, and how many rows with a code were kept (mapped,
+    or malformed): enough to warn that a format maps nothing, also summed over partitions."""
+
+    counts: pd.Series
+    kept: int
+
+    @classmethod
+    def sum(cls, tallies: list[CodeTally]) -> CodeTally:
+        counts = pd.concat([t.counts for t in tallies]).groupby(level=0, sort=False).sum()
+        return cls(counts.astype("int64"), sum(t.kept for t in tallies))
+
+
+def _code_tally(code_of: np.ndarray, codes_u: pd.Series, has_code: np.ndarray,
+                skipped: np.ndarray) -> CodeTally:
+    counts = np.bincount(code_of[code_of >= 0], minlength=len(codes_u))
+    keep = _present(codes_u)[:-1] & (counts > 0)
+    tally = pd.Series(counts[keep], index=pd.Index(codes_u[keep], dtype="str"), dtype="int64")
+    return CodeTally(tally, int((has_code & ~skipped).sum()))
+
+
+def unmapped_warning(tally: CodeTally, fmt: ExtractFormat) -> list[str]:
     """A labs input where no row has a mapped code is likely the wrong format: say so.
 
     Codes are not patient data, so the most common ones are named to help fix the format.
     """
-    present = codes[codes != ""]
-    if not len(present) or not bool(skipped[present.index].all()):
+    total = int(tally.counts.sum())
+    if not total or tally.kept:
         return []
-    common = ", ".join(present.value_counts().index[:5].astype(str))
-    return [f"labs: none of the {len(present)} rows has a test code mapped by format "
+    common = ", ".join(tally.counts.sort_values(ascending=False, kind="stable").index[:5])
+    return [f"labs: none of the {total} rows has a test code mapped by format "
             f"'{fmt.name}' ({fmt.path}); most common codes: {common}"]
 
 

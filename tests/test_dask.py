@@ -1,32 +1,37 @@
 """The Dask engine gives the pandas engine's answers, on a real two-worker LocalCluster.
 
-One cluster (two worker processes, so every partition really travels between processes as
-it would on a remote cluster) serves the module through ``--scheduler``; one test uses the
-default cluster that ``classify_dask`` starts and closes itself.
+One cluster (two worker processes, so every piece and partition really travels between
+processes as it would on a remote cluster) serves the module through ``--scheduler``; one
+test uses the default cluster that the engine starts and closes itself.
 """
 
 from __future__ import annotations
 
+import json
 import tempfile
 from collections.abc import Iterator
 from datetime import date
 from pathlib import Path
 
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pipeline.classify import classify, cohort_ids
-from pipeline.run import RunOptions, prepare
+from pipeline.run import RunOptions, RunState, rejected_frame, screen
 from pipeline.sample_data import generate
 from tests.conftest import invoke
 
 distributed = pytest.importorskip("distributed")
-from pipeline.engine_dask import classify_dask  # noqa: E402
+import pipeline.engine_dask as engine_dask  # noqa: E402
 
 pytestmark = pytest.mark.dask
 AS_OF = date(2026, 10, 31)
+TABLES = ("patients.parquet", "results.parquet", "rejected.parquet", "rejected.csv",
+          "worklists/urgent.csv", "worklists/mma.csv", "worklists/supplementation.csv",
+          "worklists/metformin_monitoring.csv", "worklists/retest.csv", "measures.csv")
 
 
 @pytest.fixture(scope="module")
@@ -38,57 +43,161 @@ def scheduler() -> Iterator[str]:
         yield cluster.scheduler_address
 
 
-def _run(extract: dict[str, Path], out: Path, *engine: str) -> Path:
-    result = invoke("run", extract["labs"], "--patients", extract["patients"],
-                    "--medications", extract["medications"], "--out", out, "--quiet",
-                    *engine)
+def _run(labs: Path, patients: Path, medications: Path, out: Path, *engine: str) -> Path:
+    result = invoke("run", labs, "--patients", patients, "--medications", medications,
+                    "--out", out, "--quiet", *engine)
     assert result.exit_code == 0, result.output
     return out
+
+
+def _same_outputs(expected: Path, got: Path) -> None:
+    """Every patient-level table byte for byte, and the same row accounting."""
+    for name in TABLES:
+        assert (got / name).read_bytes() == (expected / name).read_bytes(), name
+    manifests = [json.loads((run / "manifest.json").read_text()) for run in (expected, got)]
+    assert manifests[1]["engine"] == "dask"
+    for key in ("accounting", "as_of", "inputs", "warnings", "patients"):
+        assert manifests[1][key] == manifests[0][key], key
 
 
 def test_cli_dask_engine_writes_the_pandas_engines_tables(scheduler: str,
                                                           tmp_path: Path) -> None:
     extract = generate(tmp_path / "in", n_patients=600, seed=21, messy=True)
-    pandas_run = _run(extract, tmp_path / "pandas")
-    cluster_run = _run(extract, tmp_path / "cluster", "--engine", "dask",
+    args = (extract["labs"], extract["patients"], extract["medications"])
+    pandas_run = _run(*args, tmp_path / "pandas")
+    cluster_run = _run(*args, tmp_path / "cluster", "--engine", "dask",
                        "--scheduler", scheduler)
-    for name in ("patients.parquet", "results.parquet"):
-        expected = pd.read_parquet(pandas_run / name)
-        assert len(expected) > 0
-        pd.testing.assert_frame_equal(pd.read_parquet(cluster_run / name), expected)
-    assert (cluster_run / "patients.parquet").read_bytes() == \
-        (pandas_run / "patients.parquet").read_bytes()
+    assert len(pd.read_parquet(pandas_run / "patients.parquet")) > 0
+    _same_outputs(pandas_run, cluster_run)
 
 
-def _both_engines(paths: dict[str, Path], scheduler: str | None,
-                  npartitions: int | None) -> None:
-    """classify and classify_dask agree on every table of one extract."""
-    state = prepare(RunOptions(labs=str(paths["labs"]), patients=str(paths["patients"]),
-                               medications=str(paths["medications"]), as_of=AS_OF,
-                               max_reject_rate=1.0, today=AS_OF))
-    cohort = cohort_ids(*(v.ids for v in state.inputs.values()))
-    args = (state.inputs["labs"].accepted, state.inputs["patients"].accepted,
-            state.inputs["medications"].accepted, cohort, state.rules, state.as_of)
-    expected = classify(*args)
-    got = classify_dask(*args, scheduler=scheduler, npartitions=npartitions)
-    pd.testing.assert_frame_equal(got.patients, expected.patients)
-    pd.testing.assert_frame_equal(got.results, expected.results)
-    assert got.rows_after_as_of == expected.rows_after_as_of
+def _held_out(folder: Path) -> dict[str, Path]:
+    """An extract spread over several files the way real months arrive: labs as a Parquet
+    file of many row groups plus a CSV file repeating some of its rows (exact duplicates
+    across files), patients in two files with one patient's rows conflicting across them."""
+    paths = generate(folder / "generated", n_patients=400, seed=33, messy=True,
+                     results_per_patient=4.0)
+    labs = pd.read_csv(paths["labs"], dtype=str, keep_default_na=False)
+    half = len(labs) // 2
+    (folder / "labs").mkdir()
+    pq.write_table(pa.Table.from_pandas(labs.iloc[:half], preserve_index=False),
+                   folder / "labs" / "a.parquet", row_group_size=60)
+    pd.concat([labs.iloc[half:], labs.iloc[:25]]).to_csv(folder / "labs" / "b.csv",
+                                                         index=False)
+    patients = pd.read_csv(paths["patients"], dtype=str, keep_default_na=False)
+    (folder / "patients").mkdir()
+    patients.iloc[: len(patients) // 2].to_csv(folder / "patients" / "a.csv", index=False)
+    second = pd.concat([patients.iloc[len(patients) // 2:],
+                        patients.iloc[:1].assign(sex="other-value")])
+    second.to_csv(folder / "patients" / "b.csv", index=False)
+    return {"labs": folder / "labs", "patients": folder / "patients",
+            "medications": paths["medications"]}
 
 
-def test_default_local_cluster(tmp_path: Path) -> None:
-    paths = generate(tmp_path, n_patients=40, seed=4, messy=True, as_of=AS_OF)
-    _both_engines(paths, None, None)
+def test_held_out_extract_in_several_files_gives_the_pandas_tables(
+        scheduler: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Pieces of a Parquet file and whole CSV files, shuffled by patient: duplicates and
+    conflicts across files are found as the pandas engine finds them."""
+    extract = _held_out(tmp_path / "in")
+    monkeypatch.setattr(engine_dask, "ROWS_PER_PARTITION", 150)  # the Parquet file: 4 pieces
+    args = (extract["labs"], extract["patients"], extract["medications"])
+    pandas_run = _run(*args, tmp_path / "pandas")
+    cluster_run = _run(*args, tmp_path / "cluster", "--engine", "dask",
+                       "--scheduler", scheduler)
+    _same_outputs(pandas_run, cluster_run)
+    accounting = json.loads((cluster_run / "manifest.json").read_text())["accounting"]
+    assert accounting["by_input"]["labs"]["rows_exact_duplicates"] > 0
+    rejected = pd.read_parquet(cluster_run / "rejected.parquet")
+    assert rejected["reasons"].str.contains("conflicting_patient_rows").sum() == 2
+
+
+def _states(options: RunOptions, scheduler: str | None,
+            partitions: int | None) -> tuple[RunState, RunState]:
+    expected = screen(options)
+    got = engine_dask.screen_dask(RunOptions(**{**vars(options), "engine": "dask",
+                                                "scheduler": scheduler}),
+                                  partitions=partitions)
+    return expected, got
+
+
+def _same_state(expected: RunState, got: RunState) -> None:
+    assert got.as_of == expected.as_of
+    assert got.accounting() == expected.accounting()
+    assert got.warnings == expected.warnings
+    pd.testing.assert_frame_equal(got.classified.patients, expected.classified.patients)
+    pd.testing.assert_frame_equal(_plain(got.classified.results),
+                                  _plain(expected.classified.results))
+    assert got.classified.rows_after_as_of == expected.classified.rows_after_as_of
+    pd.testing.assert_frame_equal(rejected_frame(got).reset_index(drop=True),
+                                  rejected_frame(expected).reset_index(drop=True))
+
+
+def _plain(results: pd.DataFrame) -> pd.DataFrame:
+    """Results with text columns as text: a partition's categoricals hold only its own
+    values, which the Parquet tables do not show."""
+    out = results.reset_index(drop=True)
+    text = [c for c in out.columns if isinstance(out[c].dtype, pd.CategoricalDtype)]
+    return out.astype(dict.fromkeys(text, "str"))
+
+
+def _options(paths: dict[str, Path]) -> RunOptions:
+    return RunOptions(labs=str(paths["labs"]), patients=str(paths["patients"]),
+                      medications=str(paths["medications"]), max_reject_rate=1.0,
+                      today=AS_OF)
+
+
+def test_default_local_cluster_with_more_partitions_than_patients(tmp_path: Path) -> None:
+    paths = generate(tmp_path, n_patients=3, seed=4, messy=False, as_of=AS_OF)
+    _same_state(*_states(_options(paths), None, 8))
 
 
 @settings(max_examples=10, deadline=None, derandomize=True,
           suppress_health_check=[HealthCheck.too_slow])
 @given(n_patients=st.integers(1, 150), seed=st.integers(0, 2**16), messy=st.booleans(),
-       per_patient=st.sampled_from([0.5, 3.0, 8.0]), npartitions=st.integers(1, 3))
-def test_generated_extracts_classify_the_same_on_dask(
+       per_patient=st.sampled_from([0.5, 3.0, 8.0]), partitions=st.integers(1, 4))
+def test_generated_extracts_screen_the_same_on_dask(
         scheduler: str, n_patients: int, seed: int, messy: bool, per_patient: float,
-        npartitions: int) -> None:
+        partitions: int) -> None:
     with tempfile.TemporaryDirectory() as folder:
         paths = generate(Path(folder), n_patients=n_patients, seed=seed, messy=messy,
                          results_per_patient=per_patient, as_of=AS_OF)
-        _both_engines(paths, scheduler, npartitions)
+        _same_state(*_states(_options(paths), scheduler, partitions))
+
+
+def test_a_bad_file_read_on_a_worker_stops_with_the_pandas_engines_message(
+        scheduler: str, tmp_path: Path) -> None:
+    paths = generate(tmp_path / "in", n_patients=20, seed=2)
+    (tmp_path / "labs").mkdir()
+    labs = pd.read_csv(paths["labs"], dtype=str, keep_default_na=False)
+    labs.to_csv(tmp_path / "labs" / "a.csv", index=False)
+    labs.drop(columns=["result"]).to_csv(tmp_path / "labs" / "b.csv", index=False)
+    messages = []
+    for engine in (["--engine", "pandas"], ["--engine", "dask", "--scheduler", scheduler]):
+        result = invoke("run", tmp_path / "labs", "--out", tmp_path / engine[1], "--quiet",
+                        *engine)
+        assert result.exit_code == 1
+        assert "Traceback" not in result.output
+        messages.append(result.stderr)
+    assert "required column result missing in" in messages[0]
+    assert messages[1] == messages[0]
+    assert not (tmp_path / "dask").exists()
+
+
+def test_a_format_that_maps_no_code_is_named_by_both_engines(scheduler: str,
+                                                              tmp_path: Path) -> None:
+    """Every test code unknown to the format: the run says so (with the commonest codes),
+    whichever engine, however the rows are partitioned."""
+    paths = generate(tmp_path / "in", n_patients=30, seed=8)
+    labs = pd.read_csv(paths["labs"], dtype=str, keep_default_na=False)
+    labs["test_code"] = "LOCAL-" + (labs.index % 3).astype(str)
+    labs.to_csv(tmp_path / "labs.csv", index=False)
+    outputs = []
+    for engine in (["--engine", "pandas"], ["--engine", "dask", "--scheduler", scheduler]):
+        result = invoke("run", tmp_path / "labs.csv", "--as-of", "2026-10-31", "--out",
+                        tmp_path / engine[1], "--quiet", *engine)
+        assert result.exit_code == 0, result.output
+        outputs.append(result.stderr)
+    assert f"none of the {len(labs)} rows has a test code mapped by format 'canonical'" \
+        in outputs[0]
+    assert "most common codes: LOCAL-0, LOCAL-1, LOCAL-2" in outputs[0]
+    assert outputs[1] == outputs[0]
