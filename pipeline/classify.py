@@ -7,6 +7,7 @@ with a performing lab's site profile used for its own results' bands (R1, R2, R5
 
 from __future__ import annotations
 
+import math
 import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -39,6 +40,9 @@ MED_CLASSES_B12 = ("b12_oral", "b12_injection")
 #: Threads for the per-patient rules, and the fewest patients worth a thread of their own.
 THREADS = min(2, os.cpu_count() or 1)
 MIN_PATIENTS_PER_PART = 250_000
+#: At most this many patients per part: a part's intermediate tables take about a kilobyte
+#: per patient, so a large cohort runs in more parts than threads, a few at a time.
+MAX_PATIENTS_PER_PART = 400_000
 #: ``results.band`` categories; severity codes (``rules.bands``) index into them below
 BANDS = ("deficient", "indeterminate", "unlikely", "raised", "normal")
 B12_BAND_CODES = np.array([BANDS.index(str(b)) for b in bands.B12_BANDS], dtype="int8")
@@ -187,8 +191,9 @@ def classify(results: pd.DataFrame, patients: pd.DataFrame | None,
     """Apply R1-R13 to every patient in ``cohort``; returns patient and result tables.
 
     Row-level work (bands, the one sort) runs once; the per-patient rules then run on
-    ``parts`` contiguous ranges of the cohort, each on its own thread (default: one per
-    core, at least ``MIN_PATIENTS_PER_PART`` patients each). Every rule is per patient, so
+    ``parts`` contiguous ranges of the cohort, one per thread at a time (default: one per
+    core, at least ``MIN_PATIENTS_PER_PART`` and at most ``MAX_PATIENTS_PER_PART`` patients
+    each, which bounds the memory the rules take). Every rule is per patient, so
     the table is the same however the cohort is cut (as with the Dask engine); the numpy
     and Arrow kernels release the GIL, so two ranges take about two thirds of the time.
     """
@@ -219,7 +224,8 @@ def classify(results: pd.DataFrame, patients: pd.DataFrame | None,
     attrs = _patient_attributes(patients, cohort)
     if meds is not None:
         meds = meds.assign(pid=cohort_positions(cohort, meds["patient_id"]))
-    k = parts or max(1, min(THREADS, n // MIN_PATIENTS_PER_PART))
+    k = parts or max(1, min(THREADS, n // MIN_PATIENTS_PER_PART),
+                     math.ceil(n / MAX_PATIENTS_PER_PART))
     cuts = np.linspace(0, n, k + 1).round().astype(np.int64)
     starts = np.searchsorted(usable["pid"].to_numpy(), cuts)  # usable is sorted by pid
 
@@ -237,22 +243,33 @@ def classify(results: pd.DataFrame, patients: pd.DataFrame | None,
     if k == 1:
         out = part(0)
     else:
-        with ThreadPoolExecutor(max_workers=k) as pool:
-            out = _contiguous(pd.concat(list(pool.map(part, range(k))), ignore_index=True))
+        with ThreadPoolExecutor(max_workers=min(k, THREADS)) as pool:
+            tables = list(pool.map(part, range(k)))
+        del usable, attrs  # before the parts are joined: memory
+        out = _joined(tables)
     results_out = results.drop(columns=["pid", "sev"])
     return Classified(out, results_out, int(after.sum()))
 
 
-def _contiguous(frame: pd.DataFrame) -> pd.DataFrame:
-    """Text columns as one Arrow array each (concatenated parts leave one chunk per part,
-    and every later ``take`` on a chunked column would first join the chunks)."""
-    for column in frame.columns:
-        if frame[column].dtype == "str":
-            joined = pa.array(frame[column].array)
-            if isinstance(joined, pa.ChunkedArray):
-                joined = joined.combine_chunks()
-            frame[column] = pd.Series(pd.array(joined, dtype="str"), index=frame.index)
-    return frame
+def _joined(parts: list[pd.DataFrame]) -> pd.DataFrame:
+    """The parts' rows as one frame, built column by column: each text column as one
+    contiguous Arrow array (a chunked column would be joined again by every later ``take``),
+    and each part's column let go once copied, so the parts and the whole table are never
+    both held in full (a 3M-patient table is about a gigabyte)."""
+    columns: dict[str, pd.Series] = {}
+    for name in list(parts[0].columns):
+        if parts[0][name].dtype == "str":  # its own block: popped whole, nothing copied
+            pieces = [part.pop(name) for part in parts]
+            chunks = [c for s in pieces for c in _chunks(pa.array(s.array))]
+            columns[name] = pd.Series(pd.array(pa.concat_arrays(chunks), dtype="str"))
+            del pieces, chunks
+        else:
+            columns[name] = pd.concat([part[name] for part in parts], ignore_index=True)
+    return pd.DataFrame(columns, copy=False)
+
+
+def _chunks(array: pa.Array | pa.ChunkedArray) -> list[pa.Array]:
+    return list(array.chunks) if isinstance(array, pa.ChunkedArray) else [array]
 
 
 def _patients_table(usable: pd.DataFrame, attrs: pd.DataFrame, meds: pd.DataFrame | None,

@@ -45,6 +45,8 @@ def factorize(series: pd.Series) -> tuple[np.ndarray, pd.Series]:
     Done once per column so every converter below works on the distinct values only.
     """
     codes, uniques = pd.factorize(series, use_na_sentinel=True)
+    if len(uniques) < 2**31 - 1:  # half the memory of a 10M-row extract's codes
+        codes = codes.astype(np.int32)
     return codes, pd.Series(uniques, dtype=series.dtype)
 
 

@@ -72,25 +72,23 @@ def _truthy(s: pd.Series) -> pd.Series:
 
 def _run_checks(frame: pd.DataFrame, checks: dict[str, tuple[str, Callable]],
                 order: tuple[str, ...]) -> pd.DataFrame:
-    """Run pandera column checks lazily; return a boolean frame (row x reason) of failures.
+    """Run the pandera checks; return a boolean frame (row x reason) of failures.
 
     ``checks`` maps reason code -> (column, vectorised predicate that is True when valid).
+    pandera validates the frame's schema (every column a check reads); each check, a
+    ``pandera.Check`` named by its reason code, then runs once over its whole column as a
+    vectorised mask. (Lazy schema validation would build a failure-case row per failing
+    cell: on a large extract with a systematic unit slip, seconds and gigabytes.)
     """
-    columns: dict[str, list[pa.Check]] = {}
-    for code, (column, fn) in checks.items():
-        columns.setdefault(column, []).append(pa.Check(fn, name=code, ignore_na=False))
     schema = pa.DataFrameSchema(
-        {c: pa.Column(checks=cs, nullable=True, required=True) for c, cs in columns.items()},
+        {column: pa.Column(nullable=True, required=True) for column, _ in checks.values()},
         strict=False)
-    failed = pd.DataFrame(False, index=frame.index, columns=list(order))
-    try:
-        schema.validate(frame[list(columns)], lazy=True)
-    except pa.errors.SchemaErrors as exc:
-        cases = exc.failure_cases
-        cases = cases[cases["check"].isin(order) & cases["index"].notna()]
-        for code, idx in cases.groupby("check", observed=True)["index"]:
-            failed.loc[np.asarray(idx, dtype=np.int64), code] = True
-    return failed
+    schema.validate(frame)
+    failed = {code: np.zeros(len(frame), dtype=bool) for code in order}
+    for code, (column, fn) in checks.items():
+        result = pa.Check(fn, name=code, ignore_na=False)(frame[column])
+        failed[code] = ~result.check_output.to_numpy(dtype=bool)
+    return pd.DataFrame(failed, index=frame.index, copy=False)
 
 
 def _reasons_text(failed: pd.DataFrame) -> pd.Series:
@@ -221,13 +219,17 @@ def validate_labs(raw: RawInput, fmt: ExtractFormat, rules: RulesProfile,
     rows = np.flatnonzero(todo)  # the text columns are taken once, for the accepted rows
     a_work = a_code[rows]
 
-    parsed = hz.broadcast(hz.parse_results(result_u, decimal_comma=spec.read.decimal_comma),
-                          result_code[rows], canon.index[rows])
+    # Per row only numbers and small codes: results, censors and dates are parsed on their
+    # distinct values, whose answers are then read off by each row's code.
+    parsed_u = hz.parse_results(result_u, decimal_comma=spec.read.decimal_comma)
+    number = _per_row(parsed_u["number"].to_numpy(dtype="float64"), result_code[rows], np.nan)
+    from_result = _per_row(_censor_codes(parsed_u["censor"]), result_code[rows], 0)
     censor_code, censor_u = hz.factorize(canon["censor"])
     given_u, bad_censor_u = hz.parse_censor(censor_u)
-    given = hz.broadcast(given_u, censor_code[rows], parsed.index)
-    bad_censor = hz.broadcast(bad_censor_u, censor_code[rows], parsed.index).astype(bool)
-    censor = given.where(given != "", parsed["censor"]).astype("str")
+    given = _per_row(_censor_codes(given_u), censor_code[rows], 0)
+    bad_censor = _per_row(bad_censor_u.to_numpy(dtype=bool), censor_code[rows], False)
+    censor = np.where(given > 0, given, from_result)  # a censor column wins over the text
+    del from_result, given
     unit_code, unit_u = hz.factorize(canon["unit"])
     default_u = hz.lookup(upper_u, spec.default_units).fillna("")
     # a row without a unit takes its test code's default unit: distinct pairs only
@@ -241,29 +243,30 @@ def validate_labs(raw: RawInput, fmt: ExtractFormat, rules: RulesProfile,
     for i, a in enumerate(analytes):
         table[i, :len(pairs)] = norm_u.map(factors[a]).to_numpy(dtype="float64",
                                                                  na_value=np.nan)
-    factor = pd.Series(table[np.where(a_work < 0, len(analytes), a_work), pair_code],
-                       index=parsed.index)
-    value = (parsed["number"] * factor).round(6)
-    every_date = hz.broadcast(hz.parse_dates(date_u, day_first=spec.read.day_first,
-                                             formats=spec.read.datetime_formats),
-                              date_code, canon.index).astype("datetime64[us]")
-    collected = every_date.iloc[rows]
+    a_row = np.where(a_work < 0, len(analytes), a_work)  # no analyte: the last row of NaN
+    factor = table[a_row, pair_code]
+    del pair_code
+    value = np.round(number * factor, 6)
+    earliest = np.datetime64(h["earliest_date"], "us")
+    tomorrow = np.datetime64(today, "us") + np.timedelta64(1, "D")
+    dates_u = hz.parse_dates(date_u, day_first=spec.read.day_first,
+                             formats=spec.read.datetime_formats).to_numpy(dtype="datetime64[us]")
+    collected = _per_row(dates_u, date_code[rows], np.datetime64("NaT", "us"))
+    # the default as-of date: any row's date counts, so the distinct dates are enough
+    credible = dates_u[(dates_u >= earliest) & (dates_u < tomorrow)]
     bounds = np.array([[h[f"{a}_plausible_min"], h[f"{a}_plausible_max"]] for a in analytes]
                       + [[np.nan, np.nan]])
-    lo = bounds[np.where(a_work < 0, len(analytes), a_work), 0]
-    hi = bounds[np.where(a_work < 0, len(analytes), a_work), 1]
-    earliest = pd.Timestamp(h["earliest_date"])
-    tomorrow = pd.Timestamp(today) + pd.Timedelta(days=1)
-    usable_value = value.where(parsed["number"] >= 0)
+    lo, hi = bounds[a_row, 0], bounds[a_row, 1]
+    usable_value = np.where(number >= 0, value, np.nan)
 
     check_frame = pd.DataFrame({
         "row": malformed.to_numpy()[rows],
         "patient_id": _present(pid_u)[pid_code[rows]],
         "test_code": has_code[rows], "collected_at": collected,
-        "number": parsed["number"], "value": usable_value,
-        "factor": factor.where(a_work >= 0, 1.0),  # no code: missing_test_code alone
+        "number": number, "value": usable_value,
+        "factor": np.where(a_work >= 0, factor, 1.0),  # no code: missing_test_code alone
         "censor_ok": ~bad_censor,
-    }, index=parsed.index)
+    }, index=canon.index[rows], copy=False)
     checks: dict[str, tuple[str, Callable]] = {
         "malformed_row": ("row", lambda s: ~s.astype(bool)),
         "missing_patient_id": ("patient_id", _truthy),
@@ -274,12 +277,13 @@ def validate_labs(raw: RawInput, fmt: ExtractFormat, rules: RulesProfile,
         "negative_result": ("number", lambda s: ~(s < 0)),
         "bad_censor": ("censor_ok", _truthy),
         "unknown_unit": ("factor", lambda s: s.notna()),
-        "implausible_value": ("value", lambda s: ~((s < lo) | (s > hi))),
+        "implausible_value": ("value", lambda s, lo=lo, hi=hi: ~((s < lo) | (s > hi))),
     }
     failed = _run_checks(check_frame, checks, LAB_REASONS)
     bad = failed.any(axis=1)
     reasons = _reasons_text(failed[bad]) if bad.any() else pd.Series([], dtype="str")
     rejected = _rejected_table(raw, failed.index[bad], reasons)
+    del check_frame, checks, failed, number, usable_value, factor, lo, hi, bad_censor
 
     ok = ~bad.to_numpy()
     a_ok = a_work[ok]
@@ -294,11 +298,11 @@ def validate_labs(raw: RawInput, fmt: ExtractFormat, rules: RulesProfile,
         "value": value[ok],
         "unit": pd.Categorical.from_codes(
             a_ok, categories=[hz.CANONICAL_UNIT[a] for a in analytes]),
-        "censor": hz.categorical(censor[ok], hz.CENSORS),
+        "censor": pd.Categorical.from_codes(censor[ok], categories=hz.CENSORS),
         "result_text": _categorical(result_code[take], result_u),
         "source_unit": _categorical(unit_code[take], unit_u),
-        "practice_id": _categorical(*hz.factorize(canon["practice_id"].iloc[take])),
-        "site_id": _categorical(*hz.factorize(canon["site_id"].iloc[take])),
+        "practice_id": _taken(canon["practice_id"], take),
+        "site_id": _taken(canon["site_id"], take),
         "specimen_id": text["specimen_id"],
         SOURCE_FILE: text[SOURCE_FILE],
         SOURCE_ROW: text[SOURCE_ROW],
@@ -310,12 +314,34 @@ def validate_labs(raw: RawInput, fmt: ExtractFormat, rules: RulesProfile,
         "rows_skipped_other_tests": int(skipped.sum()),
         "rows_exact_duplicates": int(duplicate.sum()),
     }
-    credible = every_date[(every_date >= earliest) & (every_date < tomorrow)]
     ids = pid_u[pid_u.fillna("") != ""].reset_index(drop=True)
     return Validated("labs", accepted, rejected, counts, ids, raw.files,
                      [*raw.warnings, *unmapped_warning(tally, fmt)], raw.original_columns,
-                     credible.max() if len(credible) else None,
+                     pd.Timestamp(credible.max()) if len(credible) else None,
                      id_codes=pid_code[take], id_values=pid_u, codes=tally)
+
+
+def _per_row(answers: np.ndarray, codes: np.ndarray, missing: object) -> np.ndarray:
+    """Per-distinct-value answers read off by each row's code (-1 reads ``missing``)."""
+    return np.append(answers, np.array([missing], dtype=answers.dtype))[codes]
+
+
+def _censor_codes(text: pd.Series) -> np.ndarray:
+    """Censor texts (distinct values) as codes into ``CENSORS`` ('' is 0, unknown -1)."""
+    return np.asarray(pd.Categorical(text.fillna(""), categories=hz.CENSORS).codes,
+                      dtype=np.int8)
+
+
+def _taken(column: pd.Series, take: np.ndarray) -> pd.Categorical:
+    """``column``'s rows at ``take`` as a categorical of the values they hold, in order of
+    appearance among them, without copying their text (the codes are remapped)."""
+    codes, uniques = hz.factorize(column)
+    codes = codes[take]
+    seen = pd.unique(codes)
+    kept = seen[seen >= 0]
+    remap = np.full(len(uniques) + 1, -1, dtype=np.int32)  # the last slot: code -1 stays
+    remap[kept] = np.arange(len(kept), dtype=np.int32)
+    return _categorical(remap[codes], uniques.take(kept))
 
 
 def _categorical(codes: np.ndarray, uniques: pd.Series) -> pd.Categorical:
