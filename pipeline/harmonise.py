@@ -44,9 +44,15 @@ def factorize(series: pd.Series) -> tuple[np.ndarray, pd.Series]:
 
     Done once per column so every converter below works on the distinct values only.
     """
+    if series.dtype == "str" and getattr(series.dtype, "storage", "") == "pyarrow":
+        # Arrow's hash kernel gives int32 codes directly: pd.factorize would widen them
+        # to int64 first, a transient 80 MB per column of a 10M-row extract
+        text = pa.array(series.array)
+        encoded = (text if isinstance(text, pa.ChunkedArray) else pa.chunked_array([text])
+                   ).dictionary_encode().combine_chunks()
+        codes = pc.fill_null(encoded.indices, -1).to_numpy(zero_copy_only=False)
+        return codes, pd.Series(pd.array(encoded.dictionary, dtype=series.dtype))
     codes, uniques = pd.factorize(series, use_na_sentinel=True)
-    if len(uniques) < 2**31 - 1:  # half the memory of a 10M-row extract's codes
-        codes = codes.astype(np.int32)
     return codes, pd.Series(uniques, dtype=series.dtype)
 
 

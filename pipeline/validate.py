@@ -288,11 +288,11 @@ def validate_labs(raw: RawInput, fmt: ExtractFormat, rules: RulesProfile,
     ok = ~bad.to_numpy()
     a_ok = a_work[ok]
     take = rows[ok]
-    # Low-cardinality text stays categorical (codes into the distinct values): a fraction
-    # of the memory, and nothing to copy per row; ids and specimens are taken as text.
-    text = canon[["patient_id", "specimen_id", SOURCE_FILE, SOURCE_ROW]].iloc[take]
+    # Repeated text stays categorical (codes into the distinct values): a fraction of the
+    # memory, and nothing to copy per row; specimens (one per row) are taken as text.
+    text = canon[["specimen_id", SOURCE_FILE, SOURCE_ROW]].iloc[take]
     accepted = pd.DataFrame({
-        "patient_id": text["patient_id"],
+        "patient_id": _categorical(pid_code[take], pid_u),
         "collected_at": collected[ok],
         "analyte": pd.Categorical.from_codes(a_ok, categories=analytes),
         "value": value[ok],
@@ -306,7 +306,7 @@ def validate_labs(raw: RawInput, fmt: ExtractFormat, rules: RulesProfile,
         "specimen_id": text["specimen_id"],
         SOURCE_FILE: text[SOURCE_FILE],
         SOURCE_ROW: text[SOURCE_ROW],
-    }, index=text.index)
+    }, index=text.index, copy=False)
     counts = {
         "rows_read": len(canon),
         "rows_accepted": len(accepted),
