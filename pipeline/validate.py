@@ -75,15 +75,15 @@ def _run_checks(frame: pd.DataFrame, checks: dict[str, tuple[str, Callable]],
     """Run the pandera checks; return a boolean frame (row x reason) of failures.
 
     ``checks`` maps reason code -> (column, vectorised predicate that is True when valid).
-    pandera validates the frame's schema (every column a check reads); each check, a
-    ``pandera.Check`` named by its reason code, then runs once over its whole column as a
+    pandera validates the frame's schema (every column a check reads is there); each check,
+    a ``pandera.Check`` named by its reason code, then runs once over its whole column as a
     vectorised mask. (Lazy schema validation would build a failure-case row per failing
     cell: on a large extract with a systematic unit slip, seconds and gigabytes.)
     """
     schema = pa.DataFrameSchema(
         {column: pa.Column(nullable=True, required=True) for column, _ in checks.values()},
         strict=False)
-    schema.validate(frame)
+    schema.validate(frame.iloc[:0])  # the columns; the checks then run on every row
     failed = {code: np.zeros(len(frame), dtype=bool) for code in order}
     for code, (column, fn) in checks.items():
         result = pa.Check(fn, name=code, ignore_na=False)(frame[column])
@@ -288,11 +288,12 @@ def validate_labs(raw: RawInput, fmt: ExtractFormat, rules: RulesProfile,
     ok = ~bad.to_numpy()
     a_ok = a_work[ok]
     take = rows[ok]
-    # Repeated text stays categorical (codes into the distinct values): a fraction of the
-    # memory, and nothing to copy per row; specimens (one per row) are taken as text.
-    text = canon[["specimen_id", SOURCE_FILE, SOURCE_ROW]].iloc[take]
+    # Low-cardinality text stays categorical (codes into the distinct values): a fraction
+    # of the memory, and nothing to copy per row; ids and specimens are taken as text (a
+    # categorical would check its millions of distinct ids for uniqueness: seconds).
+    text = canon[["patient_id", "specimen_id", SOURCE_FILE, SOURCE_ROW]].iloc[take]
     accepted = pd.DataFrame({
-        "patient_id": _categorical(pid_code[take], pid_u),
+        "patient_id": text["patient_id"],
         "collected_at": collected[ok],
         "analyte": pd.Categorical.from_codes(a_ok, categories=analytes),
         "value": value[ok],
