@@ -43,6 +43,11 @@ _DELIMITERS = (",", ";", "\t", "|")
 _PARQUET_MAGIC = b"PAR1"
 _ZIP_MAGIC = b"PK\x03\x04"
 _SNIFF_LINES = 50
+#: Canonical columns whose values repeat heavily (codes, units, results, dates, sites): read
+#: from Parquet as dictionaries (pandas categoricals), so they are decoded, cleaned and
+#: converted once per distinct value and held as small codes; a third of the memory.
+DICTIONARY_COLUMNS = {"labs": ("test_code", "result", "unit", "practice_id", "site_id",
+                               "censor", "collected_at")}
 
 
 @dataclass
@@ -398,13 +403,15 @@ def plan_pieces(spec_path: str | Path, kind: str, rows_per_piece: int) -> list[P
 
 
 def _read_parquet(path: Path, kind: str, row_groups: tuple[int, ...] | None = None,
-                  first_row: int = 1) -> tuple[pa.Table, FileInfo, set[str], list[str]]:
+                  first_row: int = 1, dictionary: frozenset[str] = frozenset()
+                  ) -> tuple[pa.Table, FileInfo, set[str], list[str]]:
     """Any Parquet file as text columns, the names of its integer columns, and notes.
 
     Nested columns (lists, structs) have no text form and are left out with a note; if one
     was a required column the missing-column check then names it. With ``row_groups`` only
     those groups are read (their first row being ``first_row`` of the file), and the file is
-    not hashed: the caller describes the whole file once.
+    not hashed: the caller describes the whole file once. Text columns named (lower case) in
+    ``dictionary`` are read as dictionaries.
     """
     info = _file_info(path) if row_groups is None else FileInfo(str(path), "", 0, 0)
     unreadable = _unreadable(path, kind)
@@ -415,9 +422,12 @@ def _read_parquet(path: Path, kind: str, row_groups: tuple[int, ...] | None = No
     names = [str(n).strip() for n in schema.names]
     names = [n or f"column_{i + 1}" for i, n in enumerate(names)]
     _check_duplicates(names, path, kind)
+    as_dictionary = [f.name for n, f in zip(names, schema, strict=True)
+                     if n.lower() in dictionary and _is_text(f.type)]
     try:
-        table = (pq.read_table(path) if row_groups is None
-                 else pq.ParquetFile(path).read_row_groups(list(row_groups)))
+        parquet = pq.ParquetFile(path, read_dictionary=as_dictionary)
+        table = (parquet.read() if row_groups is None
+                 else parquet.read_row_groups(list(row_groups)))
     except (pa.ArrowException, OSError) as exc:
         raise UserError(unreadable) from exc
     integers = {n.lower() for n, f in zip(names, schema, strict=True)
@@ -443,6 +453,8 @@ def _read_parquet(path: Path, kind: str, row_groups: tuple[int, ...] | None = No
 def _as_text(column: pa.ChunkedArray) -> pa.ChunkedArray | None:
     """One Parquet column as text: numbers as written, timestamps as wall-clock ISO text."""
     typ = column.type
+    if pa.types.is_dictionary(typ) and _is_text(typ.value_type):
+        return pa.chunked_array([_blank_nulls(c) for c in column.chunks], typ)
     if pa.types.is_dictionary(typ):
         column, typ = column.cast(typ.value_type), typ.value_type
     if pa.types.is_timestamp(typ) and typ.tz is not None:
@@ -455,6 +467,42 @@ def _as_text(column: pa.ChunkedArray) -> pa.ChunkedArray | None:
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
         return None
     return pc.fill_null(column, "")
+
+
+def _is_text(typ: pa.DataType) -> bool:
+    return pa.types.is_string(typ) or pa.types.is_large_string(typ)
+
+
+def _blank_nulls(chunk: pa.DictionaryArray) -> pa.DictionaryArray:
+    """A text dictionary with missing cells as '' (as every other text column reads)."""
+    if not chunk.null_count:
+        return chunk
+    dictionary = chunk.dictionary
+    at = pc.index(dictionary, "").as_py()
+    if at < 0:
+        at = len(dictionary)
+        dictionary = pa.concat_arrays([dictionary, pa.array([""], dictionary.type)])
+    indices = pc.fill_null(chunk.indices, pa.scalar(at, chunk.indices.type))
+    return pa.DictionaryArray.from_arrays(indices, dictionary)
+
+
+def _decoded(tables: list[pa.Table]) -> list[pa.Table]:
+    """Files whose column types differ (a dictionary in one file, plain text in another,
+    e.g. a CSV beside a Parquet file) get plain text in that column, so they stack."""
+    types: dict[str, set[pa.DataType]] = {}
+    for table in tables:
+        for f in table.schema:
+            types.setdefault(f.name, set()).add(f.type)
+    mixed = {n for n, ts in types.items() if len(ts) > 1}
+    if not mixed:
+        return tables
+    out = []
+    for table in tables:
+        for i, f in enumerate(table.schema):
+            if f.name in mixed and pa.types.is_dictionary(f.type):
+                table = table.set_column(i, f.name, table.column(i).cast(pa.string()))
+        out.append(table)
+    return out
 
 
 # ------------------------------------------------------------------------------- input
@@ -479,7 +527,10 @@ def read_file(path: Path, spec: InputSpec, row_groups: tuple[int, ...] | None = 
     kind = spec.kind
     integer_ids: list[tuple[str, str]] = []
     if _is_parquet(path):
-        table, info, integers, notes = _read_parquet(path, kind, row_groups, first_row)
+        dictionary = frozenset(source.lower() for canon in DICTIONARY_COLUMNS.get(kind, ())
+                               for source in spec.columns.get(canon, ()))
+        table, info, integers, notes = _read_parquet(path, kind, row_groups, first_row,
+                                                     dictionary)
         if not spec.read.integer_ids:
             id_sources = {s.lower() for s in spec.columns.get("patient_id", ())}
             integer_ids = [(c, str(path)) for c in sorted(integers & id_sources)]
@@ -553,7 +604,7 @@ def read_input(spec_path: str | Path, spec: InputSpec) -> RawInput:
     notes = input_notes(kind, [n for f in files for n in f.notes],
                         [pair for f in files for pair in f.integer_ids])
     layout = Layout.of([f.table.column_names for f in files])
-    tables = [layout.conform(f.table) for f in files]
+    tables = _decoded([layout.conform(f.table) for f in files])
     del files
     table = pa.concat_tables(tables) if len(tables) > 1 else tables[0]
     del tables
@@ -618,8 +669,9 @@ def canonical_view(raw: RawInput, spec: InputSpec,
     out: dict[str, pd.Series] = {}
     for canon, names_used in sources_of.items():
         series: pd.Series | None = None
+        several = len(names_used) > 1 or bool(spec.values.get(canon))
         for name in names_used:
-            col = cleaned[name]
+            col = _as_str(cleaned[name]) if several else cleaned[name]
             if series is None:
                 series = col
             elif prefer and canon in prefer:
@@ -654,6 +706,8 @@ def _clean_text(series: pd.Series, tokens: set[str]) -> pd.Series:
     matched case-insensitively by looking up every case spelling of them (no lower-cased
     copy of the column).
     """
+    if isinstance(series.dtype, pd.CategoricalDtype):
+        return _clean_categories(series, tokens)
     text = pa.array(series.astype("str"), pa.string(), from_pandas=True)
     text = pc.fill_null(text, "") if text.null_count else text
     changed = False
@@ -669,6 +723,24 @@ def _clean_text(series: pd.Series, tokens: set[str]) -> pd.Series:
     if not changed and series.dtype == "str" and not series.hasnans:
         return series
     return pd.Series(pd.array(text, dtype="str"), index=series.index)
+
+
+def _clean_categories(series: pd.Series, tokens: set[str]) -> pd.Series:
+    """A categorical column cleaned on its categories: values that become equal once
+    cleaned (' A' and 'A') share one category, and a missing cell reads ''."""
+    categories = pd.Series(series.cat.categories.astype("str"))
+    cleaned = _clean_text(categories, tokens)
+    if cleaned is categories and not series.hasnans:  # clean already: shared as it is
+        return series
+    codes, values = pd.factorize(pd.concat([cleaned, pd.Series([""], dtype="str")],
+                                           ignore_index=True))
+    at = codes.astype(np.int32)[series.cat.codes.to_numpy()]  # code -1 reads the '' added
+    return pd.Series(pd.Categorical.from_codes(at, categories=pd.Index(values, dtype="str")),
+                     index=series.index)
+
+
+def _as_str(series: pd.Series) -> pd.Series:
+    return series.astype("str") if isinstance(series.dtype, pd.CategoricalDtype) else series
 
 
 _ASCII_SPACE = np.zeros(256, dtype=bool)

@@ -303,3 +303,55 @@ def test_integer_ids_and_float_results_from_parquet_end_to_end(tmp_path: Path) -
                                                            "unlikely"]
     results = pd.read_parquet(out / "results.parquet")
     assert results["result_text"].tolist() == ["150", "262", "406"]
+
+
+# ------------------------------------------------------------ Parquet text as dictionaries
+
+MESSY = pd.DataFrame({
+    "patient_id": ["0001", "0002", "0003", "0004", "0005", "0006", "0007", "0008"],
+    "collected_at": ["2026-10-01", " 2026-10-02 ", None, "2026-10-03", "NULL",
+                     "2026-10-04", "2026-10-04", "2026-10-05"],
+    "test_code": [" B12", "b12 ", "B12", None, "B12", "NA", "HOLOTC", "GLUCOSE"],
+    "result": ["<150", " 231", "300", "200", "250", "260", "n/a", "5.1"],
+    "unit": ["ng/L", " pmol/L", "ng/L", "ng/L", "", "ng/L", None, "mmol/L"],
+    "practice_id": [" P1", "P1", None, "P2", "P2", "NULL", "P3", "P3"],
+})
+
+
+def _runs(tmp_path: Path, *labs: Path) -> list[Path]:
+    from tests.conftest import invoke
+
+    outs = []
+    for i, path in enumerate(labs):
+        out = tmp_path / f"run{i}"
+        result = invoke("run", path, "--as-of", "2026-10-31", "--max-reject-rate", "1",
+                        "--out", out, "--quiet")
+        assert result.exit_code == 0, result.output
+        outs.append(out)
+    return outs
+
+
+def test_parquet_text_read_as_dictionaries_is_cleaned_as_csv_text_is(tmp_path: Path) -> None:
+    """Codes, results, units, dates and practices of a Parquet file are read as
+    dictionaries and cleaned once per distinct value: blanks, tokens and nulls give exactly
+    the tables a CSV file of the same cells gives; a folder mixing both stacks them."""
+    MESSY.to_csv(tmp_path / "labs.csv", index=False)
+    pq.write_table(pa.Table.from_pandas(MESSY, preserve_index=False),
+                   tmp_path / "labs.parquet", use_dictionary=True, row_group_size=3)
+    (tmp_path / "both").mkdir()
+    MESSY.to_csv(tmp_path / "both" / "a.csv", index=False)
+    pq.write_table(pa.Table.from_pandas(MESSY.assign(patient_id=MESSY["patient_id"] + "b"),
+                                        preserve_index=False), tmp_path / "both" / "b.parquet")
+    from_csv, from_parquet, from_both = _runs(tmp_path, tmp_path / "labs.csv",
+                                              tmp_path / "labs.parquet", tmp_path / "both")
+    raw = read_input(tmp_path / "labs.parquet", load_format("canonical").labs)
+    assert isinstance(raw.frame["test_code"].dtype, pd.CategoricalDtype)
+    assert (from_parquet / "patients.parquet").read_bytes() == \
+        (from_csv / "patients.parquet").read_bytes()
+    for name in ("results.parquet", "rejected.parquet"):
+        csv, parquet = (pd.read_parquet(run / name).drop(columns=["source_file", "source_row"])
+                        for run in (from_csv, from_parquet))  # CSV line 2 is Parquet row 1
+        assert len(parquet) > 0
+        pd.testing.assert_frame_equal(parquet, csv)
+    both = pd.read_parquet(from_both / "results.parquet")
+    assert len(both) == 2 * len(pd.read_parquet(from_csv / "results.parquet"))
