@@ -83,15 +83,16 @@ def _progress(quiet: bool) -> Iterator[Callable[[str], None] | None]:
             bar.update(current[-1], completed=1, total=1)
 
 
-def _import_in_background(module: str) -> threading.Thread:
-    """Import ``module`` on a thread: its imports overlap the reading, which releases the
-    GIL (an import error surfaces again at the real import)."""
+def _import_in_background(*modules: str) -> threading.Thread:
+    """Import ``modules`` in turn on a thread: their imports overlap the reading, which
+    releases the GIL (an import error surfaces again at the real import)."""
 
     def load() -> None:
-        with contextlib.suppress(Exception):
-            importlib.import_module(module)
+        for module in modules:
+            with contextlib.suppress(Exception):
+                importlib.import_module(module)
 
-    thread = threading.Thread(target=load, name=f"import {module}", daemon=True)
+    thread = threading.Thread(target=load, name=f"import {modules[-1]}", daemon=True)
     thread.start()
     return thread
 
@@ -113,7 +114,8 @@ def run(labs: LabsArg, patients: PatientsOpt = None, medications: MedsOpt = None
     """
     from pipeline.run import RunOptions, screen
 
-    writers = _import_in_background("pipeline.outputs")  # matplotlib et al. load meanwhile
+    # validation (pandera) and the writers (matplotlib et al.) load while the input is read
+    writers = _import_in_background("pipeline.validate", "pipeline.outputs")
 
     try:
         if engine not in ("pandas", "dask"):

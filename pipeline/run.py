@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 import pyarrow as pa
@@ -33,13 +33,9 @@ from pipeline.classify import (
 from pipeline.config import ExtractFormat, RulesProfile, load_format, load_rules
 from pipeline.errors import EXIT_USAGE, UserError
 from pipeline.read import read_input
-from pipeline.validate import (
-    Validated,
-    today_date,
-    validate_labs,
-    validate_medications,
-    validate_patients,
-)
+
+if TYPE_CHECKING:  # validation (and pandera) is imported once reading has started
+    from pipeline.validate import Validated
 
 Progress = Callable[[str], None]
 
@@ -128,13 +124,20 @@ def prepare(options: RunOptions, progress: Progress | None = None,
     every row is bad gets the counts, not a complaint about the date.
     """
     state = new_state(options)
-    today = options.today or today_date()
     with state.step("read", progress):
         raw = {"labs": read_input(options.labs, state.fmt.labs)}
         if options.patients:
             raw["patients"] = read_input(options.patients, state.fmt.patients)
         if options.medications:
             raw["medications"] = read_input(options.medications, state.fmt.medications)
+    from pipeline.validate import (
+        today_date,
+        validate_labs,
+        validate_medications,
+        validate_patients,
+    )
+
+    today = options.today or today_date()
     with state.step("validate", progress):
         labs = validate_labs(raw["labs"], state.fmt, state.rules, today)
         state.inputs["labs"] = labs
