@@ -80,6 +80,7 @@ from pipeline.read import (
     check_not_empty,
     describe_file,
     input_notes,
+    plain_text,
     plan_pieces,
     read_file,
 )
@@ -149,7 +150,7 @@ def _keyed(table: FileTable, layout: Layout, file_index: int, spec: InputSpec,
            n_parts: int) -> pd.DataFrame:
     """A piece as the input's columns, each row with its file's position and the partition
     of its (cleaned) patient id."""
-    frame = layout.conform(table.table).to_pandas(split_blocks=True)
+    frame = plain_text(layout.conform(table.table)).to_pandas(split_blocks=True)
     ids_only = replace(spec, columns={"patient_id": spec.columns["patient_id"]},
                        values={k: v for k, v in spec.values.items() if k == "patient_id"})
     ids = canonical_view(RawInput(spec.kind, frame, [], layout.original), ids_only)

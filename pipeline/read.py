@@ -505,6 +505,15 @@ def _decoded(tables: list[pa.Table]) -> list[pa.Table]:
     return out
 
 
+def plain_text(table: pa.Table) -> pa.Table:
+    """Every dictionary text column (but the source file's) decoded to plain text: for
+    pieces of an input converted one by one, whose dictionaries differ."""
+    for i, f in enumerate(table.schema):
+        if pa.types.is_dictionary(f.type) and f.name != SOURCE_FILE:
+            table = table.set_column(i, f.name, table.column(i).cast(pa.string()))
+    return table
+
+
 # ------------------------------------------------------------------------------- input
 
 
