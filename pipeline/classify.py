@@ -56,6 +56,43 @@ class Classified:
     rows_after_as_of: int
 
 
+#: Ids up to this many bytes are sorted by integer keys of their bytes (see ``text_order``).
+SORT_KEY_BYTES = 24
+
+
+def text_order(text: pa.Array) -> np.ndarray:
+    """Positions that put ``text`` in Arrow's (bytewise) order, for millions of short ids.
+
+    Each id's bytes, zero-padded, are read as big-endian 64-bit integers, and numpy sorts
+    those keys: two to three times faster than a string sort. The padded order is the
+    bytewise order for text without NUL bytes; longer or unusual text is left to Arrow.
+    """
+    if isinstance(text, pa.ChunkedArray):
+        text = text.combine_chunks()
+    if len(text) < 2 or text.null_count or not (
+            pa.types.is_string(text.type) or pa.types.is_large_string(text.type)):
+        return pc.sort_indices(text).to_numpy()
+    wide = pa.types.is_large_string(text.type)
+    offsets = np.frombuffer(text.buffers()[1], dtype=np.int64 if wide else np.int32)[
+        text.offset:text.offset + len(text) + 1].astype(np.int64)
+    data = np.frombuffer(text.buffers()[2], dtype=np.uint8) if text.buffers()[2] else \
+        np.zeros(1, dtype=np.uint8)
+    starts, lengths = offsets[:-1], np.diff(offsets)
+    width = int(lengths.max())
+    if width > SORT_KEY_BYTES or width == 0 or (data[offsets[0]:offsets[-1]] == 0).any():
+        return pc.sort_indices(text).to_numpy()
+    keys = []
+    for first in range(0, width, 8):  # a handful of 8-byte words, each over every id
+        key = np.zeros(len(text), dtype=np.uint64)
+        for j in range(first, first + 8):
+            byte = data[np.minimum(starts + j, len(data) - 1)].astype(np.uint64)
+            key = (key << np.uint64(8)) | np.where(j < lengths, byte, np.uint64(0))
+        keys.append(key)
+    if len(keys) == 1:
+        return np.argsort(keys[0], kind="stable")
+    return np.lexsort(keys[::-1])
+
+
 def cohort_ids(*id_series: pd.Series) -> pd.Index:
     """Every non-empty patient id seen in any input row, sorted (stable output order).
 
@@ -64,7 +101,7 @@ def cohort_ids(*id_series: pd.Series) -> pd.Index:
     chunks = [pa.array(s.astype("str"), pa.string(), from_pandas=True) for s in id_series]
     ids = pc.unique(pa.chunked_array(chunks, pa.string()))
     ids = ids.filter(pc.and_(pc.is_valid(ids), pc.not_equal(ids, "")))
-    ids = ids.take(pc.sort_indices(ids))
+    ids = ids.take(pa.array(text_order(ids)))
     return pd.Index(pd.array(ids, dtype="str"))
 
 
@@ -75,7 +112,7 @@ def sorted_cohort(ids: pd.Series) -> tuple[pd.Index, np.ndarray]:
     present = np.flatnonzero(pc.fill_null(pc.not_equal(text, ""), False).to_numpy(
         zero_copy_only=False))
     kept = text.take(pa.array(present))
-    order = pc.sort_indices(kept).to_numpy()
+    order = text_order(kept)
     positions = np.full(len(text), -1, dtype=np.int64)
     positions[present[order]] = np.arange(len(order))
     return pd.Index(pd.array(kept.take(pa.array(order)), dtype="str")), positions
@@ -282,8 +319,9 @@ def _patients_table(usable: pd.DataFrame, attrs: pd.DataFrame, meds: pd.DataFram
     index = idx.select_index(usable, as_of, r4, n)
     codes = np.asarray(usable["analyte"].cat.codes)
     latest = idx.latest_per_analyte(usable, as_of, r4, among=codes != 2)
-    total = latest[latest["analyte"] == "b12_total"].set_index("pid").reindex(index.index)
-    active = latest[latest["analyte"] == "b12_active"].set_index("pid").reindex(index.index)
+    latest_codes = np.asarray(latest["analyte"].cat.codes)
+    total = idx.spread(latest[latest_codes == 0].set_index("pid"), n)
+    active = idx.spread(latest[latest_codes == 1].set_index("pid"), n)
     mma = idx.select_mma(usable, index["collected_at"], as_of)
     status, by_mma = idx.resolve_status(index["sev"], mma["sev"])
     # only report the MMA that R5 considered
@@ -345,7 +383,7 @@ def _patients_table(usable: pd.DataFrame, attrs: pd.DataFrame, meds: pd.DataFram
         "age_years": age.astype("Int16"),
         "index_test": text_of(index["analyte"]),
         "index_value": index["value"].astype("float64"),
-        "index_unit": lookup(index["analyte"], CANONICAL_UNIT),
+        "index_unit": words(analyte_code, [CANONICAL_UNIT[a] for a in ANALYTES], index.index),
         "index_collected_at": index["collected_at"].astype("datetime64[us]"),
         "index_censor": text_of(index["censor"]),
         "b12_total_ng_l": total["value"].astype("float64"),

@@ -129,6 +129,20 @@ def latest_per_analyte(res: pd.DataFrame, as_of: date, lookback_days: int,
     return res.iloc[sel[chosen]]
 
 
+def spread(frame: pd.DataFrame, n: int) -> pd.DataFrame:
+    """``frame`` (indexed by patient position, at most one row each) as one row per
+    position 0..n-1, missing where a patient has none: ``reindex`` by a scatter of row
+    positions rather than a hash lookup of every patient."""
+    at = np.full(n, len(frame), dtype=np.int64)
+    at[frame.index.to_numpy(dtype=np.int64)] = np.arange(len(frame))
+    rows = frame.reset_index(drop=True)
+    if (at == len(frame)).any():  # one missing row to point at, as reindex would add
+        rows = rows.reindex(pd.RangeIndex(len(frame) + 1))
+    out = rows.take(at)
+    out.index = pd.RangeIndex(n)
+    return out
+
+
 def select_index(res: pd.DataFrame, as_of: date, lookback_days: int, n: int) -> pd.DataFrame:
     """R4: the index test per patient, with ``discordant`` for same-day disagreement.
 
@@ -160,8 +174,7 @@ def select_index(res: pd.DataFrame, as_of: date, lookback_days: int, n: int) -> 
     total_later = (_analytes(picks) != 0).astype("int8")
     index = first_per_group(picks, pick_pid, (-sev, -times(picks["collected_at"]),
                                               total_later)).set_index("pid")
-    out = index[["analyte", "value", "collected_at", "censor", "sev", "ambiguous"]]
-    out = out.reindex(pd.RangeIndex(n))
+    out = spread(index[["analyte", "value", "collected_at", "censor", "sev", "ambiguous"]], n)
     out["discordant"] = discordant
     out["ambiguous"] = out["ambiguous"].fillna(False).astype(bool)
     return out
@@ -186,7 +199,8 @@ def select_mma(res: pd.DataFrame, index_at: pd.Series, as_of: date) -> pd.DataFr
                              (-day, -res["value"].to_numpy()[sel],
                               -_rank(res["censor"])[sel].astype("int64")))
     picked = res.iloc[sel[chosen]].set_index("pid")
-    return picked[["value", "collected_at", "censor", "sev", "ambiguous"]].reindex(index_at.index)
+    return spread(picked[["value", "collected_at", "censor", "sev", "ambiguous"]],
+                  len(index_at))
 
 
 def resolve_status(index_sev: pd.Series, mma_sev: pd.Series) -> tuple[pd.Series, pd.Series]:
