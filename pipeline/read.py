@@ -413,7 +413,16 @@ def _read_parquet(path: Path, kind: str, row_groups: tuple[int, ...] | None = No
     not hashed: the caller describes the whole file once. Text columns named (lower case) in
     ``dictionary`` are read as dictionaries.
     """
-    info = _file_info(path) if row_groups is None else FileInfo(str(path), "", 0, 0)
+    with ThreadPoolExecutor(max_workers=1) as pool:  # hashed while it is read
+        digest = pool.submit(_file_info, path) if row_groups is None else None
+        table, integers, notes = _parquet_text(path, kind, row_groups, first_row, dictionary)
+    info = digest.result() if digest else FileInfo(str(path), "", 0, 0)
+    info.rows = table.num_rows
+    return table, info, integers, notes
+
+
+def _parquet_text(path: Path, kind: str, row_groups: tuple[int, ...] | None, first_row: int,
+                  dictionary: frozenset[str]) -> tuple[pa.Table, set[str], list[str]]:
     unreadable = _unreadable(path, kind)
     try:
         schema = pq.read_schema(path)
@@ -446,8 +455,7 @@ def _read_parquet(path: Path, kind: str, row_groups: tuple[int, ...] | None = No
     table = pa.table(columns, names=kept)
     table = table.append_column(SOURCE_ROW, pa.array(
         np.arange(first_row, first_row + table.num_rows), pa.int64()))
-    info.rows = table.num_rows
-    return table, info, integers, notes
+    return table, integers, notes
 
 
 def _as_text(column: pa.ChunkedArray) -> pa.ChunkedArray | None:
