@@ -226,6 +226,21 @@ def _practice_labels(patients: pd.DataFrame) -> pd.Series:
     return practice.mask(practice.eq("").fillna(False)).fillna(UNKNOWN_PRACTICE)
 
 
+def _practice_codes(patients: pd.DataFrame) -> tuple[np.ndarray, pd.api.extensions.ExtensionArray]:
+    """``pd.factorize(_practice_labels(patients), sort=True)``, with the labels cleaned once
+    per distinct practice id rather than once per patient."""
+    if "practice_id" not in patients.columns:
+        return pd.factorize(_practice_labels(patients), sort=True)
+    raw_codes, raw = pd.factorize(patients["practice_id"].astype("string"))  # missing: -1
+    distinct = pd.DataFrame({"practice_id": pd.Series(raw, dtype="string")})
+    labels = _practice_labels(distinct)
+    if (raw_codes < 0).any():
+        labels = pd.concat([labels, pd.Series([UNKNOWN_PRACTICE], dtype="string")],
+                           ignore_index=True)  # code -1 reads the last label
+    codes, groups = pd.factorize(labels, sort=True)
+    return codes[raw_codes], groups
+
+
 def build_measures(
     patients: pd.DataFrame,
     as_of: dt.date,
@@ -243,7 +258,7 @@ def build_measures(
     """
     month = f"{as_of:%Y-%m}"
     # practices factorised once (sorted), then each measure is two bincounts
-    code, groups = pd.factorize(_practice_labels(patients), sort=True)
+    code, groups = _practice_codes(patients)
     frames = []
     for measure in measures:  # a handful of measures; the work inside is vectorised
         num, den = measure.masks(patients, as_of)

@@ -7,9 +7,11 @@ measures.parquet/.csv, summary.json, report.html. Audit: manifest.json.
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
+import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -124,43 +126,134 @@ def build_summary(state: RunState, patients: pd.DataFrame, worklist_sizes: dict[
 
 
 def _sha(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+    """sha256 of a file, read in blocks: hashlib releases the GIL on each block, so files
+    are hashed on the pool while other outputs are still being built."""
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        while block := f.read(1 << 22):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+class _Digests:
+    """The manifest's sha256 of each output, each computed on the pool as soon as its file
+    is complete (while the page cache still holds it), not all at the end on one thread."""
+
+    def __init__(self, pool: ThreadPoolExecutor) -> None:
+        self.pool = pool
+        self.pending: dict[Path, Future[str]] = {}
+
+    def add(self, *paths: Path) -> None:
+        for path in paths:
+            self.pending[path] = self.pool.submit(_sha, path)
+
+    def of(self, folder: Path) -> dict[str, str]:
+        """Every file's digest, by path relative to ``folder``; any file not yet hashed is
+        hashed now."""
+        files = sorted(p for p in folder.rglob("*") if p.is_file())
+        for path in files:
+            if path not in self.pending:
+                self.add(path)
+        return {p.relative_to(folder).as_posix(): self.pending[p].result() for p in files}
+
+
+def _trim_heap() -> None:
+    """Give the C heap's free pages back to the system (glibc only; elsewhere nothing).
+
+    Reading, validating and classifying free many large numpy buffers, whose pages glibc
+    keeps in its arenas: at 10M rows that was over 1 GiB of the process's peak memory
+    during writing. Trimming is cheap and changes no output.
+    """
+    try:
+        ctypes.CDLL(None).malloc_trim(0)  # the process's own symbols, libc's among them
+    except (OSError, AttributeError, TypeError):
+        pass
 
 
 def _write_tables(state: RunState, tmp: Path, meta: dict[str, str],
-                  rejected: pd.DataFrame) -> None:
-    """The analyst tables: patients, results, rejected."""
+                  rejected: pd.DataFrame, digests: _Digests, released: threading.Event) -> None:
+    """The analyst tables, each hashed once written: results first, so that the per-row
+    frames are released (``released`` is set) early; then patients and rejected."""
     classified = state.classified
+    try:
+        results = classified.results.rename(columns={"ambiguous": "censored_ambiguous"})
+        write_frame(results, RESULTS_SCHEMA, meta, tmp / "results.parquet")
+        del results
+        digests.add(tmp / "results.parquet")
+        _release_rows(state)
+    finally:
+        released.set()  # also on failure: nothing waits for ever
     write_frame(classified.patients, PATIENTS_SCHEMA, meta, tmp / "patients.parquet")
-    results = classified.results.rename(columns={"ambiguous": "censored_ambiguous"})
-    write_frame(results, RESULTS_SCHEMA, meta, tmp / "results.parquet")
+    digests.add(tmp / "patients.parquet")
     write_rejected(rejected, tmp, meta)
 
 
-def _write_worklists(state: RunState, tmp: Path, previous: Path | None) -> dict[str, Any]:
-    """Worklists with month-on-month state; returns each list's sizes for the report."""
+def _release_rows(state: RunState) -> None:
+    """Drop the run's per-row frames (classified results and the accepted labs rows they
+    share columns with), which nothing after results.parquet reads: at 10M rows they were
+    a fifth of the peak memory while writing. Zero-row frames, marked, stay in their
+    place, so that a second write of the same state fails instead of writing no rows."""
+    classified = state.classified
+    classified.results = _released(classified.results)
+    for validated in state.inputs.values():
+        if isinstance(validated.accepted, pd.DataFrame):
+            validated.accepted = _released(validated.accepted)
+        validated.id_codes = None
+    _trim_heap()
+
+
+def _released(frame: pd.DataFrame) -> pd.DataFrame:
+    empty = frame.iloc[:0].copy()
+    empty.attrs[_RELEASED] = True
+    return empty
+
+
+_RELEASED = "b12screen.released"
+
+
+def _write_worklists(state: RunState, tmp: Path, previous: Path | None,
+                     pool: ThreadPoolExecutor, digests: _Digests, released: threading.Event
+                     ) -> tuple[dict[str, Any], Future[list[str]]]:
+    """Worklists with month-on-month state; returns each list's sizes for the report, and
+    the XLSX workbook being written on the pool (its warnings when done)."""
     lists, resolved, list_state = apply_state(build_worklists(state.classified.patients),
                                               as_of_month=f"{state.as_of:%Y-%m}",
                                               previous_dir=previous)
+    _trim_heap()  # the lists' intermediates
     (tmp / "worklists").mkdir(mode=0o700)
+    workbook = pool.submit(_write_workbook, lists, tmp / "worklists.xlsx", digests, released)
     (tmp / "worklists" / "README.txt").write_text(WORKLISTS_README, encoding="utf-8")
     for name, frame in lists.items():
         write_csv(frame, tmp / "worklists" / f"{name}.csv")
+        digests.add(tmp / "worklists" / f"{name}.csv")
     write_csv(resolved, tmp / "worklists" / "resolved.csv")
-    state.warnings += write_xlsx(lists, tmp / "worklists.xlsx")
     write_parquet(pa.Table.from_pandas(list_state, preserve_index=False),
                   tmp / "worklist_state.parquet")
-    return {name: {"rows": len(f), "new": int((f["change"] == "new").sum()),
-                   "persisting": int((f["change"] == "persisting").sum()),
-                   "resolved": int((resolved["list"] == name).sum())}
-            for name, f in lists.items()}
+    sizes = {name: {"rows": len(f), "new": int((f["change"] == "new").sum()),
+                    "persisting": int((f["change"] == "persisting").sum()),
+                    "resolved": int((resolved["list"] == name).sum())}
+             for name, f in lists.items()}
+    return sizes, workbook
+
+
+def _write_workbook(lists: dict[str, pd.DataFrame], path: Path, digests: _Digests,
+                    released: threading.Event) -> list[str]:
+    """The XLSX workbook, started once the per-row frames are released: its encoded
+    columns and the results' row groups need not be in memory at once."""
+    released.wait()
+    notes = write_xlsx(lists, path)
+    digests.add(path)
+    return notes
 
 
 def _write_aggregates(state: RunState, tmp: Path, sizes: dict[str, Any],
-                      reasons: dict[str, int]) -> None:
-    """Shareable outputs: measures, summary.json and report.html."""
+                      reasons: dict[str, int], distributions: pd.DataFrame,
+                      released: threading.Event) -> None:
+    """Shareable outputs: measures, summary.json and report.html (``distributions``: the
+    analyte and value of each classified result, for the report's histograms). The
+    report waits for the per-row frames' release, as the workbook does: meanwhile the
+    tables and the workbook keep both cores busy."""
     patients = state.classified.patients
-    results = state.classified.results
     small = state.rules.disclosure["small_count"]
     rounding = state.rules.disclosure["rounding"]
     measures = build_measures(patients, state.as_of, small, rounding)
@@ -169,10 +262,11 @@ def _write_aggregates(state: RunState, tmp: Path, sizes: dict[str, Any],
     write_json(build_summary(state, patients, sizes, measures, reasons),
                tmp / "summary.json")
     r1, r2, r5 = (state.rules.rule(r) for r in ("R1", "R2", "R5"))
+    released.wait()
     render_report(tmp / "report.html",
                   summary=build_summary(state, patients, sizes, measures, reasons,
                                         publish=False),
-                  patients=patients, results=results[~results["after_as_of"]],
+                  patients=patients, results=distributions,
                   measures=measures, definitions=MEASURES,
                   rules_cutoffs={"b12_total": [r1["deficient_below"], r1["unlikely_above"]],
                                  "b12_active": [r2["deficient_below"], r2["unlikely_above"]],
@@ -184,25 +278,41 @@ def write_outputs(state: RunState, out: Path | None, previous: Path | None,
                   progress=None) -> Path:
     """Write every output into a temporary folder, then rename it into place.
 
-    The analyst tables are written on a second thread while the worklists and aggregates
-    are built: Arrow's Parquet writer releases the GIL, so the two overlap on two cores.
+    Three threads share the two cores (Arrow's Parquet, CSV and compute kernels, zlib and
+    hashlib release the GIL): results.parquet is written on the pool while the worklists,
+    their CSVs and the measures are built here. Writing consumes the state's per-row
+    frames: once results.parquet is written they are released (``_release_rows``), and
+    only then do the XLSX workbook (on the pool) and the report (here) start, beside
+    patients.parquet, so that their memory and the results' never add up. Each file is
+    hashed on the pool once written.
     """
     assert state.classified is not None and state.as_of is not None
+    if state.classified.results.attrs.get(_RELEASED):
+        raise RuntimeError("this run's outputs were written already (its rows are released)")
     out = out or default_out(state.as_of)
     meta = table_metadata(state)
     if progress:
         progress("write")
     started = time.perf_counter()
+    _trim_heap()
     prev = previous if previous is not None else find_previous_run(
         out.resolve(), state.as_of, state.rules.name)
-    with atomic_folder(out) as tmp, ThreadPoolExecutor(max_workers=1) as pool:
+    results = state.classified.results
+    # the report needs only two columns of the results classified (not after the as-of date)
+    distributions = results.loc[~results["after_as_of"].to_numpy(dtype=bool),
+                                ["analyte", "value"]]
+    del results
+    with atomic_folder(out) as tmp, ThreadPoolExecutor(max_workers=2) as pool:
+        digests, released = _Digests(pool), threading.Event()
         rejected = rejected_frame(state)  # built once: written, and counted for the summary
-        tables = pool.submit(_write_tables, state, tmp, meta, rejected)
-        sizes = _write_worklists(state, tmp, prev)
-        _write_aggregates(state, tmp, sizes, rejected_by_reason(rejected))
+        tables = pool.submit(_write_tables, state, tmp, meta, rejected, digests, released)
+        sizes, workbook = _write_worklists(state, tmp, prev, pool, digests, released)
+        _write_aggregates(state, tmp, sizes, rejected_by_reason(rejected), distributions,
+                          released)
         tables.result()
+        state.warnings += workbook.result()
         state.timings["write"] = round(time.perf_counter() - started, 3)
-        write_json(manifest(state, tmp, prev), tmp / "manifest.json")
+        write_json(manifest(state, tmp, prev, digests.of(tmp)), tmp / "manifest.json")
         restrict(tmp, SHAREABLE)
     return out
 
@@ -218,7 +328,8 @@ def _count(counts: dict[str, Any], key: str) -> int:
     return counts[key]
 
 
-def manifest(state: RunState, folder: Path, previous: Path | None) -> dict[str, Any]:
+def manifest(state: RunState, folder: Path, previous: Path | None,
+             digests: dict[str, str] | None = None) -> dict[str, Any]:
     """Audit record: inputs with hashes, configuration, as-of, accounting, timings.
 
     ``accounting`` proves the SPEC's equation over *every* input row (labs, patients and
@@ -259,7 +370,8 @@ def manifest(state: RunState, folder: Path, previous: Path | None) -> dict[str, 
         "patients": len(classified.patients) if classified else 0,
         "warnings": state.warnings,
         "timings_seconds": state.timings,
-        "outputs": {p.relative_to(folder).as_posix(): _sha(p)
-                    for p in sorted(folder.rglob("*")) if p.is_file()},
+        "outputs": digests if digests is not None else {
+            p.relative_to(folder).as_posix(): _sha(p)
+            for p in sorted(folder.rglob("*")) if p.is_file()},
         "environment": environment(),
     }

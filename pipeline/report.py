@@ -401,11 +401,11 @@ def _distribution_section(
     analytes += sorted(a for a in {*rules_cutoffs, *present} if a not in ANALYTE_LABELS)
     sections = []
     value = pd.to_numeric(results["value"], errors="coerce").to_numpy(dtype=float)
+    codes = labels.cat.codes.to_numpy()
+    usable = value >= 0  # not missing, not negative
     for analyte in analytes:
-        mask = (labels == analyte).to_numpy(dtype=bool)
-        values = value[mask]
-        values = values[~np.isnan(values)]
-        values = values[values >= 0]
+        at = labels.cat.categories.get_indexer([analyte])[0]  # -1: no such category
+        values = value[(codes == at) & usable] if at >= 0 else value[:0]
         cuts = sorted(float(c) for c in rules_cutoffs.get(analyte, []))
         sections.append(_histogram(values, analyte, cuts, small_count, rounding))
     return sections

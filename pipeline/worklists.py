@@ -48,9 +48,16 @@ def build_worklists(patients: pd.DataFrame) -> dict[str, pd.DataFrame]:
     rows = _in_id_order(patients["patient_id"],
                         np.flatnonzero(np.logical_or.reduce(list(flags.values()))))
     listed = {c: patients[c].array.take(rows)
-              for c in (*_TAKEN, "index_collected_at", "last_b12_test_at", "paediatric")}
-    few = {c: pd.factorize(listed[c], sort=c == "practice_id") for c in _FEW_VALUES
-           if not isinstance(listed[c], pd.arrays.NumpyExtensionArray)}  # object: as it is
+              for c in (*_TAKEN, "index_collected_at", "last_b12_test_at", "paediatric")
+              if c not in _FEW_VALUES}
+    few = {}
+    for c in _FEW_VALUES:  # each taken and factorised in turn: its text is not kept
+        values = patients[c].array.take(rows)
+        if isinstance(values, pd.arrays.NumpyExtensionArray):  # object: as it is
+            listed[c] = values
+        else:
+            few[c] = pd.factorize(values, sort=c == "practice_id")
+        del values
     order = _list_order(listed, few.get("practice_id")
                         or pd.factorize(listed["practice_id"].to_numpy(), sort=True))
     derived = {

@@ -4,8 +4,9 @@ Cell-by-cell writers (xlsxwriter, openpyxl) cost microseconds per cell in Python
 dominates a run when a worklist has hundreds of thousands of rows. Here every column is
 dictionary-encoded and its cell XML is built once per distinct value with vectorised Arrow
 kernels (adjacent low-cardinality columns are fused, built once per combination); rows are
-then assembled by taking that XML by each row's codes, a slice of rows at a time, and
-streamed into the zip. Repeated text goes to a shared-strings table, mostly-unique text (ids)
+then assembled by one take per slice of rows from all of a sheet's pieces of XML (its data
+buffer is the slice's XML), built on a helper thread while the slice before is compressed,
+and streamed into the zip. Repeated text goes to a shared-strings table, mostly-unique text (ids)
 is written inline; text is never a formula, numbers are numbers, booleans are booleans, dates
 are ISO text so they sort and read the same everywhere. Cells carry no r="B17" reference (it
 is optional; a cell's column is its place in the row), so a missing value is an empty <c/>.
@@ -18,6 +19,7 @@ from __future__ import annotations
 import itertools
 import zipfile
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from xml.sax.saxutils import escape
@@ -116,7 +118,8 @@ def _data(strings: pa.Array) -> memoryview:
     """The strings of a string array back to back: a zero-copy view of its data buffer."""
     if len(strings) == 0 or strings.buffers()[2] is None:
         return memoryview(b"")
-    offsets = np.frombuffer(strings.buffers()[1], dtype=np.int32)[
+    wide = pa.types.is_large_string(strings.type) or pa.types.is_large_binary(strings.type)
+    offsets = np.frombuffer(strings.buffers()[1], dtype=np.int64 if wide else np.int32)[
         strings.offset:strings.offset + len(strings) + 1]
     return memoryview(strings.buffers()[2])[int(offsets[0]):int(offsets[-1])]
 
@@ -142,11 +145,23 @@ def _clean_text(text: pa.Array) -> pa.Array:
 class _Column:
     """A column (or several adjacent ones) as a code per row into the XML of its distinct
     values: codes int32, never null. Text columns first hold their distinct text (escaped;
-    null where the cell is empty) until the shared-strings table gives them their cells."""
+    null where the cell is empty) until the shared-strings table gives them their cells.
+
+    Mostly-unique text with many distinct values (ids, reasons) keeps its bare escaped text
+    in ``cells`` and ``present`` says which values are not empty: the inline-string XML
+    around each value is added as separate pieces while the rows are assembled, rather than
+    copying every value once more into its own cell XML."""
 
     codes: pa.Array
     cells: pa.Array | None = None
     text: pa.Array | None = None
+    present: np.ndarray | None = None
+
+
+_INLINE = ('<c t="inlineStr"><is><t xml:space="preserve">', "</t></is></c>")
+#: Inline text with more distinct values than this is wrapped as the rows are assembled
+#: (never fused, as fusing stops at the same size); fewer get their cell XML built once.
+_WRAP_ABOVE = _FUSED
 
 
 def _encode(values: pd.Series) -> _Column:
@@ -175,13 +190,16 @@ def _encode(values: pd.Series) -> _Column:
                                                 _EMPTY))
     if pa.types.is_timestamp(distinct.type):
         distinct = pc.strftime(distinct, "%Y-%m-%d")
+    bare = _clean_text(pc.fill_null(distinct, ""))  # '' where missing
     present = pc.and_(pc.is_valid(distinct), pc.not_equal(pc.fill_null(distinct, ""), ""))
-    text = pc.if_else(present, _clean_text(pc.fill_null(distinct, "")), None)
-    if 2 * len(distinct) > len(codes) and _data(text).nbytes < _CHUNK_BYTES << 4:
+    if 2 * len(distinct) > len(codes) and _data(bare).nbytes < _CHUNK_BYTES << 4:
         # mostly unique (ids): written in the cells, as sharing would save nothing
-        return _Column(codes, cells=pc.fill_null(_join(
-            '<c t="inlineStr"><is><t xml:space="preserve">', text, "</t></is></c>"), _EMPTY))
-    return _Column(codes, text=text)
+        if len(distinct) > _WRAP_ABOVE:  # wrapped as the rows are assembled
+            return _Column(codes, cells=bare,
+                           present=present.to_numpy(zero_copy_only=False))
+        return _Column(codes, cells=pc.if_else(present, _join(*_INLINE[:1], bare, _INLINE[1]),
+                                                _EMPTY))
+    return _Column(codes, text=pc.if_else(present, bare, None))
 
 
 def _shared_strings(columns: list[_Column]) -> tuple[pa.Array, int]:
@@ -213,7 +231,8 @@ def _fuse(columns: list[_Column]) -> list[_Column]:
     fused: list[_Column] = []
     for column in columns:
         last = fused[-1] if fused else None
-        if last is None or max(len(last.cells), len(column.cells)) > _FUSED:
+        if (last is None or max(len(last.cells), len(column.cells)) > _FUSED
+                or last.present is not None or column.present is not None):  # wrapped
             fused.append(column)
             continue
         width, size = len(column.cells), _longest(last.cells) + _longest(column.cells)
@@ -263,19 +282,57 @@ def _sheet_xml(names: list[str], groups: list[_Column], start: int, stop: int,
     last = f"{_column_letter(max(len(names), 1) - 1)}{n + 1}"
     head = (_SHEET_HEAD.format(last=last) + f'<row r="1">{header}</row>').encode("utf-8")
     tail = _SHEET_TAIL.format(footer=escape(footer)).encode("utf-8")
-    row = len('<row r=""></row>') + len(str(n + 1)) + sum(_longest(g.cells) for g in groups)
+    row = len('<row r=""></row>') + len(str(n + 1)) + sum(_widest(g) for g in groups)
     step = max(1, _CHUNK_BYTES // row)
+    numbers = pc.cast(pa.array(np.arange(2, n + 2)), pa.string())
+    fixed = pa.array(["</row>", *_INLINE, _EMPTY, ""], pa.string())  # pieces of every sheet
+    pieces, bases = _pieces([fixed, _join('<row r="', numbers, '">'), *(g.cells for g in groups)])
+    close, opening, closing, empty, blank = range(len(fixed))
+    kind = np.int32 if len(pieces) < 2**31 else np.int64
+    width = 2 + sum(1 if g.present is None else 3 for g in groups)
 
     def parts() -> Iterator[bytes | memoryview]:
         yield head
         for a in range(0, n, step):
             b = min(n, a + step)
-            numbers = pc.cast(pa.array(np.arange(a + 2, b + 2)), pa.string())
-            yield _data(_join('<row r="', numbers, '">', *(
-                g.cells.take(g.codes.slice(start + a, b - a)) for g in groups), "</row>"))
+            at = np.empty((b - a, width), dtype=kind)  # a row's pieces, in order
+            at[:, 0] = np.arange(a, b) + bases[1]  # its <row r="..."> opening
+            j = 1
+            for g, base in zip(groups, bases[2:], strict=True):
+                codes = g.codes.slice(start + a, b - a).to_numpy()
+                if g.present is None:
+                    at[:, j] = codes + base
+                    j += 1
+                    continue
+                shown = g.present[codes]  # inline text: <c .../> around it, or <c/>
+                at[:, j] = np.where(shown, opening, empty)
+                at[:, j + 1] = codes + base
+                at[:, j + 2] = np.where(shown, closing, blank)
+                j += 3
+            at[:, -1] = close
+            # one take: its data buffer is the rows' XML, copied once from the pieces
+            yield _data(pieces.take(pa.array(at.ravel())))
         yield tail
 
     return parts(), len(head) + n * row + len(tail)
+
+
+def _widest(group: _Column) -> int:
+    """The longest cell of a column, in bytes."""
+    if group.present is None:
+        return _longest(group.cells)
+    shown = pc.binary_length(group.cells).to_numpy(zero_copy_only=False)[group.present]
+    wrapped = len(_INLINE[0]) + len(_INLINE[1]) + int(shown.max()) if shown.size else 0
+    return max(wrapped, len(_EMPTY) if not group.present.all() else 0)
+
+
+def _pieces(arrays: list[pa.Array]) -> tuple[pa.Array, np.ndarray]:
+    """The arrays one after another as one text array (large only if it must be), and
+    where each begins in it."""
+    size = sum(_data(a).nbytes for a in arrays)
+    typ = pa.large_string() if size >= 2**31 - 1 else pa.string()
+    bases = np.cumsum([0, *(len(a) for a in arrays[:-1])])
+    return pa.concat_arrays([a.cast(typ) for a in arrays]), bases
 
 
 def _member(name: str) -> zipfile.ZipInfo:
@@ -295,8 +352,13 @@ def _write(zf: zipfile.ZipFile, name: str, content: str | Iterator[bytes | memor
         zf.writestr(info, content)
         return
     info.file_size = size_bound
-    with zf.open(info, "w") as out:
-        for part in content:
+    content = iter(content)
+    with zf.open(info, "w") as out, ThreadPoolExecutor(max_workers=1) as helper:
+        # each part is built on the helper while the one before is checksummed and
+        # compressed here: Arrow's take and zlib release the GIL, so they overlap
+        ahead = helper.submit(next, content, None)
+        while (part := ahead.result()) is not None:
+            ahead = helper.submit(next, content, None)
             out.write(part)
 
 

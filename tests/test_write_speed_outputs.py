@@ -1,0 +1,90 @@
+"""The faster write step writes the same bytes: inline XLSX text wrapped as rows are
+assembled, practices factorised once for the measures, the report given only the columns
+it reads, outputs hashed on the pool; and the run's per-row frames are released once
+results.parquet is written, so writing the same state twice fails rather than losing rows."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+
+import pipeline.xlsx as xlsx
+from pipeline.measures import _practice_codes, _practice_labels
+from pipeline.outputs import write_outputs
+from pipeline.run import RunOptions, prepare, run_classification
+
+AWKWARD = np.array(["a<b & c>d", None, "", "x\x01y", "é → ✓", "=1+1", "  lead", "same"],
+                   dtype=object)
+
+
+def _workbook(path: Path, seed: int, rows: int) -> bytes:
+    rng = np.random.default_rng(seed)
+    ids = np.array([f"{i:07d}" for i in range(rows)], dtype=object)
+    ids[rng.random(rows) < 0.1] = AWKWARD[rng.integers(0, len(AWKWARD), rows)][:1]
+    reasons = np.char.add(AWKWARD[rng.integers(0, len(AWKWARD), rows)].astype(str),
+                          rng.integers(0, rows, rows).astype(str)).astype(object)
+    reasons[rng.random(rows) < 0.05] = None
+    frame = pd.DataFrame({
+        "practice_id": pd.array(np.array(["A1", "B2", None])[rng.integers(0, 3, rows)],
+                                dtype="str"),
+        "patient_id": pd.array(ids, dtype="str"),
+        "value": rng.random(rows) * 300,
+        "reasons": pd.array(reasons, dtype="str"),
+        "flag": rng.random(rows) < 0.5,
+    })
+    xlsx.write_workbook({"one": frame, "two": frame.iloc[::3]}, path, footer="f")
+    return path.read_bytes()
+
+
+@pytest.mark.parametrize("seed, rows", [(0, 50), (1, 700), (2, 3000)])
+def test_wrapped_inline_text_writes_the_same_workbook(tmp_path: Path, seed: int, rows: int,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(xlsx, "_CHUNK_BYTES", 1 << 14)  # many slices of rows per sheet
+    monkeypatch.setattr(xlsx, "_WRAP_ABOVE", 10**9)  # every cell's XML built per value
+    built = _workbook(tmp_path / "built.xlsx", seed, rows)
+    monkeypatch.setattr(xlsx, "_WRAP_ABOVE", 4)  # ids and reasons wrapped row by row
+    assert _workbook(tmp_path / "wrapped.xlsx", seed, rows) == built
+
+
+@pytest.mark.parametrize("values", [
+    ["B2", " A1", "A1", "", None, "  ", "Ä", "a"], ["X", "Y"], [None, None], ["", "Z"]])
+@pytest.mark.parametrize("dtype", ["str", "string", object, "category"])
+def test_practice_codes_match_the_labels(values: list[str | None], dtype: object) -> None:
+    rng = np.random.default_rng(len(values))
+    column = pd.Series(np.array(values, dtype=object)[rng.integers(0, len(values), 400)])
+    patients = pd.DataFrame({"practice_id": column.astype(dtype)})
+    codes, groups = _practice_codes(patients)
+    want_codes, want_groups = pd.factorize(_practice_labels(patients), sort=True)
+    assert np.array_equal(codes, want_codes)
+    assert list(groups) == list(want_groups)
+
+
+def test_manifest_hashes_every_output(sample_run: Path) -> None:
+    manifest = json.loads((sample_run / "manifest.json").read_text())
+    files = sorted(p for p in sample_run.rglob("*") if p.is_file() and p.name != "manifest.json")
+    assert list(manifest["outputs"]) == [p.relative_to(sample_run).as_posix() for p in files]
+    for path in files:
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+        assert manifest["outputs"][path.relative_to(sample_run).as_posix()] == digest
+
+
+def test_rows_are_released_once_written(sample_extract: dict[str, Path], tmp_path: Path) -> None:
+    state = prepare(RunOptions(labs=str(sample_extract["labs"]),
+                               patients=str(sample_extract["patients"]),
+                               medications=str(sample_extract["medications"])))
+    run_classification(state)
+    results = len(state.classified.results)
+    assert results > 0
+    out = write_outputs(state, tmp_path / "run", None)
+    assert pq.read_metadata(out / "results.parquet").num_rows == results
+    assert len(state.classified.results) == 0
+    assert all(len(v.accepted) == 0 for v in state.inputs.values())
+    with pytest.raises(RuntimeError, match="written already"):
+        write_outputs(state, tmp_path / "again", None)
+    assert not (tmp_path / "again").exists()
