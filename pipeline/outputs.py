@@ -7,7 +7,6 @@ measures.parquet/.csv, summary.json, report.html. Audit: manifest.json.
 
 from __future__ import annotations
 
-import ctypes
 import hashlib
 import threading
 import time
@@ -22,6 +21,7 @@ import pyarrow as pa
 from pipeline import __version__
 from pipeline.disclosure import suppress_counts
 from pipeline.measures import MEASURES, build_measures
+from pipeline.memory import trim_heap
 from pipeline.report import render_report
 from pipeline.run import RunState, environment, rejected_by_reason, rejected_frame
 from pipeline.worklist_state import apply_state, find_previous_run
@@ -157,19 +157,6 @@ class _Digests:
         return {p.relative_to(folder).as_posix(): self.pending[p].result() for p in files}
 
 
-def _trim_heap() -> None:
-    """Give the C heap's free pages back to the system (glibc only; elsewhere nothing).
-
-    Reading, validating and classifying free many large numpy buffers, whose pages glibc
-    keeps in its arenas: at 10M rows that was over 1 GiB of the process's peak memory
-    during writing. Trimming is cheap and changes no output.
-    """
-    try:
-        ctypes.CDLL(None).malloc_trim(0)  # the process's own symbols, libc's among them
-    except (OSError, AttributeError, TypeError):
-        pass
-
-
 def _write_tables(state: RunState, tmp: Path, meta: dict[str, str],
                   rejected: pd.DataFrame, digests: _Digests, released: threading.Event) -> None:
     """The analyst tables, each hashed once written: results first, so that the per-row
@@ -199,7 +186,7 @@ def _release_rows(state: RunState) -> None:
         if isinstance(validated.accepted, pd.DataFrame):
             validated.accepted = _released(validated.accepted)
         validated.id_codes = None
-    _trim_heap()
+    trim_heap()
 
 
 def _released(frame: pd.DataFrame) -> pd.DataFrame:
@@ -219,7 +206,7 @@ def _write_worklists(state: RunState, tmp: Path, previous: Path | None,
     lists, resolved, list_state = apply_state(build_worklists(state.classified.patients),
                                               as_of_month=f"{state.as_of:%Y-%m}",
                                               previous_dir=previous)
-    _trim_heap()  # the lists' intermediates
+    trim_heap()  # the lists' intermediates
     (tmp / "worklists").mkdir(mode=0o700)
     workbook = pool.submit(_write_workbook, lists, tmp / "worklists.xlsx", digests, released)
     (tmp / "worklists" / "README.txt").write_text(WORKLISTS_README, encoding="utf-8")
@@ -294,7 +281,7 @@ def write_outputs(state: RunState, out: Path | None, previous: Path | None,
     if progress:
         progress("write")
     started = time.perf_counter()
-    _trim_heap()
+    trim_heap()
     prev = previous if previous is not None else find_previous_run(
         out.resolve(), state.as_of, state.rules.name)
     results = state.classified.results

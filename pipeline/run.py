@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
-import pyarrow as pa
 
 from pipeline import __version__
 from pipeline.classify import (
@@ -32,6 +31,7 @@ from pipeline.classify import (
 )
 from pipeline.config import ExtractFormat, RulesProfile, load_format, load_rules
 from pipeline.errors import EXIT_USAGE, UserError
+from pipeline.memory import trim_heap, use_prompt_memory_pool
 from pipeline.read import read_input
 
 if TYPE_CHECKING:  # validation (and pandera) is imported once reading has started
@@ -84,17 +84,6 @@ class RunState:
             counts["balanced"] = parts == counts["rows_read"]
             out[kind] = counts
         return out
-
-
-def use_prompt_memory_pool() -> None:
-    """Arrow's jemalloc pool, returning freed memory to the system at once: a run frees
-    large intermediate columns step by step, and the default pool keeps them, which
-    raised peak memory by a fifth on large extracts. Kept as is where jemalloc is absent."""
-    try:
-        pa.set_memory_pool(pa.jemalloc_memory_pool())
-        pa.jemalloc_set_decay_ms(0)
-    except (NotImplementedError, pa.ArrowException):
-        pass
 
 
 def new_state(options: RunOptions) -> RunState:
@@ -156,6 +145,8 @@ def prepare(options: RunOptions, progress: Progress | None = None,
         state.warnings += [w for w in validated.warnings if w not in state.warnings]
     if check_rate:
         check_reject_rate(state)
+    del raw
+    trim_heap()
     return state
 
 
@@ -197,6 +188,7 @@ def run_classification(state: RunState, progress: Progress | None = None) -> Cla
     """Classify the cohort read and validated by :func:`prepare` (the pandas engine)."""
     with state.step("classify", progress):
         state.classified = _classify_pandas(state)
+    trim_heap()
     return state.classified
 
 

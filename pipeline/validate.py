@@ -19,6 +19,7 @@ import pandera.pandas as pa
 
 from pipeline import harmonise as hz
 from pipeline.config import ExtractFormat, RulesProfile
+from pipeline.memory import trim_heap
 from pipeline.read import MALFORMED, SOURCE_FILE, SOURCE_ROW, FileInfo, RawInput, canonical_view
 
 #: Reason codes in the order they are listed on a rejected row (public interface).
@@ -284,6 +285,7 @@ def validate_labs(raw: RawInput, fmt: ExtractFormat, rules: RulesProfile,
     reasons = _reasons_text(failed[bad]) if bad.any() else pd.Series([], dtype="str")
     rejected = _rejected_table(raw, failed.index[bad], reasons)
     del check_frame, checks, failed, number, usable_value, factor, lo, hi, bad_censor
+    trim_heap()  # the accepted rows' text is taken by Arrow, which cannot reuse those pages
 
     ok = ~bad.to_numpy()
     a_ok = a_work[ok]
