@@ -3,28 +3,20 @@
 The page is built for sharing, so it holds no patient id and every count on it has been
 through ``pipeline.disclosure`` (suppressed counts read ``≤7``, the rest are rounded to 5;
 plots are drawn from the same published numbers). It loads nothing from outside: plots are
-inline SVG from matplotlib with every external reference removed, and the styles are inline.
-
-Plots use matplotlib's object-oriented ``Figure`` API rather than ``pyplot``, so no global
-backend is chosen and no figure is left open; output is deterministic (fixed SVG hash salt,
-no date), so the same run writes the same bytes.
+inline SVG written by ``pipeline.svg`` (no ids, links or fonts), and the styles are inline.
+Output is deterministic, so the same run writes the same bytes.
 """
 
 from __future__ import annotations
 
-import io
 import math
-import re
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import jinja2
-import matplotlib
 import numpy as np
 import pandas as pd
-from markupsafe import Markup
-from matplotlib.figure import Figure
 
 from pipeline import __version__
 from pipeline.disclosure import (
@@ -35,13 +27,12 @@ from pipeline.disclosure import (
     suppress_counts,
 )
 from pipeline.measures import UNKNOWN_PRACTICE
+from pipeline.svg import Chart
 
 __all__ = [
     "ANALYTE_LABELS",
     "CLINICAL_JUDGEMENT",
     "binomial_limits",
-    "figure_svg",
-    "new_figure",
     "render_report",
     "template_environment",
 ]
@@ -142,36 +133,6 @@ def template_environment(extra: Mapping[str, str] | None = None) -> jinja2.Envir
         lstrip_blocks=True,
         keep_trailing_newline=True,
     )
-
-
-def figure_svg(fig: Figure, prefix: str) -> Markup:
-    """A figure as inline SVG that references nothing outside the page.
-
-    Drops the XML prolog, DOCTYPE (a URL), RDF metadata (URLs) and namespace declarations
-    (the HTML parser supplies them), and prefixes every id so several plots can share a page.
-    """
-    buffer = io.StringIO()
-    with matplotlib.rc_context({"svg.hashsalt": "b12screen", "svg.fonttype": "path"}):
-        fig.savefig(buffer, format="svg", metadata={"Date": None})
-    svg = buffer.getvalue()
-    svg = re.sub(r"<\?xml[^>]*\?>\s*", "", svg)
-    svg = re.sub(r"<!DOCTYPE[^>]*>\s*", "", svg)
-    svg = re.sub(r"<metadata>.*?</metadata>\s*", "", svg, flags=re.DOTALL)
-    svg = re.sub(r'\s+xmlns(:\w+)?="[^"]*"', "", svg)
-    ids = sorted(set(re.findall(r'\bid="([^"]+)"', svg)), key=len, reverse=True)
-    if ids:
-        pattern = re.compile(r'(id="|#)(' + "|".join(map(re.escape, ids)) + r')(?=["\)])')
-        svg = pattern.sub(lambda m: f"{m.group(1)}{prefix}-{m.group(2)}", svg)
-    if re.search(r"(?i)\b(?:href|src)\s*=\s*\"(?!#)", svg) or re.search(r"(?i)url\((?!#)", svg):
-        raise RuntimeError("matplotlib SVG holds an external reference; refusing to embed it")
-    return Markup(svg.strip())
-
-
-def new_figure(width: float, height: float) -> Figure:
-    """A pyplot-free figure (no global backend state, nothing left open)."""
-    fig = Figure(figsize=(width, height), layout="constrained")
-    fig.set_facecolor("white")
-    return fig
 
 
 # --------------------------------------------------------------------------- funnel limits
@@ -361,27 +322,14 @@ def _histogram(
     heights = published["count"].iloc[:-1].astype("Float64").fillna(0.0).to_numpy(float)
     hidden = int(published["suppressed"].iloc[:-1].sum())
 
-    fig = new_figure(6.4, 3.0)
-    ax = fig.add_subplot()
-    ax.bar(edges[:-1], heights, width=np.diff(edges), align="edge", color=_COLOURS["bar"])
     ymax = max(float(heights.max()), 1.0)
+    chart = Chart((0.0, upper), (0.0, ymax * 1.08))
+    chart.bars(edges[:-1], edges[1:], heights, _COLOURS["bar"])
     for cut in cutoffs:
-        ax.axvline(cut, color=_COLOURS["cut"], linestyle="--", linewidth=1.2)
-        ax.annotate(
-            f"{cut:g}",
-            xy=(cut, ymax),
-            xytext=(3, 0),
-            textcoords="offset points",
-            color=_COLOURS["cut"],
-            fontsize=8,
-            va="top",
-        )
-    ax.set_xlim(0, upper)
-    ax.set_ylim(0, ymax * 1.08)
-    ax.set_xlabel(f"{title}, {unit}" if unit else title)
-    ax.set_ylabel("results (rounded to 5)")
-    ax.spines[["top", "right"]].set_visible(False)
-    section["svg"] = figure_svg(fig, f"hist-{analyte}")
+        chart.line([cut, cut], [0.0, ymax * 1.08], _COLOURS["cut"], "--", 1.2)
+        chart.text(cut, ymax * 1.08, f"{cut:g}", _COLOURS["cut"])
+    chart.axes(f"{title}, {unit}" if unit else title, "results (rounded to 5)")
+    section["svg"] = chart.svg(f"Distribution of {title}")
     section["hidden_bins"] = hidden
     section["upper"] = f"{upper:g}"
     section["overflow"] = format_count(published["count"].iloc[-1], small_count=small_count)
@@ -442,30 +390,29 @@ def _funnel(
     curve = np.geomspace(start, max(den.max() * 1.1, start + 1), 120).astype("int64")
     grid = np.unique(np.concatenate([curve, den]))  # practices' own n: limits computed once
     at = np.searchsorted(grid, den)
-    fig = new_figure(6.4, 3.8)
-    ax = fig.add_subplot()
-    ax.axhline(100 * p0, color=_COLOURS["centre"], linewidth=1.2, label=f"cohort {100 * p0:.1f}%")
     position = np.full(len(shown), "", dtype=object)
     widest_lo = widest_hi = np.array([p0])
+    limits = []
     for coverage, style in FUNNEL_LIMITS:
         lo, hi = binomial_limits(p0, grid, coverage)
-        label = f"{100 * coverage:g}% limits"
-        ax.plot(grid, 100 * lo, style, color=_COLOURS["limit"], linewidth=1, label=label)
-        ax.plot(grid, 100 * hi, style, color=_COLOURS["limit"], linewidth=1)
+        limits.append((lo, hi, style, f"{100 * coverage:g}% limits"))
         position = np.where(rate > hi[at], f"above {100 * coverage:g}%", position)
         position = np.where(rate < lo[at], f"below {100 * coverage:g}%", position)
         widest_lo, widest_hi = lo, hi
-    ax.scatter(den, 100 * rate, s=18, color=_COLOURS["bar"], zorder=3, label="practice")
     low = min(float(widest_lo.min()), float(rate.min()))
     high = max(float(widest_hi.max()), float(rate.max()))
     margin = max(0.02, 0.08 * (high - low))
-    ax.set_ylim(100 * max(0.0, low - margin), 100 * min(1.0, high + margin))
-    ax.set_xlim(0, grid[-1])
-    ax.set_xlabel(f"denominator (patients, rounded to {rounding})")
-    ax.set_ylabel("rate, %")
-    fig.legend(fontsize=8, frameon=False, loc="outside right upper")
-    ax.spines[["top", "right"]].set_visible(False)
-    section["svg"] = figure_svg(fig, f"funnel-{measure['id']}")
+    chart = Chart((0.0, float(grid[-1])),
+                  (100 * max(0.0, low - margin), 100 * min(1.0, high + margin)),
+                  height=380, legend_width=120)
+    chart.line([0.0, float(grid[-1])], [100 * p0, 100 * p0], _COLOURS["centre"], "-", 1.2,
+               f"cohort {100 * p0:.1f}%")
+    for lo, hi, style, label in limits:
+        chart.line(grid, 100 * lo, _COLOURS["limit"], style, 1.0, label)
+        chart.line(grid, 100 * hi, _COLOURS["limit"], style, 1.0)
+    chart.points(den, 100 * rate, _COLOURS["bar"], "practice")
+    chart.axes(f"denominator (patients, rounded to {rounding})", "rate, %")
+    section["svg"] = chart.svg(f"Funnel plot: {measure['title']}")
 
     flagged = shown.assign(position=position)
     flagged = flagged[flagged["position"] != ""].sort_values("group", kind="mergesort")

@@ -6,33 +6,41 @@ writes ``trend.csv`` (every measure, overall and per practice, with the run's ru
 and the overall rows' control limits) and ``trend.html`` (one p-chart per measure).
 
 Measures are read as published: suppressed cells stay suppressed and are never re-derived.
-The centre line is the pooled rate of the months that used the latest month's rules profile
-(other months are not comparable, and are marked on the chart); the limits are 3-sigma
-binomial limits for each month's denominator.
+Charts use matplotlib's object-oriented ``Figure`` API rather than ``pyplot`` (no global
+backend, no figure left open), as inline SVG with a fixed hash salt and no date, so the
+same runs give the same page. The centre line is the pooled rate of the months that used
+the latest month's rules profile (other months are not comparable, and are marked on the
+chart); the limits are 3-sigma binomial limits for each month's denominator.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import io
 import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 
+import matplotlib
 import numpy as np
 import pandas as pd
+from markupsafe import Markup
+from matplotlib.figure import Figure
 
 from pipeline.errors import UserError
 from pipeline.measures import MEASURE_COLUMNS, MEASURES
-from pipeline.report import CLINICAL_JUDGEMENT, figure_svg, new_figure, template_environment
+from pipeline.report import CLINICAL_JUDGEMENT, template_environment
 
 __all__ = [
     "TREND_COLUMNS",
     "RunFolder",
     "TrendFiles",
     "build_trend",
+    "figure_svg",
     "find_runs",
+    "new_figure",
     "p_chart_limits",
 ]
 
@@ -123,6 +131,36 @@ class RunFolder:
     @property
     def month(self) -> str:
         return f"{self.as_of:%Y-%m}"
+
+
+def figure_svg(fig: Figure, prefix: str) -> Markup:
+    """A figure as inline SVG that references nothing outside the page.
+
+    Drops the XML prolog, DOCTYPE (a URL), RDF metadata (URLs) and namespace declarations
+    (the HTML parser supplies them), and prefixes every id so several plots can share a page.
+    """
+    buffer = io.StringIO()
+    with matplotlib.rc_context({"svg.hashsalt": "b12screen", "svg.fonttype": "path"}):
+        fig.savefig(buffer, format="svg", metadata={"Date": None})
+    svg = buffer.getvalue()
+    svg = re.sub(r"<\?xml[^>]*\?>\s*", "", svg)
+    svg = re.sub(r"<!DOCTYPE[^>]*>\s*", "", svg)
+    svg = re.sub(r"<metadata>.*?</metadata>\s*", "", svg, flags=re.DOTALL)
+    svg = re.sub(r'\s+xmlns(:\w+)?="[^"]*"', "", svg)
+    ids = sorted(set(re.findall(r'\bid="([^"]+)"', svg)), key=len, reverse=True)
+    if ids:
+        pattern = re.compile(r'(id="|#)(' + "|".join(map(re.escape, ids)) + r')(?=["\)])')
+        svg = pattern.sub(lambda m: f"{m.group(1)}{prefix}-{m.group(2)}", svg)
+    if re.search(r"(?i)\b(?:href|src)\s*=\s*\"(?!#)", svg) or re.search(r"(?i)url\((?!#)", svg):
+        raise RuntimeError("matplotlib SVG holds an external reference; refusing to embed it")
+    return Markup(svg.strip())
+
+
+def new_figure(width: float, height: float) -> Figure:
+    """A pyplot-free figure (no global backend state, nothing left open)."""
+    fig = Figure(figsize=(width, height), layout="constrained")
+    fig.set_facecolor("white")
+    return fig
 
 
 def _read_manifest(path: Path) -> RunFolder:

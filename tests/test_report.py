@@ -14,8 +14,6 @@ from pipeline.measures import MEASURES, build_measures
 from pipeline.report import (
     CLINICAL_JUDGEMENT,
     binomial_limits,
-    figure_svg,
-    new_figure,
     render_report,
 )
 
@@ -250,7 +248,41 @@ def test_binomial_limits_narrow_and_stay_in_range():
     assert (flat_lo == 0).all() and (flat_hi == 0).all()
 
 
-def test_figure_svg_is_inline_safe():
+def test_report_charts_are_plain_inline_svg(report):
+    """The report's charts are written as SVG text: no ids, links or namespaces to clash
+    or leak, a title each, the cut-offs drawn dashed and labelled with their values."""
+    svgs = re.findall(r"<svg.*?</svg>", report, flags=re.DOTALL)
+    assert len(svgs) == 5
+    for svg in svgs:
+        assert not re.search(r"\b(id|href|xmlns)=", svg)
+        assert re.search(r"<title>[^<]+</title>", svg)
+    histograms = [svg for svg in svgs if 'aria-label="Distribution of' in svg]
+    funnels = [svg for svg in svgs if 'aria-label="Funnel plot' in svg]
+    assert len(histograms) == 3 and len(funnels) == 2
+    for svg, cuts in zip(histograms, CUTOFFS.values(), strict=True):
+        assert svg.count("stroke-dasharray") == len(cuts)
+        for cut in cuts:
+            assert f">{cut:g}</text>" in svg
+        assert "<rect x=" in svg  # bars
+    assert all("<circle" in svg and "<polyline" in svg for svg in funnels)
+
+
+@pytest.mark.parametrize(("low", "high", "count", "ticks"), [
+    (0, 1400, 6, [0, 250, 500, 750, 1000, 1250]),
+    (0, 1.8, 6, [0, 0.5, 1.0, 1.5]),
+    (12.5, 37.2, 5, [15, 20, 25, 30, 35]),
+    (0, 280, 6, [0, 50, 100, 150, 200, 250]),
+    (3, 3, 6, [3]),
+])
+def test_nice_ticks(low, high, count, ticks):
+    from pipeline.svg import nice_ticks
+
+    assert nice_ticks(low, high, count) == pytest.approx(ticks)
+
+
+def test_trend_figure_svg_is_inline_safe():
+    from pipeline.trend import figure_svg, new_figure
+
     fig = new_figure(3, 2)
     fig.add_subplot().plot([0, 1], [0, 1])
     svg = str(figure_svg(fig, "demo"))
