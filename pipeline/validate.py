@@ -213,6 +213,15 @@ def validate_labs(raw: RawInput, fmt: ExtractFormat, rules: RulesProfile,
     tally = _code_tally(code_of, codes_u, has_code, skipped.to_numpy())
     date_code, date_u = hz.factorize(canon["collected_at"])
     result_code, result_u = hz.factorize(canon["result"])
+    # Results, censors, units and dates are parsed on their distinct values (while the ids
+    # are still hashing); each row then reads its answers off by its code.
+    parsed_u = hz.parse_results(result_u, decimal_comma=spec.read.decimal_comma)
+    censor_code, censor_u = hz.factorize(canon["censor"])
+    given_u, bad_censor_u = hz.parse_censor(censor_u)
+    unit_code, unit_u = hz.factorize(canon["unit"])
+    default_u = hz.lookup(upper_u, spec.default_units).fillna("")
+    dates_u = hz.parse_dates(date_u, day_first=spec.read.day_first,
+                             formats=spec.read.datetime_formats).to_numpy(dtype="datetime64[us]")
     pid_code, pid_u = pid_future.result()
     duplicate = _exact_duplicates(raw, ~skipped & ~malformed,
                                   (pid_code, date_code, code_of, result_code))
@@ -220,19 +229,13 @@ def validate_labs(raw: RawInput, fmt: ExtractFormat, rules: RulesProfile,
     rows = np.flatnonzero(todo)  # the text columns are taken once, for the accepted rows
     a_work = a_code[rows]
 
-    # Per row only numbers and small codes: results, censors and dates are parsed on their
-    # distinct values, whose answers are then read off by each row's code.
-    parsed_u = hz.parse_results(result_u, decimal_comma=spec.read.decimal_comma)
+    # per row only numbers and small codes
     number = _per_row(parsed_u["number"].to_numpy(dtype="float64"), result_code[rows], np.nan)
     from_result = _per_row(_censor_codes(parsed_u["censor"]), result_code[rows], 0)
-    censor_code, censor_u = hz.factorize(canon["censor"])
-    given_u, bad_censor_u = hz.parse_censor(censor_u)
     given = _per_row(_censor_codes(given_u), censor_code[rows], 0)
     bad_censor = _per_row(bad_censor_u.to_numpy(dtype=bool), censor_code[rows], False)
     censor = np.where(given > 0, given, from_result)  # a censor column wins over the text
     del from_result, given
-    unit_code, unit_u = hz.factorize(canon["unit"])
-    default_u = hz.lookup(upper_u, spec.default_units).fillna("")
     # a row without a unit takes its test code's default unit: distinct pairs only
     pair_code, pairs = pd.factorize(pd.Series(unit_code[rows].astype(np.int64) * (len(codes_u) + 1)
                                               + code_of[rows]))
@@ -250,8 +253,6 @@ def validate_labs(raw: RawInput, fmt: ExtractFormat, rules: RulesProfile,
     value = np.round(number * factor, 6)
     earliest = np.datetime64(h["earliest_date"], "us")
     tomorrow = np.datetime64(today, "us") + np.timedelta64(1, "D")
-    dates_u = hz.parse_dates(date_u, day_first=spec.read.day_first,
-                             formats=spec.read.datetime_formats).to_numpy(dtype="datetime64[us]")
     collected = _per_row(dates_u, date_code[rows], np.datetime64("NaT", "us"))
     # the default as-of date: any row's date counts, so the distinct dates are enough
     credible = dates_u[(dates_u >= earliest) & (dates_u < tomorrow)]
