@@ -22,7 +22,7 @@ from pipeline import __version__
 from pipeline.disclosure import suppress_counts
 from pipeline.measures import MEASURES, build_measures
 from pipeline.memory import trim_heap
-from pipeline.report import render_report
+from pipeline.report import render_report, value_counts
 from pipeline.run import RunState, environment, rejected_by_reason, rejected_frame
 from pipeline.worklist_state import apply_state, find_previous_run
 from pipeline.worklists import build_worklists
@@ -90,8 +90,9 @@ def build_summary(state: RunState, patients: pd.DataFrame, worklist_sizes: dict[
     rounding = state.rules.disclosure["rounding"]
     if not publish:
         small, rounding = 0, 1
-    status = patients["b12_status"].value_counts().reindex(
-        ["deficient", "indeterminate", "unlikely", "not_tested"], fill_value=0)
+    counted = value_counts(patients["b12_status"])
+    status = {k: counted.get(k, 0) for k in ("deficient", "indeterminate", "unlikely",
+                                             "not_tested")}
     flags = {c: int(patients[c].sum()) for c in (
         "needs_mma", "needs_supplementation", "metformin_monitoring_due", "retest_due",
         "urgent_review", "paediatric", "discordant", "censored_ambiguous", "on_metformin",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -126,3 +127,23 @@ def test_installed_script_runs_demo_from_any_folder(tmp_path: Path) -> None:
     assert "report:" in proc.stdout
     assert list(report.glob("*/patients.parquet"))
     assert list(report.glob("*/report.html"))
+
+
+def test_installed_script_run_ends_after_everything_is_written(tmp_path: Path) -> None:
+    """The program ends without tearing the interpreter down, once every output is
+    written and the summary printed."""
+    script = shutil.which("b12screen") or str(Path(sys.executable).parent / "b12screen")
+    labs = tmp_path / "labs.csv"
+    labs.write_text("patient_id,collected_at,test_code,result,unit\n"
+                    "0001,2026-10-01,B12,150,ng/L\n0002,2026-10-01,B12,abc,ng/L\n"
+                    "0003,2026-10-01,FERRITIN,20,ug/L\n", encoding="utf-8")
+    out = tmp_path / "run"
+    proc = subprocess.run([script, "run", str(labs), "--out", str(out),
+                           "--max-reject-rate", "1"], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=300, check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.rstrip().endswith(f"outputs: {out}")
+    manifest = json.loads((out / "manifest.json").read_text(encoding="utf-8"))
+    assert set(manifest["outputs"]) >= {"patients.parquet", "results.parquet", "report.html",
+                                        "worklists.xlsx"}
+    assert len(pd.read_parquet(out / "patients.parquet")) == 3
