@@ -197,6 +197,10 @@ def _released(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 _RELEASED = "b12screen.released"
+#: From this many result rows the workbook and the report start only once results.parquet
+#: is written and the per-row frames are released, so that their memory and the results'
+#: never add up; smaller runs start them at once, and finish sooner on two cores.
+RELEASE_FIRST_ROWS = 4_000_000
 
 
 def _write_worklists(state: RunState, tmp: Path, previous: Path | None,
@@ -269,8 +273,8 @@ def write_outputs(state: RunState, out: Path | None, previous: Path | None,
     Three threads share the two cores (Arrow's Parquet, CSV and compute kernels, zlib and
     hashlib release the GIL): results.parquet is written on the pool while the worklists,
     their CSVs and the measures are built here. Writing consumes the state's per-row
-    frames: once results.parquet is written they are released (``_release_rows``), and
-    only then do the XLSX workbook (on the pool) and the report (here) start, beside
+    frames: once results.parquet is written they are released (``_release_rows``); on large
+    runs only then do the XLSX workbook (on the pool) and the report (here) start, beside
     patients.parquet, so that their memory and the results' never add up. Each file is
     hashed on the pool once written.
     """
@@ -292,11 +296,14 @@ def write_outputs(state: RunState, out: Path | None, previous: Path | None,
     del results
     with atomic_folder(out) as tmp, ThreadPoolExecutor(max_workers=2) as pool:
         digests, released = _Digests(pool), threading.Event()
+        go = released  # when the workbook and report may start (see RELEASE_FIRST_ROWS)
+        if len(state.classified.results) < RELEASE_FIRST_ROWS:
+            go = threading.Event()
+            go.set()
         rejected = rejected_frame(state)  # built once: written, and counted for the summary
         tables = pool.submit(_write_tables, state, tmp, meta, rejected, digests, released)
-        sizes, workbook = _write_worklists(state, tmp, prev, pool, digests, released)
-        _write_aggregates(state, tmp, sizes, rejected_by_reason(rejected), distributions,
-                          released)
+        sizes, workbook = _write_worklists(state, tmp, prev, pool, digests, go)
+        _write_aggregates(state, tmp, sizes, rejected_by_reason(rejected), distributions, go)
         tables.result()
         state.warnings += workbook.result()
         state.timings["write"] = round(time.perf_counter() - started, 3)
