@@ -188,6 +188,8 @@ def run_classification(state: RunState, progress: Progress | None = None) -> Cla
     """Classify the cohort read and validated by :func:`prepare` (the pandas engine)."""
     with state.step("classify", progress):
         state.classified = _classify_pandas(state)
+    for validated in state.inputs.values():  # the cohort is built: its ids are not needed
+        validated.ids, validated.id_values = validated.ids.iloc[:0], None
     trim_heap()
     return state.classified
 
