@@ -49,6 +49,7 @@ Pointing it at a cluster
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -67,6 +68,7 @@ from distributed import Client, Future, LocalCluster
 
 from pipeline.classify import Classified, classify, cohort_ids
 from pipeline.config import ExtractFormat, InputSpec, RulesProfile
+from pipeline.errors import UserError
 from pipeline.read import (
     MALFORMED,
     SOURCE_FILE,
@@ -109,9 +111,11 @@ __all__ = ["screen_dask"]
 ROWS_PER_PARTITION = 1_000_000
 #: The default cluster: worker threads in this process (worker processes would each take
 #: seconds to start, and copy their share). No dashboard; the scheduler's health endpoint
-#: listens on a free local port (not 8787, which may be taken).
+#: listens on a free local port (not 8787, which may be taken); its logs stay quiet, as the
+#: run's own messages are the user's.
 LOCAL_CLUSTER: dict[str, Any] = {"processes": False, "dashboard_address": "127.0.0.1:0",
-                                 "scheduler_kwargs": {"dashboard": False}}
+                                 "scheduler_kwargs": {"dashboard": False},
+                                 "silence_logs": logging.CRITICAL}
 _PART = "_b12screen_part"  # the partition of the row's patient: the shuffle key
 _FILE = "_b12screen_file"  # the position of the row's file in its input, for input order
 
@@ -135,13 +139,20 @@ def _client(scheduler: str | None) -> Iterator[Client]:
 # ------------------------------------------------------------------ on the workers
 
 
-def _read_piece(piece: Piece, spec: InputSpec) -> FileTable:
-    return read_file(Path(piece.path), spec, piece.row_groups, piece.first_row)
+def _read_piece(piece: Piece, spec: InputSpec) -> FileTable | UserError:
+    """A piece read on a worker; an input problem is returned, not raised, so the client
+    stops with its one-line message (a failed task would be logged with a traceback)."""
+    try:
+        return read_file(Path(piece.path), spec, piece.row_groups, piece.first_row)
+    except UserError as exc:
+        return exc
 
 
-def _describe(table: FileTable) -> tuple[list[str], FileInfo, list[str],
-                                         list[tuple[str, str]], int]:
+def _describe(table: FileTable | UserError) -> tuple[list[str], FileInfo, list[str],
+                                                     list[tuple[str, str]], int] | UserError:
     """What the client needs of a piece: its columns, file facts, notes and rows."""
+    if isinstance(table, UserError):
+        return table
     return (table.table.column_names, table.info, table.notes, table.integer_ids,
             table.table.num_rows)
 
@@ -227,6 +238,9 @@ def _read(client: Client, kind: str, path: str, spec: InputSpec) -> _Input:
     pieces = plan_pieces(path, kind, ROWS_PER_PARTITION)
     tables = client.map(_read_piece, pieces, spec=spec, pure=False)
     described = client.gather(client.map(_describe, tables, pure=False))
+    for d in described:  # the first problem, in file order, as the pandas engine finds it
+        if isinstance(d, UserError):
+            raise d
     rows_of: dict[int, int] = {}
     info_of: dict[int, FileInfo] = {}
     split = {p.file_index for p in pieces if p.row_groups is not None}

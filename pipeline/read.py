@@ -462,7 +462,8 @@ def _as_text(column: pa.ChunkedArray) -> pa.ChunkedArray | None:
     """One Parquet column as text: numbers as written, timestamps as wall-clock ISO text."""
     typ = column.type
     if pa.types.is_dictionary(typ) and _is_text(typ.value_type):
-        return pa.chunked_array([_blank_nulls(c) for c in column.chunks], typ)
+        typ = pa.dictionary(pa.int32(), typ.value_type)  # room for the '' of missing cells
+        return pa.chunked_array([_blank_nulls(c) for c in column.cast(typ).chunks], typ)
     if pa.types.is_dictionary(typ):
         column, typ = column.cast(typ.value_type), typ.value_type
     if pa.types.is_timestamp(typ) and typ.tz is not None:

@@ -8,6 +8,8 @@ test uses the default cluster that the engine starts and closes itself.
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import tempfile
 from collections.abc import Iterator
 from datetime import date
@@ -201,3 +203,30 @@ def test_a_format_that_maps_no_code_is_named_by_both_engines(scheduler: str,
         in outputs[0]
     assert "most common codes: LOCAL-0, LOCAL-1, LOCAL-2" in outputs[0]
     assert outputs[1] == outputs[0]
+
+
+def _script_run(labs: Path, out: Path, engine: str) -> subprocess.CompletedProcess[str]:
+    script = Path(sys.executable).with_name("b12screen")
+    return subprocess.run([str(script), "run", str(labs), "--quiet", "--engine", engine,
+                           "--out", str(out)], capture_output=True, text=True, timeout=300,
+                          check=False)
+
+
+@pytest.mark.parametrize("content", [
+    b"patient_id,collected_at,test_code,unit\n001,2025-06-01,B12,ng/L\n",  # no result
+    b"",  # empty file
+])
+def test_a_bad_file_on_the_default_cluster_gives_one_line(tmp_path: Path,
+                                                           content: bytes) -> None:
+    """The default cluster's workers are threads of the program itself: a problem found
+    while a worker reads a file stops the run with the pandas engine's one line, and no
+    worker log or traceback reaches the terminal."""
+    labs = tmp_path / "labs"
+    labs.mkdir()
+    (labs / "labs.csv").write_bytes(content)
+    pandas_run = _script_run(labs, tmp_path / "pandas", "pandas")
+    dask_run = _script_run(labs, tmp_path / "dask", "dask")
+    assert pandas_run.returncode == dask_run.returncode == 1
+    assert len(pandas_run.stderr.strip().splitlines()) == 1
+    assert dask_run.stderr == pandas_run.stderr
+    assert not (tmp_path / "dask").exists()

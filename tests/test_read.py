@@ -355,3 +355,23 @@ def test_parquet_text_read_as_dictionaries_is_cleaned_as_csv_text_is(tmp_path: P
         pd.testing.assert_frame_equal(parquet, csv)
     both = pd.read_parquet(from_both / "results.parquet")
     assert len(both) == 2 * len(pd.read_parquet(from_csv / "results.parquet"))
+
+
+def test_int8_dictionary_with_128_values_and_missing_cells(tmp_path: Path) -> None:
+    """A unit column stored as a dictionary with int8 indices, 128 values and missing cells
+    (as some writers store it) is read: missing cells read as '', as in CSV."""
+    from tests.conftest import invoke
+
+    n = 129
+    units = pa.DictionaryArray.from_arrays(pa.array([*range(128), None], pa.int8()),
+                                           pa.array(["ng/L", *(f"U{i}" for i in range(127))]))
+    pq.write_table(pa.table({"patient_id": [f"{i:03d}" for i in range(n)],
+                             "collected_at": ["2025-06-01"] * n, "test_code": ["B12"] * n,
+                             "result": ["250"] * n, "unit": units}), tmp_path / "labs.parquet")
+    result = invoke("run", tmp_path / "labs.parquet", "--out", tmp_path / "out", "--quiet",
+                    "--max-reject-rate", "1", "--as-of", "2025-06-30")
+    assert result.exit_code == 0, result.output
+    rejected = pd.read_csv(tmp_path / "out" / "rejected.csv", dtype=str, keep_default_na=False)
+    assert len(pd.read_parquet(tmp_path / "out" / "results.parquet")) == 1
+    assert (rejected["reasons"] == "unknown_unit").all() and len(rejected) == 128
+    assert rejected.loc[rejected["patient_id"] == "128", "unit"].tolist() == [""]
