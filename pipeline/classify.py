@@ -19,7 +19,15 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from pipeline.config import ANALYTES, RulesProfile
-from pipeline.harmonise import CANONICAL_UNIT, CENSORS, categorical, lookup, text_of, words
+from pipeline.harmonise import (
+    CANONICAL_UNIT,
+    CENSORS,
+    categorical,
+    lookup,
+    text_buffers,
+    text_of,
+    words,
+)
 from pipeline.reasons import build_reasons
 from pipeline.rules import actions, bands
 from pipeline.rules import index as idx
@@ -69,14 +77,12 @@ def text_order(text: pa.Array) -> np.ndarray:
     """
     if isinstance(text, pa.ChunkedArray):
         text = text.combine_chunks()
-    if len(text) < 2 or text.null_count or not (
-            pa.types.is_string(text.type) or pa.types.is_large_string(text.type)):
+    buffers = None if len(text) < 2 or text.null_count else text_buffers(text)
+    if buffers is None:
         return pc.sort_indices(text).to_numpy()
-    wide = pa.types.is_large_string(text.type)
-    offsets = np.frombuffer(text.buffers()[1], dtype=np.int64 if wide else np.int32)[
-        text.offset:text.offset + len(text) + 1].astype(np.int64)
-    data = np.frombuffer(text.buffers()[2], dtype=np.uint8) if text.buffers()[2] else \
-        np.zeros(1, dtype=np.uint8)
+    offsets, data = buffers
+    if not len(data):
+        data = np.zeros(1, dtype=np.uint8)
     starts, lengths = offsets[:-1], np.diff(offsets)
     width = int(lengths.max())
     if width > SORT_KEY_BYTES or width == 0 or (data[offsets[0]:offsets[-1]] == 0).any():

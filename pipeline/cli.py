@@ -115,7 +115,7 @@ def run(labs: LabsArg, patients: PatientsOpt = None, medications: MedsOpt = None
     """
     from pipeline.run import RunOptions, screen
 
-    # validation (pandera) and the writers (matplotlib et al.) load while the input is read
+    # validation (pandera) and the writers (jinja2 et al.) load while the input is read
     writers = _import_in_background("pipeline.validate", "pipeline.outputs")
 
     try:

@@ -63,10 +63,9 @@ import dask.dataframe as dd
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.compute as pc
 from distributed import Client, Future, LocalCluster
 
-from pipeline.classify import Classified, classify, cohort_ids
+from pipeline.classify import Classified, classify, cohort_ids, text_order
 from pipeline.config import ExtractFormat, InputSpec, RulesProfile
 from pipeline.errors import UserError
 from pipeline.read import (
@@ -184,8 +183,17 @@ def _validate_labs(frame: pd.DataFrame, original: list[str], fmt: ExtractFormat,
     return validate_labs(_in_input_order(frame, "labs", original), fmt, rules, today)
 
 
-def _labs_summary(v: Validated) -> tuple[dict[str, int], pd.Timestamp | None, CodeTally]:
-    return v.counts, v.latest_collected, v.codes
+def _slim(v: Validated) -> Validated:
+    """A partition's validated input without its accepted rows (they live on in the
+    classified tables) or its ids: what the client needs back."""
+    return replace(v, accepted=v.accepted.iloc[:0], ids=v.ids.iloc[:0], id_codes=None,
+                   id_values=None)
+
+
+def _labs_summary(v: Validated) -> Validated:
+    """A labs partition's counts, latest date and code tally, for the reject-rate check and
+    the as-of date before classification (the rows stay on the workers)."""
+    return replace(_slim(v), rejected=v.rejected.iloc[:0])
 
 
 @dataclass
@@ -212,8 +220,7 @@ def _screen_part(labs: Validated, patients: pd.DataFrame | None,
     pat, med = inputs.get("patients"), inputs.get("medications")
     classified = classify(labs.accepted, pat.accepted if pat else None,
                           med.accepted if med else None, cohort, rules, as_of)
-    return _Part(classified, {k: replace(v, accepted=v.accepted.iloc[:0], id_codes=None,
-                                         id_values=None) for k, v in inputs.items()})
+    return _Part(classified, {k: _slim(v) for k, v in inputs.items()})
 
 
 # -------------------------------------------------------------------- on the client
@@ -303,8 +310,8 @@ def _joined(parts: list[Classified], files: list[FileInfo]) -> Classified:
     """Partitions' tables as the pandas engine's: patients sorted by id, results in input
     order."""
     patients = pd.concat([p.patients for p in parts], ignore_index=True)
-    order = pc.sort_indices(pa.array(patients["patient_id"].astype("str"), pa.string()))
-    patients = patients.take(order.to_numpy()).reset_index(drop=True)
+    order = text_order(pa.array(patients["patient_id"].astype("str"), pa.string()))
+    patients = patients.take(order).reset_index(drop=True)
     results = _input_order(pd.concat([p.results for p in parts], ignore_index=True), files)
     return Classified(patients, results, sum(p.rows_after_as_of for p in parts))
 
@@ -336,7 +343,7 @@ def screen_dask(options: RunOptions, progress: Progress | None = None,
             summaries = client.gather(client.map(_labs_summary, labs_parts, pure=False))
             del shuffled["labs"]  # the raw lab rows are no longer needed on the workers
             inputs["labs"].tables = []
-            labs = _summed_labs(summaries, inputs["labs"], fmt)
+            labs = _merged("labs", summaries, inputs["labs"], fmt)
             state.inputs["labs"] = labs
             check_reject_rate(state)
             state.as_of = options.as_of or default_as_of(labs)
@@ -357,14 +364,3 @@ def screen_dask(options: RunOptions, progress: Progress | None = None,
     state.classified = _joined([p.classified for p in parts], inputs["labs"].files)
     return state
 
-
-def _summed_labs(summaries: list[tuple[dict[str, int], pd.Timestamp | None, CodeTally]],
-                 inp: _Input, fmt: ExtractFormat) -> Validated:
-    """The labs counts and latest date over every partition, for the reject-rate check and
-    the as-of date (the rows themselves stay on the workers)."""
-    counts = {k: sum(s[0][k] for s in summaries) for k in summaries[0][0]}
-    dates = [s[1] for s in summaries if s[1] is not None]
-    return Validated("labs", pd.DataFrame(), pd.DataFrame(), counts,
-                     pd.Series([], dtype="str"), inp.files, [], inp.layout.original,
-                     max(dates) if dates else None,
-                     codes=CodeTally.sum([s[2] for s in summaries]))

@@ -96,6 +96,21 @@ def text_of(values: pd.Series) -> pd.Series:
     return values.astype("str")
 
 
+def text_buffers(text: pa.Array) -> tuple[np.ndarray, np.ndarray] | None:
+    """A (large) string array's cell offsets (``len + 1`` of them, as int64) and its bytes,
+    read straight off the Arrow buffers; None for any other type."""
+    if pa.types.is_large_string(text.type):
+        width = np.int64
+    elif pa.types.is_string(text.type):
+        width = np.int32
+    else:
+        return None
+    _, offsets, data = text.buffers()
+    ends = np.frombuffer(offsets, dtype=width)[text.offset:text.offset + len(text) + 1]
+    raw = np.frombuffer(data, dtype=np.uint8) if data is not None else np.zeros(0, np.uint8)
+    return ends.astype(np.int64, copy=False), raw
+
+
 def cell_edges(values: pa.Array | pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray] | None:
     """The first and last byte of every non-empty text cell, read straight off the Arrow
     buffers (no copy of the strings); None if the values are not (large) strings.
@@ -105,18 +120,13 @@ def cell_edges(values: pa.Array | pa.ChunkedArray) -> tuple[np.ndarray, np.ndarr
     """
     firsts, lasts = [], []
     for chunk in values.chunks if isinstance(values, pa.ChunkedArray) else [values]:
-        if pa.types.is_large_string(chunk.type):
-            width = np.int64
-        elif pa.types.is_string(chunk.type):
-            width = np.int32
-        else:
+        buffers = text_buffers(chunk)
+        if buffers is None:
             return None
-        _, offsets, data = chunk.buffers()
-        if data is None or not len(chunk):
+        ends, raw = buffers
+        if not len(raw) or not len(chunk):
             continue
-        ends = np.frombuffer(offsets, dtype=width)[chunk.offset:chunk.offset + len(chunk) + 1]
         filled = ends[1:] > ends[:-1]
-        raw = np.frombuffer(data, dtype=np.uint8)
         firsts.append(raw[ends[:-1][filled]])
         lasts.append(raw[ends[1:][filled] - 1])
     empty = np.zeros(0, dtype=np.uint8)

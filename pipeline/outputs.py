@@ -7,7 +7,6 @@ measures.parquet/.csv, summary.json, report.html. Audit: manifest.json.
 
 from __future__ import annotations
 
-import hashlib
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -22,6 +21,7 @@ from pipeline import __version__
 from pipeline.disclosure import suppress_counts
 from pipeline.measures import MEASURES, build_measures
 from pipeline.memory import trim_heap
+from pipeline.read import sha256_file
 from pipeline.report import render_report, value_counts
 from pipeline.run import RunState, environment, rejected_by_reason, rejected_frame
 from pipeline.worklist_state import apply_state, find_previous_run
@@ -126,16 +126,6 @@ def build_summary(state: RunState, patients: pd.DataFrame, worklist_sizes: dict[
     }
 
 
-def _sha(path: Path) -> str:
-    """sha256 of a file, read in blocks: hashlib releases the GIL on each block, so files
-    are hashed on the pool while other outputs are still being built."""
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        while block := f.read(1 << 22):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 class _Digests:
     """The manifest's sha256 of each output, each computed on the pool as soon as its file
     is complete (while the page cache still holds it), not all at the end on one thread."""
@@ -146,7 +136,7 @@ class _Digests:
 
     def add(self, *paths: Path) -> None:
         for path in paths:
-            self.pending[path] = self.pool.submit(_sha, path)
+            self.pending[path] = self.pool.submit(sha256_file, path)
 
     def of(self, folder: Path) -> dict[str, str]:
         """Every file's digest, by path relative to ``folder``; any file not yet hashed is
@@ -307,7 +297,7 @@ def write_outputs(state: RunState, out: Path | None, previous: Path | None,
         tables.result()
         state.warnings += workbook.result()
         state.timings["write"] = round(time.perf_counter() - started, 3)
-        write_json(manifest(state, tmp, prev, digests.of(tmp)), tmp / "manifest.json")
+        write_json(manifest(state, prev, digests.of(tmp)), tmp / "manifest.json")
         restrict(tmp, SHAREABLE)
     return out
 
@@ -323,8 +313,8 @@ def _count(counts: dict[str, Any], key: str) -> int:
     return counts[key]
 
 
-def manifest(state: RunState, folder: Path, previous: Path | None,
-             digests: dict[str, str] | None = None) -> dict[str, Any]:
+def manifest(state: RunState, previous: Path | None, digests: dict[str, str]
+             ) -> dict[str, Any]:
     """Audit record: inputs with hashes, configuration, as-of, accounting, timings.
 
     ``accounting`` proves the SPEC's equation over *every* input row (labs, patients and
@@ -365,8 +355,6 @@ def manifest(state: RunState, folder: Path, previous: Path | None,
         "patients": len(classified.patients) if classified else 0,
         "warnings": state.warnings,
         "timings_seconds": state.timings,
-        "outputs": digests if digests is not None else {
-            p.relative_to(folder).as_posix(): _sha(p)
-            for p in sorted(folder.rglob("*")) if p.is_file()},
+        "outputs": digests,
         "environment": environment(),
     }

@@ -105,7 +105,9 @@ def _is_parquet(path: Path) -> bool:
         return fh.read(4) == _PARQUET_MAGIC
 
 
-def _sha256(path: Path) -> str:
+def sha256_file(path: Path) -> str:
+    """A file's sha256, read in blocks (hashlib releases the GIL on each, so files can be
+    hashed on a thread while other work goes on)."""
     digest = hashlib.sha256()
     with path.open("rb") as fh:
         for block in iter(lambda: fh.read(1 << 20), b""):
@@ -114,7 +116,7 @@ def _sha256(path: Path) -> str:
 
 
 def _file_info(path: Path) -> FileInfo:
-    return FileInfo(path=str(path), sha256=_sha256(path), rows=0, bytes=path.stat().st_size)
+    return FileInfo(path=str(path), sha256=sha256_file(path), rows=0, bytes=path.stat().st_size)
 
 
 # ------------------------------------------------------------------------- decoding CSV
@@ -503,22 +505,19 @@ def _decoded(tables: list[pa.Table]) -> list[pa.Table]:
         for f in table.schema:
             types.setdefault(f.name, set()).add(f.type)
     mixed = {n for n, ts in types.items() if len(ts) > 1}
-    if not mixed:
-        return tables
-    out = []
-    for table in tables:
-        for i, f in enumerate(table.schema):
-            if f.name in mixed and pa.types.is_dictionary(f.type):
-                table = table.set_column(i, f.name, table.column(i).cast(pa.string()))
-        out.append(table)
-    return out
+    return [_plain_columns(table, mixed) for table in tables] if mixed else tables
 
 
 def plain_text(table: pa.Table) -> pa.Table:
     """Every dictionary text column (but the source file's) decoded to plain text: for
     pieces of an input converted one by one, whose dictionaries differ."""
+    return _plain_columns(table, set(table.column_names) - {SOURCE_FILE})
+
+
+def _plain_columns(table: pa.Table, names: set[str]) -> pa.Table:
+    """``table`` with its dictionary columns among ``names`` as plain text."""
     for i, f in enumerate(table.schema):
-        if pa.types.is_dictionary(f.type) and f.name != SOURCE_FILE:
+        if f.name in names and pa.types.is_dictionary(f.type):
             table = table.set_column(i, f.name, table.column(i).cast(pa.string()))
     return table
 

@@ -195,7 +195,7 @@ def run_classification(state: RunState, progress: Progress | None = None) -> Cla
 
 
 def _classify_pandas(state: RunState) -> Classified:
-    """The cohort is sorted on a second thread while the results are banded (Arrow's sort
+    """The cohort is sorted on a second thread while the results are banded (the sort
     releases the GIL); the patient codes from validation then give each row's position."""
     labs = state.inputs["labs"]
     patients = state.inputs.get("patients")

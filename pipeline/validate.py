@@ -332,8 +332,7 @@ def _per_row(answers: np.ndarray, codes: np.ndarray, missing: object) -> np.ndar
 
 def _censor_codes(text: pd.Series) -> np.ndarray:
     """Censor texts (distinct values) as codes into ``CENSORS`` ('' is 0, unknown -1)."""
-    return np.asarray(pd.Categorical(text.fillna(""), categories=hz.CENSORS).codes,
-                      dtype=np.int8)
+    return np.asarray(hz.categorical(text.fillna(""), hz.CENSORS).codes, dtype=np.int8)
 
 
 def _taken(column: pd.Series, take: np.ndarray) -> pd.Categorical:
