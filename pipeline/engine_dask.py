@@ -79,11 +79,14 @@ from pipeline.read import (
     RawInput,
     canonical_view,
     check_not_empty,
+    column_notes,
     describe_file,
     input_notes,
+    parquet_files,
     plain_text,
     plan_pieces,
     read_file,
+    unused_columns,
 )
 from pipeline.run import (
     Progress,
@@ -169,18 +172,20 @@ def _keyed(table: FileTable, layout: Layout, file_index: int, spec: InputSpec,
                            _PART: (hashed % np.uint64(n_parts)).astype(np.int64)})
 
 
-def _in_input_order(frame: pd.DataFrame, kind: str, original: list[str]) -> RawInput:
+def _in_input_order(frame: pd.DataFrame, kind: str, original: list[str],
+                    parquet: frozenset[str] = frozenset()) -> RawInput:
     """A shuffled partition back in input order (file, then source row)."""
     frame = frame.reset_index(drop=True)
     order = np.lexsort((frame[SOURCE_ROW].to_numpy(), frame[_FILE].to_numpy()))
     frame = frame.take(order).reset_index(drop=True)
     frame[SOURCE_FILE] = frame[SOURCE_FILE].astype("str")
-    return RawInput(kind, frame, [], original)
+    return RawInput(kind, frame, [], original, parquet_files=parquet)
 
 
 def _validate_labs(frame: pd.DataFrame, original: list[str], fmt: ExtractFormat,
-                   rules: RulesProfile, today: date) -> Validated:
-    return validate_labs(_in_input_order(frame, "labs", original), fmt, rules, today)
+                   rules: RulesProfile, today: date,
+                   parquet: frozenset[str] = frozenset()) -> Validated:
+    return validate_labs(_in_input_order(frame, "labs", original, parquet), fmt, rules, today)
 
 
 def _slim(v: Validated) -> Validated:
@@ -207,15 +212,18 @@ class _Part:
 
 def _screen_part(labs: Validated, patients: pd.DataFrame | None,
                  meds: pd.DataFrame | None, originals: dict[str, list[str]],
-                 fmt: ExtractFormat, rules: RulesProfile, as_of: date) -> _Part:
+                 fmt: ExtractFormat, rules: RulesProfile, as_of: date,
+                 parquet: dict[str, frozenset[str]] | None = None) -> _Part:
     """One partition: its patients and medications validated, its cohort classified."""
     inputs = {"labs": labs}
     if patients is not None:
         inputs["patients"] = validate_patients(
-            _in_input_order(patients, "patients", originals["patients"]), fmt, as_of)
+            _in_input_order(patients, "patients", originals["patients"],
+                            (parquet or {}).get("patients", frozenset())), fmt, as_of)
     if meds is not None:
         inputs["medications"] = validate_medications(
-            _in_input_order(meds, "medications", originals["medications"]), fmt)
+            _in_input_order(meds, "medications", originals["medications"],
+                            (parquet or {}).get("medications", frozenset())), fmt)
     cohort = cohort_ids(*(v.ids for v in inputs.values()))
     pat, med = inputs.get("patients"), inputs.get("medications")
     classified = classify(labs.accepted, pat.accepted if pat else None,
@@ -242,7 +250,8 @@ class _Input:
 
 def _read(client: Client, kind: str, path: str, spec: InputSpec) -> _Input:
     """Read an input's pieces on the workers; the client gets their columns and counts."""
-    pieces = plan_pieces(path, kind, ROWS_PER_PARTITION)
+    located: list[str] = []
+    pieces = plan_pieces(path, kind, ROWS_PER_PARTITION, spec, located)
     tables = client.map(_read_piece, pieces, spec=spec, pure=False)
     described = client.gather(client.map(_describe, tables, pure=False))
     for d in described:  # the first problem, in file order, as the pandas engine finds it
@@ -258,9 +267,10 @@ def _read(client: Client, kind: str, path: str, spec: InputSpec) -> _Input:
              for i, info in sorted(info_of.items())]
     rows = sum(rows_of.values())
     check_not_empty(kind, files, rows)
-    notes = input_notes(kind, [n for d in described for n in d[2]],
+    notes = input_notes(kind, located + [n for d in described for n in d[2]],
                         [pair for d in described for pair in d[3]])
     layout = Layout.of([d[0] for d in described])
+    notes += column_notes(kind, spec, layout.original)
     return _Input(kind, spec, pieces, tables, layout, files, notes, rows)
 
 
@@ -280,7 +290,8 @@ def _partitions(inp: _Input, n_parts: int) -> list[Any]:
     return shuffled.to_delayed()
 
 
-def _merged(kind: str, parts: list[Validated], inp: _Input, fmt: ExtractFormat) -> Validated:
+def _merged(kind: str, parts: list[Validated], inp: _Input, fmt: ExtractFormat,
+            rules: RulesProfile) -> Validated:
     """One input's partitions as one: counts summed, rejected rows in input order."""
     counts = {k: sum(p.counts[k] for p in parts) for k in parts[0].counts}
     rejected = _input_order(pd.concat([p.rejected for p in parts], ignore_index=True),
@@ -289,20 +300,21 @@ def _merged(kind: str, parts: list[Validated], inp: _Input, fmt: ExtractFormat) 
     tally = None
     if kind == "labs":
         tally = CodeTally.sum([p.codes for p in parts])
-        warnings += unmapped_warning(tally, fmt)
+        warnings += unmapped_warning(tally, fmt, int(rules.disclosure.get("small_count", 7)))
     dates = [p.latest_collected for p in parts if p.latest_collected is not None]
     return Validated(kind, parts[0].accepted.iloc[:0], rejected, counts,
                      pd.Series([], dtype="str"), inp.files, warnings, inp.layout.original,
-                     max(dates) if dates else None, codes=tally)
+                     max(dates) if dates else None, codes=tally,
+                     unused_columns=unused_columns(inp.spec, inp.layout.original))
 
 
 def _input_order(frame: pd.DataFrame, files: list[FileInfo]) -> pd.DataFrame:
     """Rows sorted by their file's position in the input, then source row."""
     if frame.empty:
         return frame.reset_index(drop=True)
-    file_at = pd.Categorical(frame[SOURCE_FILE].astype("str"),
+    file_at = pd.Categorical(frame["source_file"].astype("str"),
                              categories=[f.path for f in files]).codes
-    order = np.lexsort((frame[SOURCE_ROW].to_numpy(), file_at))
+    order = np.lexsort((frame["source_row"].to_numpy(), file_at))
     return frame.take(order).reset_index(drop=True)
 
 
@@ -332,18 +344,19 @@ def screen_dask(options: RunOptions, progress: Progress | None = None,
                      "medications": options.medications}
             inputs = {kind: _read(client, kind, path, getattr(fmt, kind))
                       for kind, path in paths.items() if path}
+        parquet = {kind: parquet_files(inp.files) for kind, inp in inputs.items()}
         threads = sum(client.nthreads().values()) or 1
         n_parts = partitions or max(threads, math.ceil(inputs["labs"].rows / ROWS_PER_PARTITION))
         with state.step("validate", progress):
             shuffled = {kind: _partitions(inp, n_parts) for kind, inp in inputs.items()}
             labs_parts = client.compute(
                 [dask.delayed(_validate_labs)(part, inputs["labs"].layout.original, fmt,
-                                              rules, today)
+                                              rules, today, parquet["labs"])
                  for part in shuffled["labs"]])
             summaries = client.gather(client.map(_labs_summary, labs_parts, pure=False))
             del shuffled["labs"]  # the raw lab rows are no longer needed on the workers
             inputs["labs"].tables = []
-            labs = _merged("labs", summaries, inputs["labs"], fmt)
+            labs = _merged("labs", summaries, inputs["labs"], fmt, rules)
             state.inputs["labs"] = labs
             check_reject_rate(state)
             state.as_of = options.as_of or default_as_of(labs)
@@ -351,14 +364,14 @@ def screen_dask(options: RunOptions, progress: Progress | None = None,
             originals = {kind: inp.layout.original for kind, inp in inputs.items()}
             none = [None] * n_parts
             tasks = [dask.delayed(_screen_part)(lab, pat, med, originals, fmt, rules,
-                                                state.as_of)
+                                                state.as_of, parquet)
                      for lab, pat, med in zip(labs_parts, shuffled.get("patients", none),
                                               shuffled.get("medications", none),
                                               strict=True)]
             parts: list[_Part] = client.compute(tasks, sync=True)
             del shuffled, labs_parts, tasks
     for kind, inp in inputs.items():
-        state.inputs[kind] = _merged(kind, [p.inputs[kind] for p in parts], inp, fmt)
+        state.inputs[kind] = _merged(kind, [p.inputs[kind] for p in parts], inp, fmt, rules)
         state.warnings += [w for w in state.inputs[kind].warnings if w not in state.warnings]
     check_reject_rate(state)
     state.classified = _joined([p.classified for p in parts], inputs["labs"].files)

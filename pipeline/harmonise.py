@@ -283,25 +283,59 @@ def parse_number(series: pd.Series, *, decimal_comma: bool = False) -> tuple[pd.
     return value, (~plain) & (text != "")
 
 
-def classify_medication(names: pd.Series, codes: pd.Series | None, spec: InputSpec) -> pd.Series:
-    """Medication name (or code) to class by the format's ordered patterns; NA if none."""
+#: The B12 routes: one prescription is one route, so among these the first match wins.
+B12_ROUTES = ("b12_injection", "b12_oral")
+#: B12 inside a metformin combination product: recorded, never B12 *treatment* (its dose is
+#: below the 1000-2000 µg treatment dose; the product is metformin) (SPEC rev 2).
+B12_COMBINATION = "b12_combination"
 
-    def classes(uniq: pd.Series) -> pd.Series:
+
+def medication_classes(names: pd.Series, codes: pd.Series | None,
+                       spec: InputSpec) -> pd.DataFrame:
+    """Every class each medication belongs to, as one boolean column per class.
+
+    A name counts in every class whose pattern it matches (``Metformin + sitagliptin`` is
+    metformin whatever else it holds); the B12 routes are exclusive, the first matching
+    route in the format's order wins; and B12 in a name that is also metformin becomes
+    ``b12_combination``. ``class_codes`` (exact codes) decide alone where they match.
+    Worked out on the distinct names only.
+    """
+    columns = (*dict.fromkeys(c for c, _ in spec.classes), *dict.fromkeys(
+        spec.class_codes.values()))
+    columns = tuple(dict.fromkeys((*columns, *(B12_ROUTES if any(
+        c in B12_ROUTES for c in columns) else ()), B12_COMBINATION)))
+
+    def classes(uniq: pd.Series) -> pd.DataFrame:
         text = uniq.astype("str")
-        out = pd.Series(pd.NA, index=text.index, dtype="str")
+        out = pd.DataFrame(False, index=text.index, columns=list(columns))
+        coded = pd.Series(False, index=text.index)
         if spec.class_codes:
-            out = text.str.strip().str.upper().map(spec.class_codes).astype("str")
+            by_code = text.str.strip().str.upper().map(spec.class_codes)
+            coded = by_code.notna()
+            for cls in set(spec.class_codes.values()):
+                out[cls] = by_code == cls
+        route = coded.copy()
         for cls, pattern in spec.classes:
-            todo = out.isna()
-            if not todo.any():
-                break
             with warnings.catch_warnings():  # groups in a user's pattern are harmless here
                 warnings.simplefilter("ignore", UserWarning)
-                hit = text[todo].str.contains(pattern, case=False, regex=True)
-            out[todo & hit.reindex(text.index, fill_value=False)] = cls
+                hit = text.str.contains(pattern, case=False, regex=True).fillna(False) & ~coded
+            if cls in B12_ROUTES:
+                hit &= ~route
+                route |= hit
+            out[cls] |= hit
+        if "metformin" in out:
+            b12 = out[[c for c in B12_ROUTES if c in out]].any(axis=1) & out["metformin"]
+            for cls in B12_ROUTES:
+                if cls in out:
+                    out[cls] &= ~b12
+            out[B12_COMBINATION] = b12
         return out
 
-    return by_unique(names, classes).astype("str")
+    codes_, uniques = factorize(names)
+    answers = classes(uniques) if len(uniques) else pd.DataFrame(
+        False, index=uniques.index, columns=list(columns))
+    taken = np.append(answers.to_numpy(dtype=bool), np.zeros((1, len(columns)), bool), axis=0)
+    return pd.DataFrame(taken[codes_], index=names.index, columns=list(columns))
 
 
 def age_at(birth: pd.Series, as_of: date) -> pd.Series:

@@ -31,13 +31,23 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from pipeline.config import REQUIRED_COLUMNS, InputSpec
+from pipeline.config import CANONICAL_COLUMNS, REQUIRED_COLUMNS, InputSpec
 from pipeline.errors import UserError
 from pipeline.harmonise import cell_edges
 
-SOURCE_FILE = "source_file"
-SOURCE_ROW = "source_row"
-MALFORMED = "_malformed"
+#: The reader's own columns. Their names start with a control character that no column name
+#: of an input can hold (header names are cleaned of control characters), so an input column
+#: called ``source_row``, ``reasons`` or ``_malformed`` is just another input column: it can
+#: neither break the run nor replace the product's values. Outputs name them in plain words.
+INTERNAL = "\x1f"
+SOURCE_FILE = f"{INTERNAL}source_file"
+SOURCE_ROW = f"{INTERNAL}source_row"
+MALFORMED = f"{INTERNAL}malformed"
+#: Columns never given missing-value tokens: short words there are real codes (``NA`` sodium,
+#: ``K`` potassium, ``CA`` calcium), so only an empty cell is missing (SPEC rev 2).
+CODE_COLUMNS = frozenset({"test_code", "unit", "medication"})
+#: Keys shared by several inputs: having one says nothing about which input a file is.
+SHARED_KEYS = frozenset({"patient_id", "person_id", "practice_id"})
 DATA_SUFFIXES = (".csv", ".csv.gz", ".tsv", ".tsv.gz", ".txt", ".txt.gz", ".parquet", ".pq")
 _DELIMITERS = (",", ";", "\t", "|")
 _PARQUET_MAGIC = b"PAR1"
@@ -69,33 +79,81 @@ class RawInput:
     files: list[FileInfo]
     original_columns: list[str]
     warnings: list[str] = field(default_factory=list)
+    #: files whose text is taken as it is (Parquet): missing-value tokens never apply there
+    parquet_files: frozenset[str] = frozenset()
+    #: columns the format maps to nothing (reported in the manifest)
+    unused_columns: list[str] = field(default_factory=list)
 
 
 # ----------------------------------------------------------------------------- locating
 
 
-def resolve_paths(spec: str | Path, kind: str) -> list[Path]:
-    """A file, a folder (its data files, recursively, sorted) or a glob pattern."""
-    text = str(spec)
+def resolve_paths(spec_path: str | Path, kind: str, spec: InputSpec | None = None,
+                  notes: list[str] | None = None) -> list[Path]:
+    """A file, a folder (its extracts, recursively, sorted) or a glob pattern.
+
+    In a folder or glob, files that are not extracts (``README.md``, ``notes.txt``: not a
+    data file, or a text file whose first line names none of the input's columns) are
+    skipped with a note appended to ``notes``; a file given by name is always read.
+    """
+    text = str(spec_path)
     path = Path(text)
     if path.is_file():
         return [path]
     if path.is_dir():
-        found = sorted(p for p in path.rglob("*") if p.is_file() and _is_data(p))
-        if not found:
-            raise UserError(f"{kind}: folder {text} holds no .csv or .parquet files")
-        return found
-    if any(ch in text for ch in "*?["):
-        found = sorted(Path(p) for p in glob.glob(text, recursive=True) if Path(p).is_file())
-        if not found:
+        candidates = sorted(p for p in path.rglob("*")
+                            if p.is_file() and not _hidden(p.relative_to(path)))
+        where = f"folder {text}"
+    elif any(ch in text for ch in "*?["):
+        candidates = sorted(Path(p) for p in glob.glob(text, recursive=True) if Path(p).is_file())
+        if not candidates:
             raise UserError(f"{kind}: no files match {text}")
-        return found
-    raise UserError(f"{kind}: no such file or folder: {text}")
+        where = f"files matching {text}"
+    else:
+        raise UserError(f"{kind}: no such file or folder: {text}")
+    found = [p for p in candidates if _is_data(p) and (spec is None or _is_extract(p, spec))]
+    skipped = [p for p in candidates if p not in set(found)]
+    if not found:
+        raise UserError(f"{kind}: {where} holds no .csv or .parquet files")
+    if skipped and notes is not None:
+        names = ", ".join(str(p.relative_to(path)) if path.is_dir() else p.name
+                          for p in skipped[:5])
+        more = f" and {len(skipped) - 5} more" if len(skipped) > 5 else ""
+        notes.append(f"{kind}: {len(skipped)} file(s) in {where} are not extracts and were "
+                     f"skipped: {names}{more}")
+    return found
+
+
+def _hidden(relative: Path) -> bool:
+    """A dot- or underscore-file or folder (editor backups, ``_SUCCESS``, ``.DS_Store``)."""
+    return any(part.startswith((".", "_")) for part in relative.parts)
 
 
 def _is_data(path: Path) -> bool:
     name = path.name.lower()
     return not name.startswith((".", "_")) and name.endswith(DATA_SUFFIXES)
+
+
+def _is_extract(path: Path, spec: InputSpec) -> bool:
+    """Whether a data file found in a folder is an extract of this input: any Parquet file,
+    or a text file whose first line names at least one of the input's columns (so a file
+    of notes is skipped, while a real extract with a misspelt column is still read, and
+    stopped with a clear message)."""
+    try:
+        if _is_parquet(path):
+            return True
+        with path.open("rb") as fh:
+            head = fh.read(1 << 16)
+    except OSError:
+        return True  # let the reader report it
+    if head[:2] == b"\x1f\x8b":
+        return True
+    text = head.decode("utf-8", "replace").lstrip("\ufeff\r\n \t")
+    first = text.split("\n", 1)[0].lower()
+    cells = {c.strip().strip('"').strip() for c in re.split(r"[,;\t|]", first)}
+    known = {s.lower() for sources in spec.columns.values() for s in sources}
+    known |= {c.lower() for c in CANONICAL_COLUMNS.get(spec.kind, ())}
+    return bool(cells & known)
 
 
 def _is_parquet(path: Path) -> bool:
@@ -237,10 +295,19 @@ def _header(data: bytes, delimiter: str, path: Path, kind: str) -> list[str]:
         ).to_pylist()[0]
     except (pa.ArrowInvalid, IndexError) as exc:
         raise UserError(f"{kind}: cannot read the header line of {path}") from exc
-    names = [str(v).strip() for v in row.values()]
-    names = [n or f"column_{i + 1}" for i, n in enumerate(names)]
+    names = column_names([str(v) for v in row.values()])
     _check_duplicates(names, path, kind)
     return names
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def column_names(names: list[str]) -> list[str]:
+    """Header names as the product uses them: control characters dropped (so none can
+    take the reader's own column names), stripped, a blank one named ``column_<n>``."""
+    cleaned = [_CONTROL.sub("", str(n)).strip() for n in names]
+    return [n or f"column_{i + 1}" for i, n in enumerate(cleaned)]
 
 
 def _check_duplicates(names: list[str], path: Path | str, kind: str) -> None:
@@ -377,12 +444,13 @@ class Piece:
     first_row: int = 1
 
 
-def plan_pieces(spec_path: str | Path, kind: str, rows_per_piece: int) -> list[Piece]:
+def plan_pieces(spec_path: str | Path, kind: str, rows_per_piece: int,
+                spec: InputSpec | None = None, notes: list[str] | None = None) -> list[Piece]:
     """The pieces to read an input in: one per CSV file, and runs of row groups of about
     ``rows_per_piece`` rows of each Parquet file, so a large file is read by several
     workers. Source rows stay those of the whole file."""
     pieces: list[Piece] = []
-    for index, path in enumerate(resolve_paths(spec_path, kind)):
+    for index, path in enumerate(resolve_paths(spec_path, kind, spec, notes)):
         if not _is_parquet(path):
             pieces.append(Piece(str(path), index))
             continue
@@ -430,8 +498,7 @@ def _parquet_text(path: Path, kind: str, row_groups: tuple[int, ...] | None, fir
         schema = pq.read_schema(path)
     except (pa.ArrowException, OSError) as exc:
         raise UserError(unreadable) from exc
-    names = [str(n).strip() for n in schema.names]
-    names = [n or f"column_{i + 1}" for i, n in enumerate(names)]
+    names = column_names(schema.names)
     _check_duplicates(names, path, kind)
     as_dictionary = [f.name for n, f in zip(names, schema, strict=True)
                      if n.lower() in dictionary and _is_text(f.type)]
@@ -607,20 +674,30 @@ def input_notes(kind: str, notes: list[str], integer_ids: list[tuple[str, str]])
 
 
 def check_not_empty(kind: str, infos: list[FileInfo], rows: int) -> None:
-    if rows == 0:
+    """A labs extract with no data rows cannot be screened; patients and medications may
+    be empty (a month with no new prescriptions is a valid month)."""
+    if rows == 0 and kind == "labs":
         where = infos[0].path if len(infos) == 1 else f"any of {len(infos)} files"
         raise UserError(f"{kind}: no data rows in {where} (only a header)")
+
+
+def parquet_files(infos: list[FileInfo] | list[Path]) -> frozenset[str]:
+    """The Parquet files among an input's files: their text is never reinterpreted."""
+    paths = [Path(i.path) if isinstance(i, FileInfo) else Path(i) for i in infos]
+    return frozenset(str(p) for p in paths if _is_parquet(p))
 
 
 def read_input(spec_path: str | Path, spec: InputSpec) -> RawInput:
     """Read every file of one input; check each has the required columns."""
     kind = spec.kind
-    files = [read_file(path, spec) for path in resolve_paths(spec_path, kind)]
+    located: list[str] = []
+    files = [read_file(path, spec) for path in resolve_paths(spec_path, kind, spec, located)]
     infos = [f.info for f in files]
     check_not_empty(kind, infos, sum(f.table.num_rows for f in files))
-    notes = input_notes(kind, [n for f in files for n in f.notes],
+    notes = input_notes(kind, located + [n for f in files for n in f.notes],
                         [pair for f in files for pair in f.integer_ids])
     layout = Layout.of([f.table.column_names for f in files])
+    notes += column_notes(kind, spec, layout.original)
     tables = _decoded([layout.conform(f.table) for f in files])
     del files
     table = pa.concat_tables(tables) if len(tables) > 1 else tables[0]
@@ -629,7 +706,74 @@ def read_input(spec_path: str | Path, spec: InputSpec) -> RawInput:
     frame = table.to_pandas(self_destruct=True, split_blocks=True)
     del table
     return RawInput(kind=kind, frame=frame, files=infos, original_columns=layout.original,
-                    warnings=notes)
+                    warnings=notes, parquet_files=parquet_files(infos),
+                    unused_columns=unused_columns(spec, layout.original))
+
+
+# --------------------------------------------------------------------- columns reported
+
+
+def unused_columns(spec: InputSpec, original: list[str]) -> list[str]:
+    """The input's columns that the format maps to no canonical column (SPEC rev 2: every
+    column is used or reported)."""
+    mapped = {s.lower() for sources in spec.columns.values() for s in sources}
+    return [c for c in original if c.lower() not in mapped]
+
+
+def _letters(name: str) -> str:
+    return re.sub(r"[^a-z]", "", name.lower())
+
+
+def _edit_distance(a: str, b: str, limit: int = 2) -> int:
+    """Levenshtein distance, stopped early once above ``limit`` (column names are short)."""
+    if abs(len(a) - len(b)) > limit:
+        return limit + 1
+    previous = list(range(len(b) + 1))
+    for i, ca in enumerate(a, 1):
+        current = [i]
+        for j, cb in enumerate(b, 1):
+            current.append(min(previous[j] + 1, current[j - 1] + 1,
+                               previous[j - 1] + (ca != cb)))
+        if min(current) > limit:
+            return limit + 1
+        previous = current
+    return previous[-1]
+
+
+def near_miss(name: str, known: str) -> bool:
+    """Whether an unused column name is plausibly a misspelling of a known one: after
+    lower-casing and dropping non-letters, equal, sharing their first 5 letters or more,
+    or within edit distance 2 (``neuro_symptoms``, ``Pregnant?``, ``ileal_resection``)."""
+    a, b = _letters(name), _letters(known)
+    if not a or not b:
+        return False
+    if a == b or (len(a) >= 5 and len(b) >= 5 and a[:5] == b[:5]):
+        return True
+    return min(len(a), len(b)) > 3 and _edit_distance(a, b) <= 2
+
+
+def column_notes(kind: str, spec: InputSpec, original: list[str]) -> list[str]:
+    """One line listing the columns not used, and one per likely misspelling of a known
+    column that the file lacks: a misspelt attribute silently turns a risk factor off for
+    everyone, so it is named with the fix."""
+    unused = unused_columns(spec, original)
+    if not unused:
+        return []
+    lower = {c.lower() for c in original}
+    missing = [canon for canon in CANONICAL_COLUMNS[kind]
+               if canon in spec.columns
+               and not any(s.lower() in lower for s in spec.columns[canon])]
+    notes = [f"{kind}: {len(unused)} column(s) not used by the format: {', '.join(unused)}"]
+    for column in unused:
+        for canon in missing:
+            sources = spec.columns[canon]
+            if any(near_miss(column, s) for s in (canon, *sources)):
+                notes.append(
+                    f"{kind}: column '{column}' is not used; did you mean '{sources[0]}'? "
+                    f"Rename the column, or map it in a format file "
+                    f"([{kind}.columns] {canon} = [\"{column}\"], see docs/formats.md)")
+                break
+    return notes
 
 
 def _repeat(text: str, n: int) -> pa.Array:
@@ -645,16 +789,48 @@ def _repeat_encoded(text: str, n: int) -> pa.DictionaryArray:
 
 
 def _check_required(kind: str, spec: InputSpec, found: list[str], where: str) -> None:
+    """Stop, naming the missing column and the columns found; but say that the file seems
+    to have no header row when its first line looks like data (its cells are then data,
+    never printed), and what input a file looks like when it has none of this input's own
+    columns but another input's (medications given as ``--patients``)."""
     lower = {c.lower() for c in found}
+
+    def has(canon: str, kind_spec: InputSpec | None = None) -> bool:
+        sources = (kind_spec or spec).columns.get(canon, (canon,))
+        return any(s.lower() in lower for s in (*sources, canon))
+
     missing = []
     for canon in REQUIRED_COLUMNS[kind]:
-        sources = spec.columns.get(canon, (canon,))
-        if not any(s.lower() in lower for s in sources):
+        if not has(canon):
+            sources = spec.columns.get(canon, (canon,))
             missing.append(sources[0] if len(sources) == 1 else " or ".join(sources))
-    if missing:
-        shown = ", ".join(found) if found else "(none)"
-        raise UserError(f"{kind}: required column {', '.join(missing)} missing in {where};"
-                        f" columns found: {shown}")
+    own = [c for c in CANONICAL_COLUMNS[kind] if c not in SHARED_KEYS]
+    if not any(has(c) for c in own):
+        for other, required in REQUIRED_COLUMNS.items():
+            theirs = [c for c in required if c not in SHARED_KEYS]
+            if other != kind and theirs and all(c.lower() in lower for c in theirs):
+                raise UserError(f"{kind}: {where} looks like a {other} file (it has "
+                                f"{', '.join(theirs)}), not {kind}; give it as the "
+                                f"{other} input" + ("" if other == "labs" else
+                                                    f" (--{other})"))
+    if not missing:
+        return
+    if looks_like_data(found):
+        raise UserError(f"{kind}: {where} seems to have no header row (its first line looks "
+                        f"like data); add a first line naming the columns, e.g. "
+                        f"{', '.join(REQUIRED_COLUMNS[kind])}")
+    shown = ", ".join(found) if found else "(none)"
+    raise UserError(f"{kind}: required column {', '.join(missing)} missing in {where};"
+                    f" columns found: {shown}")
+
+
+_DATA_LIKE = re.compile(r"^[<>=\s]*[+-]?\d|^[A-Za-z]{0,4}\d{3,}")
+
+
+def looks_like_data(names: list[str]) -> bool:
+    """Whether a header line holds data rather than names: a cell that is a number, a date
+    or an id-like code (letters then digits, ``P000123``). Column names rarely are."""
+    return any(_DATA_LIKE.search(n.strip()) for n in names)
 
 
 # ------------------------------------------------------------------------ canonical view
@@ -673,22 +849,39 @@ def canonical_view(raw: RawInput, spec: InputSpec,
     """
     frame = raw.frame
     lower = {c.lower(): c for c in frame.columns}
-    tokens = {t.strip().lower() for t in spec.read.missing_values}
+    tokens = {t.strip().lower() for t in spec.read.missing_values} - {""}
     sources_of = {canon: [name for source in sources
                           if (name := source if source in frame.columns
                               else lower.get(source.lower())) is not None
                           and name not in (SOURCE_FILE, SOURCE_ROW, MALFORMED)]
                   for canon, sources in spec.columns.items()}
-    names = list(dict.fromkeys(n for used in sources_of.values() for n in used))
+    # (source column, whether missing-value tokens apply): never to codes, nor to any text
+    # read from Parquet, where a missing value is a null (SPEC rev 2)
+    text_rows = _text_rows(raw)
+    wanted = list(dict.fromkeys((n, canon not in CODE_COLUMNS and bool(tokens)
+                                 and text_rows is not False)
+                                for canon, used in sources_of.items() for n in used))
+
+    def clean(key: tuple[str, bool]) -> pd.Series:
+        name, with_tokens = key
+        if not with_tokens:
+            return _clean_text(frame[name], set())
+        series = _clean_text(frame[name], tokens)
+        if text_rows is True:
+            return series
+        plain = _clean_text(frame[name], set())  # rows from Parquet keep their text
+        return _as_str(plain).mask(text_rows, _as_str(series))
+
     with ThreadPoolExecutor(max_workers=2) as pool:  # Arrow kernels release the GIL
-        cleaned = dict(zip(names, pool.map(lambda n: _clean_text(frame[n], tokens), names),
-                           strict=True))
+        cleaned = dict(zip(wanted, pool.map(clean, wanted), strict=True))
     out: dict[str, pd.Series] = {}
     for canon, names_used in sources_of.items():
         series: pd.Series | None = None
         several = len(names_used) > 1 or bool(spec.values.get(canon))
         for name in names_used:
-            col = _as_str(cleaned[name]) if several else cleaned[name]
+            col = cleaned[(name, canon not in CODE_COLUMNS and bool(tokens)
+                           and text_rows is not False)]
+            col = _as_str(col) if several else col
             if series is None:
                 series = col
             elif prefer and canon in prefer:
@@ -715,6 +908,23 @@ def canonical_view(raw: RawInput, spec: InputSpec,
     return result
 
 
+def _text_rows(raw: RawInput) -> bool | np.ndarray:
+    """Which rows came from delimited text, where missing-value tokens apply: True for all
+    (no Parquet file), False for none, else a mask from each row's source file."""
+    if not raw.parquet_files:
+        return True
+    source = raw.frame[SOURCE_FILE]
+    if isinstance(source.dtype, pd.CategoricalDtype):  # per file, then per row by code
+        per_file = np.isin(np.asarray(source.cat.categories, dtype=object),
+                           list(raw.parquet_files))
+        from_parquet = np.append(per_file, False)[source.cat.codes.to_numpy()]
+    else:
+        from_parquet = source.astype("str").isin(raw.parquet_files).to_numpy(dtype=bool)
+    if from_parquet.all():
+        return False
+    return ~from_parquet
+
+
 def _clean_text(series: pd.Series, tokens: set[str]) -> pd.Series:
     """Strip whitespace and blank out missing-value tokens (Arrow kernels, whole column).
 
@@ -730,12 +940,14 @@ def _clean_text(series: pd.Series, tokens: set[str]) -> pd.Series:
     changed = False
     if _maybe_padded(text):
         text, changed = pc.utf8_trim_whitespace(text), True
-    spellings = _spellings(tokens)
-    if spellings is not None:  # one hash lookup per row, no lower-cased copy of the column
+    spellings = _spellings(tokens) if tokens else []
+    if not tokens:
+        missing = pa.scalar(False)
+    elif spellings is not None:  # one hash lookup per row, no lower-cased copy of the column
         missing = pc.is_in(text, value_set=pa.array(spellings, pa.string()))
     else:
         missing = pc.is_in(pc.utf8_lower(text), value_set=pa.array(sorted(tokens), pa.string()))
-    if pc.any(missing).as_py():
+    if tokens and pc.any(missing).as_py():
         text, changed = pc.if_else(missing, "", text), True
     if not changed and series.dtype == "str" and not series.hasnans:
         return series

@@ -24,8 +24,8 @@ from pipeline.read import MALFORMED, SOURCE_FILE, SOURCE_ROW, FileInfo, RawInput
 
 #: Reason codes in the order they are listed on a rejected row (public interface).
 LAB_REASONS = ("malformed_row", "missing_patient_id", "missing_test_code", "bad_date",
-               "future_date", "non_numeric_result", "negative_result", "bad_censor",
-               "unknown_unit", "implausible_value")
+               "future_date", "missing_result", "non_numeric_result", "negative_result",
+               "bad_censor", "unknown_unit", "implausible_value")
 PATIENT_REASONS = ("malformed_row", "missing_patient_id", "bad_date", "future_date", "bad_age",
                    "bad_yes_no", "bad_diet", "bad_number", "conflicting_patient_rows")
 MEDICATION_REASONS = ("malformed_row", "missing_patient_id", "missing_medication", "bad_date",
@@ -54,6 +54,8 @@ class Validated:
     id_values: pd.Series | None = None
     #: labs: rows per test code, for the warning that a format maps no code
     codes: CodeTally | None = None
+    #: columns of the input that the format maps to nothing (reported in the manifest)
+    unused_columns: list[str] = field(default_factory=list)
 
 
 def _nonempty(s: pd.Series) -> pd.Series:
@@ -108,17 +110,36 @@ def _reasons_text(failed: pd.DataFrame) -> pd.Series:
     return pd.Series(text, index=failed.index, dtype="str")
 
 
+#: The product's own columns of ``rejected.parquet``, before the input's original fields.
+REJECTED_COLUMNS = ("input", "source_file", "source_row", "reasons", "raw_line")
+
+
+def rejected_field_names(original: list[str]) -> dict[str, str]:
+    """Output name of each original field of a rejected row: its own name, unless that is
+    one of the product's columns (an input column called ``reasons`` or ``source_row``),
+    then ``original_<name>``, so no input column can replace the product's values."""
+    taken = set(REJECTED_COLUMNS) | set(original)
+    names: dict[str, str] = {}
+    for column in original:
+        name = column
+        while name in REJECTED_COLUMNS or (name != column and name in taken):
+            name = f"original_{name}"
+        names[column] = name
+        taken.add(name)
+    return names
+
+
 def _rejected_table(raw: RawInput, rows: pd.Index, reasons: pd.Series) -> pd.DataFrame:
     """Rejected rows with every original field as text, source file and 1-based line."""
     frame = raw.frame.loc[rows]
     out = pd.DataFrame({
         "input": pd.Series(raw.kind, index=rows, dtype="str"),
-        SOURCE_FILE: frame[SOURCE_FILE].astype("str"),
-        SOURCE_ROW: frame[SOURCE_ROW].astype("int64"),
+        "source_file": frame[SOURCE_FILE].astype("str"),
+        "source_row": frame[SOURCE_ROW].astype("int64"),
         "reasons": reasons.loc[rows].astype("str"),
     })
-    for column in raw.original_columns:
-        out[column] = frame[column].astype("str")
+    for column, name in rejected_field_names(raw.original_columns).items():
+        out[name] = frame[column].astype("str")
     if MALFORMED in frame.columns:
         out["raw_line"] = frame[MALFORMED].astype("str")
     return out
@@ -210,7 +231,7 @@ def validate_labs(raw: RawInput, fmt: ExtractFormat, rules: RulesProfile,
     a_code[code_of < 0] = -1
     has_code = _present(codes_u)[code_of]  # missing_test_code is its negation
     skipped = pd.Series((a_code < 0) & has_code, index=canon.index) & ~malformed
-    tally = _code_tally(code_of, codes_u, has_code, skipped.to_numpy())
+    tally_args = (code_of, codes_u, has_code, skipped.to_numpy())
     date_code, date_u = hz.factorize(canon["collected_at"])
     result_code, result_u = hz.factorize(canon["result"])
     # Results, censors, units and dates are parsed on their distinct values (while the ids
@@ -223,6 +244,7 @@ def validate_labs(raw: RawInput, fmt: ExtractFormat, rules: RulesProfile,
     dates_u = hz.parse_dates(date_u, day_first=spec.read.day_first,
                              formats=spec.read.datetime_formats).to_numpy(dtype="datetime64[us]")
     pid_code, pid_u = pid_future.result()
+    tally = _code_tally(*tally_args, pid_code)
     duplicate = _exact_duplicates(raw, ~skipped & ~malformed,
                                   (pid_code, date_code, code_of, result_code))
     todo = (~skipped & ~duplicate).to_numpy()
@@ -261,11 +283,14 @@ def validate_labs(raw: RawInput, fmt: ExtractFormat, rules: RulesProfile,
     lo, hi = bounds[a_row, 0], bounds[a_row, 1]
     usable_value = np.where(number >= 0, value, np.nan)
 
+    has_result = _present(result_u)[result_code[rows]]
     check_frame = pd.DataFrame({
         "row": malformed.to_numpy()[rows],
         "patient_id": _present(pid_u)[pid_code[rows]],
         "test_code": has_code[rows], "collected_at": collected,
-        "number": number, "value": usable_value,
+        "result": has_result,
+        "number": np.where(has_result, number, 0.0),  # missing: missing_result alone
+        "value": usable_value,
         "factor": np.where(a_work >= 0, factor, 1.0),  # no code: missing_test_code alone
         "censor_ok": ~bad_censor,
     }, index=canon.index[rows], copy=False)
@@ -275,6 +300,8 @@ def validate_labs(raw: RawInput, fmt: ExtractFormat, rules: RulesProfile,
         "missing_test_code": ("test_code", _truthy),
         "bad_date": ("collected_at", lambda s: s.notna() & (s >= earliest)),
         "future_date": ("collected_at", lambda s: ~(s >= tomorrow)),
+        # an empty result, or a missing-value token (``NULL``, ``N/A``) in a CSV, is missing
+        "missing_result": ("result", _truthy),
         "non_numeric_result": ("number", lambda s: s.notna()),
         "negative_result": ("number", lambda s: ~(s < 0)),
         "bad_censor": ("censor_ok", _truthy),
@@ -285,7 +312,7 @@ def validate_labs(raw: RawInput, fmt: ExtractFormat, rules: RulesProfile,
     bad = failed.any(axis=1)
     reasons = _reasons_text(failed[bad]) if bad.any() else pd.Series([], dtype="str")
     rejected = _rejected_table(raw, failed.index[bad], reasons)
-    del check_frame, checks, failed, number, usable_value, factor, lo, hi, bad_censor
+    del check_frame, checks, failed, number, usable_value, factor, lo, hi, bad_censor, has_result
     trim_heap()  # the accepted rows' text is taken by Arrow, which cannot reuse those pages
 
     ok = ~bad.to_numpy()
@@ -308,8 +335,8 @@ def validate_labs(raw: RawInput, fmt: ExtractFormat, rules: RulesProfile,
         "practice_id": _taken(canon["practice_id"], take),
         "site_id": _taken(canon["site_id"], take),
         "specimen_id": text["specimen_id"],
-        SOURCE_FILE: text[SOURCE_FILE],
-        SOURCE_ROW: text[SOURCE_ROW],
+        "source_file": text[SOURCE_FILE],
+        "source_row": text[SOURCE_ROW],
     }, index=text.index, copy=False)
     counts = {
         "rows_read": len(canon),
@@ -320,9 +347,15 @@ def validate_labs(raw: RawInput, fmt: ExtractFormat, rules: RulesProfile,
     }
     ids = pid_u[pid_u.fillna("") != ""].reset_index(drop=True)
     return Validated("labs", accepted, rejected, counts, ids, raw.files,
-                     [*raw.warnings, *unmapped_warning(tally, fmt)], raw.original_columns,
+                     [*raw.warnings, *unmapped_warning(tally, fmt, _small_count(rules))],
+                     raw.original_columns,
                      pd.Timestamp(credible.max()) if len(credible) else None,
-                     id_codes=pid_code[take], id_values=pid_u, codes=tally)
+                     id_codes=pid_code[take], id_values=pid_u, codes=tally,
+                     unused_columns=list(raw.unused_columns))
+
+
+def _small_count(rules: RulesProfile) -> int:
+    return int(rules.disclosure.get("small_count", 7))
 
 
 def _per_row(answers: np.ndarray, codes: np.ndarray, missing: object) -> np.ndarray:
@@ -354,36 +387,71 @@ def _categorical(codes: np.ndarray, uniques: pd.Series) -> pd.Categorical:
 @dataclass
 class CodeTally:
     """Labs: rows per non-empty test code, and how many rows with a code were kept (mapped,
-    or malformed): enough to warn that a format maps nothing, also summed over partitions."""
+    or malformed): enough to warn that a format maps nothing, also summed over partitions.
+    ``patients`` counts distinct patients per code, only where nothing was kept (the
+    warning names a code only when it cannot be an id); partitions hold disjoint patients,
+    so the counts add up."""
 
     counts: pd.Series
     kept: int
+    patients: pd.Series | None = None
 
     @classmethod
     def sum(cls, tallies: list[CodeTally]) -> CodeTally:
         counts = pd.concat([t.counts for t in tallies]).groupby(level=0, sort=False).sum()
-        return cls(counts.astype("int64"), sum(t.kept for t in tallies))
+        kept = sum(t.kept for t in tallies)
+        patients = None
+        if not kept and all(t.patients is not None for t in tallies):
+            patients = pd.concat([t.patients for t in tallies]).groupby(
+                level=0, sort=False).sum().astype("int64")
+        return cls(counts.astype("int64"), kept, patients)
 
 
 def _code_tally(code_of: np.ndarray, codes_u: pd.Series, has_code: np.ndarray,
-                skipped: np.ndarray) -> CodeTally:
+                skipped: np.ndarray, pid_code: np.ndarray | None = None) -> CodeTally:
     counts = np.bincount(code_of[code_of >= 0], minlength=len(codes_u))
     keep = _present(codes_u)[:-1] & (counts > 0)
-    tally = pd.Series(counts[keep], index=pd.Index(codes_u[keep], dtype="str"), dtype="int64")
-    return CodeTally(tally, int((has_code & ~skipped).sum()))
+    index = pd.Index(codes_u[keep], dtype="str")
+    tally = pd.Series(counts[keep], index=index, dtype="int64")
+    kept = int((has_code & ~skipped).sum())
+    patients = None
+    if not kept and pid_code is not None:  # nothing maps: the warning will name codes
+        rows = (code_of >= 0) & (pid_code >= 0)
+        pairs = np.unique(code_of[rows].astype(np.int64) * (int(pid_code.max(initial=0)) + 1)
+                          + pid_code[rows])
+        per_code = np.bincount(pairs // (int(pid_code.max(initial=0)) + 1),
+                               minlength=len(codes_u))
+        patients = pd.Series(per_code[keep], index=index, dtype="int64")
+    return CodeTally(tally, kept, patients)
 
 
-def unmapped_warning(tally: CodeTally, fmt: ExtractFormat) -> list[str]:
+#: A code longer than this may be an id, and is never printed.
+MAX_PRINTED_CODE = 8
+
+
+def unmapped_warning(tally: CodeTally, fmt: ExtractFormat, small_count: int = 7) -> list[str]:
     """A labs input where no row has a mapped code is likely the wrong format: say so.
 
-    Codes are not patient data, so the most common ones are named to help fix the format.
+    The most common codes are named to help fix the format, but only codes that cannot be
+    ids (at most 8 characters, seen for at least ``small_count`` distinct patients): with
+    mislabelled columns the "codes" may be patient ids or results.
     """
     total = int(tally.counts.sum())
     if not total or tally.kept:
         return []
-    common = ", ".join(tally.counts.sort_values(ascending=False, kind="stable").index[:5])
+    counts = tally.counts
+    printable = counts.index.str.len() <= MAX_PRINTED_CODE
+    if tally.patients is not None:
+        seen = tally.patients.reindex(counts.index, fill_value=0)
+        printable &= (seen >= max(small_count, 1)).to_numpy()
+    else:
+        printable &= False
+    shown = counts[printable].sort_values(ascending=False, kind="stable").index[:5]
+    common = (f"; most common codes: {', '.join(shown)}" if len(shown) else
+              "; no code is shown, as the column may hold ids or results (check that the"
+              " columns are labelled as the format expects)")
     return [f"labs: none of the {total} rows has a test code mapped by format "
-            f"'{fmt.name}' ({fmt.path}); most common codes: {common}"]
+            f"'{fmt.name}' ({fmt.path}){common}"]
 
 
 # ------------------------------------------------------------------------------ patients
@@ -456,7 +524,8 @@ def validate_patients(raw: RawInput, fmt: ExtractFormat, as_of: date) -> Validat
               "rows_rejected": len(rejected), "rows_skipped": 0,
               "rows_exact_duplicates": int(duplicate.sum())}
     return Validated("patients", accepted, rejected, counts, _ids(canon), raw.files,
-                     list(raw.warnings), raw.original_columns)
+                     list(raw.warnings), raw.original_columns,
+                     unused_columns=list(raw.unused_columns))
 
 
 # --------------------------------------------------------------------------- medications
@@ -470,8 +539,8 @@ def validate_medications(raw: RawInput, fmt: ExtractFormat) -> Validated:
         if column not in canon:
             canon[column] = pd.Series("", index=canon.index, dtype="str")
     malformed = _malformed(canon)
-    med_class = hz.classify_medication(canon["medication"], None, spec)
-    skipped = med_class.isna() & _nonempty(canon["medication"]) & ~malformed
+    classes = hz.medication_classes(canon["medication"], None, spec)
+    skipped = ~classes.any(axis=1) & _nonempty(canon["medication"]) & ~malformed
     duplicate = _exact_duplicates(raw, ~skipped & ~malformed)
     todo = ~skipped & ~duplicate
     work = canon[todo]
@@ -502,17 +571,25 @@ def validate_medications(raw: RawInput, fmt: ExtractFormat) -> Validated:
     reasons = _reasons_text(failed[bad]) if bad.any() else pd.Series([], dtype="str")
     rejected = _rejected_table(raw, failed.index[bad], reasons)
     ok = ~bad
-    accepted = pd.DataFrame({
+    prescriptions = pd.DataFrame({
         "patient_id": work["patient_id"][ok], "medication": work["medication"][ok],
-        "med_class": med_class[todo][ok], "start_date": start[ok], "end_date": end[ok],
-        "dose_mg_per_day": dose[ok],
+        "start_date": start[ok], "end_date": end[ok], "dose_mg_per_day": dose[ok],
     })
-    counts = {"rows_read": len(canon), "rows_accepted": len(accepted),
+    # one row per prescription and class it belongs to, in input order (SPEC rev 2: a
+    # metformin + methylcobalamin product is metformin, and its B12 is recorded apart)
+    member = classes.loc[prescriptions.index].to_numpy(dtype=bool)
+    at, which = np.nonzero(member)
+    accepted = prescriptions.iloc[at].assign(
+        med_class=pd.array(np.asarray(classes.columns, dtype=object)[which], dtype="str"))
+    accepted = accepted[["patient_id", "medication", "med_class", "start_date", "end_date",
+                         "dose_mg_per_day"]]
+    counts = {"rows_read": len(canon), "rows_accepted": len(prescriptions),
               "rows_rejected": len(rejected),
               "rows_skipped_other_medications": int(skipped.sum()),
               "rows_exact_duplicates": int(duplicate.sum())}
     return Validated("medications", accepted, rejected, counts, _ids(canon), raw.files,
-                     list(raw.warnings), raw.original_columns)
+                     list(raw.warnings), raw.original_columns,
+                     unused_columns=list(raw.unused_columns))
 
 
 def today_date() -> date:

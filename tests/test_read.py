@@ -13,7 +13,7 @@ import pytest
 
 from pipeline.config import load_format
 from pipeline.errors import UserError
-from pipeline.read import canonical_view, read_input, resolve_paths
+from pipeline.read import MALFORMED, SOURCE_ROW, canonical_view, read_input, resolve_paths
 
 HEADER = "patient_id,collected_at,test_code,result,unit"
 ROWS = ["0001,2026-10-01,B12,150,ng/L", "0002,2026-10-02,MMA,0.31,µmol/L"]
@@ -66,7 +66,7 @@ def test_delimiters_are_sniffed_with_either_line_ending(tmp_path: Path, canonica
     raw = read_input(path, canonical.labs)
     assert raw.files[0].delimiter == delimiter
     assert raw.frame["unit"].tolist() == ["ng/L", "µmol/L"]  # no stray \r
-    assert raw.frame["source_row"].tolist() == [2, 3]
+    assert raw.frame[SOURCE_ROW].tolist() == [2, 3]
 
 
 def test_sniffing_ignores_delimiters_inside_quotes(tmp_path: Path, canonical) -> None:
@@ -102,9 +102,9 @@ def test_line_numbers_survive_blank_lines_quoted_newlines_and_bad_lines(
             "0006,2026-10-01,B12,150,ng/L,5\" tall\n")                        # 11
     raw = read_input(_write(tmp_path / "labs.csv", text), canonical.labs)
     frame = raw.frame
-    assert frame["source_row"].tolist() == [3, 5, 7, 9, 10, 11]
+    assert frame[SOURCE_ROW].tolist() == [3, 5, 7, 9, 10, 11]
     assert frame["patient_id"].tolist() == ["0001", "0002", "", "0004", "", "0006"]
-    assert frame["_malformed"].notna().tolist() == [False, False, True, False, True, False]
+    assert frame[MALFORMED].notna().tolist() == [False, False, True, False, True, False]
     assert frame["comment"].tolist()[1] == "two\nlines"
 
 
@@ -115,7 +115,7 @@ def test_line_numbers_with_a_stray_quote_inside_a_field(tmp_path: Path, canonica
             "0002,2026-10-01,B12,150,ng/L,ok\n"
             "0003,2026-10-01\n")
     raw = read_input(_write(tmp_path / "labs.csv", text), canonical.labs)
-    assert raw.frame["source_row"].tolist() == [2, 4, 5]
+    assert raw.frame[SOURCE_ROW].tolist() == [2, 4, 5]
     assert raw.frame["comment"].tolist()[0] == '5" tall'
 
 
@@ -123,7 +123,7 @@ def test_parquet_rows_are_numbered_from_one(tmp_path: Path, canonical) -> None:
     table = pa.table({c: [r.split(",")[i] for r in ROWS] for i, c in enumerate(HEADER.split(","))})
     pq.write_table(table, tmp_path / "labs.parquet")
     raw = read_input(tmp_path / "labs.parquet", canonical.labs)
-    assert raw.frame["source_row"].tolist() == [1, 2]
+    assert raw.frame[SOURCE_ROW].tolist() == [1, 2]
 
 
 # -------------------------------------------------------------------- files, folders, globs
@@ -202,7 +202,9 @@ def test_parquet_physical_types_become_text(tmp_path: Path, canonical) -> None:
     assert frame["taken_utc"].tolist()[0].startswith("2026-07-02 00:30:00")  # wall clock
     assert raw.warnings == [f"labs: patient id column patient_id is stored as integers in "
                             f"{tmp_path / 'labs.parquet'}; leading zeros of ids may have been "
-                            "lost before b12screen read it"]
+                            "lost before b12screen read it",
+                            "labs: 1 column(s) not used by the format: taken_utc"]
+    assert raw.unused_columns == ["taken_utc"]
 
 
 def test_integer_ids_are_expected_when_the_format_says_so(tmp_path: Path) -> None:
@@ -233,13 +235,17 @@ def test_nested_parquet_columns_are_left_out_with_a_note(tmp_path: Path, canonic
 def test_canonical_view_strips_blanks_tokens_and_matches_case(tmp_path: Path, canonical) -> None:
     text = ("Patient_ID,Collected_At,Test_Code,Result,Unit\n"
             " 0001 ,2026-10-01,B12, 150 ,ng/L\n"
-            "NULL,2026-10-01,B12,N/A,-\n")
+            "NULL,2026-10-01,B12,N/A,-\n"
+            "0002,2026-10-01,NA,140,N/A\n"
+            "0003,2026-10-01, k ,4.1,\n")
     raw = read_input(_write(tmp_path / "labs.csv", text), canonical.labs)
     view = canonical_view(raw, canonical.labs)
-    assert view["patient_id"].tolist() == ["0001", ""]
-    assert view["result"].tolist() == ["150", ""]
-    assert view["unit"].tolist() == ["ng/L", ""]
-    assert raw.frame["Patient_ID"].tolist() == [" 0001 ", "NULL"]  # originals kept as read
+    assert view["patient_id"].tolist() == ["0001", "", "0002", "0003"]
+    assert view["result"].tolist() == ["150", "", "140", "4.1"]
+    # codes are never missing-value tokens (SPEC rev 2): NA is sodium, and a unit is text
+    assert view["test_code"].tolist() == ["B12", "B12", "NA", "k"]
+    assert view["unit"].tolist() == ["ng/L", "-", "N/A", ""]
+    assert raw.frame["Patient_ID"].tolist()[:2] == [" 0001 ", "NULL"]  # originals kept as read
 
 
 def test_omop_coalescing_prefers_mapped_codes_and_censored_text(tmp_path: Path) -> None:
