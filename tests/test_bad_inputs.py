@@ -211,8 +211,8 @@ LAB_LINES = [
     ("  PA07 ,2026-10-01,B12,150,ng/L,spaces around id", "accepted"),
     ("PA07,2026-10-02,B12,400,ng/L,same patient", "accepted"),
     ("NULL,2026-10-01,B12,150,ng/L,missing-value token id", "missing_patient_id"),
-    ("PA08,2026-10-01,B12,N/A,ng/L,missing-value token", "non_numeric_result"),
-    ("PA09,2026-10-01,B12,-,ng/L,dash token", "non_numeric_result"),
+    ("PA08,2026-10-01,B12,N/A,ng/L,missing-value token", "missing_result"),
+    ("PA09,2026-10-01,B12,-,ng/L,dash token", "missing_result"),
     ('PA10,2026-10-01,B12,"1,234",ng/L,thousands separator', "non_numeric_result"),
     ("PA11,2026-10-01,B12,2.5E2,ng/L,scientific notation", "non_numeric_result"),
     ("PA12,2026-10-01,B12,150,mg/dL,unknown unit", "unknown_unit"),
@@ -436,7 +436,8 @@ def test_validate_shows_reasons_and_writes_rejected_rows(corpus, tmp_path: Path)
     assert result.exit_code == 0, result.output
     reasons = _reason_rows(result.stdout)
     assert reasons[("labs", "bad_date")] == 5
-    assert reasons[("labs", "non_numeric_result")] == 8
+    assert reasons[("labs", "non_numeric_result")] == 6
+    assert reasons[("labs", "missing_result")] == 2
     assert reasons[("labs", "malformed_row")] == 2
     assert reasons[("patients", "conflicting_patient_rows")] == 2
     assert reasons[("medications", "end_before_start")] == 1
