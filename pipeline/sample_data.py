@@ -7,6 +7,16 @@ with numpy and pyarrow compute (no Python loop over rows or patients), so ten mi
 take seconds and the same arguments always give byte-identical files. ``messy=True`` adds the
 bad rows a real extract carries, so validation and row accounting have something to catch;
 ``messy=False`` stays clean (every row is valid, skipped only if it is an unrelated test).
+
+``shape`` chooses what the extract looks like. ``field`` (the default, used by ``sample-data``
+and ``demo``) looks like a real month's extract: most rows are a chemistry panel (sodium
+``NA``, potassium ``K``, calcium ``CA``, ... with the odd ``Na`` or ``k``) and the
+prescriptions include metformin combination products, methylcobalamin, proton-pump
+inhibitors by name, H2 blockers and medicines a careless name pattern would catch
+(aripiprazole). ``classic`` is the earlier generator, kept byte for byte so that benchmark
+figures stay comparable across commits. ``chemistry`` (~15 % sodium ``NA`` rows) and
+``typed`` (Parquet with ``result`` as double and ``collected_at`` as date32, about one lab
+row per patient, 30 % of total B12 in pmol/L) are the benchmark's field-like extracts.
 """
 
 from __future__ import annotations
@@ -25,6 +35,7 @@ __all__ = [
     "LAB_COLUMNS",
     "MEDICATION_COLUMNS",
     "PATIENT_COLUMNS",
+    "SHAPES",
     "generate",
 ]
 
@@ -96,6 +107,99 @@ _OTHER_KINDS: tuple[tuple[str, str, float, float, float, int, tuple[str, ...]], 
 _OTHER_SHARE = 0.30  # share of all lab rows that are unrelated tests
 _OTHER_CENSOR_RATE = 0.02
 
+# Field-like shapes: a lab with a local pmol/L total B12 code beside the others.
+_B12_KINDS_FIELD: tuple[_Kind, ...] = (
+    *_B12_KINDS, ("total", "B12", "pmol/L", 4, 1 / 1.355, 0, ("<111",), (">1476",)),
+)
+
+# The chemistry an extract is mostly made of: code, unit, median, log-sd, decimals, censored
+# texts below / above the median. Units as the labs print them.
+_PANEL_TESTS: tuple[tuple[str, str, float, float, int, tuple[str, ...], tuple[str, ...]], ...] = (
+    ("NA", "mmol/L", 139.0, 0.022, 0, (), ()),
+    ("K", "mmol/L", 4.4, 0.10, 1, (), ()),
+    ("CL", "mmol/L", 102.0, 0.03, 0, (), ()),
+    ("UREA", "mmol/L", 5.8, 0.35, 1, (), ()),
+    ("CREA", "umol/L", 82.0, 0.28, 0, (), ()),
+    ("CA", "mmol/L", 2.36, 0.05, 2, (), ()),
+    ("ALB", "g/L", 41.0, 0.09, 0, (), ()),
+    ("PHOS", "mmol/L", 1.05, 0.18, 2, (), ()),
+    ("HB", "g/L", 134.0, 0.11, 0, (), ()),
+    ("MCV", "fL", 90.0, 0.06, 0, (), ()),
+    ("PLT", "10*9/L", 260.0, 0.30, 0, (), ()),
+    ("WBC", "10*9/L", 7.0, 0.30, 1, (), ()),
+    ("FERR", "ug/L", 80.0, 0.80, 0, ("<5",), ()),
+    ("FOL", "ug/L", 7.0, 0.45, 1, ("<2.0",), (">20.0",)),
+    ("ALP", "U/L", 80.0, 0.30, 0, (), ()),
+    ("ALT", "U/L", 22.0, 0.50, 0, ("<5",), ()),
+    ("BILI", "umol/L", 9.0, 0.50, 0, ("<3",), ()),
+    ("TSH", "mU/L", 1.8, 0.50, 2, ("<0.01",), ()),
+    ("FT4", "pmol/L", 15.0, 0.20, 1, (), ()),
+    ("CRP", "mg/L", 4.0, 1.00, 0, ("<1", "<5"), ()),
+    ("HBA1C", "mmol/mol", 45.0, 0.25, 0, (), ()),
+    ("CHOL", "mmol/L", 5.0, 0.20, 1, (), ()),
+    ("HDL", "mmol/L", 1.4, 0.25, 2, (), ()),
+    ("TRIG", "mmol/L", 1.5, 0.45, 1, (), ()),
+)
+# Some analysers and LIMS send element symbols as written in chemistry ("Na", "k"); a code
+# is sent in its other spelling at the shape's spelling rate.
+_SPELLINGS = {"NA": "Na", "K": "k", "CA": "Ca", "CL": "Cl", "UREA": "Urea", "CREA": "Crea"}
+# What a sample is requested as: each sample without B12 (and some with) carries one panel.
+_PANELS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("U&E", ("NA", "K", "UREA", "CREA")),
+    ("U&E and bone", ("NA", "K", "UREA", "CREA", "CA", "ALB", "PHOS")),
+    ("electrolytes", ("NA", "K", "CL")),
+    ("FBC", ("HB", "MCV", "PLT", "WBC")),
+    ("haematinics", ("HB", "MCV", "FERR", "FOL")),
+    ("LFT", ("ALB", "ALP", "ALT", "BILI")),
+    ("thyroid", ("TSH", "FT4")),
+    ("CRP", ("CRP",)),
+    ("HbA1c", ("HBA1C",)),
+    ("lipids", ("CHOL", "HDL", "TRIG")),
+    ("tiredness screen", ("NA", "K", "CL", "UREA", "CREA", "CA", "HB", "MCV", "FERR", "FOL",
+                          "TSH", "CRP")),
+)
+# Panel weights: a primary-care month, and a chemistry-heavy one (~15 % of rows sodium NA).
+_FIELD_PANEL_WEIGHTS = (0.20, 0.10, 0.03, 0.12, 0.15, 0.10, 0.08, 0.06, 0.06, 0.04, 0.06)
+_CHEMISTRY_PANEL_WEIGHTS = (0.30, 0.08, 0.35, 0.06, 0.06, 0.05, 0.03, 0.03, 0.02, 0.01, 0.01)
+
+
+class _Shape(NamedTuple):
+    """What an extract looks like (see the module docstring)."""
+
+    b12_kinds: tuple[_Kind, ...]
+    other_share: float  # share of lab rows that are other tests
+    panel_weights: tuple[float, ...] | None  # None: one unrelated test per sample (classic)
+    spelling_rate: float  # share of rows of a code in _SPELLINGS sent in its other spelling
+    censored: bool  # censored results ('<150'); a typed result column cannot hold them
+    per_patient: float  # default lab rows per patient
+    field_medications: bool
+    typed: bool  # Parquet result as double and collected_at as date32
+    # Field shapes' other tests: one panel per sample, on 70 % of them a B12 sample's; or
+    # (spread) one test per sample, each on a different patient where the cohort allows.
+    attach_share: float = 0.7
+    spread: bool = False
+
+
+def _pmol_share(kinds: tuple[_Kind, ...], share: float) -> tuple[_Kind, ...]:
+    """``kinds`` reweighted so that ``share`` of total B12 rows are reported in pmol/L."""
+    total = [k for k in kinds if k[0] == "total"]
+    pmol = sum(k[3] for k in total if k[4] != 1.0)
+    other = sum(k[3] for k in total if k[4] == 1.0)
+    scale = {True: share / pmol, False: (1 - share) / other}
+    return tuple((*k[:3], k[3] * scale[k[4] != 1.0] * 100, *k[4:]) if k[0] == "total" else k
+                 for k in kinds)
+
+
+_SHAPES: dict[str, _Shape] = {
+    "field": _Shape(_B12_KINDS_FIELD, 0.58, _FIELD_PANEL_WEIGHTS, 0.10, True, 5.0, True, False),
+    "classic": _Shape(_B12_KINDS, _OTHER_SHARE, None, 0.0, True, 3.0, False, False),
+    "chemistry": _Shape(_B12_KINDS_FIELD, 0.80, _CHEMISTRY_PANEL_WEIGHTS, 0.05, True, 3.0, True,
+                        False),
+    "typed": _Shape(_pmol_share(_B12_KINDS_FIELD, 0.30), 0.80, _CHEMISTRY_PANEL_WEIGHTS, 0.05,
+                    False, 1.0, True, True, attach_share=0.0, spread=True),
+}
+SHAPES = tuple(_SHAPES)
+
 _METFORMIN = (
     ("Metformin 500mg tablets", 40), ("Metformin 850mg tablets", 12),
     ("Metformin 1g modified-release tablets", 8), ("Metformin 500mg modified-release tablets", 20),
@@ -122,6 +226,42 @@ _OTHER_MEDS = (
     ("Amlodipine 5mg tablets", 25, 5.0), ("Atorvastatin 20mg tablets", 25, 20.0),
     ("Ramipril 5mg capsules", 15, 5.0), ("Levothyroxine sodium 50microgram tablets", 12, 0.05),
     ("Sertraline 50mg tablets", 10, 50.0), ("Salbutamol 100micrograms/dose inhaler", 13, np.nan),
+)
+
+# Field-like prescriptions (name, weight[, dose mg/day]): names as GP systems print them.
+_METFORMIN_FIELD = (
+    ("Metformin 500mg tablets", 40), ("Metformin 850mg tablets", 12),
+    ("Metformin 1g modified-release tablets", 8), ("Metformin 500mg modified-release tablets", 20),
+    ("Sitagliptin/metformin 50mg/1000mg tablets", 6),
+    ("Alogliptin 12.5mg / Metformin 1g tablets", 2),
+    ("Metformin 500mg/5ml oral solution sugar free", 4), ("METFORMIN HYDROCHLORIDE 500MG TAB", 8),
+)
+# About 1 % of prescriptions: metformin with a low dose of B12 that is not B12 treatment.
+_COMBINATION = (("Metformin 500 mg + methylcobalamin 500 micrograms tablets", 1),)
+_COMBINATION_SHARE = 0.01
+_COMBINATION_DOSES = (1000, 1500, 2000)
+_B12_ORAL_FIELD = (
+    ("Cyanocobalamin 1mg tablets", 50, 1.0), ("Cyanocobalamin 50microgram tablets", 20, 0.05),
+    ("Methylcobalamin 1000 micrograms tablets", 15, 1.0),
+    ("Vitamin B12 1000microgram tablets", 15, 1.0),
+)
+_ACID_FIELD = (
+    ("Omeprazole 20mg gastro-resistant capsules", 35, 20.0),
+    ("OMEPRAZOLE 40MG CAP", 5, 40.0), ("Lansoprazole 30mg gastro-resistant capsules", 22, 30.0),
+    ("Esomeprazole 40mg gastro-resistant tablets", 10, 40.0),
+    ("Pantoprazole 40mg gastro-resistant tablets", 10, 40.0),
+    ("Rabeprazole 20mg gastro-resistant tablets", 5, 20.0),
+    ("Famotidine 20mg tablets", 8, 40.0), ("Nizatidine 150mg capsules", 5, 300.0),
+)
+# Unrelated medicines, some that a careless pattern would catch: 'prazole' (aripiprazole, an
+# antipsychotic), 'vitamin b' (a B compound without B12), 'metformin'-like 'met' prefixes.
+_OTHER_MEDS_FIELD = (
+    ("Amlodipine 5mg tablets", 25, 5.0), ("Atorvastatin 20mg tablets", 25, 20.0),
+    ("Ramipril 5mg capsules", 15, 5.0), ("Levothyroxine sodium 50microgram tablets", 12, 0.05),
+    ("Sertraline 50mg tablets", 10, 50.0), ("Salbutamol 100micrograms/dose inhaler", 13, np.nan),
+    ("Aripiprazole 10 mg tablets", 4, 10.0), ("Vitamin B compound strong tablets", 3, np.nan),
+    ("Folic acid 5mg tablets", 4, 5.0), ("Metronidazole 400mg tablets", 2, 1200.0),
+    ("Metoclopramide 10mg tablets", 2, 30.0),
 )
 
 _YES = ("true", "Y", "yes", "1", "TRUE", "Yes", "y")
@@ -168,20 +308,33 @@ def generate(
     seed: int = 12,
     messy: bool = False,
     file_format: str = "csv",
-    results_per_patient: float = 3.0,
+    results_per_patient: float | None = None,
     as_of: date = date(2026, 10, 31),
+    shape: str = "field",
 ) -> dict[str, Path]:
     """Write labs, patients and medications in the canonical format; return their paths.
 
-    About ``n_patients * results_per_patient`` lab rows are written, ~30% of them unrelated
-    tests; ``as_of`` is the latest date in a clean extract. Labs are ``labs.parquet`` (all
-    columns text, empty cells null) when ``file_format='parquet'``; the others are always CSV.
+    About ``n_patients * results_per_patient`` lab rows are written (default: the shape's,
+    5 for ``field``, 3 for ``classic`` and ``chemistry``, 1 for ``typed``), most of them other
+    tests in the field-like shapes (~30 % in ``classic``). ``as_of`` is the latest date in a
+    clean extract: every collection, start and birth date is on or before it (some planned
+    prescription end dates are after it); only ``messy`` future-dated rows are later. Labs
+    are ``labs.parquet`` (text columns, empty cells null; ``typed``: result double and
+    collected_at date32) when ``file_format='parquet'``; the others are always CSV.
     """
     if file_format not in ("csv", "parquet"):
         raise ValueError(f"file_format must be 'csv' or 'parquet', not {file_format!r}")
+    if shape not in _SHAPES:
+        raise ValueError(f"shape must be one of {', '.join(SHAPES)}, not {shape!r}")
+    spec = _SHAPES[shape]
+    if spec.typed and (file_format != "parquet" or messy):
+        # Typed columns cannot hold 'haemolysed' or '31/02/2026'; CSV has no types.
+        raise ValueError("shape 'typed' is clean Parquet only (file_format='parquet', "
+                         "messy=False)")
     if n_patients < 1:
         raise ValueError("n_patients must be at least 1")
-    if results_per_patient <= 0:
+    per_patient = spec.per_patient if results_per_patient is None else results_per_patient
+    if per_patient <= 0:
         raise ValueError("results_per_patient must be positive")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -191,9 +344,9 @@ def generate(
     as_of_days = (as_of - _EPOCH).days
 
     cohort = _cohort(rng_pat, n_patients, as_of_days)
-    labs, sort_key, mapped = _labs(rng_lab, cohort, as_of_days, results_per_patient)
+    labs, sort_key, mapped = _labs(rng_lab, cohort, as_of_days, per_patient, spec)
     if messy:
-        labs = _make_messy(rng_messy, labs, sort_key, mapped)
+        labs = _make_messy(rng_messy, labs, sort_key, mapped, as_of_days)
 
     paths = {
         "labs": out_dir / ("labs.parquet" if file_format == "parquet" else "labs.csv"),
@@ -201,14 +354,18 @@ def generate(
         "medications": out_dir / "medications.csv",
     }
     if file_format == "parquet":
-        table = pa.table({k: _parquet_column(labs[k]) for k in LAB_COLUMNS})
+        columns = {k: _parquet_column(labs[k]) for k in LAB_COLUMNS}
+        if spec.typed:
+            columns["result"] = _typed_column(labs["result"], pa.float64())
+            columns["collected_at"] = _typed_column(labs["collected_at"], pa.date32())
         # Without the stored Arrow schema, readers see plain text columns, not dictionaries.
-        pq.write_table(table, paths["labs"], compression="zstd", store_schema=False)
+        pq.write_table(pa.table(columns), paths["labs"], compression="zstd", store_schema=False)
     else:
         _write_csv(paths["labs"], labs, LAB_COLUMNS)
     del labs
     _write_csv(paths["patients"], _patients_table(rng_pat, cohort), PATIENT_COLUMNS)
-    _write_csv(paths["medications"], _medications(rng_med, cohort, as_of_days),
+    medications = (_field_medications if spec.field_medications else _medications)
+    _write_csv(paths["medications"], medications(rng_med, cohort, as_of_days),
                MEDICATION_COLUMNS)
     return paths
 
@@ -293,7 +450,8 @@ def _patients_table(rng: np.random.Generator, cohort: dict[str, Any]) -> dict[st
 
 
 def _labs(
-    rng: np.random.Generator, cohort: dict[str, Any], as_of_days: int, per_patient: float
+    rng: np.random.Generator, cohort: dict[str, Any], as_of_days: int, per_patient: float,
+    shape: _Shape,
 ) -> tuple[dict[str, _Column], np.ndarray, np.ndarray]:
     """Lab rows in collection order, with their sort key and a mask of B12/MMA rows."""
     n = cohort["n"]
@@ -303,7 +461,7 @@ def _labs(
     if tested.size == 0:
         tested = np.arange(1)
     # Each episode (one blood sample) gives ~1.31 B12/MMA rows on average.
-    n_episodes = max(1, round(target_rows * (1 - _OTHER_SHARE) / 1.31))
+    n_episodes = max(1, round(target_rows * (1 - shape.other_share) / 1.31))
     if n_episodes >= tested.size:
         extra = rng.choice(tested, n_episodes - tested.size)
         ep_pat = np.concatenate([tested, extra])
@@ -342,42 +500,47 @@ def _labs(
     mma_spec = n_episodes + np.arange(mma.size)
 
     b12_rows = tot.size + act.size + mma.size
-    n_other = round(b12_rows * _OTHER_SHARE / (1 - _OTHER_SHARE))
-    # One unrelated test on some episodes' samples (never two: no accidental duplicates) ...
-    n_attached = min(round(0.7 * n_other), n_episodes)
-    att = rng.choice(n_episodes, n_attached, replace=False)
-    # ... the rest on their own samples, covering every 'unrelated tests only' patient.
-    other_only = np.flatnonzero(cohort["lab_group"] == 1)
-    n_free = max(n_other - n_attached, other_only.size)
-    free_pool = np.concatenate([tested, other_only])
-    free_pat = np.concatenate([other_only, rng.choice(free_pool, n_free - other_only.size)])
-    free_off = rng.integers(0, WINDOW_DAYS + 1, n_free)
-    free_sec = _times(rng, n_free)
-    free_spec = n_episodes + mma.size + np.arange(n_free)
+    n_other = round(b12_rows * shape.other_share / (1 - shape.other_share))
+    episodes = (ep_pat, ep_off, ep_sec, ep_spec)
+    first_free_spec = n_episodes + mma.size
+    if shape.panel_weights is None:
+        other = _single_tests(rng, cohort, n_other, episodes, tested, first_free_spec)
+    else:
+        other = _panel_tests(rng, cohort, n_other, episodes, tested, first_free_spec, shape)
+    other_pat, other_off, other_sec, other_spec, other_kind, other_val = other
 
-    n_b12_kinds = len(_B12_KINDS)
-    group_kinds = {g: [i for i, k in enumerate(_B12_KINDS) if k[0] == g]
+    kinds_table = shape.b12_kinds
+    n_b12_kinds = len(kinds_table)
+    group_kinds = {g: [i for i, k in enumerate(kinds_table) if k[0] == g]
                    for g in ("total", "active", "mma")}
 
     def kinds(group: str, size: int) -> np.ndarray:
         idx = group_kinds[group]
-        weights = np.array([_B12_KINDS[i][3] for i in idx], dtype=float)
+        weights = np.array([kinds_table[i][3] for i in idx], dtype=float)
         return np.asarray(idx)[rng.choice(len(idx), size, p=weights / weights.sum())]
 
-    other_w = np.array([k[2] for k in _OTHER_KINDS], dtype=float)
-    other_kind = rng.choice(len(_OTHER_KINDS), n_attached + n_free, p=other_w / other_w.sum())
-    other_med = np.array([k[3] for k in _OTHER_KINDS])[other_kind]
-    other_sd = np.array([k[4] for k in _OTHER_KINDS])[other_kind]
-    other_val = other_med * np.exp(other_sd * rng.standard_normal(other_kind.size))
-
-    pat = np.concatenate([ep_pat[tot], ep_pat[act], ep_pat[mma], ep_pat[att], free_pat])
-    off = np.concatenate([ep_off[tot], ep_off[act], mma_off, ep_off[att], free_off])
-    sec = np.concatenate([ep_sec[tot], ep_sec[act], _times(rng, mma.size), ep_sec[att], free_sec])
-    spec = np.concatenate([ep_spec[tot], ep_spec[act], mma_spec, ep_spec[att], free_spec])
+    pat = np.concatenate([ep_pat[tot], ep_pat[act], ep_pat[mma], other_pat])
+    off = np.concatenate([ep_off[tot], ep_off[act], mma_off, other_off])
+    sec = np.concatenate([ep_sec[tot], ep_sec[act], _times(rng, mma.size), other_sec])
+    spec = np.concatenate([ep_spec[tot], ep_spec[act], mma_spec, other_spec])
     kind = np.concatenate([kinds("total", tot.size), kinds("active", act.size),
                            kinds("mma", mma.size), n_b12_kinds + other_kind])
     value = np.concatenate([tot_val, act_val, mma_val, other_val])
-    result = _result_text(rng, kind, value)
+    censor_scale = 1.0 if shape.censored else 0.0
+    table = [(k[4], k[5], k[6], k[7], _CENSOR_MID[k[0]], _B12_CENSOR_RATE * censor_scale)
+             for k in kinds_table]
+    if shape.panel_weights is None:
+        table += [(1.0, k[5], k[6], (), k[3], _OTHER_CENSOR_RATE) for k in _OTHER_KINDS]
+        other_codes = tuple(k[0] for k in _OTHER_KINDS)
+        other_units = tuple(k[1] for k in _OTHER_KINDS)
+    else:
+        table += [(1.0, t[4], t[5], t[6], t[2], _OTHER_CENSOR_RATE * censor_scale)
+                  for t in _PANEL_TESTS]
+        other_codes = tuple(t[0] for t in _PANEL_TESTS)
+        other_units = tuple(t[1] for t in _PANEL_TESTS)
+    result = _result_text(rng, kind, value, table)
+    if shape.typed:
+        sec = np.full(sec.size, -1)  # a date32 column holds no time of day
 
     day = as_of_days - off
     time_key = day * 86400 + np.maximum(sec, 0)
@@ -391,12 +554,22 @@ def _labs(
     spec_no = 26_000_000 + np.cumsum(first)
     practice = cohort["practice"][pat]
     site = PRACTICE_SITE[practice] ^ (rng.random(pat.size) < 0.05)
-    codes = tuple(k[1] for k in _B12_KINDS) + tuple(k[0] for k in _OTHER_KINDS)
-    units = tuple(k[2] for k in _B12_KINDS) + tuple(k[1] for k in _OTHER_KINDS)
+    codes = tuple(k[1] for k in kinds_table) + other_codes
+    units = tuple(k[2] for k in kinds_table) + other_units
+    code_idx = kind
+    if shape.panel_weights is not None:
+        # The odd 'Na' or 'k': the same test in its other spelling.
+        spelt = np.full(len(other_codes), -1)
+        spelt[[other_codes.index(c) for c in _SPELLINGS]] = len(codes) + np.arange(len(_SPELLINGS))
+        codes = codes + tuple(_SPELLINGS.values())
+        other_rows = kind >= n_b12_kinds
+        variant = np.where(other_rows, spelt[np.where(other_rows, kind - n_b12_kinds, 0)], -1)
+        swap = (variant >= 0) & (rng.random(kind.size) < shape.spelling_rate)
+        code_idx = np.where(swap, variant, kind)
     labs = {
         "patient_id": _column(cohort["ids"], pat),
         "collected_at": _datetime_strings(day, sec),
-        "test_code": _column(codes, kind),
+        "test_code": _column(codes, code_idx),
         "result": _Column(result.texts, result.idx[order]),
         "unit": _column(units, kind),
         "practice_id": _column(PRACTICES, practice),
@@ -406,17 +579,116 @@ def _labs(
     return labs, time_key, kind < n_b12_kinds
 
 
+_Episodes = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
+_OtherRows = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]
+
+
+def _free_samples(
+    rng: np.random.Generator, cohort: dict[str, Any], n_free: int, tested: np.ndarray,
+    first_spec: int, spread: bool = False,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Samples without B12, covering every 'other tests only' patient: patient, day offset,
+    seconds and specimen. ``spread``: each on a different patient while there are any."""
+    other_only = np.flatnonzero(cohort["lab_group"] == 1)
+    n_free = max(n_free, other_only.size)
+    free_pool = np.concatenate([tested, other_only])
+    n_more = n_free - other_only.size
+    if spread and n_more <= free_pool.size:
+        more = rng.choice(free_pool, n_more, replace=False)
+    else:
+        more = rng.choice(free_pool, n_more)
+    free_pat = np.concatenate([other_only, more])
+    free_off = rng.integers(0, WINDOW_DAYS + 1, n_free)
+    free_sec = _times(rng, n_free)
+    return free_pat, free_off, free_sec, first_spec + np.arange(n_free)
+
+
+def _single_tests(
+    rng: np.random.Generator, cohort: dict[str, Any], n_other: int, episodes: _Episodes,
+    tested: np.ndarray, first_spec: int,
+) -> _OtherRows:
+    """Classic shape: one unrelated test per sample (patient, offset, seconds, specimen,
+    index into _OTHER_KINDS, value)."""
+    ep_pat, ep_off, ep_sec, ep_spec = episodes
+    # One unrelated test on some episodes' samples (never two: no accidental duplicates) ...
+    n_attached = min(round(0.7 * n_other), ep_pat.size)
+    att = rng.choice(ep_pat.size, n_attached, replace=False)
+    # ... the rest on their own samples, covering every 'unrelated tests only' patient.
+    free_pat, free_off, free_sec, free_spec = _free_samples(
+        rng, cohort, n_other - n_attached, tested, first_spec)
+    other_w = np.array([k[2] for k in _OTHER_KINDS], dtype=float)
+    other_kind = rng.choice(len(_OTHER_KINDS), n_attached + free_pat.size,
+                            p=other_w / other_w.sum())
+    other_med = np.array([k[3] for k in _OTHER_KINDS])[other_kind]
+    other_sd = np.array([k[4] for k in _OTHER_KINDS])[other_kind]
+    other_val = other_med * np.exp(other_sd * rng.standard_normal(other_kind.size))
+    return (np.concatenate([ep_pat[att], free_pat]), np.concatenate([ep_off[att], free_off]),
+            np.concatenate([ep_sec[att], free_sec]), np.concatenate([ep_spec[att], free_spec]),
+            other_kind, other_val)
+
+
+def _panel_tests(
+    rng: np.random.Generator, cohort: dict[str, Any], n_other: int, episodes: _Episodes,
+    tested: np.ndarray, first_spec: int, shape: _Shape,
+) -> _OtherRows:
+    """Field shapes: about ``n_other`` rows of requested panels (one panel per sample, each
+    test once), on B12 samples and on samples of their own; indices into _PANEL_TESTS.
+
+    ``shape.spread``: one test per sample instead, each test as common as in the panels.
+    """
+    ep_pat, ep_off, ep_sec, ep_spec = episodes
+    assert shape.panel_weights is not None
+    weights = np.asarray(shape.panel_weights, dtype=float)
+    weights = weights / weights.sum()
+    test_of = {t[0]: i for i, t in enumerate(_PANEL_TESTS)}
+    flat = np.array([test_of[c] for _, codes in _PANELS for c in codes])
+    sizes = np.array([len(codes) for _, codes in _PANELS])
+    per_test = np.bincount(flat, weights=np.repeat(weights, sizes), minlength=len(_PANEL_TESTS))
+    mean_rows = 1.0 if shape.spread else float(weights @ sizes)
+    n_samples = max(1, round(n_other / mean_rows))
+    n_attached = min(round(shape.attach_share * n_samples), ep_pat.size)
+    att = rng.choice(ep_pat.size, n_attached, replace=False)
+    free_pat, free_off, free_sec, free_spec = _free_samples(
+        rng, cohort, n_samples - n_attached, tested, first_spec, shape.spread)
+    s_pat = np.concatenate([ep_pat[att], free_pat])
+    s_off = np.concatenate([ep_off[att], free_off])
+    s_sec = np.concatenate([ep_sec[att], free_sec])
+    s_spec = np.concatenate([ep_spec[att], free_spec])
+
+    if shape.spread:
+        row_sample = np.arange(s_pat.size)
+        test = rng.choice(len(_PANEL_TESTS), s_pat.size, p=per_test / per_test.sum())
+    else:
+        # Expand samples to rows: the panel's tests, in the panel's order.
+        panel = rng.choice(len(_PANELS), s_pat.size, p=weights)
+        panel_start = np.cumsum(sizes) - sizes
+        per_sample = sizes[panel]
+        row_sample = np.repeat(np.arange(s_pat.size), per_sample)
+        first_row = np.repeat(np.cumsum(per_sample) - per_sample, per_sample)
+        position = np.arange(row_sample.size) - first_row
+        test = flat[panel_start[panel][row_sample] + position]
+    median = np.array([t[2] for t in _PANEL_TESTS])[test]
+    log_sd = np.array([t[3] for t in _PANEL_TESTS])[test]
+    value = median * np.exp(log_sd * rng.standard_normal(test.size))
+    return (s_pat[row_sample], s_off[row_sample], s_sec[row_sample], s_spec[row_sample], test,
+            value)
+
+
 def _times(rng: np.random.Generator, size: int) -> np.ndarray:
     """Seconds after midnight (08:00-17:59, whole minutes) for ~40% of rows, else -1."""
     minutes = rng.integers(8 * 60, 18 * 60, size)
     return np.where(rng.random(size) < 0.4, minutes * 60, -1)
 
 
-def _result_text(rng: np.random.Generator, kind: np.ndarray, value: np.ndarray) -> _Column:
-    """Reported result texts: rounded to the kind's decimals, a few censored like '<150'."""
-    b12 = [(k[4], k[5], k[6], k[7], _CENSOR_MID[k[0]], _B12_CENSOR_RATE) for k in _B12_KINDS]
-    other = [(1.0, k[5], k[6], (), k[3], _OTHER_CENSOR_RATE) for k in _OTHER_KINDS]
-    table = b12 + other
+def _result_text(
+    rng: np.random.Generator, kind: np.ndarray, value: np.ndarray,
+    table: list[tuple[float, int, tuple[str, ...], tuple[str, ...], float, float]],
+) -> _Column:
+    """Reported result texts: rounded to the kind's decimals, a few censored like '<150'.
+
+    ``table`` has one entry per kind: factor from the canonical value to the reported unit,
+    decimals, censored texts below and above, the value that separates them, censor rate.
+    """
     factor = np.array([t[0] for t in table])[kind]
     decimals = np.array([t[1] for t in table])[kind]
     mid = np.array([t[4] for t in table])[kind]
@@ -456,11 +728,15 @@ def _format_coded(codes: np.ndarray) -> pa.Array:
 
 
 def _make_messy(
-    rng: np.random.Generator, labs: dict[str, _Column], sort_key: np.ndarray, mapped: np.ndarray
+    rng: np.random.Generator, labs: dict[str, _Column], sort_key: np.ndarray, mapped: np.ndarray,
+    as_of_days: int,
 ) -> dict[str, _Column]:
     """Add the bad rows real extracts carry: copies of B12/MMA rows with one field broken,
     exact duplicates, whitespace around ids and spreadsheet-formula ids."""
     n = sort_key.size
+    # Future-dated rows stay years ahead of as_of (and so of any date a run accepts).
+    future_year = max(2030, date.fromordinal(_EPOCH.toordinal() + as_of_days).year + 3)
+    bad_text = {**_BAD_TEXT, "future_date": (f"{future_year}-01-01",)}
     mapped_rows = np.flatnonzero(mapped)
     if mapped_rows.size == 0:
         return labs
@@ -492,7 +768,7 @@ def _make_messy(
         for k, name in enumerate(_BAD_KINDS):
             if _BAD_COLUMN[name] == col:
                 rows = bad_rows[bad_kind == k]
-                options = _BAD_TEXT[name]
+                options = bad_text[name]
                 texts = _pick(options, rng.integers(0, len(options), rows.size))
                 column = _replace(column, rows, texts)
         if col in _IMPLAUSIBLE_FIXED:
@@ -524,21 +800,27 @@ def _replace(column: _Column, rows: np.ndarray, texts: pa.Array) -> _Column:
 # medications
 
 
-def _medications(
-    rng: np.random.Generator, cohort: dict[str, Any], as_of_days: int
-) -> dict[str, _Column]:
-    """One row per prescription: metformin (some stopped), B12 oral/injection, PPIs, others."""
-    n = cohort["n"]
-    age = cohort["age"]
-    deficient = cohort["latent"] < 180
-    med_only = np.arange(n, len(cohort["ids"]))
+class _Prescriptions:
+    """Prescriptions drawn catalogue by catalogue, then sorted into one table.
 
-    groups: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []
-    names: list[str] = []
+    A catalogue is a tuple of (name, weight[, dose mg/day]); each call to ``add`` gives the
+    patients one prescription each, with start (days before as_of) and end offsets.
+    """
 
-    def add(patients: np.ndarray, catalogue: tuple, doses: np.ndarray | None,
+    def __init__(self, rng: np.random.Generator) -> None:
+        self.rng = rng
+        self.groups: list[tuple[np.ndarray, ...]] = []
+        self.names: list[str] = []
+
+    @property
+    def size(self) -> int:
+        return sum(g[0].size for g in self.groups)
+
+    def add(self, patients: np.ndarray, catalogue: tuple, doses: np.ndarray | None,
             start_range: tuple[int, int], stop_rate: float, future_end_rate: float) -> None:
-        """Prescriptions for ``patients`` from ``catalogue`` (name, weight[, dose])."""
+        """Prescriptions for ``patients`` from ``catalogue``; some stopped before as_of, some
+        with a planned end after it, the rest open-ended."""
+        rng = self.rng
         size = patients.size
         weights = np.array([c[1] for c in catalogue], dtype=float)
         which = rng.choice(len(catalogue), size, p=weights / weights.sum())
@@ -551,36 +833,90 @@ def _medications(
         stopped = (u < stop_rate) & (start >= 2)
         end = np.where(stopped, stopped_end,
                        np.where(u < stop_rate + future_end_rate, future_end, _NO_END))
-        groups.append((patients, len(names) + which, doses.astype(float), start, end))
-        names.extend(c[0] for c in catalogue)
+        self.groups.append((patients, len(self.names) + which, doses.astype(float), start, end))
+        self.names.extend(c[0] for c in catalogue)
 
-    metformin = np.concatenate([np.flatnonzero(cohort["metformin"]),
-                                med_only[cohort["med_only_metformin"]]])
-    met_dose = rng.choice(_METFORMIN_DOSES, metformin.size,
-                          p=np.array(_METFORMIN_DOSE_WEIGHTS) / sum(_METFORMIN_DOSE_WEIGHTS))
-    add(metformin, _METFORMIN, met_dose.astype(float), (30, 3651), 0.18, 0.05)
+    def table(self, cohort: dict[str, Any], as_of_days: int) -> dict[str, _Column]:
+        """One row per prescription, sorted by patient, latest start first, then name."""
+        pat, name, dose, start, end = (np.concatenate(parts)
+                                       for parts in zip(*self.groups, strict=True))
+        order = np.lexsort((name, -start, cohort["id_numbers"][pat]))
+        pat, name, dose, start, end = pat[order], name[order], dose[order], start[order], end[order]
+        end_day = np.where(end != _NO_END, as_of_days - end, _NO_DATE)
+        dose_thousandths = np.where(np.isnan(dose), -1, np.rint(np.nan_to_num(dose) * 1000))
+        return {
+            "patient_id": _column(cohort["ids"], pat),
+            "medication": _column(tuple(self.names), name),
+            "start_date": _date_strings(as_of_days - start),
+            "end_date": _date_strings(end_day),
+            "dose_mg_per_day": _encode(dose_thousandths.astype(np.int64), _format_thousandths),
+        }
+
+
+def _metformin_users(
+    rng: np.random.Generator, cohort: dict[str, Any]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Metformin users (cohort and medication-only patients) and a daily dose for each."""
+    med_only = np.arange(cohort["n"], len(cohort["ids"]))
+    users = np.concatenate([np.flatnonzero(cohort["metformin"]),
+                            med_only[cohort["med_only_metformin"]]])
+    dose = rng.choice(_METFORMIN_DOSES, users.size,
+                      p=np.array(_METFORMIN_DOSE_WEIGHTS) / sum(_METFORMIN_DOSE_WEIGHTS))
+    return users, dose.astype(float)
+
+
+def _medications(
+    rng: np.random.Generator, cohort: dict[str, Any], as_of_days: int
+) -> dict[str, _Column]:
+    """Classic shape: metformin (some stopped), B12 oral/injection, PPIs, others."""
+    n = cohort["n"]
+    age = cohort["age"]
+    deficient = cohort["latent"] < 180
+    med_only = np.arange(n, len(cohort["ids"]))
+    rx = _Prescriptions(rng)
+    metformin, met_dose = _metformin_users(rng, cohort)
+    rx.add(metformin, _METFORMIN, met_dose, (30, 3651), 0.18, 0.05)
     oral = np.flatnonzero(rng.random(n) < np.where(deficient, 0.25, 0.03))
-    add(oral, _B12_ORAL, None, (0, 400), 0.15, 0.0)
+    rx.add(oral, _B12_ORAL, None, (0, 400), 0.15, 0.0)
     injection = np.flatnonzero(rng.random(n) < np.where(deficient, 0.15, 0.01))
-    add(injection, _B12_INJECTION, None, (0, 400), 0.10, 0.0)
+    rx.add(injection, _B12_INJECTION, None, (0, 400), 0.10, 0.0)
     ppi = np.flatnonzero(rng.random(n) < np.where(age >= 60, 0.2, 0.1))
-    add(ppi, _PPI, None, (30, 2001), 0.10, 0.0)
+    rx.add(ppi, _PPI, None, (30, 2001), 0.10, 0.0)
     other = np.concatenate([np.flatnonzero(rng.random(n) < 0.35),
                             med_only[~cohort["med_only_metformin"]]])
-    add(other, _OTHER_MEDS, None, (10, 3001), 0.08, 0.0)
+    rx.add(other, _OTHER_MEDS, None, (10, 3001), 0.08, 0.0)
+    return rx.table(cohort, as_of_days)
 
-    pat, name, dose, start, end = (np.concatenate(parts) for parts in zip(*groups, strict=True))
-    order = np.lexsort((name, -start, cohort["id_numbers"][pat]))
-    pat, name, dose, start, end = pat[order], name[order], dose[order], start[order], end[order]
-    end_day = np.where(end != _NO_END, as_of_days - end, _NO_DATE)
-    dose_thousandths = np.where(np.isnan(dose), -1, np.rint(np.nan_to_num(dose) * 1000))
-    return {
-        "patient_id": _column(cohort["ids"], pat),
-        "medication": _column(tuple(names), name),
-        "start_date": _date_strings(as_of_days - start),
-        "end_date": _date_strings(end_day),
-        "dose_mg_per_day": _encode(dose_thousandths.astype(np.int64), _format_thousandths),
-    }
+
+def _field_medications(
+    rng: np.random.Generator, cohort: dict[str, Any], as_of_days: int
+) -> dict[str, _Column]:
+    """Field shapes: as classic, with methylcobalamin, every PPI by name, H2 blockers,
+    medicines a careless pattern would catch, and ~1 % metformin + methylcobalamin
+    combination prescriptions (some metformin users switched to one, some on both)."""
+    n = cohort["n"]
+    age = cohort["age"]
+    deficient = cohort["latent"] < 180
+    med_only = np.arange(n, len(cohort["ids"]))
+    rx = _Prescriptions(rng)
+    metformin, met_dose = _metformin_users(rng, cohort)
+    rx.add(metformin, _METFORMIN_FIELD, met_dose, (30, 3651), 0.18, 0.05)
+    oral = np.flatnonzero(rng.random(n) < np.where(deficient, 0.25, 0.03))
+    rx.add(oral, _B12_ORAL_FIELD, None, (0, 400), 0.15, 0.0)
+    injection = np.flatnonzero(rng.random(n) < np.where(deficient, 0.15, 0.01))
+    rx.add(injection, _B12_INJECTION, None, (0, 400), 0.10, 0.0)
+    acid = np.flatnonzero(rng.random(n) < np.where(age >= 60, 0.2, 0.1))
+    rx.add(acid, _ACID_FIELD, None, (30, 2001), 0.10, 0.0)
+    other = np.concatenate([np.flatnonzero(rng.random(n) < 0.35),
+                            med_only[~cohort["med_only_metformin"]]])
+    rx.add(other, _OTHER_MEDS_FIELD, None, (10, 3001), 0.08, 0.0)
+    # Combination products: about _COMBINATION_SHARE of all prescriptions, at least one.
+    n_combo = max(1, round(rx.size * _COMBINATION_SHARE / (1 - _COMBINATION_SHARE)))
+    pool = metformin if metformin.size else np.arange(len(cohort["ids"]))
+    combo = rng.choice(pool, n_combo, replace=pool.size < n_combo)
+    combo_dose = rng.choice(_COMBINATION_DOSES, n_combo).astype(float)
+    rx.add(combo, _COMBINATION, combo_dose, (14, 1500), 0.10, 0.0)
+    return rx.table(cohort, as_of_days)
 
 
 # --------------------------------------------------------------------------------------
@@ -673,6 +1009,15 @@ def _parquet_column(column: _Column) -> pa.Array:
     if len(column.texts) > _DICTIONARY_MAX:
         return values.dictionary_decode()
     return values
+
+
+def _typed_column(column: _Column, type_: pa.DataType) -> pa.Array:
+    """The column as ``type_`` (a lab system exporting numbers and dates, not text): each
+    distinct text used by a row is converted once; unused texts are never parsed."""
+    used = np.zeros(len(column.texts), dtype=bool)
+    used[column.idx] = True
+    texts = pc.if_else(pa.array(used), column.texts, pa.scalar(None, pa.string()))
+    return pc.take(texts.cast(type_), pa.array(column.idx))
 
 
 def _csv_field(values: pa.Array) -> pa.Array:
