@@ -1,6 +1,9 @@
 """The ``b12screen`` command line: thin wrappers over ``pipeline.run`` and friends.
 
-Exit codes: 0 success; 1 input unusable (one-line message, no traceback); 2 usage error.
+Exit codes: 0 success; 1 the run cannot go ahead safely: input unusable, or an output
+folder, ``--previous`` or ``--as-of`` that would destroy or mislead (one-line message, no
+traceback); 2 usage error. ``--out`` and ``--previous`` are checked before any input is
+read, so a mistyped folder costs nothing.
 """
 
 from __future__ import annotations
@@ -14,14 +17,18 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import date, datetime
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from pipeline import __version__
 from pipeline.errors import EXIT_USAGE, UserError
+
+if TYPE_CHECKING:
+    from pipeline.run import RunOptions
 
 app = typer.Typer(
     name="b12screen",
@@ -42,8 +49,9 @@ RulesOpt = Annotated[str | None, typer.Option("--rules", help="Rules profile: a 
                                                              "a TOML path.")]
 AsOfOpt = Annotated[str | None, typer.Option("--as-of", help="As-of date YYYY-MM-DD (default: "
                                                            "latest collected_at).")]
-OutOpt = Annotated[Path | None, typer.Option("--out", help="Output folder (default "
-                                                          "reports/<as-of YYYY-MM>).")]
+OutOpt = Annotated[str | None, typer.Option(
+    "--out", help="Output folder (default reports/<as-of YYYY-MM>): missing, empty or an "
+                  "earlier run folder, which it replaces; anything else stops the run.")]
 RateOpt = Annotated[float, typer.Option(
     "--max-reject-rate", help="Stop when a larger share of an input's rows is rejected "
                               "(inputs under 100 rows: only when none is usable).")]
@@ -53,6 +61,19 @@ QuietOpt = Annotated[bool, typer.Option("--quiet", help="No progress output.")]
 def _fail(exc: UserError) -> None:
     err.print(f"b12screen: error: {exc.message}", markup=False, soft_wrap=True)
     raise typer.Exit(exc.exit_code)
+
+
+def _show_version(value: bool) -> None:
+    if value:
+        out.print(f"b12screen {__version__}", markup=False)
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(version: Annotated[bool, typer.Option(
+        "--version", callback=_show_version, is_eager=True,
+        help="Print the version and exit.")] = False) -> None:
+    """Screen a population for vitamin B12 deficiency from routine lab extracts."""
 
 
 def _as_of(text: str | None) -> date | None:
@@ -115,22 +136,23 @@ def run(labs: LabsArg, patients: PatientsOpt = None, medications: MedsOpt = None
     """
     from pipeline.run import RunOptions, screen
 
-    # validation (pandera) and the writers (jinja2 et al.) load while the input is read
-    writers = _import_in_background("pipeline.validate", "pipeline.outputs")
-
     try:
         if engine not in ("pandas", "dask"):
             raise UserError("--engine must be pandas or dask", EXIT_USAGE)
         options = RunOptions(labs=labs, patients=patients, medications=medications,
-                             format=format, rules=rules, as_of=_as_of(as_of), out=out_dir,
+                             format=format, rules=rules, as_of=_as_of(as_of),
+                             out=None if out_dir is None else Path(out_dir),
                              engine=engine, scheduler=scheduler,
                              max_reject_rate=max_reject_rate, previous=previous)
+        _check_places(options, out_dir, "")
+        # validation (pandera) and the writers (jinja2 et al.) load while the input is read
+        writers = _import_in_background("pipeline.validate", "pipeline.outputs")
         with _progress(quiet) as progress:
             state = screen(options, progress)
             writers.join()
             from pipeline.outputs import write_outputs
 
-            folder = write_outputs(state, out_dir, previous, progress)
+            folder = write_outputs(state, options.out, previous, progress)
     except UserError as exc:
         _fail(exc)
     for note in state.warnings:
@@ -144,6 +166,24 @@ def run(labs: LabsArg, patients: PatientsOpt = None, medications: MedsOpt = None
                   f" {acc['rows_exact_duplicates']}", markup=False, soft_wrap=True)
     out.print(f"outputs: {folder}", markup=False, soft_wrap=True)
     _end_program()
+
+
+def _check_places(options: RunOptions, out_dir: str | None, prefix: str) -> None:
+    """Before any input is read: ``--out`` (or the default folder, once the as-of date is
+    known), ``--previous`` and ``--as-of`` must neither destroy nor mislead."""
+    from pipeline.run import check_as_of, input_specs
+    from pipeline.run_folder import check_out, check_previous, check_root, input_paths
+
+    check_as_of(options)
+    inputs = input_paths(*input_specs(options))
+    if out_dir is not None:
+        check_out(out_dir, inputs)
+    elif options.as_of is not None:
+        check_out(str(Path("reports") / f"{prefix}{options.as_of:%Y-%m}"), inputs)
+    else:  # the month is known once the labs are read (and checked again before writing)
+        check_root(Path("reports"), inputs)
+    if options.previous is not None:
+        check_previous(options.previous)
 
 
 def _end_program() -> None:
@@ -161,26 +201,37 @@ def _end_program() -> None:
 @app.command()
 def validate(labs: LabsArg, patients: PatientsOpt = None, medications: MedsOpt = None,
              format: FormatOpt = None, rules: RulesOpt = None, as_of: AsOfOpt = None,
-             out_dir: Annotated[Path | None, typer.Option(
+             out_dir: Annotated[str | None, typer.Option(
                  "--out", help="Folder for rejected.parquet/.csv (default "
-                               "reports/validate-<as-of YYYY-MM>).")] = None,
+                               "reports/validate-<as-of YYYY-MM>): missing, empty or an "
+                               "earlier run or validate folder.")] = None,
              max_reject_rate: RateOpt = 0.05, quiet: QuietOpt = False) -> None:
     """Validate inputs and account for every row; no classification.
 
     Prints a data-quality table (rows per reason and per file) and writes the rejected rows.
     Example: b12screen validate labs.csv --format uk-lab
     """
-    from pipeline.run import RunOptions, check_reject_rate, prepare, rejected_frame
+    from pipeline.run import (
+        RunOptions,
+        check_reject_rate,
+        input_specs,
+        prepare,
+        rejected_frame,
+    )
+    from pipeline.run_folder import check_out, input_paths
     from pipeline.validate_report import quality_tables, write_rejected_folder
 
     try:
         options = RunOptions(labs=labs, patients=patients, medications=medications,
                              format=format, rules=rules, as_of=_as_of(as_of),
                              max_reject_rate=max_reject_rate)
+        _check_places(options, out_dir, "validate-")
         with _progress(quiet) as progress:
             state = prepare(options, progress, check_rate=False)
-        folder = out_dir or Path("reports") / f"validate-{state.as_of:%Y-%m}"
-        write_rejected_folder(rejected_frame(state), folder)
+        folder = (Path(out_dir) if out_dir is not None
+                  else Path("reports") / f"validate-{state.as_of:%Y-%m}")
+        check_out(str(folder), input_paths(*input_specs(options)))
+        write_rejected_folder(rejected_frame(state), folder, state)
         for table in quality_tables(state):
             out.print(table)
         out.print(f"rejected rows: {folder}", markup=False, soft_wrap=True)
@@ -197,16 +248,24 @@ def sample_data(
         patients: Annotated[int, typer.Option("--patients", help="Number of patients.")] = 2000,
         seed: Annotated[int, typer.Option("--seed", help="Random seed.")] = 12,
         messy: Annotated[bool, typer.Option("--messy", help="Add realistic bad rows.")] = False,
+        as_of: Annotated[str | None, typer.Option(
+            "--as-of", help="Latest date in the data, YYYY-MM-DD (default 2026-10-31): "
+                            "one extract per month builds a trend.")] = None,
 ) -> None:
     """Write a synthetic labs, patients and medications extract (deterministic per seed).
 
-    Example: b12screen sample-data demo --patients 5000 --messy
+    Example: b12screen sample-data demo --patients 5000 --messy --as-of 2026-09-30
     """
     from pipeline.sample_data import generate
 
     if patients < 1:
         _fail(UserError("--patients must be at least 1", EXIT_USAGE))
-    paths = generate(directory, n_patients=patients, seed=seed, messy=messy)
+    try:
+        day = _as_of(as_of)
+    except UserError as exc:
+        _fail(exc)
+    extra = {} if day is None else {"as_of": day}
+    paths = generate(directory, n_patients=patients, seed=seed, messy=messy, **extra)
     for kind, path in paths.items():
         out.print(f"{kind}: {path}", markup=False, soft_wrap=True)
 

@@ -23,15 +23,20 @@ from pipeline.measures import MEASURES, build_measures
 from pipeline.memory import trim_heap
 from pipeline.read import sha256_file
 from pipeline.report import render_report, value_counts
-from pipeline.run import RunState, environment, rejected_by_reason, rejected_frame
+from pipeline.run import (
+    RunState,
+    environment,
+    input_specs,
+    rejected_by_reason,
+    rejected_frame,
+)
+from pipeline.run_folder import check_out, files_of, input_paths, replacing, restrict
 from pipeline.worklist_state import apply_state, find_previous_run
 from pipeline.worklists import build_worklists
 from pipeline.write import (
     DISCLAIMER,
     PATIENTS_SCHEMA,
     RESULTS_SCHEMA,
-    atomic_folder,
-    restrict,
     write_csv,
     write_frame,
     write_json,
@@ -61,6 +66,11 @@ SHAREABLE = {"measures.parquet", "measures.csv", "summary.json", "report.html"}
 
 def default_out(as_of: date) -> Path:
     return Path("reports") / f"{as_of:%Y-%m}"
+
+
+def run_inputs(state: RunState) -> list[Path]:
+    """The paths a run read: an output folder must never hold, or sit inside, any of them."""
+    return input_paths(*input_specs(state.options))
 
 
 def table_metadata(state: RunState) -> dict[str, str]:
@@ -139,9 +149,9 @@ class _Digests:
             self.pending[path] = self.pool.submit(sha256_file, path)
 
     def of(self, folder: Path) -> dict[str, str]:
-        """Every file's digest, by path relative to ``folder``; any file not yet hashed is
-        hashed now."""
-        files = sorted(p for p in folder.rglob("*") if p.is_file())
+        """Every file's digest, by path relative to ``folder`` (every file in it, so the
+        manifest lists the whole run folder); any file not yet hashed is hashed now."""
+        files = files_of(folder)
         for path in files:
             if path not in self.pending:
                 self.add(path)
@@ -271,7 +281,8 @@ def write_outputs(state: RunState, out: Path | None, previous: Path | None,
     assert state.classified is not None and state.as_of is not None
     if state.classified.results.attrs.get(_RELEASED):
         raise RuntimeError("this run's outputs were written already (its rows are released)")
-    out = out or default_out(state.as_of)
+    out = out if out is not None else default_out(state.as_of)
+    check_out(str(out), run_inputs(state))
     meta = table_metadata(state)
     if progress:
         progress("write")
@@ -284,7 +295,7 @@ def write_outputs(state: RunState, out: Path | None, previous: Path | None,
     distributions = results.loc[~results["after_as_of"].to_numpy(dtype=bool),
                                 ["analyte", "value"]]
     del results
-    with atomic_folder(out) as tmp, ThreadPoolExecutor(max_workers=2) as pool:
+    with replacing(out) as tmp, ThreadPoolExecutor(max_workers=2) as pool:
         digests, released = _Digests(pool), threading.Event()
         go = released  # when the workbook and report may start (see RELEASE_FIRST_ROWS)
         if len(state.classified.results) < RELEASE_FIRST_ROWS:
@@ -327,6 +338,7 @@ def manifest(state: RunState, previous: Path | None, digests: dict[str, str]
     after = classified.rows_after_as_of if classified else 0
     return {
         "b12screen_version": __version__,
+        "kind": "run",
         "created_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "as_of": state.as_of.isoformat(),
         "as_of_source": "--as-of" if state.options.as_of else "latest collected_at",
@@ -335,6 +347,8 @@ def manifest(state: RunState, previous: Path | None, digests: dict[str, str]
                            "bytes": f.bytes, "encoding": f.encoding,
                            "delimiter": f.delimiter} for f in v.files]
                    for kind, v in state.inputs.items()},
+        "unused_columns": {kind: list(getattr(v, "unused_columns", []))
+                           for kind, v in state.inputs.items()},
         "format": {"name": state.fmt.name, "path": str(state.fmt.path),
                    "sha256": state.fmt.sha256},
         "rules": {"name": state.rules.name, "path": str(state.rules.path),

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -86,10 +86,27 @@ class RunState:
         return out
 
 
+def input_specs(options: RunOptions) -> list[str]:
+    """Every input path the options name: the extracts, and format and rules files given
+    as paths (shipped names are not paths)."""
+    configs = [c for c in (options.format, options.rules)
+               if c and (c.endswith(".toml") or "/" in c)]
+    return [s for s in (options.labs, options.patients, options.medications, *configs) if s]
+
+
+def check_as_of(options: RunOptions) -> None:
+    """An as-of date after today would classify everyone ``not_tested`` and mislead."""
+    today = options.today or date.today()
+    if options.as_of is not None and options.as_of > today:
+        raise UserError(f"--as-of {options.as_of} is after today ({today}); give a date on "
+                        "or before today")
+
+
 def new_state(options: RunOptions) -> RunState:
     """The run's configuration loaded and its options checked; nothing read yet."""
     if not 0 <= options.max_reject_rate <= 1:
         raise UserError("--max-reject-rate must be between 0 and 1", EXIT_USAGE)
+    check_as_of(options)
     use_prompt_memory_pool()
     return RunState(options, load_format(options.format), load_rules(options.rules))
 
@@ -99,10 +116,26 @@ def screen(options: RunOptions, progress: Progress | None = None) -> RunState:
     if options.engine == "dask":
         from pipeline.engine_dask import screen_dask
 
-        return screen_dask(options, progress)
-    state = prepare(options, progress)
-    run_classification(state, progress)
+        state = screen_dask(options, progress)
+    else:
+        state = prepare(options, progress)
+        run_classification(state, progress)
+    warn_empty_window(state)
     return state
+
+
+def warn_empty_window(state: RunState) -> None:
+    """Warn when no total or active B12 result falls in the as-of date's look-back window:
+    every patient is then ``not_tested``, which usually means a mistyped ``--as-of``."""
+    patients = state.classified.patients
+    if len(patients) and (patients["b12_status"] == "not_tested").all():
+        days = int(state.rules.rule("R4")["lookback_days"])
+        start = state.as_of - timedelta(days=days)
+        note = (f"no total or active B12 result in the look-back window of as-of "
+                f"{state.as_of} (after {start}, up to {state.as_of}): every patient is "
+                "not_tested; check --as-of")
+        if note not in state.warnings:
+            state.warnings.append(note)
 
 
 def prepare(options: RunOptions, progress: Progress | None = None,

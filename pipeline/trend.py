@@ -32,6 +32,7 @@ from matplotlib.figure import Figure
 from pipeline.errors import UserError
 from pipeline.measures import MEASURE_COLUMNS, MEASURES
 from pipeline.report import CLINICAL_JUDGEMENT, template_environment
+from pipeline.run_folder import is_temporary
 
 __all__ = [
     "TREND_COLUMNS",
@@ -182,14 +183,17 @@ def _read_manifest(path: Path) -> RunFolder:
 
 
 def find_runs(reports_dir: Path) -> list[RunFolder]:
-    """Run folders directly under ``reports_dir``, one per month (latest as-of wins), by month."""
+    """Run folders directly under ``reports_dir``, one per month (latest as-of wins), by month.
+
+    Dot-folders are a run's temporary folder or a previous run set aside: never runs."""
     reports_dir = Path(reports_dir)
     if not reports_dir.is_dir():
         raise UserError(f"reports folder not found: {reports_dir}")
     candidates = sorted(
         p
         for p in reports_dir.iterdir()
-        if p.is_dir() and (p / "measures.parquet").is_file() and (p / "manifest.json").is_file()
+        if p.is_dir() and not is_temporary(p) and (p / "measures.parquet").is_file()
+        and (p / "manifest.json").is_file()
     )
     runs = sorted((_read_manifest(p) for p in candidates), key=lambda r: (r.as_of, r.path.name))
     latest_per_month = {run.month: run for run in runs}

@@ -2,20 +2,44 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 from rich.table import Table
 
+from pipeline import __version__
+from pipeline.read import sha256_file
 from pipeline.run import RunState, rejected_frame
-from pipeline.write import atomic_folder, restrict, write_rejected
+from pipeline.run_folder import MANIFEST, files_of, replacing, restrict
+from pipeline.write import write_json, write_rejected
 
 
-def write_rejected_folder(rejected: pd.DataFrame, folder: Path) -> None:
-    """The rejected rows alone, in their own (owner-only) folder."""
-    with atomic_folder(folder) as tmp:
+def write_rejected_folder(rejected: pd.DataFrame, folder: Path,
+                          state: RunState | None = None) -> None:
+    """The rejected rows alone, in their own (owner-only) folder, with a manifest that
+    lists them: a later validate or run may then replace the folder, and nothing else."""
+    with replacing(folder, "validate folder") as tmp:
         write_rejected(rejected, tmp)
+        write_json(validate_manifest(tmp, state), tmp / MANIFEST)
         restrict(tmp, set())
+
+
+def validate_manifest(folder: Path, state: RunState | None) -> dict[str, Any]:
+    """What a validate folder holds (every file, hashed) and the accounting behind it."""
+    return {
+        "b12screen_version": __version__,
+        "kind": "validate",
+        "created_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "as_of": state.as_of.isoformat() if state and state.as_of else None,
+        "accounting": state.accounting() if state else {},
+        "unused_columns": {kind: list(getattr(v, "unused_columns", []))
+                           for kind, v in state.inputs.items()} if state else {},
+        "warnings": list(state.warnings) if state else [],
+        "outputs": {p.relative_to(folder).as_posix(): sha256_file(p)
+                    for p in files_of(folder)},
+    }
 
 
 def quality_tables(state: RunState) -> list[Table]:

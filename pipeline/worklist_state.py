@@ -24,6 +24,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from pipeline.errors import UserError
+from pipeline.run_folder import is_temporary, read_manifest
 
 __all__ = [
     "LIST_NAMES",
@@ -199,7 +200,9 @@ def _stack(tables: dict[str | None, pa.Table], columns: tuple[str, ...],
 def find_previous_run(out_dir: Path, as_of: dt.date, rules_name: str) -> Path | None:
     """The latest run folder beside ``out_dir`` with an earlier as-of date and the same rules.
 
-    Folders without a readable manifest (say, an interrupted run) are not runs and are skipped.
+    Only b12screen run folders count: folders without b12screen's manifest (an interrupted
+    or foreign folder), validate folders, and dot-folders (a run's temporary folder, or a
+    previous run set aside while it is replaced) are skipped.
     """
     out_dir = Path(out_dir)
     parent = out_dir.parent
@@ -208,14 +211,17 @@ def find_previous_run(out_dir: Path, as_of: dt.date, rules_name: str) -> Path | 
     best: tuple[dt.date, str] | None = None
     found: Path | None = None
     for folder in sorted(parent.iterdir()):  # sibling run folders, one per month
-        if not folder.is_dir() or folder.resolve() == out_dir.resolve():
+        if (not folder.is_dir() or is_temporary(folder)
+                or folder.resolve() == out_dir.resolve()):
+            continue
+        manifest = read_manifest(folder)
+        if manifest is None or manifest.get("kind", "run") != "run":
             continue
         try:
-            manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
             run_as_of = dt.date.fromisoformat(str(manifest["as_of"])[:10])
             rules = manifest.get("rules") or {}
             name = rules.get("name") if isinstance(rules, dict) else rules
-        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        except (ValueError, KeyError, TypeError, AttributeError):
             continue
         if run_as_of >= as_of or name != rules_name:
             continue

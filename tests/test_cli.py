@@ -147,3 +147,26 @@ def test_installed_script_run_ends_after_everything_is_written(tmp_path: Path) -
     assert set(manifest["outputs"]) >= {"patients.parquet", "results.parquet", "report.html",
                                         "worklists.xlsx"}
     assert len(pd.read_parquet(out / "patients.parquet")) == 3
+
+
+def test_version_prints_the_installed_version() -> None:
+    from pipeline import __version__
+
+    result = invoke("--version")
+    assert result.exit_code == 0, result.output
+    assert result.stdout == f"b12screen {__version__}\n"
+
+
+def test_sample_data_for_another_month(tmp_path: Path) -> None:
+    result = invoke("sample-data", tmp_path / "2026-07", "--patients", "50", "--as-of",
+                    "2026-07-31")
+    assert result.exit_code == 0, result.output
+    labs = pd.read_csv(tmp_path / "2026-07" / "labs.csv", dtype=str, keep_default_na=False)
+    assert labs["collected_at"].str[:10].max() == "2026-07-31"
+
+
+def test_sample_data_with_a_bad_as_of_is_a_usage_error(tmp_path: Path) -> None:
+    line = _assert_clean_failure(invoke("sample-data", tmp_path / "x", "--as-of", "July"),
+                                 code=2)
+    assert "--as-of must be a date YYYY-MM-DD" in line
+    assert not (tmp_path / "x").exists()

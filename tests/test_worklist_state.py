@@ -29,9 +29,11 @@ def worklist(*rows: tuple[str, str | None]) -> pd.DataFrame:
     )
 
 
-def save_run(folder: Path, as_of: str, rules: str = "nice-ng239", state=None) -> Path:
+def save_run(folder: Path, as_of: str, rules: str = "nice-ng239", state=None,
+             kind: str = "run") -> Path:
     folder.mkdir(parents=True)
-    manifest = {"as_of": as_of, "rules": {"name": rules, "sha256": "0" * 64}}
+    manifest = {"b12screen_version": "0.1.0", "kind": kind, "as_of": as_of,
+                "rules": {"name": rules, "sha256": "0" * 64}}
     (folder / "manifest.json").write_text(json.dumps(manifest))
     if state is not None:
         state.to_parquet(folder / STATE_FILE, index=False)
@@ -148,10 +150,14 @@ def test_bad_month_is_a_bug(month):
         apply_state({}, as_of_month=month, previous_dir=None)
 
 
-# sibling folder name -> (as_of, rules name), or a broken manifest
+# sibling folder name -> (as_of, rules name[, kind]), or a broken manifest
 SIBLINGS = {
     "2025-12": ("2025-12-31", "nice-ng239"),
     "2026-01": ("2026-01-31", "nice-ng239"),
+    "validate-2026-02": ("2026-02-28", "nice-ng239", "validate"),  # not a run
+    ".2026-02.tmp-4242": ("2026-02-27", "nice-ng239"),  # a run being written, or killed
+    ".2026-02.old-4242": ("2026-02-26", "nice-ng239"),  # a run set aside while replaced
+    "2026-02-foreign": ("2026-02-25", "nice-ng239", "foreign"),  # not b12screen's manifest
     "2026-02-bsh": ("2026-02-28", "bsh-2014"),  # other rules: not comparable
     "2026-03": ("2026-03-31", "nice-ng239"),  # the run being written
     "2026-04": ("2026-04-30", "nice-ng239"),  # later: not "previous"
@@ -179,7 +185,12 @@ def test_find_previous_run(tmp_path, as_of, rules, expected):
         elif spec == "no manifest":
             folder.mkdir()
         else:
-            save_run(folder, spec[0], spec[1])
+            as_of_text, rules_name, *kind = spec
+            save_run(folder, as_of_text, rules_name, kind=(kind or ["run"])[0])
+            if kind == ["foreign"]:
+                manifest = json.loads((folder / "manifest.json").read_text())
+                del manifest["b12screen_version"], manifest["kind"]
+                (folder / "manifest.json").write_text(json.dumps(manifest))
     (tmp_path / "notes.txt").write_text("not a folder")
     found = find_previous_run(tmp_path / "2026-03", as_of, rules)
     assert found == (None if expected is None else tmp_path / expected)
