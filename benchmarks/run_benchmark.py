@@ -19,6 +19,15 @@ the run folder's ``manifest.json``, and whether the three agree on every patient
 ``b12_status``; the same report is written as Markdown to ``benchmarks/results/<date>.md``.
 The issue's targets (b12screen <= 2x DuckDB at 2M and 10M rows, peak RSS <= 3 GiB at 10M,
 t(10M)/t(1M) <= 12) are checked for the sizes that were run.
+
+``--shape classic|chemistry|typed`` chooses the extract (see ``benchmarks/generate.py``).
+``--compare REF`` also times another commit of b12screen on the same extract: REF is checked
+out once as a detached ``git worktree`` under ``--work`` and run as its own process, from its
+own folder, with its own ``configs/``, interleaved with the current tree's runs; the report
+adds its median, the after/before ratio and whether it gives DuckDB's statuses too::
+
+    python benchmarks/run_benchmark.py --sizes 2000000 --repeats 3 --compare HEAD~1
+    python benchmarks/run_benchmark.py --sizes 20000 --repeats 1 --compare HEAD --shape chemistry
 """
 
 from __future__ import annotations
@@ -32,6 +41,7 @@ import statistics
 import subprocess
 import sys
 import time
+import tomllib
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
@@ -43,10 +53,24 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 GNU_TIME = Path("/usr/bin/time")
 TOOLS = ("b12screen", "duckdb", "polars")
+BEFORE = "before"  # the --compare commit's b12screen
+SHAPES = ("classic", "chemistry", "typed")
 AS_OF = "2026-10-31"  # the generator's default: the latest date in a clean extract
 TARGET_RATIO = 2.0
 TARGET_RSS_GIB = 3.0
 TARGET_SCALING = 12.0
+
+# Another commit's b12screen, imported from its worktree (ahead of the installed editable
+# copy, whose finder comes after sys.path) and started through its own entry point.
+_BEFORE_SNIPPET = """\
+import importlib, sys
+sys.path.insert(0, {root!r})
+sys.argv[0] = "b12screen"
+package = importlib.import_module("pipeline")
+if not package.__file__.startswith({root!r}):
+    sys.exit("the before run imported " + package.__file__ + ", not the worktree's package")
+getattr(importlib.import_module({module!r}), {attr!r})()
+"""
 
 _DUCKDB_SNIPPET = """\
 import sys
@@ -82,8 +106,8 @@ class SizeResult:
     def peak_rss(self, tool: str) -> int:
         return max(t.peak_rss_bytes for t in self.runs[tool])
 
-    def steps(self) -> dict[str, float]:
-        runs = self.runs["b12screen"]
+    def steps(self, tool: str = "b12screen") -> dict[str, float]:
+        runs = self.runs[tool]
         names = list(dict.fromkeys(k for t in runs for k in t.steps))
         return {k: statistics.median(t.steps.get(k, 0.0) for t in runs) for k in names}
 
@@ -99,7 +123,7 @@ def _b12screen() -> list[str]:
                                   "sys.argv[0] = 'b12screen'; app()"]
 
 
-def timed_process(cmd: list[str], log: Path) -> Timed:
+def timed_process(cmd: list[str], log: Path, cwd: Path = ROOT) -> Timed:
     """Run ``cmd`` to completion; wall time and peak RSS (kilobytes from the kernel)."""
     log.parent.mkdir(parents=True, exist_ok=True)
     rss_file = log.with_suffix(".time")
@@ -107,12 +131,14 @@ def timed_process(cmd: list[str], log: Path) -> Timed:
     full = [str(GNU_TIME), "-v", "-o", str(rss_file), *cmd] if use_gnu_time else cmd
     with log.open("wb") as out:
         started = time.perf_counter()
-        proc = subprocess.Popen(full, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT)
+        proc = subprocess.Popen(full, stdout=out, stderr=subprocess.STDOUT, cwd=cwd)
         _, status, usage = os.wait4(proc.pid, 0)
         seconds = time.perf_counter() - started
         proc.returncode = os.waitstatus_to_exitcode(status)
     if proc.returncode != 0:
-        raise RuntimeError(f"exit code {proc.returncode}: {' '.join(cmd)}; see {log}")
+        lines = log.read_text(errors="replace").strip().splitlines()
+        last = f" ({lines[-1].strip()})" if lines else ""
+        raise RuntimeError(f"exit code {proc.returncode}{last}: {' '.join(cmd)}; see {log}")
     peak_kib = usage.ru_maxrss
     if use_gnu_time:
         for line in rss_file.read_text().splitlines():
@@ -121,9 +147,10 @@ def timed_process(cmd: list[str], log: Path) -> Timed:
     return Timed(seconds, peak_kib * 1024)
 
 
-def generate(rows: int, work: Path, seed: int) -> Path:
+def generate(rows: int, work: Path, seed: int, shape: str = "classic") -> Path:
     """The canonical extract for ``rows`` (reused if generated before with these args)."""
-    folder = work / f"extract-{rows}-seed{seed}"
+    prefix = "extract" if shape == "classic" else f"extract-{shape}"  # classic: earlier name
+    folder = work / f"{prefix}-{rows}-seed{seed}"
     stamp = folder / ".generated"
     labs = folder / "labs.parquet"
     if stamp.exists() and labs.exists():
@@ -131,14 +158,59 @@ def generate(rows: int, work: Path, seed: int) -> Path:
     if folder.exists():
         shutil.rmtree(folder)
     subprocess.run([sys.executable, str(HERE / "generate.py"), "--rows", str(rows), "--out",
-                    str(folder), "--seed", str(seed)], check=True, cwd=ROOT)
-    stamp.write_text(f"rows={rows} seed={seed}\n")
+                    str(folder), "--seed", str(seed), "--shape", shape], check=True, cwd=ROOT)
+    stamp.write_text(f"rows={rows} seed={seed} shape={shape}\n")
     return labs
 
 
-def commands(tool: str, labs: Path, out: Path, today: str) -> list[str]:
-    if tool == "b12screen":
-        return [*_b12screen(), "run", str(labs), "--as-of", AS_OF, "--out", str(out), "--quiet"]
+@dataclass
+class Before:
+    """The --compare commit: its worktree and how to start its b12screen."""
+
+    ref: str
+    commit: str
+    root: Path
+
+    def command(self) -> list[str]:
+        """``python -c`` importing the worktree's package through its own entry point."""
+        module, attr = "pipeline.cli", "app"
+        pyproject = self.root / "pyproject.toml"
+        if pyproject.exists():
+            with pyproject.open("rb") as fh:
+                scripts = tomllib.load(fh).get("project", {}).get("scripts", {})
+            if ":" in scripts.get("b12screen", ""):
+                module, attr = scripts["b12screen"].split(":", 1)
+        return [sys.executable, "-c", _BEFORE_SNIPPET.format(root=str(self.root), module=module,
+                                                             attr=attr)]
+
+
+def _git(*args: str) -> str:
+    return subprocess.run(["git", *args], cwd=ROOT, check=True, capture_output=True,
+                          text=True).stdout.strip()
+
+
+def worktree(ref: str, work: Path) -> Before:
+    """A detached worktree of ``ref`` under ``work`` (made once, then reused)."""
+    try:
+        commit = _git("rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}")
+    except subprocess.CalledProcessError:
+        raise SystemExit(f"--compare: {ref!r} is not a commit of {ROOT}") from None
+    root = (work / "worktrees" / commit[:12]).resolve()
+    if not (root / ".git").exists():
+        root.parent.mkdir(parents=True, exist_ok=True)
+        _git("worktree", "prune")  # forget worktrees whose folders were deleted
+        _git("worktree", "add", "--detach", str(root), commit)
+    elif _git("-C", str(root), "rev-parse", "HEAD") != commit:
+        raise SystemExit(f"--compare: {root} is not at {commit}; remove it (git worktree "
+                         "remove) and run again")
+    return Before(ref, commit, root)
+
+
+def commands(tool: str, labs: Path, out: Path, today: str,
+             before: Before | None = None) -> list[str]:
+    if tool in ("b12screen", BEFORE):
+        program = _b12screen() if tool == "b12screen" else before.command()
+        return [*program, "run", str(labs), "--as-of", AS_OF, "--out", str(out), "--quiet"]
     if tool == "duckdb":
         return [sys.executable, "-c", _DUCKDB_SNIPPET.format(here=str(HERE)), str(labs), AS_OF,
                 str(out), today]
@@ -160,6 +232,8 @@ def agreement(outs: dict[str, Path]) -> dict[str, str]:
     ref = _statuses(outs["duckdb"] / "reference_patients.parquet")
     found = {"b12screen": outs["b12screen"] / "patients.parquet",
              "polars": outs["polars"] / "polars_patients.parquet"}
+    if BEFORE in outs:
+        found[BEFORE] = outs[BEFORE] / "patients.parquet"
     verdict: dict[str, str] = {}
     for tool, path in found.items():
         other = _statuses(path).reindex(ref.index)
@@ -169,20 +243,29 @@ def agreement(outs: dict[str, Path]) -> dict[str, str]:
     return verdict
 
 
-def run_size(rows: int, work: Path, repeats: int, seed: int, today: str) -> SizeResult:
-    labs = generate(rows, work, seed)
+def tools(before: Before | None) -> tuple[str, ...]:
+    """The processes timed: the current tree's b12screen, the --compare one right after it."""
+    return TOOLS if before is None else (TOOLS[0], BEFORE, *TOOLS[1:])
+
+
+def run_size(rows: int, work: Path, repeats: int, seed: int, today: str,
+             shape: str = "classic", before: Before | None = None) -> SizeResult:
+    labs = generate(rows, work, seed, shape)
     result = SizeResult(rows, pq.ParquetFile(labs).metadata.num_rows, labs,
-                        {tool: [] for tool in TOOLS})
-    runs = work / f"runs-{rows}"
+                        {tool: [] for tool in tools(before)})
+    runs = work / (f"runs-{rows}" if shape == "classic" else f"runs-{shape}-{rows}")
     shutil.rmtree(runs, ignore_errors=True)
     last: dict[str, Path] = {}
     for i in range(repeats):
-        for tool in TOOLS:
+        for tool in tools(before):
             out = runs / f"{tool}-{i + 1}"
-            timed = timed_process(commands(tool, labs, out, today), runs / f"{tool}-{i + 1}.log")
-            if tool == "b12screen":
+            cwd = before.root if tool == BEFORE and before else ROOT
+            timed = timed_process(commands(tool, labs, out, today, before),
+                                  runs / f"{tool}-{i + 1}.log", cwd)
+            if tool in ("b12screen", BEFORE):
                 manifest = json.loads((out / "manifest.json").read_text())
-                timed.steps = {k: float(v) for k, v in manifest["timings_seconds"].items()}
+                timings = manifest.get("timings_seconds", {})
+                timed.steps = {k: float(v) for k, v in timings.items()}
             result.runs[tool].append(timed)
             print(f"  {rows:>11,} rows  {tool:<9} run {i + 1}: {timed.seconds:7.2f} s  "
                   f"peak RSS {timed.peak_rss_bytes / 2**30:5.2f} GiB", flush=True)
@@ -235,42 +318,78 @@ def _gib(n: int) -> str:
     return f"{n / 2**30:.2f}"
 
 
-def report(results: list[SizeResult], repeats: int) -> str:
+def _label(tool: str, before: Before | None) -> str:
+    return f"b12screen @ {before.commit[:9]} (before)" if tool == BEFORE and before else tool
+
+
+def _command(results: list[SizeResult], repeats: int, shape: str,
+             before: Before | None) -> str:
+    extra = "" if shape == "classic" else f" --shape {shape}"
+    extra += f" --compare {before.ref}" if before else ""
+    return (f"python benchmarks/run_benchmark.py --sizes "
+            f"{' '.join(str(r.requested) for r in results)} --repeats {repeats}{extra}")
+
+
+def report(results: list[SizeResult], repeats: int, shape: str = "classic",
+           before: Before | None = None) -> str:
     lines = [
         f"# b12screen benchmark, {date.today().isoformat()}",
         "",
         f"- Machine: {machine()}",
         f"- Software: {versions()}",
         f"- Code: {_commit()}",
-        f"- Command: `python benchmarks/run_benchmark.py --sizes "
-        f"{' '.join(str(r.requested) for r in results)} --repeats {repeats}`",
+        f"- Command: `{_command(results, repeats, shape, before)}`",
+        f"- Extract: `{shape}` shape (benchmarks/generate.py)",
         f"- Each figure: median wall time of {repeats} whole-process runs (peak RSS: the "
         "largest of the runs). b12screen runs every step and writes every output; DuckDB and "
         "polars apply R1-R7 and write the two analyst tables.",
+    ]
+    if before:
+        lines.append(f"- Before: `{before.ref}` = commit {before.commit[:12]}, run from its "
+                     f"worktree {before.root} on the same extract, interleaved with the "
+                     "current tree's runs.")
+    lines += [
         "",
         "| lab rows | tool | median s | × DuckDB | rows/s | peak RSS GiB | runs (s) |",
         "|---:|---|---:|---:|---:|---:|---|",
     ]
     for r in results:
         duck = r.median("duckdb")
-        for tool in TOOLS:
+        for tool in tools(before):
             med = r.median(tool)
             runs = ", ".join(f"{t.seconds:.1f}" for t in r.runs[tool])
-            lines.append(f"| {r.rows:,} | {tool} | {med:.2f} | {med / duck:.2f} | "
-                         f"{r.rows / med:,.0f} | {_gib(r.peak_rss(tool))} | {runs} |")
-    steps = [r.steps() for r in results]
-    names = list(dict.fromkeys(k for s in steps for k in s))
+            lines.append(f"| {r.rows:,} | {_label(tool, before)} | {med:.2f} | "
+                         f"{med / duck:.2f} | {r.rows / med:,.0f} | "
+                         f"{_gib(r.peak_rss(tool))} | {runs} |")
+    if before:
+        lines += ["", f"After (current tree) against before ({before.ref}, "
+                  f"{before.commit[:12]}): ratio of medians, below 1 is faster.", "",
+                  "| lab rows | after s | before s | after / before | peak RSS after / before |",
+                  "|---:|---:|---:|---:|---:|"]
+        for r in results:
+            after, old = r.median("b12screen"), r.median(BEFORE)
+            rss = r.peak_rss("b12screen") / r.peak_rss(BEFORE)
+            lines.append(f"| {r.rows:,} | {after:.2f} | {old:.2f} | {after / old:.2f} | "
+                         f"{rss:.2f} |")
+    stepped = [t for t in tools(before) if t in ("b12screen", BEFORE)]
+    steps = {(id(r), t): r.steps(t) for r in results for t in stepped}
+    names = list(dict.fromkeys(k for s in steps.values() for k in s))
     lines += ["", "b12screen per-step timings (median seconds, from manifest.json; 'other' is "
               "the median wall time minus the steps: interpreter start, imports, exit):", "",
-              "| lab rows | " + " | ".join(names) + " | other | wall |",
-              "|---:|" + "---:|" * (len(names) + 2)]
-    for r, s in zip(results, steps, strict=True):
-        cells = " | ".join(f"{s.get(k, 0.0):.2f}" for k in names)
-        wall = r.median("b12screen")
-        lines.append(f"| {r.rows:,} | {cells} | {wall - sum(s.values()):.2f} | {wall:.2f} |")
+              "| lab rows | " + ("run | " if before else "") + " | ".join(names)
+              + " | other | wall |",
+              "|---:|" + ("---|" if before else "") + "---:|" * (len(names) + 2)]
+    for r in results:
+        for tool in stepped:
+            s = steps[(id(r), tool)]
+            cells = " | ".join(f"{s.get(k, 0.0):.2f}" for k in names)
+            wall = r.median(tool)
+            label = f"{'after' if tool == 'b12screen' else 'before'} | " if before else ""
+            lines.append(f"| {r.rows:,} | {label}{cells} | {wall - sum(s.values()):.2f} | "
+                         f"{wall:.2f} |")
     lines += ["", "Agreement with DuckDB on b12_status (DuckDB's cohort):", ""]
     for r in results:
-        lines.append(f"- {r.rows:,} rows: " + "; ".join(f"{k} {v}"
+        lines.append(f"- {r.rows:,} rows: " + "; ".join(f"{_label(k, before)} {v}"
                                                        for k, v in r.agreement.items()))
     lines += ["", "Targets:", ""] + [f"- {t}" for t in targets(results)]
     return "\n".join(lines) + "\n"
@@ -308,15 +427,24 @@ def main(argv: list[str] | None = None) -> int:
                         help="folder for extracts and run outputs (default /tmp/b12screen-bench)")
     parser.add_argument("--results", type=Path, default=HERE / "results",
                         help="folder for the Markdown report (default benchmarks/results)")
+    parser.add_argument("--shape", choices=SHAPES, default="classic",
+                        help="extract shape (benchmarks/generate.py; default classic)")
+    parser.add_argument("--compare", metavar="REF",
+                        help="also time b12screen at this git commit/ref (a detached worktree "
+                             "under --work), interleaved with the current tree's runs")
     args = parser.parse_args(argv)
     if args.repeats < 1 or any(s < 1 for s in args.sizes):
         parser.error("--sizes and --repeats must be positive")
     today = date.today().isoformat()
+    before = worktree(args.compare, args.work) if args.compare else None
+    if before:
+        print(f"before: {args.compare} = {before.commit[:12]} in {before.root}", flush=True)
     results = []
     for rows in args.sizes:
         print(f"size {rows:,}", flush=True)
-        results.append(run_size(rows, args.work, args.repeats, args.seed, today))
-    text = report(results, args.repeats)
+        results.append(run_size(rows, args.work, args.repeats, args.seed, today, args.shape,
+                                before))
+    text = report(results, args.repeats, args.shape, before)
     args.results.mkdir(parents=True, exist_ok=True)
     path = args.results / f"{today}.md"
     n = 2
