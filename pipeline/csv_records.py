@@ -1,0 +1,325 @@
+"""Split delimited text into records before Arrow parses it, so a stray quote costs one row.
+
+Arrow's CSV parser reads an unclosed quote as a field that runs to the end of the file (the
+rest of the month silently lost) and stops the whole read on one field longer than its
+block. This module decides, before Arrow sees the text, where every record starts and ends,
+following Arrow's own quoting rules (a quote opens a quoted field only as a field's first
+character; ``""`` inside one is a quote; anywhere else a quote is literal text):
+
+- a physical line is its own record unless it ends inside a quoted field;
+- such a line may join the following lines into one record only when the joined record has
+  the header's number of fields and no line inside it would parse on its own as a complete
+  record of that many fields (a comment with a line break); otherwise the line holding the
+  stray quote alone is rejected (``malformed_row``) and the next line starts afresh;
+- a record longer than ``max_record_bytes`` is rejected (``oversized_field``).
+
+Clean files (no line ending inside quotes, none oversized) are split by numpy byte scans
+alone; Python walks only the rare lines whose quotes do not balance.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = ["MALFORMED_ROW", "OVERSIZED_FIELD", "Records", "split_records"]
+
+MALFORMED_ROW = "malformed_row"
+OVERSIZED_FIELD = "oversized_field"
+
+_LF, _CR, _QUOTE = 0x0A, 0x0D, 0x22
+_SPACES = b" \t\r\v\f"
+#: ``""`` escapes one joined record may hold before it is given up as malformed (bounds the
+#: Python walk on hostile input; a real comment holds a handful).
+_MAX_ESCAPES = 1 << 16
+
+# how a walk over one record ended
+_END, _OPEN, _INNER, _TOO_MANY, _CR_SPLIT, _GIVE_UP = range(6)
+# per-line status
+_DROPPED, _START, _INSIDE, _BAD_START, _BAD_INSIDE = range(5)
+
+
+@dataclass(frozen=True)
+class Records:
+    """The records of one file: the good ones as text for Arrow, the rejected ones apart.
+
+    ``data`` holds the header and every good record, each ending in ``\\n``, so Arrow reads
+    exactly one row (or one invalid row) per record; ``lines[k]`` is the 1-based physical
+    line on which record ``k`` of ``data`` starts (``lines[0]`` is the header's). Rejected
+    records are listed by first line, text (cut to ``max_text`` characters) and reason.
+    ``multiline`` says some good record spans lines, so Arrow must be told that values hold
+    newlines (``newlines_in_values``), or a block boundary could cut that record.
+    """
+
+    data: bytes
+    lines: np.ndarray
+    bad_lines: np.ndarray
+    bad_texts: list[str]
+    bad_reasons: list[str]
+    multiline: bool = False
+
+
+def split_records(data: bytes, delimiter: str, n_fields: int, *,
+                  max_record_bytes: int = 1 << 20, max_text: int = 1000) -> Records:
+    """Records of UTF-8 delimited ``data`` whose first line is a header of ``n_fields``.
+
+    Blank lines (whitespace only) between records are dropped. Records with the wrong number
+    of fields but sane quoting stay in ``data``: the caller's Arrow parser rejects those and
+    maps their row number through ``lines``.
+    """
+    if len(delimiter) != 1 or delimiter in '"\r\n':
+        raise ValueError("the delimiter must be one character other than a quote or newline")
+    return _Splitter(data, ord(delimiter), n_fields, max_record_bytes).records(max_text)
+
+
+class _Splitter:
+    """Byte-level facts about every physical line (vectorised), and the walk over the rare
+    lines that need one."""
+
+    def __init__(self, data: bytes, delim: int, n_fields: int, max_record_bytes: int) -> None:
+        self.data, self.delim, self.n_fields = data, delim, n_fields
+        self.max_record_bytes = max_record_bytes
+        buf = self.buf = np.frombuffer(data, dtype=np.uint8)
+        size = len(buf)
+        newlines = np.flatnonzero(buf == _LF)
+        starts = np.concatenate(([0], newlines + 1))
+        stops = np.concatenate((newlines, [size]))
+        if len(starts) > 1 and starts[-1] == size:  # text ends in a newline: no empty last line
+            starts, stops = starts[:-1], stops[:-1]
+        self.starts, self.stops = starts, stops
+        self.ends_in_newline = size > 0 and data[-1] == _LF
+        lengths = stops - starts
+        self.blank = self._blank(lengths)
+        self.oversized = lengths > max_record_bytes
+        self.quotes = np.flatnonzero(buf == _QUOTE)
+        self.first_quote = np.searchsorted(self.quotes, starts)
+        self.clean = ~(self._unbalanced() | self._lone_cr())
+        self.clean[0] = True  # the header is line 1 alone (the caller has read it already)
+        self.stop_at = re.compile(b"[" + re.escape(bytes([delim])) + b"\r\n]")
+        self.complete_alone: dict[int, bool] = {}
+
+    # ------------------------------------------------------------------ vectorised facts
+
+    def _blank(self, lengths: np.ndarray) -> np.ndarray:
+        """Empty or whitespace-only lines; only lines that start with a space are looked at
+        one by one (a rare sight in an extract)."""
+        spaces = bytes(b for b in _SPACES if b != self.delim)
+        is_space = np.zeros(256, dtype=bool)
+        is_space[list(spaces)] = True
+        blank = lengths == 0
+        filled = np.flatnonzero(~blank)
+        first = self.buf[self.starts[filled]]
+        cr_only = (lengths[filled] == 1) & (first == _CR)
+        blank[filled[cr_only]] = True
+        for line in filled[is_space[first] & ~cr_only]:  # rare: lines that start with a space
+            blank[line] = not self.data[self.starts[line]:self.stops[line]].strip(spaces)
+        blank[0] = False
+        return blank
+
+    def _unbalanced(self) -> np.ndarray:
+        """Lines whose quotes may not pair up as Arrow reads them.
+
+        Counting quotes in pairs from the line's start is Arrow's reading exactly when every
+        quote that would open a field stands at a field's start (after a delimiter, the line's
+        start, or directly after a closing quote: a ``""`` escape). A line with an odd count,
+        or with an opening quote anywhere else (a literal quote in ``5"00``), is walked.
+        """
+        quotes, first = self.quotes, self.first_quote
+        suspect = np.zeros(len(self.starts), dtype=bool)
+        if not len(quotes):
+            return suspect
+        counts = np.diff(np.append(first, len(quotes)))
+        suspect |= (counts & 1).astype(bool)
+        opening = np.zeros(len(quotes), dtype=bool)
+        opening[0::2] = True  # even position counted from the file's start ...
+        opening ^= np.repeat((first & 1).astype(bool), counts)  # ... made from the line's
+        at = quotes[opening]
+        before = self.buf[np.maximum(at - 1, 0)]
+        allowed = np.zeros(256, dtype=bool)
+        allowed[[self.delim, _LF, _QUOTE]] = True
+        stray = at[~allowed[before] & (at > 0)]
+        suspect[np.searchsorted(self.starts, stray, side="right") - 1] = True
+        return suspect
+
+    def _lone_cr(self) -> np.ndarray:
+        """Lines holding a carriage return not followed by a newline: Arrow ends a row at
+        one, so the line is walked."""
+        lone = np.zeros(len(self.starts), dtype=bool)
+        returns = np.flatnonzero(self.buf == _CR)
+        if len(returns):
+            after = self.buf[np.minimum(returns + 1, len(self.buf) - 1)]
+            alone = returns[(returns + 1 == len(self.buf)) | (after != _LF)]
+            lone[np.searchsorted(self.starts, alone, side="right") - 1] = True
+        return lone
+
+    def _fields(self, lo: int, hi: int) -> np.ndarray:
+        """Fields of each line in ``[lo, hi)``, read as balanced lines (right for clean ones):
+        delimiters outside quotes, plus one."""
+        start, stop = self.starts[lo], self.stops[hi - 1]
+        at = np.flatnonzero(self.buf[start:stop] == self.delim) + start
+        line = np.searchsorted(self.starts, at, side="right") - 1
+        if len(self.quotes):
+            inside = (np.searchsorted(self.quotes, at) - self.first_quote[line]) & 1
+            line = line[inside == 0]
+        return 1 + np.bincount(line - lo, minlength=hi - lo)
+
+    # --------------------------------------------------------------------- the rare walk
+
+    def _line_of(self, pos: int) -> int:
+        return int(np.searchsorted(self.starts, pos, side="right")) - 1
+
+    def _any_complete(self, lo: int, hi: int) -> bool:
+        """Whether a line in ``[lo, hi)`` parses on its own as a complete record of the
+        header's number of fields (then it is a record, not the inside of a quoted field)."""
+        clean = self.clean[lo:hi] & ~self.blank[lo:hi]
+        if clean.any() and (clean & (self._fields(lo, hi) == self.n_fields)).any():
+            return True
+        for line in np.flatnonzero(~self.clean[lo:hi] & ~self.blank[lo:hi]) + lo:
+            if self._complete_alone(int(line)):
+                return True
+        return False
+
+    def _complete_alone(self, line: int) -> bool:
+        if line not in self.complete_alone:
+            how, _, fields = self._walk(int(self.starts[line]), int(self.stops[line]), -1)
+            self.complete_alone[line] = how == _END and fields == self.n_fields
+        return self.complete_alone[line]
+
+    def _walk(self, pos: int, limit: int, inner: int) -> tuple[int, int, int]:
+        """Read one record from ``pos`` as Arrow's parser does: (how it ended, where, fields).
+
+        ``inner`` >= 0 lets the record run over line ends inside quotes, checking each line
+        it reaches from ``inner`` on; it stops as soon as one is a complete record itself,
+        or the fields outnumber the header's. It ends at a line's newline (or ``limit``).
+        """
+        data, delim, n_fields = self.data, self.delim, self.n_fields
+        fields, escapes = 1, 0
+        while True:
+            if pos >= limit:
+                return _END, limit, fields
+            byte = data[pos]
+            if byte == _QUOTE:  # a quoted field: to its closing quote, over ``""`` escapes
+                pos += 1
+                while True:
+                    close = data.find(b'"', pos, limit)
+                    reach = limit if close < 0 else close
+                    if inner >= 0:
+                        line = self._line_of(min(reach, len(data) - 1))
+                        if line >= inner:
+                            if self._any_complete(inner, line + 1):
+                                return _INNER, reach, fields
+                            inner = line + 1
+                    if close < 0:
+                        return _OPEN, limit, fields
+                    if close + 1 < limit and data[close + 1] == _QUOTE:
+                        escapes += 1
+                        if escapes > _MAX_ESCAPES:
+                            return _GIVE_UP, close, fields
+                        pos = close + 2
+                        continue
+                    pos = close + 1
+                    break
+            elif byte == delim:
+                fields += 1
+                if fields > n_fields:
+                    return _TOO_MANY, pos, fields
+                pos += 1
+                continue
+            elif byte in (_LF, _CR):
+                return self._line_end(pos, fields)
+            found = self.stop_at.search(data, pos, limit)  # the rest of an unquoted field
+            if found is None:
+                return _END, limit, fields
+            pos = found.start()
+            if data[pos] != delim:
+                return self._line_end(pos, fields)
+            fields += 1
+            if fields > n_fields:
+                return _TOO_MANY, pos, fields
+            pos += 1
+
+    def _line_end(self, pos: int, fields: int) -> tuple[int, int, int]:
+        """The record ends at a newline or carriage return; a lone return ends Arrow's row
+        mid-line unless only returns follow it on that line."""
+        data = self.data
+        if data[pos] == _LF or data[pos + 1:pos + 2] == b"\n":
+            return _END, pos + (data[pos] == _CR), fields
+        newline = data.find(b"\n", pos)
+        stop = len(data) if newline < 0 else newline
+        if data[pos:stop].strip(b"\r"):
+            return _CR_SPLIT, pos, fields
+        return _END, stop, fields
+
+    # ------------------------------------------------------------------------ records
+
+    def records(self, max_text: int) -> Records:
+        status = np.where(self.blank, _DROPPED, _START).astype(np.int8)
+        status[self.oversized & self.clean & ~self.blank] = _BAD_START
+        status[0] = _START
+        oversized = self.oversized.copy()
+        for line in np.flatnonzero(~self.clean & ~self.blank):  # rare: unbalanced lines
+            line = int(line)
+            if status[line] in (_INSIDE, _BAD_INSIDE):  # taken in by an earlier record
+                continue
+            last = self._record_from(line)
+            if last is None:
+                status[line] = _BAD_START
+                continue
+            big = bool(self.stops[last] - self.starts[line] > self.max_record_bytes)
+            status[line] = _BAD_START if big else _START
+            status[line + 1:last + 1] = _BAD_INSIDE if big else _INSIDE
+            oversized[line] = big
+        return self._assemble(status, oversized, max_text)
+
+    def _record_from(self, line: int) -> int | None:
+        """Last line of the record that starts at ``line`` (an unbalanced line), or None when
+        the line is rejected on its own."""
+        how, end, fields = self._walk(int(self.starts[line]), len(self.data), line + 1)
+        if how != _END:
+            return None
+        last = self._line_of(min(end, len(self.data) - 1))
+        if last > line and fields != self.n_fields:
+            return None
+        return last
+
+    def _assemble(self, status: np.ndarray, oversized: np.ndarray, max_text: int) -> Records:
+        data = self.data
+        keep = (status == _START) | (status == _INSIDE)
+        if keep.all():
+            text = data
+        else:
+            text = self._kept_bytes(keep)
+        if text and not text.endswith(b"\n"):
+            text += b"\n"
+        bad = np.flatnonzero(status == _BAD_START)
+        texts: list[str] = []
+        for line in bad:  # rare: rejected records
+            last = line
+            while last + 1 < len(status) and status[last + 1] == _BAD_INSIDE:
+                last += 1
+            raw = data[self.starts[line]:min(self.stops[last], self.starts[line]
+                                             + 4 * max_text + 1)].rstrip(b"\r")
+            texts.append(raw.decode("utf-8", "replace")[:max_text])
+        reasons = [OVERSIZED_FIELD if oversized[line] else MALFORMED_ROW for line in bad]
+        return Records(
+            data=text,
+            lines=(np.flatnonzero(status == _START) + 1).astype(np.int64),
+            bad_lines=(bad + 1).astype(np.int64),
+            bad_texts=texts,
+            bad_reasons=reasons,
+            multiline=bool((status == _INSIDE).any()),
+        )
+
+    def _kept_bytes(self, keep: np.ndarray) -> bytes:
+        """The kept lines' bytes, newlines included, as one buffer: slices joined when the
+        dropped lines are few, one numpy mask otherwise."""
+        ends = np.append(self.starts[1:], len(self.data))
+        edges = np.diff(np.concatenate(([0], keep.astype(np.int8), [0])))
+        first, last = np.flatnonzero(edges == 1), np.flatnonzero(edges == -1) - 1
+        if len(first) <= 4096:
+            return b"".join(self.data[s:e] for s, e in
+                            zip(self.starts[first].tolist(), ends[last].tolist(), strict=True))
+        mask = np.repeat(keep, ends - self.starts)
+        return self.buf[mask].tobytes()
