@@ -346,7 +346,8 @@ def generate(
     cohort = _cohort(rng_pat, n_patients, as_of_days)
     labs, sort_key, mapped = _labs(rng_lab, cohort, as_of_days, per_patient, spec)
     if messy:
-        labs = _make_messy(rng_messy, labs, sort_key, mapped, as_of_days)
+        labs = _make_messy(rng_messy, labs, sort_key, mapped, as_of_days,
+                           bad_per_mapped=spec.panel_weights is not None)
 
     paths = {
         "labs": out_dir / ("labs.parquet" if file_format == "parquet" else "labs.csv"),
@@ -729,10 +730,15 @@ def _format_coded(codes: np.ndarray) -> pa.Array:
 
 def _make_messy(
     rng: np.random.Generator, labs: dict[str, _Column], sort_key: np.ndarray, mapped: np.ndarray,
-    as_of_days: int,
+    as_of_days: int, bad_per_mapped: bool = False,
 ) -> dict[str, _Column]:
     """Add the bad rows real extracts carry: copies of B12/MMA rows with one field broken,
-    exact duplicates, whitespace around ids and spreadsheet-formula ids."""
+    exact duplicates, whitespace around ids and spreadsheet-formula ids.
+
+    Bad rows are 3 % of all rows (classic), or of the B12/MMA rows (``bad_per_mapped``):
+    the reject rate counts B12/MMA rows only, and where they are a minority 3 % of all rows
+    would exceed the default --max-reject-rate.
+    """
     n = sort_key.size
     # Future-dated rows stay years ahead of as_of (and so of any date a run accepts).
     future_year = max(2030, date.fromordinal(_EPOCH.toordinal() + as_of_days).year + 3)
@@ -750,7 +756,7 @@ def _make_messy(
         _pick(("", " ", " "), pad), "")
     labs["patient_id"] = _replace(ids, padded, spaced)
 
-    n_bad = max(2 * len(_BAD_KINDS), round(0.03 * n))
+    n_bad = max(2 * len(_BAD_KINDS), round(0.03 * (mapped_rows.size if bad_per_mapped else n)))
     bad_kind = rng.permutation(np.arange(n_bad) % len(_BAD_KINDS))
     bad_src = rng.choice(mapped_rows, n_bad, replace=mapped_rows.size < n_bad)
     n_dup = max(3, round(0.005 * n))
