@@ -42,9 +42,12 @@ PATIENT_COLUMNS = (
     "on_b12_treatment", "reasons",
     # added after the SPEC's list (public from now on; add, don't rename)
     "rule_ids", "regimen_code", "b12_treatment_start", "last_b12_test_at",
-    "untreated_too_long",
+    "untreated_too_long", "regimen_intent", "not_responding", "on_b12_combination",
 )
+#: B12 *treatment* classes (R8, R11, R12); the low dose inside a metformin combination
+#: product (class ``b12_combination``) is recorded but is not treatment.
 MED_CLASSES_B12 = ("b12_oral", "b12_injection")
+MED_CLASS_B12_COMBINATION = "b12_combination"
 #: Threads for the per-patient rules, and the fewest patients worth a thread of their own.
 THREADS = min(2, os.cpu_count() or 1)
 MIN_PATIENTS_PER_PART = 250_000
@@ -175,11 +178,16 @@ def band_results(results: pd.DataFrame, rules: RulesProfile) -> pd.DataFrame:
 
 def _medication_features(meds: pd.DataFrame | None, n: int, as_of: date,
                          gap_days: int) -> pd.DataFrame:
-    """Per-patient prescription facts on the as-of date."""
+    """Per-patient prescription facts on the as-of date.
+
+    A prescription may come as several rows, one per class it belongs to (a metformin
+    combination product is a ``metformin`` row and a ``b12_combination`` row), so each fact
+    reads the rows of its own classes: the metformin dose sums ``metformin`` rows only.
+    """
     out = pd.DataFrame(index=pd.RangeIndex(n))
     empty_time = pd.Series(pd.NaT, index=out.index, dtype="datetime64[us]")
     if meds is None or meds.empty:
-        for c in ("on_metformin", "on_b12", "acid"):
+        for c in ("on_metformin", "on_b12", "on_b12_combination", "acid"):
             out[c] = False
         out["metformin_dose"] = np.nan
         out["first_metformin"] = empty_time
@@ -196,6 +204,7 @@ def _medication_features(meds: pd.DataFrame | None, n: int, as_of: date,
 
     out["on_metformin"] = any_active("metformin")
     out["on_b12"] = any_active(*MED_CLASSES_B12)
+    out["on_b12_combination"] = any_active(MED_CLASS_B12_COMBINATION)
     out["acid"] = any_active("acid_suppressant")
     met = meds[active & (cls == "metformin")]
     out["metformin_dose"] = met["dose_mg_per_day"].groupby(met["pid"]).sum(min_count=1)
@@ -214,18 +223,6 @@ def _medication_features(meds: pd.DataFrame | None, n: int, as_of: date,
     out["treatment_start"] = current.reindex(out.index).astype("datetime64[us]")
     out.loc[~out["on_b12"], "treatment_start"] = pd.NaT
     return out
-
-
-def _treated_since(meds: pd.DataFrame | None, index_at: pd.Series, as_of: date) -> pd.Series:
-    """R12: any B12 prescription started on or after the index test's date (up to as-of)."""
-    if meds is None or meds.empty:
-        return pd.Series(False, index=index_at.index)
-    b12 = meds[meds["med_class"].isin(MED_CLASSES_B12) & (meds["start_date"]
-                                                         <= pd.Timestamp(as_of))]
-    day = index_at.dt.floor("D").reindex(b12["pid"]).to_numpy()
-    hit = b12["start_date"].to_numpy() >= day
-    return pd.Series(hit, index=b12.index).groupby(b12["pid"]).any() \
-        .reindex(index_at.index, fill_value=False)
 
 
 def classify(results: pd.DataFrame, patients: pd.DataFrame | None,
@@ -348,9 +345,11 @@ def _patients_table(usable: pd.DataFrame, attrs: pd.DataFrame, meds: pd.DataFram
     supp_conditions = actions.supplementation_conditions(status, attrs["bariatric_surgery"],
                                                          ileal, attrs["diet"])
     needs_supp, supp_reason = actions.needs_supplementation(supp_conditions, med["on_b12"])
-    regimen_code = actions.regimen(needs_supp, age, attrs["neurological_symptoms"], ileal,
-                                   attrs["bariatric_surgery"], status, attrs["diet"],
-                                   r13["paediatric_age_below"])
+    paediatric = actions.paediatric(age, r13["paediatric_age_below"])
+    branch = actions.regimen(needs_supp, status, age, attrs["neurological_symptoms"], ileal,
+                             attrs["bariatric_surgery"], attrs["diet"],
+                             r13["paediatric_age_below"])
+    regimen_code, regimen_intent = actions.regimen_code(branch)
     monitoring = actions.metformin_monitoring_due(med["on_metformin"], last_test, as_of,
                                                   r10["metformin_test_interval_days"])
     risk_factors = actions.metformin_risk_factors(
@@ -359,15 +358,20 @@ def _patients_table(usable: pd.DataFrame, attrs: pd.DataFrame, meds: pd.DataFram
         age_years=r10["risk_age_years"], dose_mg=r10["risk_dose_mg_per_day"],
         years=r10["risk_years_on_metformin"])
     risk = actions.metformin_risk(risk_factors)
-    retest = actions.retest_due(med["on_b12"], med["treatment_start"], last_test,
+    check_day = actions.check_from(
+        med["treatment_start"], attrs["pregnant"], after_days=r11["retest_after_days"],
+        after_days_pregnant=r11["retest_after_days_pregnant"],
+        early_days=r11["retest_early_days"], early_days_pregnant=r11["retest_early_days_pregnant"])
+    retest = actions.retest_due(med["on_b12"], med["treatment_start"], check_day, last_test,
                                 attrs["pregnant"], as_of, after_days=r11["retest_after_days"],
                                 after_days_pregnant=r11["retest_after_days_pregnant"])
-    untreated = actions.untreated_too_long(index["collected_at"],
-                                           _treated_since(meds, index["collected_at"], as_of),
-                                           as_of, r12["untreated_days"])
-    urgent = actions.urgent_review(status, attrs["neurological_symptoms"], attrs["pregnant"],
-                                   untreated)
-    paediatric = actions.paediatric(age, r13["paediatric_age_below"])
+    untreated = actions.untreated_too_long(status, index["collected_at"], med["on_b12"], as_of,
+                                           r12["untreated_days"])
+    not_responding = actions.not_responding(med["on_b12"], status, index["collected_at"],
+                                            check_day)
+    limbs = actions.urgent_limbs(status, attrs["neurological_symptoms"], attrs["pregnant"],
+                                 untreated, not_responding)
+    urgent = actions.urgent_review(limbs)
 
     practice = attrs["practice_id"]
     # else the practice of the latest result that names one (same time: the later row)
@@ -405,7 +409,8 @@ def _patients_table(usable: pd.DataFrame, attrs: pd.DataFrame, meds: pd.DataFram
         "needs_mma": idx.needs_mma(status),
         "needs_supplementation": needs_supp,
         "supplementation_reason": supp_reason,
-        "suggested_regimen": actions.regimen_text(regimen_code, r9),
+        "suggested_regimen": actions.regimen_text(branch, attrs["autoimmune_gastritis"],
+                                                  paediatric, attrs["pregnant"], r9),
         "metformin_monitoring_due": monitoring,
         "metformin_risk": risk,
         "retest_due": retest,
@@ -424,8 +429,13 @@ def _patients_table(usable: pd.DataFrame, attrs: pd.DataFrame, meds: pd.DataFram
     out["metformin_interval"] = r10["metformin_test_interval_days"]
     out["untreated_too_long"] = untreated.astype(bool)
     out["untreated_days"] = r12["untreated_days"]
+    out["regimen_intent"] = regimen_intent
+    out["not_responding"] = not_responding.astype(bool)
+    out["on_b12_combination"] = med["on_b12_combination"].astype(bool)
+    out["regimen_branch"] = branch
+    out["check_from"] = check_day.astype("datetime64[us]")
     out["reasons"], out["rule_ids"] = build_reasons(out, attrs, supp_conditions, risk_factors,
-                                                   r10)
+                                                   limbs, r9, r10)
     return out[list(PATIENT_COLUMNS)]
 
 

@@ -36,14 +36,19 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipeline.rules.actions import METFORMIN_RISK_FACTORS, SUPPLEMENTATION_REASONS
+from pipeline.rules.actions import (
+    METFORMIN_RISK_FACTORS,
+    REGIMENS,
+    SUPPLEMENTATION_REASONS,
+    URGENT_LIMBS,
+)
 
 ARROW = " → "
 _B12_BAND = ("unlikely", "indeterminate", "deficient")
 _MMA_BAND = ("normal", "straddles the limit", "raised")
 _RULES = ("R1", "R2", "R3", "R4", "R5", "R7", "R8", "R9", "R10", "R11", "R12", "R13")
-_VALUE_SLOTS = 8  # index value and date, same-day total and active, MMA value and date,
-#                   last B12 test (R10), treatment start (R11)
+_VALUE_SLOTS = 9  # index value and date, same-day total and active, MMA value and date,
+#                   last B12 test (R10), treatment start and check day (R11)
 _DAY_US = 86_400_000_000
 _DENSE = 1 << 20  # key ranges up to this are looked up in a table, larger ones hashed
 _NAT = np.iinfo(np.int64).min
@@ -237,10 +242,25 @@ def _assemble(pieces: list[tuple[np.ndarray, _Distinct]]) -> pa.Array:
                                             taken.buffers()[2])
 
 
+#: R12's limbs (``URGENT_LIMBS``) in words; ``{days}`` is R12's ``untreated_days``.
+URGENT_WORDS = {
+    "neurological_symptoms": "neurological symptoms",
+    "pregnant": "pregnant",
+    "untreated_too_long": "deficient result over {days} days old, no B12 prescription active",
+    "not_responding": "not responding: deficient on the check test while on B12 treatment",
+    "indeterminate_neurological": "indeterminate with neurological symptoms: treat without "
+                                  "waiting for the MMA",
+}
+
+
 def build_reasons(p: pd.DataFrame, attrs: pd.DataFrame, supplementation: pd.DataFrame,
-                  risk_factors: pd.DataFrame, r10: dict[str, Any]) -> tuple[pd.Series,
-                                                                           pd.Series]:
-    """(reasons sentence, space-separated rule ids) for every patient row of ``p``."""
+                  risk_factors: pd.DataFrame, urgent_limbs: pd.DataFrame, r9: dict[str, Any],
+                  r10: dict[str, Any]) -> tuple[pd.Series, pd.Series]:
+    """(reasons sentence, space-separated rule ids) for every patient row of ``p``.
+
+    ``urgent_limbs`` holds R12's limbs (``URGENT_LIMBS``); ``r9`` the profile's regimen
+    texts, named in the R9 clause with its intent and what chose it.
+    """
     r10_words = {"age_years": r10["risk_age_years"], "dose_mg": r10["risk_dose_mg_per_day"],
                  "years": r10["risk_years_on_metformin"]}
     interval = str(r10["metformin_test_interval_days"])
@@ -252,14 +272,17 @@ def build_reasons(p: pd.DataFrame, attrs: pd.DataFrame, supplementation: pd.Data
     discordant = has_index & _mask(p["discordant"])
     by_mma = _mask(p["status_basis"] == "mma")
     has_mma = has_index & _mask(p["mma_umol_l"].notna())
-    has_regimen = _mask(p["regimen_code"].notna())
+    branch = np.asarray(p["regimen_branch"].fillna(-1), dtype="int64")
+    has_regimen = branch >= 0
+    vegan = _mask(attrs["diet"] == "vegan")
     needs_mma = _mask(p["needs_mma"])
     needs_supp = _mask(p["needs_supplementation"])
     monitoring = _mask(p["metformin_monitoring_due"])
     retest_due = _mask(p["retest_due"])
     urgent = _mask(p["urgent_review"])
     paediatric = _mask(p["paediatric"])
-    untreated = urgent & _mask(p["untreated_too_long"])
+    limbs = [urgent & _mask(urgent_limbs[name]) for name in URGENT_LIMBS]
+    untreated = limbs[URGENT_LIMBS.index("untreated_too_long")]
 
     # Texts of the values and words, on the rows whose clause may show them.
     index_value = _distinct(p["index_value"], _num, has_index)
@@ -274,10 +297,10 @@ def build_reasons(p: pd.DataFrame, attrs: pd.DataFrame, supplementation: pd.Data
     mma_band = _distinct(p["mma_sev"], _lookup(_MMA_BAND), has_mma)
     mma_censor = _distinct(p["mma_censor"], _text, has_mma)
     status = _distinct(p["b12_status"], _text, has_mma & by_mma)
-    regimen = _distinct(p["regimen_code"], _text, has_regimen)
     risk = _distinct(p["metformin_risk"], _int, monitoring)
     last_test = _distinct(p["last_b12_test_at"], _day, monitoring)
     treated = _distinct(p["b12_treatment_start"], _day, retest_due)
+    check_day = _distinct(p["check_from"], _day, retest_due)
     untreated_days = _distinct(p["untreated_days"], _int, untreated)
 
     # A clause missing one of its values (or its band) is left out altogether.
@@ -285,7 +308,7 @@ def build_reasons(p: pd.DataFrame, attrs: pd.DataFrame, supplementation: pd.Data
     c3 = total.valid & active.valid
     c4 = mma_value.valid & mma_day.valid & mma_band.valid
     s1 = risk.valid
-    s2 = treated.valid
+    s2 = treated.valid & check_day.valid
     listed = s1 & _mask(p["metformin_risk"] > 0)
     untreated &= untreated_days.valid
 
@@ -300,19 +323,19 @@ def build_reasons(p: pd.DataFrame, attrs: pd.DataFrame, supplementation: pd.Data
         "status": only(c4, status.codes), "c5": needs_mma, "c6": needs_supp,
         "supp": only(needs_supp, _bits([_mask(supplementation[c])
                                         for c in SUPPLEMENTATION_REASONS])),
-        "c7": has_regimen, "regimen": regimen.codes,
+        "regimen": np.where(has_regimen, branch + 1, 0),
+        "vegan": has_regimen & (branch == len(REGIMENS) - 1) & vegan,
         "s1": s1, "last": only(s1, last_test.valid), "risk": risk.codes, "listed": listed,
         "factors": only(listed, _bits([_mask(risk_factors[name])
                                        for name in METFORMIN_RISK_FACTORS])),
         "s2": s2, "s3": urgent,
-        "why": only(urgent, _bits([_mask(attrs["neurological_symptoms"]),
-                                   _mask(attrs["pregnant"]), untreated])),
+        "why": only(urgent, _bits([limbs[0], limbs[1], untreated, *limbs[3:]])),
         "days": untreated_days.codes, "s4": paediatric,
     })
     words = {"censor": index_censor.words, "unit": index_unit.words,
              "band": index_band.words, "mma_censor": mma_censor.words,
              "mma_band": mma_band.words, "status": status.words,
-             "regimen": regimen.words, "risk": risk.words, "days": untreated_days.words}
+             "risk": risk.words, "days": untreated_days.words}
 
     def _glue(s: dict[str, int]) -> _Pieces:
         """The glue of one shape, clause by clause as the reader sees them."""
@@ -353,9 +376,11 @@ def build_reasons(p: pd.DataFrame, attrs: pd.DataFrame, supplementation: pd.Data
             g.link()
             why = [c for i, c in enumerate(SUPPLEMENTATION_REASONS) if s["supp"] >> i & 1]
             g.text(f"R8 supplementation needed ({', '.join(why)})")
-        if s["c7"]:
+        if s["regimen"]:
+            regimen = REGIMENS[s["regimen"] - 1]
+            label = regimen.label.format(diet="vegan" if s["vegan"] else "vegetarian")
             g.link()
-            g.text(f"R9 {word('regimen')} regimen")
+            g.text(f"R9 {regimen.intent}: {label}: {r9[regimen.key]}")
         if s["s1"]:
             g.part()
             g.text(f"R10 on metformin, no B12 test in {interval} days")
@@ -369,13 +394,13 @@ def build_reasons(p: pd.DataFrame, attrs: pd.DataFrame, supplementation: pd.Data
             g.part()
             g.text("R11 on B12 treatment since ")
             g.value(8)
-            g.text(", no B12 test since: retest due")
+            g.text(", no B12 test since ")
+            g.value(9)
+            g.text(": retest due")
         if s["s3"]:
             g.part()
-            why = [w for i, w in enumerate((
-                "neurological symptoms", "pregnant",
-                f"deficient result over {word('days')} days old, no B12 treatment started"
-                " since")) if s["why"] >> i & 1]
+            why = [URGENT_WORDS[name].format(days=word("days"))
+                   for i, name in enumerate(URGENT_LIMBS) if s["why"] >> i & 1]
             g.text(f"R12 urgent review ({', '.join(why)})")
         if s["s4"]:
             g.part()
@@ -397,7 +422,8 @@ def build_reasons(p: pd.DataFrame, attrs: pd.DataFrame, supplementation: pd.Data
     # opening and the index value (most rows) are paired too.
     opening = glue(0)
     has_opening = per_shape([r.glue[0] != "" for r in rendered], "bool")
-    values = [index_value, index_day, total, active, mma_value, mma_day, last_test, treated]
+    values = [index_value, index_day, total, active, mma_value, mma_day, last_test, treated,
+              check_day]
     pieces = []
     for slot, column in enumerate(values, start=1):
         written = per_shape([slot in r.values for r in rendered], "bool")

@@ -51,6 +51,8 @@ PATIENTS_SCHEMA = pa.schema([
     ("regimen_code", pa.dictionary(pa.int8(), pa.string())),
     ("b12_treatment_start", pa.date32()), ("last_b12_test_at", pa.timestamp("us")),
     ("untreated_too_long", pa.bool_()),
+    ("regimen_intent", pa.dictionary(pa.int8(), pa.string())), ("not_responding", pa.bool_()),
+    ("on_b12_combination", pa.bool_()),
 ])
 RESULTS_SCHEMA = pa.schema([
     ("patient_id", pa.string()), ("collected_at", pa.timestamp("us")),
@@ -76,6 +78,7 @@ CATEGORIES = {
     "regimen_code": ("paediatric", "neurological", "ileal_resection", "bariatric_surgery",
                      "deficiency", "diet"),
     "band": ("deficient", "indeterminate", "unlikely", "raised", "normal"),
+    "regimen_intent": ("treatment", "prevention"),
 }
 
 

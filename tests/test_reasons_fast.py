@@ -14,8 +14,15 @@ import pandas as pd
 import pytest
 
 from pipeline import reasons as R
-from pipeline.rules.actions import METFORMIN_RISK_FACTORS, SUPPLEMENTATION_REASONS
+from pipeline.config import load_rules
+from pipeline.rules.actions import (
+    METFORMIN_RISK_FACTORS,
+    REGIMENS,
+    SUPPLEMENTATION_REASONS,
+    URGENT_LIMBS,
+)
 
+R9 = load_rules().rule("R9")
 R10 = {"metformin_test_interval_days": 365, "risk_age_years": 65,
        "risk_dose_mg_per_day": 1500.0, "risk_years_on_metformin": 4.0}
 
@@ -35,7 +42,8 @@ def _flags(rng: np.random.Generator, n: int, p: float = 0.3) -> np.ndarray:
 
 
 def random_args(n: int, seed: int) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame,
-                                            pd.DataFrame, dict[str, Any]]:
+                                            pd.DataFrame, pd.DataFrame, dict[str, Any],
+                                            dict[str, Any]]:
     """Arguments of ``build_reasons`` with every clause, missing parts and odd values."""
     rng = np.random.default_rng(seed)
     numbers = [np.nan, 262.0, 178.8645, 0.0, -0.0, -0.001, 0.005, 1e16, 1e-5, 31.7, 123.456,
@@ -72,21 +80,22 @@ def random_args(n: int, seed: int) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataF
         "retest_due": _flags(rng, n),
         "urgent_review": _flags(rng, n),
         "paediatric": _flags(rng, n, 0.1),
-        "regimen_code": _pick(rng, n, ["deficiency", "paediatric", "diet", None], "str"),
+        "regimen_branch": _pick(rng, n, [-1, *range(len(REGIMENS))], "int8"),
         "b12_treatment_start": stamp_column(),
+        "check_from": stamp_column(),
         "last_b12_test_at": stamp_column(),
         "index_sev": _pick(rng, n, [0.0, 1.0, 2.0, np.nan], "float64"),
         "mma_sev": _pick(rng, n, [0.0, 1.0, 2.0, np.nan], "float64"),
         "mma_censor": _pick(rng, n, ["", "<", ">", None], "str"),
-        "untreated_too_long": _flags(rng, n),
         "untreated_days": _pick(rng, n, [90.0, 91.0, np.nan], "float64"),
     })
     p.index = pd.Index(rng.permutation(n) * 3 + 7)  # results follow p's index
-    attrs = pd.DataFrame({"neurological_symptoms": _pick(rng, n, [True, False, None], "boolean"),
-                          "pregnant": _pick(rng, n, [True, False, None], "boolean")})
+    attrs = pd.DataFrame({"diet": _pick(rng, n, ["vegan", "vegetarian", "omnivore", None],
+                                        "str")})
     supplementation = pd.DataFrame({c: _flags(rng, n) for c in SUPPLEMENTATION_REASONS})
     risk_factors = pd.DataFrame({c: _flags(rng, n) for c in METFORMIN_RISK_FACTORS})
-    return p, attrs, supplementation, risk_factors, dict(R10)
+    limbs = pd.DataFrame({c: _flags(rng, n) for c in URGENT_LIMBS})
+    return p, attrs, supplementation, risk_factors, limbs, dict(R9), dict(R10)
 
 
 _FORMATTED: dict[tuple[Any, str, str], str | None] = {}
@@ -106,13 +115,14 @@ def _flag(value: Any) -> bool:
 
 
 def reference(p: pd.DataFrame, attrs: pd.DataFrame, supplementation: pd.DataFrame,
-              risk_factors: pd.DataFrame, r10: dict[str, Any]) -> tuple[list[str], list[str]]:
+              risk_factors: pd.DataFrame, limbs: pd.DataFrame, r9: dict[str, Any],
+              r10: dict[str, Any]) -> tuple[list[str], list[str]]:
     """The sentences and rule ids, one row at a time."""
     words = {"age_years": r10["risk_age_years"], "dose_mg": r10["risk_dose_mg_per_day"],
              "years": r10["risk_years_on_metformin"]}
     sentences, ids = [], []
     for i in range(len(p)):
-        row, a = p.iloc[i], attrs.iloc[i]
+        row, a, limb = p.iloc[i], attrs.iloc[i], limbs.iloc[i]
 
         def num(col: str) -> str | None:
             return _one(R._num, row[col], "float64")  # noqa: B023
@@ -130,7 +140,7 @@ def reference(p: pd.DataFrame, attrs: pd.DataFrame, supplementation: pd.DataFram
         is_total = row["index_test"] == "b12_total"
         by_mma = row["status_basis"] == "mma"
         has_mma = has_index and not pd.isna(row["mma_umol_l"])
-        has_regimen = not pd.isna(row["regimen_code"])
+        has_regimen = row["regimen_branch"] >= 0
         chain = []
         parts = [num("index_value"), day("index_collected_at"), band("index_sev", R._B12_BAND)]
         if has_index and None not in parts:
@@ -155,7 +165,10 @@ def reference(p: pd.DataFrame, attrs: pd.DataFrame, supplementation: pd.DataFram
             why = [c for c in SUPPLEMENTATION_REASONS if supplementation[c].iloc[i]]
             chain.append(f"R8 supplementation needed ({', '.join(why)})")
         if has_regimen:
-            chain.append(f"R9 {row['regimen_code']} regimen")
+            regimen = REGIMENS[row["regimen_branch"]]
+            diet = "vegan" if a["diet"] == "vegan" else "vegetarian"
+            chain.append(f"R9 {regimen.intent}: {regimen.label.format(diet=diet)}: "
+                         f"{r9[regimen.key]}")
         sentence = [R.ARROW.join(chain)] if chain else []
         risk = _one(R._int, row["metformin_risk"], "float64")
         if row["metformin_monitoring_due"] and risk is not None:
@@ -167,17 +180,21 @@ def reference(p: pd.DataFrame, attrs: pd.DataFrame, supplementation: pd.DataFram
                             f"{r10['metformin_test_interval_days']} days"
                             f"{'' if last is None else ', last ' + last}"
                             f" (risk factors {risk}{listed})")
-        treated = day("b12_treatment_start")
-        if row["retest_due"] and treated is not None:
-            sentence.append(f"R11 on B12 treatment since {treated}, no B12 test since: "
-                            "retest due")
+        treated, check_from = day("b12_treatment_start"), day("check_from")
+        if row["retest_due"] and treated is not None and check_from is not None:
+            sentence.append(f"R11 on B12 treatment since {treated}, no B12 test since "
+                            f"{check_from}: retest due")
         if row["urgent_review"]:
             days = _one(R._int, row["untreated_days"], "float64")
             why = [w for w, on in (
-                ("neurological symptoms", _flag(a["neurological_symptoms"])),
-                ("pregnant", _flag(a["pregnant"])),
-                (f"deficient result over {days} days old, no B12 treatment started since",
-                 row["untreated_too_long"] and days is not None)) if on]
+                ("neurological symptoms", limb["neurological_symptoms"]),
+                ("pregnant", limb["pregnant"]),
+                (f"deficient result over {days} days old, no B12 prescription active",
+                 limb["untreated_too_long"] and days is not None),
+                ("not responding: deficient on the check test while on B12 treatment",
+                 limb["not_responding"]),
+                ("indeterminate with neurological symptoms: treat without waiting for the MMA",
+                 limb["indeterminate_neurological"])) if on]
             sentence.append(f"R12 urgent review ({', '.join(why)})")
         if row["paediatric"]:
             sentence.append("R13 under 16: thresholds are for over-16s")
@@ -211,6 +228,5 @@ def test_hashed_keys_match_too(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_no_rows() -> None:
-    p, attrs, supplementation, risk_factors, r10 = random_args(0, 1)
-    sentences, ids = R.build_reasons(p, attrs, supplementation, risk_factors, r10)
+    sentences, ids = R.build_reasons(*random_args(0, 1))
     assert sentences.empty and ids.empty and sentences.dtype == "str" and ids.dtype == "str"

@@ -6,17 +6,51 @@ attributes count as "no" (a yes/no left empty is not evidence of a risk factor).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import date
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from pipeline.harmonise import lookup, words
+from pipeline.harmonise import words
 
-SUPPLEMENTATION_REASONS = ("deficiency", "bariatric_surgery", "ileal_resection", "diet")
+#: R8 reasons in the order ``supplementation_reason`` picks the first of (the same order as
+#: R9's: a resected ileum cannot absorb oral B12, so it comes before bariatric surgery).
+SUPPLEMENTATION_REASONS = ("deficiency", "ileal_resection", "bariatric_surgery", "diet")
+#: ``regimen_code`` values (the Parquet dictionary), and ``regimen_intent`` values.
 REGIMEN_CODES = ("paediatric", "neurological", "ileal_resection", "bariatric_surgery",
                  "deficiency", "diet")
-PARENTERAL = {"paediatric", "neurological", "ileal_resection", "deficiency"}
+REGIMEN_INTENTS = ("treatment", "prevention")
+
+
+@dataclass(frozen=True)
+class Regimen:
+    """One R9 branch: why it is chosen, and where its wording lives in the rules profile."""
+
+    intent: str
+    code: str  # regimen_code
+    key: str  # the profile's text (``[rules.R9]``)
+    label: str  # what chose it, for the reasons sentence ({diet}: vegan or vegetarian)
+
+
+#: R9's branches, first match within each intent: treatment of deficiency, then prevention
+#: in an at-risk group. ``regimen`` returns positions in this tuple.
+REGIMENS = (
+    Regimen("treatment", "paediatric", "paediatric", "under 16"),
+    Regimen("treatment", "neurological", "neurological", "neurological symptoms"),
+    Regimen("treatment", "ileal_resection", "ileal_resection", "ileal resection"),
+    Regimen("treatment", "bariatric_surgery", "bariatric_surgery", "bariatric surgery"),
+    Regimen("treatment", "deficiency", "deficiency", "deficiency"),
+    Regimen("prevention", "ileal_resection", "prevention_ileal_resection", "ileal resection"),
+    Regimen("prevention", "bariatric_surgery", "prevention_bariatric_surgery",
+            "bariatric surgery"),
+    Regimen("prevention", "diet", "prevention_diet", "{diet} diet"),
+)
+TREATMENT_BRANCHES = 5
+#: R12's urgent limbs, in the order the reasons sentence names them.
+URGENT_LIMBS = ("neurological_symptoms", "pregnant", "untreated_too_long", "not_responding",
+                "indeterminate_neurological")
 
 
 def _flag(series: pd.Series) -> pd.Series:
@@ -45,8 +79,8 @@ def supplementation_conditions(status: pd.Series, bariatric: pd.Series, ileal: p
     """
     return pd.DataFrame({
         "deficiency": (status == "deficient").to_numpy(dtype=bool),
-        "bariatric_surgery": _flag(bariatric).to_numpy(),
         "ileal_resection": ileal.to_numpy(dtype=bool),
+        "bariatric_surgery": _flag(bariatric).to_numpy(),
         "diet": plant_based(diet).to_numpy(),
     }, index=status.index)[list(SUPPLEMENTATION_REASONS)]
 
@@ -55,8 +89,10 @@ def needs_supplementation(conditions: pd.DataFrame,
                           on_b12: pd.Series) -> tuple[pd.Series, pd.Series]:
     """R8: (needs_supplementation, first matching reason in SPEC order, else NA).
 
-    Not needed when a B12 prescription is active on the as-of date, whatever the reason.
-    The column holds the first reason; ``reasons`` lists every one that applies.
+    Not needed when a B12 *treatment* prescription (oral or injection) is active on the
+    as-of date, whatever the reason; the low dose inside a metformin combination product is
+    not treatment, so ``on_b12`` leaves it out. The column holds the first reason;
+    ``reasons`` lists every one that applies.
     """
     cols = [conditions[c].to_numpy() for c in SUPPLEMENTATION_REASONS]
     needs = ~_flag(on_b12).to_numpy() & np.logical_or.reduce(cols)
@@ -65,36 +101,79 @@ def needs_supplementation(conditions: pd.DataFrame,
                                                           conditions.index)
 
 
-def regimen(needs: pd.Series, age: pd.Series, neuro: pd.Series, ileal: pd.Series,
-            bariatric: pd.Series, status: pd.Series, diet: pd.Series,
+def regimen(needs: pd.Series, status: pd.Series, age: pd.Series, neuro: pd.Series,
+            ileal: pd.Series, bariatric: pd.Series, diet: pd.Series,
             paediatric_below: int) -> pd.Series:
-    """R9: regimen code by first match, only for patients who need supplementation.
+    """R9: the branch of ``REGIMENS`` (-1: none), only for patients who need supplementation.
 
-    First match is taken literally: neurological symptoms choose the intramuscular
-    regimen whatever the R8 reason (a vegan with neurological symptoms included), and an
-    unknown age counts as adult (R13 cannot flag what it does not know).
+    The branch follows *why* supplementation is needed. A deficient patient is treated
+    (first match: child, neurological symptoms, ileal resection, bariatric surgery, else the
+    standard course); anyone else R8 lists is in an at-risk group and gets prevention (ileal
+    resection, bariatric surgery, diet). So neither a child's loading course nor the
+    neurological regimen is offered for a deficiency the patient does not have. An unknown
+    age counts as adult (R13 cannot flag what it does not know).
     """
-    conditions = [
-        (age.astype("Float64") < paediatric_below).fillna(False).to_numpy(dtype=bool),
-        _flag(neuro).to_numpy(), ileal.to_numpy(), _flag(bariatric).to_numpy(),
-        (status == "deficient").to_numpy(), plant_based(diet).to_numpy(),
-    ]
-    code = np.select(conditions, range(len(conditions)), -1)
-    return words(np.where(needs.to_numpy(dtype=bool), code, -1), REGIMEN_CODES, needs.index)
+    child = (age.astype("Float64") < paediatric_below).fillna(False).to_numpy(dtype=bool)
+    ileal, bariatric = ileal.to_numpy(dtype=bool), _flag(bariatric).to_numpy()
+    treatment = np.select([child, _flag(neuro).to_numpy(), ileal, bariatric],
+                          range(TREATMENT_BRANCHES - 1), TREATMENT_BRANCHES - 1)
+    prevention = np.select([ileal, bariatric, plant_based(diet).to_numpy()],
+                           range(TREATMENT_BRANCHES, len(REGIMENS)), -1)
+    branch = np.where((status == "deficient").to_numpy(dtype=bool), treatment, prevention)
+    return pd.Series(np.where(needs.to_numpy(dtype=bool), branch, -1).astype("int8"),
+                     index=needs.index)
 
 
-def regimen_text(code: pd.Series, texts: dict[str, str]) -> pd.Series:
-    """R9 wording: the profile's regimen, the potassium note for parenteral options, and
-    the 3-month check on every regimen.
+def regimen_code(branch: pd.Series) -> tuple[pd.Series, pd.Series]:
+    """R9: (``regimen_code``, ``regimen_intent``) of each branch; NA where there is none."""
+    codes = np.array([REGIMEN_CODES.index(r.code) for r in REGIMENS])
+    intents = np.array([REGIMEN_INTENTS.index(r.intent) for r in REGIMENS])
+    b = branch.to_numpy()
+    return (words(np.where(b >= 0, codes[b], -1), REGIMEN_CODES, branch.index),
+            words(np.where(b >= 0, intents[b], -1), REGIMEN_INTENTS, branch.index))
 
-    Parenteral (``PARENTERAL``): paediatric (the hydroxocobalamin label's schedule),
-    neurological and ileal resection (intramuscular), and deficiency, whose text offers
-    1000 micrograms IM monthly as one option. Bariatric (oral daily) and diet (oral) are
-    not, so they carry no potassium note.
+
+def _names(value: object) -> set[str]:
+    """A profile list of text keys (one name alone is read as a list of one)."""
+    return {value} if isinstance(value, str) else {str(v) for v in value or ()}
+
+
+def regimen_wording(regimen: Regimen, texts: dict[str, Any], *, lifelong: bool,
+                    child: bool, pregnant: bool) -> str:
+    """R9's text for one branch and situation, every part a rules-profile value.
+
+    The potassium note goes only with injections, right after the regimen: as it stands for
+    an injection-only regimen, and as "if IM: ..." where IM is one option beside oral
+    (the hypokalaemia warning is the injection label's). Autoimmune gastritis adds
+    "lifelong treatment" to treatment; an under-16 on prevention gets "dose per paediatric
+    guidance"; every regimen ends with the R11 check (after 1 month in pregnancy).
     """
-    full = {c: "; ".join([texts[c], *([texts["parenteral_note"]] if c in PARENTERAL else []),
-                          texts["monitoring_note"]]) for c in REGIMEN_CODES}
-    return lookup(code, full)  # six texts, looked up; NA where no regimen
+    parts = [texts[regimen.key]]
+    if child and regimen.intent == "prevention":
+        parts.append(texts["paediatric_prevention_note"])
+    if regimen.key in _names(texts["injection_only"]):
+        parts.append(texts["injection_note"])
+    elif regimen.key in _names(texts["injection_option"]):
+        parts.append(texts["injection_option_note"])
+    if lifelong and regimen.intent == "treatment":
+        parts.append(texts["lifelong_note"])
+    parts.append(texts["monitoring_note_pregnant" if pregnant else "monitoring_note"])
+    return "; ".join(parts)
+
+
+def regimen_text(branch: pd.Series, autoimmune_gastritis: pd.Series, paediatric: pd.Series,
+                 pregnant: pd.Series, texts: dict[str, Any]) -> pd.Series:
+    """R9 ``suggested_regimen``: each row's wording taken from the few possible texts.
+
+    A branch has eight variants (lifelong, under 16, pregnant); all of them are written
+    once, and each row takes its own by code: no text is built per row.
+    """
+    variants = [regimen_wording(r, texts, lifelong=bool(v & 4), child=bool(v & 2),
+                                pregnant=bool(v & 1)) for r in REGIMENS for v in range(8)]
+    b = branch.to_numpy().astype("int64")
+    variant = (_flag(autoimmune_gastritis).to_numpy() * 4 + _flag(paediatric).to_numpy() * 2
+               + _flag(pregnant).to_numpy())
+    return words(np.where(b >= 0, b * 8 + variant, -1), variants, branch.index)
 
 
 def metformin_monitoring_due(on_metformin: pd.Series, last_b12_test: pd.Series,
@@ -147,38 +226,89 @@ def metformin_risk(factors: pd.DataFrame) -> pd.Series:
     return factors.sum(axis=1).astype("int8")
 
 
-def retest_due(on_b12: pd.Series, treatment_start: pd.Series, last_b12_test: pd.Series,
-               pregnant: pd.Series, as_of: date, *, after_days: int,
-               after_days_pregnant: int) -> pd.Series:
-    """R11: on treatment that started >= 90 days ago (30 if pregnant) and no total/active
-    B12 collected after the start date.
+def check_from(treatment_start: pd.Series, pregnant: pd.Series, *, after_days: int,
+               after_days_pregnant: int, early_days: int,
+               early_days_pregnant: int) -> pd.Series:
+    """R11: the first day on which a B12 test counts as the course's check (about 3 months
+    in; 1 month in pregnancy): course start + ``after_days`` - ``early_days``.
+
+    A test in the first weeks of treatment says nothing about the response, so it is not
+    the check; one taken a little early (two weeks, a week in pregnancy) is.
+    """
+    offset = np.where(_flag(pregnant).to_numpy(), after_days_pregnant - early_days_pregnant,
+                      after_days - early_days)
+    return treatment_start + pd.Series(offset.astype("timedelta64[D]"),
+                                       index=treatment_start.index).astype("timedelta64[us]")
+
+
+def retest_due(on_b12: pd.Series, treatment_start: pd.Series, check_day: pd.Series,
+               last_b12_test: pd.Series, pregnant: pd.Series, as_of: date, *,
+               after_days: int, after_days_pregnant: int) -> pd.Series:
+    """R11: on a course that started >= ``after_days`` ago (``after_days_pregnant`` if
+    pregnant) and no total/active B12 collected on or after ``check_day``.
 
     ``treatment_start`` is the start of the current course (prescriptions overlapping or
     within ``treatment_gap_days`` of each other are one course, so a repeat prescription
-    does not restart the clock). A test on the start day was taken before treatment could
-    act, so it does not count; unknown pregnancy status waits the usual 90 days.
+    does not restart the clock); it is missing when no B12 treatment is active on the as-of
+    date, so a lapsed course is due nothing. Unknown pregnancy status waits the usual time.
     """
     wait = np.where(_flag(pregnant).to_numpy(), after_days_pregnant, after_days)
     started_days = (pd.Timestamp(as_of) - treatment_start).dt.days
     long_enough = (started_days >= wait).fillna(False).astype(bool)
-    tested_after = (last_b12_test.dt.floor("D") > treatment_start).fillna(False).astype(bool)
-    return _flag(on_b12) & long_enough & ~tested_after
+    checked = (last_b12_test.dt.floor("D") >= check_day).fillna(False).astype(bool)
+    return _flag(on_b12) & long_enough & ~checked
 
 
-def untreated_too_long(index_at: pd.Series, treated_since_index: pd.Series, as_of: date,
-                       untreated_days: int) -> pd.Series:
-    """R12's third limb: the index test is more than ``untreated_days`` old and no B12
-    treatment started on or after its date (the seed: permanent cord lesions after 3
-    months untreated). A course that began before the index test does not count: a
-    deficient result despite treatment needs review just as much."""
+def not_responding(on_b12: pd.Series, status: pd.Series, index_at: pd.Series,
+                   check_day: pd.Series) -> pd.Series:
+    """R12: deficient on R11's check test while still on the course (adherence,
+    absorption or route needs review).
+
+    The check test is the latest B12 test on or after ``check_day``: the index test (R4's
+    most recent in the look-back) whenever it is that late, so the status it gave is the
+    check's result.
+    """
+    on_check = (index_at.dt.floor("D") >= check_day).fillna(False).astype(bool)
+    return _flag(on_b12) & (status == "deficient") & on_check
+
+
+def untreated_too_long(status: pd.Series, index_at: pd.Series, on_b12: pd.Series,
+                       as_of: date, untreated_days: int) -> pd.Series:
+    """R12's untreated limb: deficient, the index test more than ``untreated_days`` old,
+    and no B12 treatment prescription active on the as-of date (untreated deficiency for
+    more than 3 months may cause permanent spinal cord lesions).
+
+    A course that has lapsed is untreated again; tablets started before the test and still
+    taken are treatment (a deficient check on them is ``not_responding``); B12 inside a
+    metformin combination is not treatment, so ``on_b12`` leaves it out.
+    """
     age_days = (pd.Timestamp(as_of) - index_at.dt.floor("D")).dt.days
-    return (age_days > untreated_days).fillna(False).astype(bool) & ~_flag(treated_since_index)
+    old = (age_days > untreated_days).fillna(False).astype(bool)
+    return (status == "deficient") & old & ~_flag(on_b12)
 
 
-def urgent_review(status: pd.Series, neuro: pd.Series, pregnant: pd.Series,
-                  untreated: pd.Series) -> pd.Series:
-    """R12: deficient and (neurological symptoms, pregnant, or ``untreated_too_long``)."""
-    return (status == "deficient") & (_flag(neuro) | _flag(pregnant) | _flag(untreated))
+def urgent_limbs(status: pd.Series, neuro: pd.Series, pregnant: pd.Series,
+                 untreated: pd.Series, responding_not: pd.Series) -> pd.DataFrame:
+    """R12: one boolean column per limb (``URGENT_LIMBS``), so the reasons can name each.
+
+    Deficient with neurological symptoms or pregnant; untreated too long; not responding on
+    the check test; indeterminate with neurological symptoms (BSH 2014: do not delay
+    treatment while the MMA is awaited).
+    """
+    deficient = (status == "deficient").to_numpy(dtype=bool)
+    neuro = _flag(neuro).to_numpy()
+    return pd.DataFrame({
+        "neurological_symptoms": deficient & neuro,
+        "pregnant": deficient & _flag(pregnant).to_numpy(),
+        "untreated_too_long": _flag(untreated).to_numpy(),
+        "not_responding": _flag(responding_not).to_numpy(),
+        "indeterminate_neurological": (status == "indeterminate").to_numpy(dtype=bool) & neuro,
+    }, index=status.index)[list(URGENT_LIMBS)]
+
+
+def urgent_review(limbs: pd.DataFrame) -> pd.Series:
+    """R12: any limb of ``urgent_limbs``."""
+    return limbs.any(axis=1)
 
 
 def paediatric(age: pd.Series, below: int) -> pd.Series:
