@@ -4,9 +4,18 @@ Rows are grouped by practice, urgent first, then oldest result first, then patie
 the order is stable. "Result" is the index test, or for patients without one in the
 look-back window (everyone on the metformin list) their last total/active B12 test, so the
 longest-unmonitored come first; patients never tested come last in their practice.
+
+Each row shows the index result as the lab reported it (``<150 pmol/L``, found among the
+classified results), with the harmonised value rounded to the decimal places it was reported
+with (one decimal once converted; bands were decided on the unrounded value). The MMA list
+says which stored sample to add the test to, how old it is, and whether it is too old for an
+add-on (``mma_addon_max_days``), so the lab can act on it without looking anything up.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import date
 
 import numpy as np
 import pandas as pd
@@ -22,23 +31,64 @@ LISTS: dict[str, tuple[str, str]] = {
                              "Request serum B12 (on metformin, none in the last year)"),
     "retest": ("retest_due", "Request serum B12 (3-month check after starting treatment)"),
 }
+#: The MMA list's action once the stored sample's age is known.
+MMA_ADD_ON = "Add on serum methylmalonic acid (MMA) to the stored sample"
+MMA_NEW_SAMPLE = ("Request serum methylmalonic acid (MMA) on a new sample: the stored sample is "
+                  "too old to add on")
+#: Days after collection within which a lab can still add a test to a stored sample (the
+#: rules profile's R7 ``mma_addon_max_days`` when given).
+MMA_ADDON_MAX_DAYS = 7
 WORKLIST_COLUMNS = (
-    "practice_id", "patient_id", "age_years", "urgent_review", "b12_status", "index_test",
-    "index_value", "index_unit", "index_censor", "index_date", "last_b12_test_date",
-    "suggested_action", "suggested_regimen", "metformin_risk", "note", "reasons",
+    "practice_id", "patient_id", "age_years", "urgent_review", "b12_status", "index_result",
+    "index_test", "index_value", "index_unit", "index_censor", "index_date",
+    "last_b12_test_date", "suggested_action", "suggested_regimen", "metformin_risk", "note",
+    "reasons",
 )
+#: The MMA list's extra columns (after index_date): the stored sample and whether an
+#: add-on to it is still possible.
+MMA_COLUMNS = ("specimen_id", "site_id", "sample_age_days", "mma_addon_possible")
+#: Patient columns shown where the patients frame has them: column -> (the column it
+#: follows, the lists that show it).
+OPTIONAL_COLUMNS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "not_responding": ("urgent_review", ("urgent", "retest")),
+    "regimen_intent": ("suggested_regimen", tuple(LISTS)),
+    "on_b12_combination": ("metformin_risk", ("urgent", "supplementation",
+                                              "metformin_monitoring")),
+}
 PAEDIATRIC_NOTE = "Under 16: thresholds are for over-16s; specialist review"
 #: Worklist columns copied from the patients frame; the others are derived.
-_TAKEN = tuple(c for c in WORKLIST_COLUMNS
-               if c not in ("index_date", "last_b12_test_date", "suggested_action", "note"))
+_TAKEN = ("practice_id", "patient_id", "age_years", "urgent_review", "b12_status",
+          "index_test", "index_unit", "index_censor", "suggested_regimen", "metformin_risk",
+          "reasons")
 #: Text columns with a handful of distinct values (codes, statuses, the regimen text): taken
 #: as codes into their distinct values, far cheaper than gathering the same text again.
 _FEW_VALUES = ("practice_id", "b12_status", "index_test", "index_unit", "index_censor",
                "suggested_regimen")
+#: Results columns that identify the index test and say how it was reported.
+_RESULT_KEYS = ("patient_id", "collected_at", "analyte", "value", "censor", "result_text")
 
 
-def build_worklists(patients: pd.DataFrame) -> dict[str, pd.DataFrame]:
+def worklist_columns(name: str, patients: pd.DataFrame) -> list[str]:
+    """The columns of list ``name``, in order: the common ones, the MMA list's sample, and
+    the optional patient columns the patients frame has."""
+    columns = list(WORKLIST_COLUMNS)
+    if name == "mma":
+        at = columns.index("index_date") + 1
+        columns[at:at] = MMA_COLUMNS
+    for column, (after, lists) in OPTIONAL_COLUMNS.items():
+        if column in patients.columns and name in lists:
+            columns.insert(columns.index(after) + 1, column)
+    return columns
+
+
+def build_worklists(patients: pd.DataFrame, results: pd.DataFrame | None = None, *,
+                    as_of: date | None = None,
+                    mma_addon_max_days: int = MMA_ADDON_MAX_DAYS) -> dict[str, pd.DataFrame]:
     """Select, annotate and sort each list from the classified patients.
+
+    ``results`` (the classified results) give each index test as reported and its sample;
+    without them the result is spelt from the harmonised value. ``as_of`` (default: the
+    patients' ``as_of`` column, if any) dates the samples' age.
 
     Only patients on some list are sorted, once, on integer keys; their columns are read
     once in row order and each list takes its rows from those. Sorting and copying the
@@ -47,8 +97,10 @@ def build_worklists(patients: pd.DataFrame) -> dict[str, pd.DataFrame]:
     flags = {name: _true(patients[flag].array) for name, (flag, _) in LISTS.items()}
     rows = _in_id_order(patients["patient_id"],
                         np.flatnonzero(np.logical_or.reduce(list(flags.values()))))
+    optional = [c for c in OPTIONAL_COLUMNS if c in patients.columns]
     listed = {c: patients[c].array.take(rows)
-              for c in (*_TAKEN, "index_collected_at", "last_b12_test_at", "paediatric")
+              for c in (*_TAKEN, *optional, "index_value", "index_collected_at",
+                        "last_b12_test_at", "paediatric")
               if c not in _FEW_VALUES}
     few = {}
     for c in _FEW_VALUES:  # each taken and factorised in turn: its text is not kept
@@ -60,22 +112,164 @@ def build_worklists(patients: pd.DataFrame) -> dict[str, pd.DataFrame]:
         del values
     order = _list_order(listed, few.get("practice_id")
                         or pd.factorize(listed["practice_id"].to_numpy(), sort=True))
+
+    def over_rows(c: str) -> pd.api.extensions.ExtensionArray:
+        if c in few:
+            codes, values = few[c]
+            return values.take(codes, allow_fill=True)
+        return listed[c]
+
+    index_day = pd.Series(listed["index_collected_at"]).dt.floor("D")
+    reported = _reported(patients, rows, results, over_rows)
+    sample = _sample_age(index_day, as_of if as_of is not None else _as_of(patients),
+                         mma_addon_max_days)
     derived = {
-        "index_date": pd.Series(listed["index_collected_at"]).dt.floor("D").array,
+        "index_date": index_day.array,
         "last_b12_test_date": pd.Series(listed["last_b12_test_at"]).dt.floor("D").array,
         "note": _text([PAEDIATRIC_NOTE, ""], np.where(_true(listed["paediatric"]), 0, 1)),
+        **_as_reported(listed["index_value"], reported, over_rows),
+        **sample,
     }
+    possible = sample["mma_addon_possible"]  # unknown, possible, too old: the action
+    mma_action = _text([LISTS["mma"][1], MMA_ADD_ON, MMA_NEW_SAMPLE],
+                       np.where(possible.isna(), 0, np.where(possible.fillna(False), 1, 2)))
     lists = {}
     for name, (_, action) in LISTS.items():  # five lists; the work per list is vectorised
         at = order[flags[name][rows[order]]]  # the list's rows, as positions in ``rows``
-        columns = {c: listed[c].take(at) for c in _TAKEN if c not in few}
+        columns = {c: listed[c].take(at) for c in (*_TAKEN, *optional) if c not in few}
         for c, (codes, values) in few.items():
             columns[c] = values.take(codes[at], allow_fill=True)  # code -1: missing
         columns.update((c, values.take(at)) for c, values in derived.items())
-        columns["suggested_action"] = _text([action], np.zeros(len(at), dtype=np.intp))
+        columns["suggested_action"] = (mma_action.take(at) if name == "mma" else
+                                       _text([action], np.zeros(len(at), dtype=np.intp)))
         lists[name] = pd.DataFrame({c: pd.Series(columns[c], dtype=columns[c].dtype, copy=False)
-                                    for c in WORKLIST_COLUMNS})  # dtype: no text inference
+                                    for c in worklist_columns(name, patients)})
     return lists
+
+
+#: A listed patients' column over the listed rows (in ``rows`` order).
+_OverRows = Callable[[str], pd.api.extensions.ExtensionArray]
+
+
+def _reported(patients: pd.DataFrame, rows: np.ndarray, results: pd.DataFrame | None,
+              over_rows: _OverRows) -> dict[str, pa.Array]:
+    """Each listed patient's index test as reported (``result_text``, ``source_unit``) and
+    its sample (``specimen_id``, ``site_id``), from the classified results: the result of
+    that patient, time, analyte, harmonised value and censor (several alike: the first).
+    Null where the patient has no index test, or no results are given.
+
+    Results are narrowed to the index tests' times by a hash look-up on integers first, so
+    only a few rows per listed patient are matched on their text.
+    """
+    at = _times(patients["index_collected_at"])[rows]
+    want = np.flatnonzero(at != np.iinfo(np.int64).min)
+    found = np.full(len(rows), -1, dtype=np.int64)  # a position in ``sub`` per listed row
+    columns = ("result_text", "source_unit", "specimen_id", "site_id")
+    if (results is None or not set(_RESULT_KEYS) <= set(results.columns) or not len(want)
+            or not len(results)):
+        return {c: pa.nulls(len(rows), pa.string()) for c in columns}
+    times = _times(results["collected_at"])
+    candidates = np.flatnonzero(np.asarray(pc.is_in(
+        pa.array(times), value_set=pa.array(np.unique(at[want])))))
+    sub = results.iloc[candidates]
+    ids = _arrow_text(over_rows("patient_id").take(want))
+    distinct = pc.unique(ids)
+    left = pd.DataFrame({"id": _positions(ids, distinct), "at": at[want], "pos": want})
+    right = pd.DataFrame({"id": _positions(_arrow_text(sub["patient_id"].array), distinct),
+                          "at": times[candidates], "row": np.arange(len(sub))})
+    pairs = left.merge(right[right["id"] >= 0], on=["id", "at"])  # integer keys: fast
+    pos, row = pairs["pos"].to_numpy(), pairs["row"].to_numpy()
+    same = np.asarray(pc.and_(
+        pc.equal(_arrow_text(over_rows("index_test").take(pos)),
+                 _arrow_text(sub["analyte"].array.take(row))),
+        pc.equal(pc.fill_null(_arrow_text(over_rows("index_censor").take(pos)), ""),
+                 pc.fill_null(_arrow_text(sub["censor"].array.take(row)), ""))).fill_null(False))
+    same = same & (_floats(patients["index_value"])[rows[pos]] == _floats(sub["value"])[row])
+    pos, row = pos[same], row[same]
+    first = np.lexsort((row, pos))  # each listed row's first matching result
+    first = first[np.r_[True, pos[first][1:] != pos[first][:-1]]] if len(first) else first
+    found[pos[first]] = row[first]
+    taken = pa.array(found, mask=found < 0)
+    return {c: (_arrow_text(sub[c].array).take(taken) if c in sub.columns
+                else pa.nulls(len(rows), pa.string())) for c in columns}
+
+
+def _as_reported(values: pd.api.extensions.ExtensionArray, reported: dict[str, pa.Array],
+                 over_rows: _OverRows) -> dict[str, pd.api.extensions.ExtensionArray]:
+    """``index_result`` as reported (text and unit; the canonical unit where the lab gave
+    none), ``index_value`` rounded to the decimal places it was reported with (a converted
+    value to one), and the index sample's ``specimen_id`` and ``site_id``.
+
+    A result's decimals are read per distinct result text; without a reported result the
+    value is spelt from the harmonised value and censor and left unrounded.
+    """
+    value = np.asarray(values.to_numpy(dtype="float64", na_value=np.nan), dtype="float64")
+    text = reported["result_text"]
+    codes, distinct = pd.factorize(pd.Series(pd.array(text, dtype="str")))
+    parts = pd.Series(distinct, dtype="str").str.extract(r"^[^0-9.,]*([0-9]*)(?:[.,]([0-9]*))?")
+    number = pd.to_numeric(parts[0].fillna("0") + "." + parts[1].fillna("0"), errors="coerce")
+    decimals = np.r_[parts[1].fillna("").str.len().to_numpy(dtype=np.int64), -1][codes]
+    number = np.r_[number.to_numpy(dtype="float64"), np.nan][codes]
+    converted = ~np.isclose(number, value, rtol=1e-9, atol=0) & ~np.isnan(number)
+    decimals = np.where(converted & (decimals >= 0), 1, decimals)
+    scale = 10.0 ** np.maximum(decimals, 0)
+    rounded = np.where(decimals >= 0, np.floor(value * scale + 0.5) / scale, value)
+
+    unit = reported["source_unit"]
+    canonical = _arrow_text(over_rows("index_unit"))
+    unit = pc.if_else(pc.fill_null(pc.greater(pc.utf8_length(pc.utf8_trim_whitespace(unit)), 0),
+                                   False), pc.utf8_trim_whitespace(unit), canonical)
+    spelt = pc.binary_join_element_wise(
+        pc.fill_null(_arrow_text(over_rows("index_censor")), ""),
+        pc.cast(pa.array(value, from_pandas=True), pa.string()), "")
+    shown = pc.if_else(pc.is_valid(text), pc.utf8_trim_whitespace(text), spelt)
+    result = pc.binary_join_element_wise(shown, unit, " ")
+    return {
+        "index_result": pd.array(result, dtype="str"),
+        "index_value": pd.array(rounded, dtype="float64"),
+        "specimen_id": pd.array(reported["specimen_id"], dtype="str"),
+        "site_id": pd.array(reported["site_id"], dtype="str"),
+    }
+
+
+def _sample_age(index_day: pd.Series, as_of: date | None,
+                max_days: int) -> dict[str, pd.api.extensions.ExtensionArray]:
+    """Days from the index sample's collection to the as-of date, and whether an add-on to
+    the stored sample is still possible (missing where either date is unknown)."""
+    if as_of is None:
+        age = pd.array([pd.NA] * len(index_day), dtype="Int64")
+    else:
+        age = ((pd.Timestamp(as_of) - index_day).dt.days).astype("Int64").array
+    return {"sample_age_days": age,
+            "mma_addon_possible": pd.array(age <= max_days, dtype="boolean")}
+
+
+def _as_of(patients: pd.DataFrame) -> date | None:
+    """The run's as-of date as the patients table records it (rev-2 ``as_of``), if it does."""
+    if "as_of" not in patients.columns or not patients["as_of"].notna().any():
+        return None
+    return pd.Timestamp(patients["as_of"].dropna().iloc[0]).date()
+
+
+def _times(column: pd.Series | pd.api.extensions.ExtensionArray) -> np.ndarray:
+    """Timestamps as int64 microseconds (missing: int64's minimum)."""
+    return np.asarray(pd.Series(column).to_numpy(dtype="datetime64[us]")).view(np.int64)
+
+
+def _floats(column: pd.Series) -> np.ndarray:
+    return np.asarray(pd.Series(column).to_numpy(dtype="float64", na_value=np.nan))
+
+
+def _arrow_text(values: pd.api.extensions.ExtensionArray) -> pa.Array:
+    """Any text column (str, string, object, categorical) as an Arrow string array."""
+    array = pa.array(pd.Series(values, copy=False).astype("str").array)
+    array = array.combine_chunks() if isinstance(array, pa.ChunkedArray) else array
+    return array.cast(pa.string())  # one type for the kernels that join text
+
+
+def _positions(values: pa.Array, distinct: pa.Array) -> np.ndarray:
+    """Each value's position in ``distinct`` (-1 if absent), by Arrow's hash look-up."""
+    return pc.fill_null(pc.index_in(values, value_set=distinct), -1).to_numpy().astype(np.int64)
 
 
 def _in_id_order(ids: pd.Series, rows: np.ndarray) -> np.ndarray:

@@ -12,6 +12,7 @@ import json
 import os
 import shutil
 from collections.abc import Iterator
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -23,9 +24,16 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from pipeline.harmonise import cell_edges
-from pipeline.xlsx import write_workbook
+from pipeline.xlsx import as_text, write_workbook
 
 _DANGEROUS = ("=", "+", "-", "@", "\t", "\r")
+#: A cell a spreadsheet may run (RE2 syntax): one starting with tab or CR, or with = + - @
+#: behind any run of control characters or spaces (C0, DEL, C1, no-break and other Unicode
+#: spaces, zero-width and direction marks, BOM), which spreadsheets skip or drop.
+_RISKY = (r"^(?:[\t\r]|[\x00-\x20\x7f-\x{a0}\x{ad}\x{1680}\x{180e}\x{2000}-\x{200f}"
+          r"\x{2028}-\x{202f}\x{205f}-\x{206f}\x{3000}\x{feff}\x{fffe}\x{ffff}]*[=+\-@])")
+#: The UTF-8 byte-order mark: Excel reads a CSV file without one as the local code page.
+BOM = b"\xef\xbb\xbf"
 DISCLAIMER = ("b12screen supports, and does not replace, clinical judgement: treatment is "
               "based on symptoms, not on biomarkers alone, and up to half of patients need "
               "individualised injection schedules.")
@@ -161,21 +169,23 @@ def write_rejected(rejected: pd.DataFrame, folder: Path,
 
 
 def neutralise(frame: pd.DataFrame) -> pd.DataFrame:
-    """OWASP CSV-injection advice: text cells starting = + - @ tab CR get a leading '.
+    """OWASP CSV-injection advice: a text cell starting = + - @ tab CR, or = + - @ behind
+    leading control characters or spaces (``\\x00=1+1``, ``  =cmd``), gets a leading '.
 
     Each text column is first screened on the first byte of its cells, and only a column
-    with a risky cell is rewritten: checking and copying every cell of big worklists was slow.
+    with a possibly risky cell is matched and rewritten: checking and copying every cell of
+    big worklists was slow.
     """
     out = frame.copy(deep=False)  # copy-on-write: replacing a column leaves frame alone
     for column in out.columns:
         series = out[column]
         if _is_text(series.dtype):
-            text = series.astype("str")
+            text = as_text(series)
             if not _may_be_risky(text):
                 continue
-            risky = text.str.startswith(_DANGEROUS).fillna(False)
-            if risky.any():
-                out[column] = text.mask(risky, "'" + text)
+            risky = pc.fill_null(pc.match_substring_regex(pa.array(text.array), _RISKY), False)
+            if pc.any(risky).as_py():
+                out[column] = text.mask(np.asarray(risky), "'" + text)
     return out
 
 
@@ -187,20 +197,23 @@ def _is_text(dtype: object) -> bool:
     return isinstance(dtype, pd.StringDtype) or pd.api.types.is_object_dtype(dtype)
 
 
-#: Bytes a risky cell starts with; all ASCII, so never a byte inside a UTF-8 character.
-_RISKY_BYTE = np.isin(np.arange(256), [ord(c) for c in _DANGEROUS])
+#: Bytes a risky cell may start with: = + - @, any control or space byte, and the lead bytes
+#: of the Unicode spaces and marks in _RISKY (C2, E1, E2, E3, EF); never a continuation byte.
+_RISKY_BYTE = np.isin(np.arange(256), [*(ord(c) for c in _DANGEROUS), *range(0x21), 0x7F,
+                                       0xC2, 0xE1, 0xE2, 0xE3, 0xEF])
 
 
 def _may_be_risky(text: pd.Series) -> bool:
-    """False only if no cell of the text column starts with a risky character (from each
-    cell's first byte; True also when unsure)."""
+    """False only if no cell of the text column can be risky (from each cell's first byte;
+    True also when unsure)."""
     edges = cell_edges(pa.array(text.array))
     return edges is None or bool(_RISKY_BYTE[edges[0]].any())
 
 
-def write_csv(frame: pd.DataFrame, path: Path) -> None:
-    """Plain UTF-8 (no BOM, so csv readers see clean header names; Excel users have
-    worklists.xlsx); dates as ISO text; cells neutralised.
+def write_csv(frame: pd.DataFrame, path: Path, *, bom: bool = False) -> None:
+    """UTF-8, with a byte-order mark if ``bom`` (worklists, which lab managers open in Excel:
+    without it Excel shows µg as Âµg); plain otherwise, so that data tools read clean header
+    names. Dates as ISO text; cells neutralised.
 
     Written by Arrow's C++ CSV writer: pandas' writer dominated large runs.
     """
@@ -218,19 +231,29 @@ def write_csv(frame: pd.DataFrame, path: Path) -> None:
             else:
                 arrays.append(pc.strftime(stamps, "%Y-%m-%dT%H:%M:%S"))
         elif column.dtype == "str" or column.dtype == object:
-            arrays.append(pa.array(column.astype("str"), pa.string(), from_pandas=True))
+            arrays.append(pa.array(as_text(column), pa.string(), from_pandas=True))
         else:
-            arrays.append(pa.array(column, from_pandas=True))
+            try:
+                arrays.append(pa.array(column, from_pandas=True))
+            except UnicodeEncodeError:  # Python text UTF-8 cannot hold (lone surrogates)
+                arrays.append(pa.array(as_text(column), pa.string(), from_pandas=True))
         names.append(str(name))
     table = pa.Table.from_arrays(arrays, names=names) if arrays else pa.table({})
     with pa.OSFile(str(path), "wb") as sink:  # Arrow's own file: no copy through Python
+        if bom:
+            sink.write(BOM)
         pacsv.write_csv(table, sink, write_options=pacsv.WriteOptions(quoting_style="needed"))
 
 
-def write_xlsx(sheets: dict[str, pd.DataFrame], path: Path) -> list[str]:
-    """One sheet per list, neutralised; long lists continue on further sheets."""
+def write_xlsx(sheets: dict[str, pd.DataFrame], path: Path,
+               as_of: date | None = None) -> list[str]:
+    """One sheet per list, neutralised; long lists continue on further sheets. Each printed
+    page is headed by its list's name and the run's as-of date, so a printed page says
+    which list and which month it belongs to."""
     return write_workbook({name: neutralise(frame) for name, frame in sheets.items()}, path,
-                          footer=DISCLAIMER[:200])
+                          footer=DISCLAIMER[:200],
+                          titles={name: f"b12screen worklist: {name}" for name in sheets},
+                          subtitle=f"As of {as_of:%Y-%m-%d}" if as_of else "")
 
 
 def write_json(data: dict[str, Any], path: Path) -> None:

@@ -7,16 +7,24 @@ kernels (adjacent low-cardinality columns are fused, built once per combination)
 then assembled by one take per slice of rows from all of a sheet's pieces of XML (its data
 buffer is the slice's XML), built on a helper thread while the slice before is compressed,
 and streamed into the zip. Repeated text goes to a shared-strings table, mostly-unique text (ids)
-is written inline; text is never a formula, numbers are numbers, booleans are booleans, dates
-are ISO text so they sort and read the same everywhere. Cells carry no r="B17" reference (it
-is optional; a cell's column is its place in the row), so a missing value is an empty <c/>.
-Each sheet prints landscape with the clinical-judgement statement in its footer. The output
-is deterministic: the same frames give a byte-identical file.
+is written inline; text is never a formula, numbers are numbers, flags are booleans shown as
+TRUE/FALSE, dates are date serials with a yyyy-mm-dd format. Text XML 1.0 cannot hold (control
+characters, U+FFFE, U+FFFF) is replaced by U+FFFD, so no value can make the file invalid, and
+text that Excel would read as an ``_xHHHH_`` escape is escaped itself. Cells carry no r="B17"
+reference (it is optional; a cell's column is its place in the row), so a missing value is an
+empty <c/>.
+
+Each sheet is laid out to be printed and worked down: columns as wide as their content (long
+text wraps within a capped width), a frozen header row that repeats on every printed page and
+carries an autofilter, landscape pages fitted to one page wide, the sheet's title and the run's
+date in the page header and the clinical-judgement statement in its footer. The output is
+deterministic: the same frames give a byte-identical file.
 """
 
 from __future__ import annotations
 
 import itertools
+import re
 import zipfile
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -30,14 +38,29 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 MAX_ROWS = 1_048_576
-_ILLEGAL_XML = r"[\x00-\x08\x0b\x0c\x0e-\x1f]"
+#: Characters XML 1.0 cannot hold (RE2 syntax; lone surrogates never reach Arrow's UTF-8, see
+#: ``as_text``), each shown as U+FFFD so the reader sees that something was there.
+_ILLEGAL_XML = r"[\x00-\x08\x0b\x0c\x0e-\x1f\x{FFFE}\x{FFFF}]"
+_ILLEGAL_PY = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff\ud800-\udfff]")
+_REPLACEMENT = "\ufffd"
 _ILLEGAL_BYTE = np.zeros(256, dtype=bool)
 _ILLEGAL_BYTE[[*range(0x09), 0x0B, 0x0C, *range(0x0E, 0x20)]] = True
+#: Literal text Excel would decode as an escaped character: its underscore is escaped itself.
+_EXCEL_ESCAPE = r"_(x[0-9A-Fa-f]{4}_)"
 _ESCAPES = (("&", "&amp;"), ("<", "&lt;"), (">", "&gt;"))
 _CHUNK_BYTES = 1 << 25  # XML assembled at a time (bounds memory; not visible in the output)
 _FUSED, _FUSED_BYTES = 1 << 12, 1 << 22  # limits on the distinct rows of fused columns
 _ZIP_DATE = (1980, 1, 1, 0, 0, 0)  # fixed member timestamps: reruns are byte-identical
 _EMPTY = "<c/>"  # a missing value: an empty cell, so later cells keep their columns
+#: Column widths in characters: text longer than _WRAP_CHARS wraps in a column that wide; a
+#: header counts up to _HEADER_CHARS (longer ones wrap) plus room for the filter button.
+_WRAP_CHARS, _HEADER_CHARS, _MIN_CHARS = 40, 14, 5
+#: Cell styles (cellXfs): 0 plain, 1 header, 2 wrapped text, 3 date, 4 flag, 5 date and time.
+_WRAP, _DATE, _FLAG, _DATETIME = 2, 3, 4, 5
+#: Date serials count days from 1899-12-30; before 1900-03-01 Excel's calendar is off by one
+#: (its phantom 29 February 1900), so such dates are written as ISO text.
+_EPOCH_DAYS, _FIRST_SERIAL = 25569, 61
+_DAY_US = 86_400_000_000
 
 _CONTENT_TYPES = (
     '<?xml version="1.0" encoding="UTF-8" standalone="yes"?>\n'
@@ -61,7 +84,7 @@ _WORKBOOK = (
     '<?xml version="1.0" encoding="UTF-8" standalone="yes"?>\n'
     '<workbook xmlns="http://schemas.openxmlformats.org/spreadsheetml/2006/main" '
     'xmlns:r="http://schemas.openxmlformats.org/officeDocument/2006/relationships">'
-    '<sheets>{sheets}</sheets></workbook>')
+    '<sheets>{sheets}</sheets><definedNames>{names}</definedNames></workbook>')
 _WORKBOOK_RELS = (
     '<?xml version="1.0" encoding="UTF-8" standalone="yes"?>\n'
     '<Relationships xmlns="http://schemas.openxmlformats.org/package/2006/relationships">'
@@ -70,18 +93,34 @@ _WORKBOOK_RELS = (
     '</Relationships>')
 _STRINGS_REL = ('<Relationship Id="rIdStrings" Type="http://schemas.openxmlformats.org/'
                 'officeDocument/2006/relationships/sharedStrings" Target="sharedStrings.xml"/>')
+_TOP = '<alignment vertical="top"/>'
+_TOP_WRAP = '<alignment vertical="top" wrapText="1"/>'
 _STYLES = (
     '<?xml version="1.0" encoding="UTF-8" standalone="yes"?>\n'
     '<styleSheet xmlns="http://schemas.openxmlformats.org/spreadsheetml/2006/main">'
+    '<numFmts count="3"><numFmt numFmtId="164" formatCode="yyyy-mm-dd"/>'
+    '<numFmt numFmtId="165" formatCode="&quot;TRUE&quot;;&quot;TRUE&quot;;&quot;FALSE&quot;"/>'
+    '<numFmt numFmtId="166" formatCode="yyyy-mm-dd hh:mm"/></numFmts>'
     '<fonts count="2"><font><sz val="11"/><name val="Calibri"/></font>'
     '<font><b/><sz val="11"/><name val="Calibri"/></font></fonts>'
     '<fills count="2"><fill><patternFill patternType="none"/></fill>'
     '<fill><patternFill patternType="gray125"/></fill></fills>'
     '<borders count="1"><border><left/><right/><top/><bottom/><diagonal/></border></borders>'
     '<cellStyleXfs count="1"><xf numFmtId="0" fontId="0" fillId="0" borderId="0"/>'
-    '</cellStyleXfs><cellXfs count="2"><xf numFmtId="0" fontId="0" fillId="0" borderId="0" '
-    'xfId="0"/><xf numFmtId="0" fontId="1" fillId="0" borderId="0" xfId="0" '
-    'applyFont="1"/></cellXfs><cellStyles count="1"><cellStyle name="Normal" xfId="0" '
+    '</cellStyleXfs><cellXfs count="6">'
+    # every cell is top-aligned, so a row with a wrapped cell still reads along its top line
+    f'<xf numFmtId="0" fontId="0" fillId="0" borderId="0" xfId="0" applyAlignment="1">{_TOP}</xf>'
+    '<xf numFmtId="0" fontId="1" fillId="0" borderId="0" xfId="0" applyFont="1" '
+    f'applyAlignment="1">{_TOP_WRAP}</xf>'
+    '<xf numFmtId="0" fontId="0" fillId="0" borderId="0" xfId="0" '
+    f'applyAlignment="1">{_TOP_WRAP}</xf>'
+    '<xf numFmtId="164" fontId="0" fillId="0" borderId="0" xfId="0" applyNumberFormat="1" '
+    f'applyAlignment="1">{_TOP}</xf>'
+    '<xf numFmtId="165" fontId="0" fillId="0" borderId="0" xfId="0" applyNumberFormat="1" '
+    f'applyAlignment="1">{_TOP}</xf>'
+    '<xf numFmtId="166" fontId="0" fillId="0" borderId="0" xfId="0" applyNumberFormat="1" '
+    f'applyAlignment="1">{_TOP}</xf>'
+    '</cellXfs><cellStyles count="1"><cellStyle name="Normal" xfId="0" '
     'builtinId="0"/></cellStyles></styleSheet>')
 _STRINGS_HEAD = (
     '<?xml version="1.0" encoding="UTF-8" standalone="yes"?>\n'
@@ -90,12 +129,21 @@ _STRINGS_HEAD = (
 _SHEET_HEAD = (
     '<?xml version="1.0" encoding="UTF-8" standalone="yes"?>\n'
     '<worksheet xmlns="http://schemas.openxmlformats.org/spreadsheetml/2006/main">'
+    '<sheetPr><pageSetUpPr fitToPage="1"/></sheetPr>'
     '<dimension ref="A1:{last}"/><sheetViews><sheetView workbookViewId="0">'
     '<pane ySplit="1" topLeftCell="A2" '
-    'activePane="bottomLeft" state="frozen"/></sheetView></sheetViews><sheetData>')
-_SHEET_TAIL = ('</sheetData><pageMargins left="0.4" right="0.4" top="0.5" bottom="0.6" '
-               'header="0.3" footer="0.3"/><pageSetup orientation="landscape" paperSize="9"/>'
-               '<headerFooter><oddFooter>{footer}</oddFooter></headerFooter></worksheet>')
+    'activePane="bottomLeft" state="frozen"/></sheetView></sheetViews><cols>{cols}</cols>'
+    '<sheetData>')
+_SHEET_TAIL = ('</sheetData><autoFilter ref="A1:{last}"/><printOptions gridLines="1"/>'
+               '<pageMargins left="0.4" right="0.4" top="0.6" bottom="0.6" '
+               'header="0.3" footer="0.3"/><pageSetup orientation="landscape" paperSize="9" '
+               'fitToWidth="1" fitToHeight="0"/><headerFooter><oddHeader>{header}</oddHeader>'
+               '<oddFooter>{footer}</oddFooter></headerFooter></worksheet>')
+#: Page header and footer (Excel's codes: &L &C &R sections, &P page, &N pages, && an &).
+_PAGE_HEADER = '&L&"-,Bold"{title}&C{subtitle}&RPage &P of &N'
+_PAGE_FOOTER = "&L&8{footer}"
+
+
 def _column_letter(i: int) -> str:
     letters = ""
     i += 1
@@ -128,13 +176,37 @@ def _longest(cells: pa.Array) -> int:
     return int(pc.max(pc.binary_length(cells)).as_py() or 0) if len(cells) else 0
 
 
+def as_text(values: pd.Series) -> pd.Series:
+    """A column as Arrow-backed text. Python text can hold what UTF-8 cannot (a lone
+    surrogate, say from a hand-made frame): that becomes U+FFFD, cleaned per distinct value,
+    rather than stopping a writer half-way through a file."""
+    try:
+        return values.astype("str")
+    except UnicodeEncodeError:
+        codes, uniques = pd.factorize(values)
+        cleaned = [_ILLEGAL_PY.sub(_REPLACEMENT, str(u)) for u in uniques]  # distinct only
+        return pd.Series(pd.array(cleaned, dtype="str").take(codes, allow_fill=True),
+                         index=values.index, dtype="str")
+
+
+def xml_text(text: str) -> str:
+    """One short text (a header, a sheet title) as XML character data."""
+    return escape(re.sub(_EXCEL_ESCAPE, r"_x005F_\1", _ILLEGAL_PY.sub(_REPLACEMENT, text)))
+
+
 def _clean_text(text: pa.Array) -> pa.Array:
-    """Illegal XML control characters removed and & < > escaped (each pass only if needed)."""
+    """Text XML 1.0 cannot hold replaced by U+FFFD, literal ``_xHHHH_`` escaped as Excel
+    does, and & < > escaped: each pass only if a byte says it may be needed."""
     data = np.frombuffer(_data(text), dtype=np.uint8)
     control = data[data < 0x20]
-    if control.size and _ILLEGAL_BYTE[control].any():
-        text = pc.replace_substring_regex(text, _ILLEGAL_XML, "")
+    lead = np.flatnonzero(data[:-2] == 0xEF)  # U+FFFE and U+FFFF are EF BF BE and EF BF BF
+    if ((control.size and _ILLEGAL_BYTE[control].any())
+            or ((data[lead + 1] == 0xBF) & (data[lead + 2] >= 0xBE)).any()):
+        text = pc.replace_substring_regex(text, _ILLEGAL_XML, _REPLACEMENT)
         data = np.frombuffer(_data(text), dtype=np.uint8)
+    under = np.flatnonzero(data[:-1] == ord("_"))
+    if (data[under + 1] == ord("x")).any():
+        text = pc.replace_substring_regex(text, _EXCEL_ESCAPE, r"_x005F_\1")
     for old, new in _ESCAPES:
         if (data == ord(old)).any():
             text = pc.replace_substring(text, old, new)
@@ -150,15 +222,23 @@ class _Column:
     Mostly-unique text with many distinct values (ids, reasons) keeps its bare escaped text
     in ``cells`` and ``present`` says which values are not empty: the inline-string XML
     around each value is added as separate pieces while the rows are assembled, rather than
-    copying every value once more into its own cell XML."""
+    copying every value once more into its own cell XML. ``chars`` is the longest value in
+    characters, and ``wrap`` says the text is longer than a column is wide, so it wraps."""
 
     codes: pa.Array
     cells: pa.Array | None = None
     text: pa.Array | None = None
     present: np.ndarray | None = None
+    chars: int = 0
+    wrap: bool = False
 
 
-_INLINE = ('<c t="inlineStr"><is><t xml:space="preserve">', "</t></is></c>")
+def _inline(wrap: bool) -> tuple[str, str]:
+    style = f' s="{_WRAP}"' if wrap else ""
+    return f'<c t="inlineStr"{style}><is><t xml:space="preserve">', "</t></is></c>"
+
+
+_INLINE = _inline(False)
 #: Inline text with more distinct values than this is wrapped as the rows are assembled
 #: (never fused, as fusing stops at the same size); fewer get their cell XML built once.
 _WRAP_ABOVE = _FUSED
@@ -174,32 +254,53 @@ def _encode(values: pd.Series) -> _Column:
     elif pd.api.types.is_datetime64_any_dtype(dtype):
         array = pa.array(values.astype("datetime64[us]"), pa.timestamp("us"), from_pandas=True)
     else:  # large_string: no copy of Arrow-backed text
-        array = pa.array(values.astype("str"), pa.large_string(), from_pandas=True)
+        array = pa.array(as_text(values), pa.large_string(), from_pandas=True)
     encoded = pc.dictionary_encode(_single(array), null_encoding="encode")
     codes, distinct = encoded.indices.cast(pa.int32()), encoded.dictionary
     if pa.types.is_large_string(distinct.type):
         distinct = distinct.cast(pa.string())
     if pa.types.is_boolean(distinct.type):
         flag = pc.if_else(pc.fill_null(distinct, False), "1", "0")
-        return _Column(codes, cells=pc.if_else(
-            pc.is_valid(distinct), _join('<c t="b"><v>', flag, "</v></c>"), _EMPTY))
+        return _Column(codes, chars=5, cells=pc.if_else(
+            pc.is_valid(distinct), _join(f'<c t="b" s="{_FLAG}"><v>', flag, "</v></c>"),
+            _EMPTY))
     if pa.types.is_floating(distinct.type):
         finite = pc.fill_null(pc.is_finite(distinct), False)
         number = pc.fill_null(pc.cast(pc.fill_null(distinct, 0.0), pa.string()), "")
-        return _Column(codes, cells=pc.if_else(finite, _join("<c><v>", number, "</v></c>"),
-                                                _EMPTY))
+        return _Column(codes, chars=_longest(pc.if_else(finite, number, "")),
+                       cells=pc.if_else(finite, _join("<c><v>", number, "</v></c>"), _EMPTY))
     if pa.types.is_timestamp(distinct.type):
-        distinct = pc.strftime(distinct, "%Y-%m-%d")
+        return _dates(codes, distinct)
     bare = _clean_text(pc.fill_null(distinct, ""))  # '' where missing
     present = pc.and_(pc.is_valid(distinct), pc.not_equal(pc.fill_null(distinct, ""), ""))
+    chars = int(pc.max(pc.utf8_length(distinct)).as_py() or 0) if len(distinct) else 0
+    wrap = chars > _WRAP_CHARS
+    opening, closing = _inline(wrap)
     if 2 * len(distinct) > len(codes) and _data(bare).nbytes < _CHUNK_BYTES << 4:
         # mostly unique (ids): written in the cells, as sharing would save nothing
         if len(distinct) > _WRAP_ABOVE:  # wrapped as the rows are assembled
-            return _Column(codes, cells=bare,
-                           present=present.to_numpy(zero_copy_only=False))
-        return _Column(codes, cells=pc.if_else(present, _join(*_INLINE[:1], bare, _INLINE[1]),
-                                                _EMPTY))
-    return _Column(codes, text=pc.if_else(present, bare, None))
+            return _Column(codes, cells=bare, present=present.to_numpy(zero_copy_only=False),
+                           chars=chars, wrap=wrap)
+        return _Column(codes, cells=pc.if_else(present, _join(opening, bare, closing), _EMPTY),
+                       chars=chars, wrap=wrap)
+    return _Column(codes, text=pc.if_else(present, bare, None), chars=chars, wrap=wrap)
+
+
+def _dates(codes: pa.Array, stamps: pa.Array) -> _Column:
+    """Timestamps as date serials, formatted yyyy-mm-dd (with hh:mm if any has a time), so
+    they sort, filter and print as dates; dates before 1900-03-01 as ISO text."""
+    micros = pc.fill_null(stamps.cast(pa.int64()), 0).to_numpy(zero_copy_only=False)
+    days, rest = np.divmod(micros, _DAY_US)
+    timed = bool(rest[np.asarray(pc.is_valid(stamps))].any())
+    serial = days + _EPOCH_DAYS + (rest / _DAY_US if timed else 0)
+    number = pc.cast(pa.array(serial), pa.string())
+    style = _DATETIME if timed else _DATE
+    iso = pc.strftime(stamps, "%Y-%m-%d %H:%M" if timed else "%Y-%m-%d")
+    cells = pc.if_else(pa.array(serial >= _FIRST_SERIAL),
+                       _join(f'<c s="{style}"><v>', number, "</v></c>"),
+                       _join(*_INLINE[:1], iso, _INLINE[1]))
+    return _Column(codes, cells=pc.fill_null(pc.if_else(pc.is_valid(stamps), cells, None),
+                                             _EMPTY), chars=16 if timed else 10)
 
 
 def _shared_strings(columns: list[_Column]) -> tuple[pa.Array, int]:
@@ -216,7 +317,8 @@ def _shared_strings(columns: list[_Column]) -> tuple[pa.Array, int]:
             continue
         ids = encoded.indices.slice(start, len(column.text))
         start += len(column.text)
-        column.cells = pc.fill_null(_join('<c t="s"><v>', pc.cast(ids, pa.string()),
+        style = f' s="{_WRAP}"' if column.wrap else ""
+        column.cells = pc.fill_null(_join(f'<c t="s"{style}><v>', pc.cast(ids, pa.string()),
                                           "</v></c>"), _EMPTY)
         used = np.bincount(column.codes.to_numpy(), minlength=len(ids))
         count += int(used[pc.is_valid(ids).to_numpy(zero_copy_only=False)].sum())
@@ -271,23 +373,52 @@ def _strings_xml(strings: pa.Array, count: int) -> tuple[Iterator[bytes | memory
     return parts(), len(head) + int(ends[-1]) + item * len(strings) + len("</sst>")
 
 
+@dataclass
+class _Page:
+    """How a sheet prints: its columns' widths (characters) and its page header and footer
+    (Excel's header codes)."""
+
+    widths: list[float]
+    header: str
+    footer: str
+
+
+def _width(name: str, column: _Column) -> float:
+    """A column as wide as its longest value (long text wraps at _WRAP_CHARS) or its header
+    (up to _HEADER_CHARS, with room for the filter button), whichever is wider."""
+    return float(max(_MIN_CHARS, min(column.chars, _WRAP_CHARS) + 1,
+                     min(len(name), _HEADER_CHARS) + 3))
+
+
+def _header_code(text: str) -> str:
+    """Plain text inside an Excel header or footer, where & starts a code."""
+    return text.replace("&", "&&")
+
+
 def _sheet_xml(names: list[str], groups: list[_Column], start: int, stop: int,
-               footer: str) -> tuple[Iterator[bytes | memoryview], int]:
+               page: _Page) -> tuple[Iterator[bytes | memoryview], int]:
     """The sheet's XML for rows start:stop of the frame, built a slice of rows at a time,
     and a bound on its size."""
     n = stop - start
     header = "".join(
-        f'<c r="{_column_letter(i)}1" t="inlineStr" s="1"><is><t>{escape(str(c))}</t></is></c>'
-        for i, c in enumerate(names))
+        f'<c r="{_column_letter(i)}1" t="inlineStr" s="1"><is><t>{xml_text(str(c))}</t></is>'
+        '</c>' for i, c in enumerate(names))
     last = f"{_column_letter(max(len(names), 1) - 1)}{n + 1}"
-    head = (_SHEET_HEAD.format(last=last) + f'<row r="1">{header}</row>').encode("utf-8")
-    tail = _SHEET_TAIL.format(footer=escape(footer)).encode("utf-8")
+    cols = "".join(f'<col min="{i + 1}" max="{i + 1}" width="{w:g}" customWidth="1"/>'
+                   for i, w in enumerate(page.widths))
+    head = (_SHEET_HEAD.format(last=last, cols=cols) + f'<row r="1">{header}</row>'
+            ).encode("utf-8")
+    tail = _SHEET_TAIL.format(last=last, header=xml_text(page.header),
+                              footer=xml_text(page.footer)).encode("utf-8")
+    if not cols:  # <cols> may not be empty
+        head = head.replace(b"<cols></cols>", b"")
     row = len('<row r=""></row>') + len(str(n + 1)) + sum(_widest(g) for g in groups)
     step = max(1, _CHUNK_BYTES // row)
     numbers = pc.cast(pa.array(np.arange(2, n + 2)), pa.string())
-    fixed = pa.array(["</row>", *_INLINE, _EMPTY, ""], pa.string())  # pieces of every sheet
+    fixed = pa.array(["</row>", *_INLINE, _EMPTY, "", _inline(True)[0]],
+                     pa.string())  # pieces of every sheet
     pieces, bases = _pieces([fixed, _join('<row r="', numbers, '">'), *(g.cells for g in groups)])
-    close, opening, closing, empty, blank = range(len(fixed))
+    close, plain, closing, empty, blank, wrapped = range(len(fixed))
     kind = np.int32 if len(pieces) < 2**31 else np.int64
     width = 2 + sum(1 if g.present is None else 3 for g in groups)
 
@@ -305,7 +436,7 @@ def _sheet_xml(names: list[str], groups: list[_Column], start: int, stop: int,
                     j += 1
                     continue
                 shown = g.present[codes]  # inline text: <c .../> around it, or <c/>
-                at[:, j] = np.where(shown, opening, empty)
+                at[:, j] = np.where(shown, wrapped if g.wrap else plain, empty)
                 at[:, j + 1] = codes + base
                 at[:, j + 2] = np.where(shown, closing, blank)
                 j += 3
@@ -322,7 +453,8 @@ def _widest(group: _Column) -> int:
     if group.present is None:
         return _longest(group.cells)
     shown = pc.binary_length(group.cells).to_numpy(zero_copy_only=False)[group.present]
-    wrapped = len(_INLINE[0]) + len(_INLINE[1]) + int(shown.max()) if shown.size else 0
+    wrapped = (len(_inline(group.wrap)[0]) + len(_INLINE[1]) + int(shown.max())
+               if shown.size else 0)
     return max(wrapped, len(_EMPTY) if not group.present.all() else 0)
 
 
@@ -362,30 +494,44 @@ def _write(zf: zipfile.ZipFile, name: str, content: str | Iterator[bytes | memor
             out.write(part)
 
 
-def write_workbook(sheets: dict[str, pd.DataFrame], path: Path, footer: str = "") -> list[str]:
-    """Write one sheet per frame; a frame longer than a sheet continues on further sheets."""
+def write_workbook(sheets: dict[str, pd.DataFrame], path: Path, footer: str = "",
+                   titles: dict[str, str] | None = None, subtitle: str = "") -> list[str]:
+    """Write one sheet per frame; a frame longer than a sheet continues on further sheets.
+
+    Each printed page's header shows the sheet's title (``titles``, default its name), the
+    ``subtitle`` (say the run's date) and the page number; ``footer`` closes every page.
+    """
     notes: list[str] = []
     per_sheet = MAX_ROWS - 1
+    titles = titles or {}
     encoded = {name: [_encode(frame.iloc[:, i]) for i in range(frame.shape[1])]
                for name, frame in sheets.items()}
     strings, text_cells = _shared_strings([c for columns in encoded.values() for c in columns])
-    parts: list[tuple[str, list[str], list[_Column], int, int]] = []
+    parts: list[tuple[str, list[str], list[_Column], int, int, _Page]] = []
     for name, frame in sheets.items():
-        groups = _fuse(encoded.pop(name))
+        columns = encoded.pop(name)
+        page = _Page([_width(str(c), col) for c, col in zip(frame.columns, columns, strict=True)],
+                     _PAGE_HEADER.format(title=_header_code(titles.get(name, name)),
+                                         subtitle=_header_code(subtitle)),
+                     _PAGE_FOOTER.format(footer=_header_code(footer)))
+        groups = _fuse(columns)
         count = max(1, int(np.ceil(len(frame) / per_sheet)))
         if count > 1:
             notes.append(f"worklist {name} has {len(frame)} rows; split over {count} sheets")
         parts += [(name if k == 0 else f"{name} ({k + 1})", list(frame.columns), groups,
-                   k * per_sheet, min(len(frame), (k + 1) * per_sheet)) for k in range(count)]
+                   k * per_sheet, min(len(frame), (k + 1) * per_sheet), page)
+                  for k in range(count)]
     shared = len(strings) > 0
     with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=1) as zf:
         _write(zf, "[Content_Types].xml", _CONTENT_TYPES.format(
             strings=_STRINGS_TYPE if shared else "",
             sheets="".join(_SHEET_TYPE.format(n=i + 1) for i in range(len(parts)))))
         _write(zf, "_rels/.rels", _ROOT_RELS)
-        _write(zf, "xl/workbook.xml", _WORKBOOK.format(sheets="".join(
-            f'<sheet name="{escape(name[:31])}" sheetId="{i + 1}" r:id="rId{i + 1}"/>'
-            for i, (name, *_) in enumerate(parts))))
+        _write(zf, "xl/workbook.xml", _WORKBOOK.format(
+            sheets="".join(f'<sheet name="{xml_text(name[:31])}" sheetId="{i + 1}" '
+                           f'r:id="rId{i + 1}"/>' for i, (name, *_) in enumerate(parts)),
+            names=_defined_names([(name[:31], len(names), stop - start)
+                                  for name, names, _, start, stop, _ in parts])))
         _write(zf, "xl/_rels/workbook.xml.rels", _WORKBOOK_RELS.format(rels="".join(
             f'<Relationship Id="rId{i + 1}" Type="http://schemas.openxmlformats.org/'
             f'officeDocument/2006/relationships/worksheet" Target="worksheets/sheet{i + 1}.xml"/>'
@@ -393,7 +539,21 @@ def write_workbook(sheets: dict[str, pd.DataFrame], path: Path, footer: str = ""
         _write(zf, "xl/styles.xml", _STYLES)
         if shared:
             _write(zf, "xl/sharedStrings.xml", *_strings_xml(strings, text_cells))
-        for i, (_, names, groups, start, stop) in enumerate(parts):
+        for i, (_, names, groups, start, stop, page) in enumerate(parts):
             _write(zf, f"xl/worksheets/sheet{i + 1}.xml",
-                   *_sheet_xml(names, groups, start, stop, "&L&8" + footer))
+                   *_sheet_xml(names, groups, start, stop, page))
     return notes
+
+
+def _defined_names(sheets: list[tuple[str, int, int]]) -> str:
+    """Each sheet's header row printed on every page, and its autofilter's range (the name
+    Excel itself keeps for it), from (sheet name, columns, rows)."""
+    names = []
+    for i, (name, width, rows) in enumerate(sheets):
+        quoted = "'" + name.replace("'", "''") + "'"
+        last = f"${_column_letter(max(width, 1) - 1)}${rows + 1}"
+        names.append(f'<definedName name="_xlnm._FilterDatabase" localSheetId="{i}" '
+                     f'hidden="1">{xml_text(quoted)}!$A$1:{last}</definedName>'
+                     f'<definedName name="_xlnm.Print_Titles" localSheetId="{i}">'
+                     f'{xml_text(quoted)}!$1:$1</definedName>')
+    return "".join(names)

@@ -6,6 +6,9 @@ odd previous state)."""
 
 from __future__ import annotations
 
+import re
+from datetime import date
+from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +18,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pytest
 
+from pipeline.run import RunOptions, prepare, run_classification
 from pipeline.worklist_state import (
     LIST_NAMES,
     RESOLVED_COLUMNS,
@@ -23,14 +27,48 @@ from pipeline.worklist_state import (
     apply_state,
     read_state,
 )
-from pipeline.worklists import LISTS, PAEDIATRIC_NOTE, WORKLIST_COLUMNS, build_worklists
+from pipeline.worklists import (
+    LISTS,
+    MMA_ADD_ON,
+    MMA_NEW_SAMPLE,
+    PAEDIATRIC_NOTE,
+    build_worklists,
+    worklist_columns,
+)
 from pipeline.write import neutralise, write_csv
 
-RISKY = ("=", "+", "-", "@", "\t", "\r")
+#: A risky cell: tab or CR first, or = + - @ behind any control characters or spaces.
+RISKY = re.compile("[\t\r]|[\x00-\x20\x7f-\xa0\xad\u1680\u180e\u2000-\u200f\u2028-\u202f"
+                   "\u205f-\u206f\u3000\ufeff\ufffe\uffff]*[=+\\-@]")
 
 
-def reference_build(patients: pd.DataFrame) -> dict[str, pd.DataFrame]:
-    base = patients.assign(
+def _spelt(censor: object, value: float, unit: object) -> object:
+    """A result spelt from its harmonised value, as Arrow writes a float ('150', '0.25')."""
+    if pd.isna(value) or pd.isna(unit):
+        return np.nan
+    number = repr(float(value))
+    return f"{'' if pd.isna(censor) else censor}{number.removesuffix('.0')} {unit}"
+
+
+def reference_build(patients: pd.DataFrame, reported: pd.DataFrame | None = None,
+                    as_of: str | None = None, max_days: int = 7) -> dict[str, pd.DataFrame]:
+    """The lists the plain pandas way; ``reported`` (by patient row) gives index_result,
+    the rounded index_value, specimen_id and site_id when the results are known."""
+    if reported is None:
+        reported = pd.DataFrame({
+            "index_result": pd.Series([_spelt(c, v, u) for c, v, u in zip(
+                patients["index_censor"], patients["index_value"], patients["index_unit"],
+                strict=True)], index=patients.index, dtype="str"),
+            "index_value": patients["index_value"],
+            "specimen_id": pd.Series(np.nan, index=patients.index, dtype="str"),
+            "site_id": pd.Series(np.nan, index=patients.index, dtype="str")})
+    day = patients["index_collected_at"].dt.floor("D")
+    age = ((pd.Timestamp(as_of) - day).dt.days if as_of else
+           pd.Series(np.nan, index=patients.index)).astype("Int64")
+    possible = (age <= max_days).astype("boolean")
+    base = patients.drop(columns="index_value").assign(
+        **{c: reported[c] for c in reported.columns},
+        sample_age_days=age, mma_addon_possible=possible,
         index_date=patients["index_collected_at"].dt.floor("D"),
         last_b12_test_date=patients["last_b12_test_at"].dt.floor("D"),
         result_at=patients["index_collected_at"].fillna(patients["last_b12_test_at"]),
@@ -43,9 +81,48 @@ def reference_build(patients: pd.DataFrame) -> dict[str, pd.DataFrame]:
     lists = {}
     for name, (flag, action) in LISTS.items():
         rows = base[base[flag]].copy()
-        rows["suggested_action"] = action
-        lists[name] = rows[list(WORKLIST_COLUMNS)].reset_index(drop=True)
+        rows["suggested_action"] = pd.Series(action, index=rows.index, dtype="str")
+        if name == "mma":
+            known = rows["mma_addon_possible"]
+            rows.loc[known.fillna(False).astype(bool), "suggested_action"] = MMA_ADD_ON
+            rows.loc[(~known).fillna(False).astype(bool), "suggested_action"] = MMA_NEW_SAMPLE
+        lists[name] = rows[worklist_columns(name, patients)].reset_index(drop=True)
     return lists
+
+
+def reference_reported(patients: pd.DataFrame, results: pd.DataFrame) -> pd.DataFrame:
+    """Each patient's index test found among the results by a merge (first in result order),
+    shown as reported; its value rounded as reported (converted: one decimal)."""
+    keys = pd.DataFrame({"patient_id": patients["patient_id"].astype(str),
+                         "collected_at": patients["index_collected_at"],
+                         "analyte": patients["index_test"].astype(str),
+                         "value": patients["index_value"],
+                         "censor": patients["index_censor"].astype(str).replace("nan", ""),
+                         "pos": np.arange(len(patients))})
+    found = results.assign(patient_id=results["patient_id"].astype(str),
+                           analyte=results["analyte"].astype(str),
+                           censor=results["censor"].astype(str), row=np.arange(len(results)))
+    hit = keys.merge(found, on=["patient_id", "collected_at", "analyte", "value", "censor"])
+    hit = hit.sort_values(["pos", "row"]).drop_duplicates("pos").set_index("pos")
+    out = pd.DataFrame(index=np.arange(len(patients)))
+    out["index_result"] = pd.Series(np.nan, index=out.index, dtype="str")
+    out["index_value"] = patients["index_value"].to_numpy()
+    for column in ("specimen_id", "site_id"):
+        out[column] = pd.Series(np.nan, index=out.index, dtype="str")
+        out.loc[hit.index, column] = hit[column].astype(str).to_numpy()
+    for pos, row in hit.iterrows():  # a reference: one patient at a time, plainly
+        text = str(row["result_text"]).strip()
+        unit = str(row["source_unit"]).strip() or patients["index_unit"].iloc[pos]
+        out.loc[pos, "index_result"] = f"{text} {unit}"
+        number = float(re.sub(r"[^0-9.,]", "", text).replace(",", "."))
+        if not np.isclose(number, row["value"], rtol=1e-9, atol=0):
+            out.loc[pos, "index_value"] = float(Decimal(repr(row["value"])).quantize(
+                Decimal("0.1"), ROUND_HALF_UP))
+    spelt = [_spelt(c, v, u) for c, v, u in zip(
+        patients["index_censor"], patients["index_value"], patients["index_unit"], strict=True)]
+    missing = ~out.index.isin(hit.index)
+    out.loc[missing, "index_result"] = np.array(spelt, dtype=object)[missing]
+    return out.set_axis(patients.index)
 
 
 def _reference_sorted(frame: pd.DataFrame, by: list[str]) -> pd.DataFrame:
@@ -89,7 +166,8 @@ def reference_neutralise(frame: pd.DataFrame) -> pd.DataFrame:
         # every flavour of text: str, string, object, categorical of text
         if isinstance(kind, pd.StringDtype) or pd.api.types.is_object_dtype(kind):
             text = series.astype("str")
-            risky = text.str.startswith(RISKY).fillna(False)
+            risky = pd.Series([isinstance(t, str) and RISKY.match(t) is not None
+                               for t in text], index=text.index)
             if risky.any():
                 out[column] = text.mask(risky, "'" + text)
     return out
@@ -125,7 +203,8 @@ def assert_same(got: pd.DataFrame, want: pd.DataFrame) -> None:
 
 
 TEXT = np.array(["=HYPERLINK(1)", "+1", "-2", "@x", "\tt", "\rr", "ok", "", "Äb", "→x", None,
-                 '"q,"', "a\nb"], dtype=object)
+                 '"q,"', "a\nb", "\x00=1+1", "  =cmd", "\x01@SUM(1)", "\u00a0+1", " lead", "µg",
+                 "\ufeff-1", "\u2003@x", "a\uffffb"], dtype=object)
 
 
 def random_patients(seed: int, n: int = 3000, cohort_order: bool = True) -> pd.DataFrame:
@@ -152,7 +231,7 @@ def random_patients(seed: int, n: int = 3000, cohort_order: bool = True) -> pd.D
         "age_years": pd.array(np.where(pick(0.5), None, rng.integers(1, 99, n)), dtype="Int16"),
         "index_test": pd.array(np.array(["b12_total", "b12_active", None])[
             rng.integers(0, 3, n)], dtype="str"),
-        "index_value": rng.random(n) * 300,
+        "index_value": np.round(rng.random(n) * 300, 2),
         "index_unit": pd.array(np.where(pick(0.5), "ng/L", "pmol/L"), dtype="str"),
         "index_collected_at": at,
         "index_censor": pd.array(np.array(["", "<", None])[rng.integers(0, 3, n)], dtype="str"),
@@ -167,6 +246,11 @@ def random_patients(seed: int, n: int = 3000, cohort_order: bool = True) -> pd.D
     })
     for flag, _ in LISTS.values():
         frame[flag] = pick(0.3)
+    if seed % 2:  # the rev-2 columns, where the classified patients have them
+        frame["regimen_intent"] = pd.array(np.array(["treatment", "prevention", None])[
+            rng.integers(0, 3, n)], dtype="str")
+        frame["not_responding"] = pick(0.05)
+        frame["on_b12_combination"] = pick(0.05)
     frame.loc[pick(0.01), ["practice_id", "urgent_review"]] = [pd.NA, True]
     return frame
 
@@ -186,6 +270,32 @@ def test_build_worklists_matches_reference(seed: int, cohort_order: bool,
     assert list(got) == list(want)
     for name in want:
         assert_same(got[name], want[name])
+
+
+def test_build_worklists_with_as_of_dates_the_samples() -> None:
+    patients = random_patients(3)
+    got = build_worklists(patients, as_of=date(2026, 8, 1), mma_addon_max_days=10)
+    want = reference_build(patients, as_of="2026-08-01", max_days=10)
+    assert set(want["mma"]["suggested_action"]) == {LISTS["mma"][1], MMA_ADD_ON, MMA_NEW_SAMPLE}
+    for name in want:
+        assert_same(got[name], want[name])
+
+
+def test_build_worklists_from_classified_results(sample_extract: dict[str, Path]) -> None:
+    """A real run's patients and results: each index test found and shown as reported."""
+    state = prepare(RunOptions(labs=str(sample_extract["labs"]),
+                               patients=str(sample_extract["patients"]),
+                               medications=str(sample_extract["medications"])))
+    run_classification(state)
+    patients, results = state.classified.patients, state.classified.results
+    got = build_worklists(patients, results, as_of=state.as_of)
+    want = reference_build(patients, reference_reported(patients, results),
+                           as_of=state.as_of.isoformat())
+    for name in want:
+        assert_same(got[name], want[name])
+    shown = pd.concat(list(got.values()))
+    assert shown["index_result"].notna().sum() > 0
+    assert (shown["index_result"].notna() == shown["index_test"].notna()).all()
 
 
 def test_build_worklists_of_no_patients() -> None:
@@ -272,3 +382,6 @@ def test_csv_bytes_and_neutralised_cells_match_reference(tmp_path: Path, name: s
     reference_write_csv(frame, tmp_path / "reference.csv")
     assert (tmp_path / "fast.csv").read_bytes() == (tmp_path / "reference.csv").read_bytes()
     assert_same(frame, before)  # the input is left alone
+    write_csv(frame, tmp_path / "bom.csv", bom=True)  # the worklists' CSV, for Excel
+    assert (tmp_path / "bom.csv").read_bytes() == (b"\xef\xbb\xbf"
+                                                   + (tmp_path / "fast.csv").read_bytes())

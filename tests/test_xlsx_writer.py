@@ -1,12 +1,16 @@
-"""pipeline.xlsx.write_workbook read back with openpyxl: text (escaped, control characters
-removed, never a formula), numbers, booleans, ISO dates, empty cells for missing values that
-keep later cells in their columns, long frames split over sheets, byte-identical reruns."""
+"""pipeline.xlsx.write_workbook read back with openpyxl: text (escaped, characters XML cannot
+hold shown as U+FFFD, never a formula), numbers, booleans, real dates, empty cells for missing
+values that keep later cells in their columns, long frames split over sheets, byte-identical
+reruns; and the printed layout a lab manager works from (widths, repeated header, autofilter,
+fit to one page wide, wrapped long text, page header)."""
 
 from __future__ import annotations
 
 import zipfile
 import zlib
+from datetime import datetime
 from pathlib import Path
+from xml.etree import ElementTree
 
 import numpy as np
 import openpyxl
@@ -36,8 +40,8 @@ def _frame() -> pd.DataFrame:
     })
 
 
-EXPECTED_TEXT = ["a<b & c>d", None, None, "xyz", "  lead", "tab\tin", "é ü → ✓", "=1+1",
-                 "a<b & c>d", "same", "same", "last"]
+EXPECTED_TEXT = ["a<b & c>d", None, None, "x\ufffdy\ufffdz\ufffd", "  lead", "tab\tin",
+                 "é ü → ✓", "=1+1", "a<b & c>d", "same", "same", "last"]
 
 
 def _values(path: Path) -> dict[str, list[tuple]]:
@@ -62,7 +66,8 @@ def _check_rows(rows: list[tuple], frame: pd.DataFrame) -> None:
     assert list(flag) == list(frame["flag"])
     assert all(type(v) is bool for v in flag)
     assert list(maybe) == [None if pd.isna(v) else bool(v) for v in frame["maybe"]]
-    assert list(date) == [None if pd.isna(v) else v.strftime("%Y-%m-%d") for v in frame["date"]]
+    assert list(date) == [None if pd.isna(v) else v.to_pydatetime() for v in frame["date"]]
+    assert all(isinstance(v, datetime) for v in date if v is not None)
     assert list(mixed) == [None if v is None or v == "" else str(v) for v in frame["mixed"]]
     assert set(empty) == {None}
     assert list(after) == list(frame["after"])  # later columns did not shift
@@ -81,7 +86,7 @@ def test_round_trip_of_values(tmp_path: Path) -> None:
     ws = book["first"]
     assert ws.freeze_panes == "A2"
     assert ws.page_setup.orientation == "landscape"
-    assert ws.oddFooter.left.text == "a & <b>"
+    assert ws.oddFooter.left.text == "a && <b>"  # Excel's code for a printed "&"
     assert all(cell.font.b for cell in ws[1])
     assert not any(cell.font.b for cell in ws[2])
     assert all(cell.data_type != "f" for row in ws.iter_rows() for cell in row)
@@ -148,3 +153,88 @@ def test_no_columns_and_no_text(tmp_path: Path) -> None:
     sheets = _values(path)
     assert sheets["numbers"] == [("n",), (1,), (2,)]
     assert list(sheets) == ["numbers", "bare"]
+
+
+def _parse_every_part(path: Path) -> None:
+    """Every XML part of the workbook parses: what Excel refuses to open does not."""
+    with zipfile.ZipFile(path) as zf:
+        for name in zf.namelist():
+            ElementTree.fromstring(zf.read(name))
+
+
+def test_printed_layout(tmp_path: Path) -> None:
+    long = "hydroxocobalamin 1000 micrograms intramuscularly on alternate days " * 2
+    frame = pd.DataFrame({
+        "patient_id": pd.array([f"P{i:04d}" for i in range(30)], dtype="str"),
+        "index_date": pd.Series(pd.date_range("2025-11-01", periods=30), dtype="datetime64[us]"),
+        "suggested_action": pd.array(["Urgent clinical review"] * 30, dtype="str"),
+        "suggested_regimen": pd.array([long, "oral"] * 15, dtype="str"),
+        "urgent_review": [True, False] * 15,
+    })
+    path = tmp_path / "w.xlsx"
+    write_workbook({"urgent": frame}, path, footer="statement",
+                   titles={"urgent": "b12screen worklist: urgent"}, subtitle="As of 2026-10-31")
+    _parse_every_part(path)
+    book = openpyxl.load_workbook(path)
+    ws = book["urgent"]
+    widths = {c: ws.column_dimensions[c].width for c in "ABCDE"}
+    assert widths["A"] >= len("P0000") and widths["B"] >= len("2025-11-01")
+    assert widths["C"] >= len("Urgent clinical review")  # no "Urgent clin"
+    assert widths["D"] <= 45  # long text wraps in a capped column instead
+    assert ws["D2"].alignment.wrap_text and not ws["C2"].alignment.wrap_text
+    assert ws.print_title_rows == "$1:$1"
+    assert ws.auto_filter.ref == "A1:E31"
+    assert ws.freeze_panes == "A2"
+    assert ws.page_setup.orientation == "landscape"
+    assert ws.page_setup.fitToWidth == 1 and ws.page_setup.fitToHeight == 0
+    assert ws.sheet_properties.pageSetUpPr.fitToPage
+    assert "b12screen worklist: urgent" in ws.oddHeader.left.text
+    assert "As of 2026-10-31" in ws.oddHeader.center.text
+    assert ws.oddFooter.left.text == "statement"
+    assert ws["B2"].value == datetime(2025, 11, 1) and ws["B2"].is_date
+    assert ws["B2"].number_format == "yyyy-mm-dd"
+    assert ws["E2"].value is True and ws["E3"].value is False
+    assert ws["E2"].number_format == '"TRUE";"TRUE";"FALSE"'  # LibreOffice shows TRUE, not 1
+    book.close()
+
+
+def test_text_xml_cannot_hold_never_corrupts_the_file(tmp_path: Path) -> None:
+    nasty = ["a\uffffb", "c\ufffed", "\x00=1", "e\x07\x1bf", "tab\tnew\nline", "_x0041_",
+             "ok"]
+    frame = pd.DataFrame({"shared": pd.array(nasty * 3, dtype="str"),  # shared strings
+                          "unique": pd.array([f"{t}{i}" for i, t in enumerate(nasty * 3)],
+                                             dtype="str")})  # inline strings
+    path = tmp_path / "w.xlsx"
+    write_workbook({"s": frame}, path, titles={"s": "a\uffff & b"}, subtitle="\x00")
+    _parse_every_part(path)
+    rows = _values(path)["s"][1:]
+    shown = ["a\ufffdb", "c\ufffdd", "\ufffd=1", "e\ufffd\ufffdf", "tab\tnew\nline", "_x0041_",
+             "ok"]
+    assert [r[0] for r in rows] == shown * 3
+    # inline text: openpyxl does not decode Excel's escape there, so it reads it as written
+    inline = [t.replace("_x0041_", "_x005F_x0041_") for t in shown]
+    assert [r[1] for r in rows] == [f"{inline[i % 7]}{i}" for i in range(21)]
+    with zipfile.ZipFile(path) as zf:  # a literal _xHHHH_ is escaped, as Excel does
+        assert b"_x005F_x0041_" in zf.read("xl/sharedStrings.xml")
+
+
+def test_lone_surrogates_in_python_text_are_replaced(tmp_path: Path) -> None:
+    frame = pd.DataFrame({"t": pd.Series(["a\ud800b", "ok", None], dtype=object)})
+    path = tmp_path / "w.xlsx"
+    write_workbook({"s": frame}, path)
+    _parse_every_part(path)
+    assert _values(path)["s"][1:] == [("a\ufffdb",), ("ok",), (None,)]
+
+
+def test_old_dates_and_times_of_day(tmp_path: Path) -> None:
+    frame = pd.DataFrame({"at": pd.Series(pd.to_datetime(
+        ["2026-10-31 08:30", None, "1899-06-01 00:00"]), dtype="datetime64[us]")})
+    path = tmp_path / "w.xlsx"
+    write_workbook({"s": frame}, path)
+    book = openpyxl.load_workbook(path)
+    ws = book["s"]
+    assert ws["A2"].value == datetime(2026, 10, 31, 8, 30)
+    assert ws["A2"].number_format == "yyyy-mm-dd hh:mm"
+    assert ws["A3"].value is None
+    assert ws["A4"].value == "1899-06-01 00:00"  # before Excel's calendar: ISO text
+    book.close()
