@@ -125,12 +125,15 @@ def regimen(needs: pd.Series, status: pd.Series, age: pd.Series, neuro: pd.Serie
 
 
 def regimen_code(branch: pd.Series) -> tuple[pd.Series, pd.Series]:
-    """R9: (``regimen_code``, ``regimen_intent``) of each branch; NA where there is none."""
-    codes = np.array([REGIMEN_CODES.index(r.code) for r in REGIMENS])
-    intents = np.array([REGIMEN_INTENTS.index(r.intent) for r in REGIMENS])
-    b = branch.to_numpy()
-    return (words(np.where(b >= 0, codes[b], -1), REGIMEN_CODES, branch.index),
-            words(np.where(b >= 0, intents[b], -1), REGIMEN_INTENTS, branch.index))
+    """R9: (``regimen_code``, ``regimen_intent``) of each branch as categoricals (codes,
+    no text per row); missing where there is none."""
+    codes = np.array([REGIMEN_CODES.index(r.code) for r in REGIMENS] + [-1], dtype="int8")
+    intents = np.array([REGIMEN_INTENTS.index(r.intent) for r in REGIMENS] + [-1],
+                       dtype="int8")
+    b = branch.to_numpy()  # -1 (none) takes the last entry: missing
+    return tuple(pd.Series(pd.Categorical.from_codes(table[b], categories=categories),
+                           index=branch.index)
+                 for table, categories in ((codes, REGIMEN_CODES), (intents, REGIMEN_INTENTS)))
 
 
 def _names(value: object) -> set[str]:
