@@ -10,7 +10,8 @@ almost every part of a sentence takes few distinct values. So:
 
 * A sentence is *values* (index result and date, same-day results, MMA result and date,
   the R10 and R11 dates), each followed by *glue*: everything else, i.e. rule prefixes,
-  censors, units, bands, separators and the R8/R10/R12 word lists, plus the opening glue
+  censors, units, bands, separators, the R8/R10/R12 word lists and R9's regimen text
+  (a rules-profile value, so one per branch), plus the opening glue
   before the first value. The glue depends only on a row's *shape* (which clauses apply,
   and a few categorical codes), and rows share a few shapes.
 * Values are formatted once per distinct value with the same Arrow casts as always

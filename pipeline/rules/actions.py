@@ -47,6 +47,7 @@ REGIMENS = (
             "bariatric surgery"),
     Regimen("prevention", "diet", "prevention_diet", "{diet} diet"),
 )
+#: The first five branches treat a deficiency; the rest prevent one.
 TREATMENT_BRANCHES = 5
 #: R12's urgent limbs, in the order the reasons sentence names them.
 URGENT_LIMBS = ("neurological_symptoms", "pregnant", "untreated_too_long", "not_responding",
