@@ -295,7 +295,7 @@ def _header(data: bytes, delimiter: str, path: Path, kind: str) -> list[str]:
         ).to_pylist()[0]
     except (pa.ArrowInvalid, IndexError) as exc:
         raise UserError(f"{kind}: cannot read the header line of {path}") from exc
-    names = column_names([str(v) for v in row.values()])
+    names = column_names(["" if v is None else str(v) for v in row.values()])
     _check_duplicates(names, path, kind)
     return names
 
@@ -806,9 +806,9 @@ def _check_required(kind: str, spec: InputSpec, found: list[str], where: str) ->
             missing.append(sources[0] if len(sources) == 1 else " or ".join(sources))
     own = [c for c in CANONICAL_COLUMNS[kind] if c not in SHARED_KEYS]
     if not any(has(c) for c in own):
-        for other, required in REQUIRED_COLUMNS.items():
-            theirs = [c for c in required if c not in SHARED_KEYS]
-            if other != kind and theirs and all(c.lower() in lower for c in theirs):
+        for other in REQUIRED_COLUMNS:
+            theirs = [c for c in _signature(other) if c.lower() in lower]
+            if other != kind and len(theirs) >= _signature_size(other):
                 raise UserError(f"{kind}: {where} looks like a {other} file (it has "
                                 f"{', '.join(theirs)}), not {kind}; give it as the "
                                 f"{other} input" + ("" if other == "labs" else
@@ -822,6 +822,20 @@ def _check_required(kind: str, spec: InputSpec, found: list[str], where: str) ->
     shown = ", ".join(found) if found else "(none)"
     raise UserError(f"{kind}: required column {', '.join(missing)} missing in {where};"
                     f" columns found: {shown}")
+
+
+def _signature(kind: str) -> list[str]:
+    """The columns that say a file is of ``kind``: its required columns besides the shared
+    keys, or, for patients (whose only required column is the shared id), its attributes."""
+    required = [c for c in REQUIRED_COLUMNS[kind] if c not in SHARED_KEYS]
+    return required or [c for c in CANONICAL_COLUMNS[kind] if c not in SHARED_KEYS]
+
+
+def _signature_size(kind: str) -> int:
+    """How many signature columns a file needs to look like ``kind``: all required ones, or
+    two of the patients' attributes."""
+    required = [c for c in REQUIRED_COLUMNS[kind] if c not in SHARED_KEYS]
+    return len(required) or 2
 
 
 _DATA_LIKE = re.compile(r"^[<>=\s]*[+-]?\d|^[A-Za-z]{0,4}\d{3,}")
