@@ -47,7 +47,9 @@ _ILLEGAL_BYTE = np.zeros(256, dtype=bool)
 _ILLEGAL_BYTE[[*range(0x09), 0x0B, 0x0C, *range(0x0E, 0x20)]] = True
 #: Literal text Excel would decode as an escaped character: its underscore is escaped itself.
 _EXCEL_ESCAPE = r"_(x[0-9A-Fa-f]{4}_)"
-_ESCAPES = (("&", "&amp;"), ("<", "&lt;"), (">", "&gt;"))
+#: & < > escaped; a carriage return as a character reference, which XML parsers keep (a
+#: literal one they read as a line feed).
+_ESCAPES = (("&", "&amp;"), ("<", "&lt;"), (">", "&gt;"), ("\r", "&#13;"))
 _CHUNK_BYTES = 1 << 25  # XML assembled at a time (bounds memory; not visible in the output)
 _FUSED, _FUSED_BYTES = 1 << 12, 1 << 22  # limits on the distinct rows of fused columns
 _ZIP_DATE = (1980, 1, 1, 0, 0, 0)  # fixed member timestamps: reruns are byte-identical
@@ -140,7 +142,7 @@ _SHEET_TAIL = ('</sheetData><autoFilter ref="A1:{last}"/><printOptions gridLines
                'fitToWidth="1" fitToHeight="0"/><headerFooter><oddHeader>{header}</oddHeader>'
                '<oddFooter>{footer}</oddFooter></headerFooter></worksheet>')
 #: Page header and footer (Excel's codes: &L &C &R sections, &P page, &N pages, && an &).
-_PAGE_HEADER = '&L&"-,Bold"{title}&C{subtitle}&RPage &P of &N'
+_PAGE_TITLE, _PAGE_SUBTITLE, _PAGE_NUMBER = '&L&"-,Bold"{}', "&C{}", "&RPage &P of &N"
 _PAGE_FOOTER = "&L&8{footer}"
 
 
@@ -511,8 +513,9 @@ def write_workbook(sheets: dict[str, pd.DataFrame], path: Path, footer: str = ""
     for name, frame in sheets.items():
         columns = encoded.pop(name)
         page = _Page([_width(str(c), col) for c, col in zip(frame.columns, columns, strict=True)],
-                     _PAGE_HEADER.format(title=_header_code(titles.get(name, name)),
-                                         subtitle=_header_code(subtitle)),
+                     _PAGE_TITLE.format(_header_code(titles.get(name, name)))
+                     + (_PAGE_SUBTITLE.format(_header_code(subtitle)) if subtitle else "")
+                     + _PAGE_NUMBER,
                      _PAGE_FOOTER.format(footer=_header_code(footer)))
         groups = _fuse(columns)
         count = max(1, int(np.ceil(len(frame) / per_sheet)))

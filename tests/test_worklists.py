@@ -1,10 +1,13 @@
-"""Worklists as a lab manager opens them: one row per patient per list, sorted by practice,
-urgent first then oldest result first, the same rows in worklists.xlsx, and no cell that
-a spreadsheet would run as a formula (OWASP CSV injection)."""
+"""Worklists as a lab manager opens and prints them: one row per patient per list, sorted by
+practice, urgent first then oldest result first; each index result as the lab reported it;
+the MMA list names the stored sample and says whether an add-on is still possible; CSVs that
+Excel opens as UTF-8; the same rows in worklists.xlsx, laid out to print; and no cell that a
+spreadsheet would run as a formula (OWASP CSV injection)."""
 
 from __future__ import annotations
 
 import csv
+from datetime import datetime
 from pathlib import Path
 
 import openpyxl
@@ -15,6 +18,7 @@ try:  # tests/ on sys.path (pytest's default rootdir-less import mode)
     from spec.helpers import read_patients, rows_of, run_cli
 except ImportError:  # tests imported as a package
     from tests.spec.helpers import read_patients, rows_of, run_cli
+from pipeline.worklists import MMA_ADD_ON, MMA_NEW_SAMPLE
 
 LISTS = ("urgent", "mma", "supplementation", "metformin_monitoring", "retest")
 FLAGS = {"urgent": "urgent_review", "mma": "needs_mma", "supplementation":
@@ -40,6 +44,13 @@ LABS = f"""
     -2                  | 2026-10-08   | B12       | 150    | ng/L | A81001
     WL_metformin_old    | 2025-03-01   | B12       | 400    | ng/L | A81001
 """
+#: Results as labs report them: converted from pmol/L, with a trailing zero, censored.
+LABS_REPORTED = """
+    patient_id    | collected_at | test_code | result | unit   | practice_id | specimen_id | site_id
+    WL_converted  | 2026-10-28   | B12       | 151    | pmol/L | A81001      | S-CONV      | RTH01
+    WL_decimal    | 2026-10-10   | B12       | 231.0  | ng/L   | A81001      | S-DEC       | RTH02
+    WL_censored   | 2026-10-09   | B12       | <150   | ng/L   | A81001      | S-CENS      | RTH01
+"""
 PATIENTS = """
     patient_id          | practice_id | age_years | neurological_symptoms
     WL_urgent_neuro     | B82002      | 60        | yes
@@ -57,7 +68,7 @@ MEDICATIONS = """
 """
 #: Expected order of two lists: practice A81001 before B82002; urgent first; oldest first.
 SUPPLEMENTATION_ORDER = [
-    "WL_child", "'" + HYPERLINK, "'+12345", "'@SUM(1+1)", "'-2",
+    "WL_child", "'" + HYPERLINK, "'+12345", "'@SUM(1+1)", "'-2", "WL_censored",
     "WL_urgent_old", "WL_urgent_neuro", "WL_def_older", "WL_def_recent", "WL_two_results",
 ]
 METFORMIN_ORDER = ["WL_metformin_old", "WL_metformin"]  # last test 2025-03-01, then never
@@ -65,18 +76,18 @@ METFORMIN_ORDER = ["WL_metformin_old", "WL_metformin"]  # last test 2025-03-01, 
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return run_cli(tmp_path_factory.mktemp("worklists"), rows_of(LABS), rows_of(PATIENTS),
-                   rows_of(MEDICATIONS))
+    return run_cli(tmp_path_factory.mktemp("worklists"), rows_of(LABS, LABS_REPORTED),
+                   rows_of(PATIENTS), rows_of(MEDICATIONS))
 
 
 def read_csv_cells(path: Path) -> list[list[str]]:
-    with path.open(encoding="utf-8", newline="") as fh:
+    with path.open(encoding="utf-8-sig", newline="") as fh:
         return list(csv.reader(fh))
 
 
 def read_list(run: Path, name: str) -> pd.DataFrame:
     return pd.read_csv(run / "worklists" / f"{name}.csv", dtype="str", keep_default_na=False,
-                       encoding="utf-8")
+                       encoding="utf-8-sig")
 
 
 @pytest.mark.parametrize("name", LISTS)
@@ -101,7 +112,8 @@ def test_expected_order_of_supplementation_and_metformin_lists(run: Path) -> Non
     assert read_list(run, "supplementation")["patient_id"].tolist() == SUPPLEMENTATION_ORDER
     assert read_list(run, "urgent")["patient_id"].tolist() == ["WL_urgent_old",
                                                                "WL_urgent_neuro"]
-    assert read_list(run, "mma")["patient_id"].tolist() == ["WL_mma_older", "WL_mma_newer"]
+    assert read_list(run, "mma")["patient_id"].tolist() == ["WL_mma_older", "WL_mma_newer",
+                                                            "WL_decimal", "WL_converted"]
     assert read_list(run, "metformin_monitoring")["patient_id"].tolist() == METFORMIN_ORDER
     assert read_list(run, "retest")["patient_id"].tolist() == ["WL_retest"]
 
@@ -154,3 +166,84 @@ def test_paediatric_rows_say_thresholds_are_for_over_16s(run: Path) -> None:
     assert "thresholds are for over-16s" in rows.loc["WL_child", "note"]
     assert (rows.drop(index="WL_child")["note"] == "").all()
     assert "over-16s" in rows.loc["WL_child", "suggested_regimen"]
+
+
+def test_index_result_as_reported_and_value_rounded_as_reported(run: Path) -> None:
+    mma = read_list(run, "mma").set_index("patient_id")
+    assert mma.loc["WL_converted", "index_result"] == "151 pmol/L"
+    assert mma.loc["WL_converted", "index_value"] == "204.6"  # 151 x 1.355 = 204.605
+    assert mma.loc["WL_converted", "index_unit"] == "ng/L"
+    assert mma.loc["WL_decimal", "index_result"] == "231.0 ng/L"
+    assert float(mma.loc["WL_decimal", "index_value"]) == 231
+    supplementation = read_list(run, "supplementation").set_index("patient_id")
+    assert supplementation.loc["WL_censored", "index_result"] == "<150 ng/L"
+    assert supplementation.loc["WL_censored", "index_date"] == "2026-10-09"
+    assert (supplementation["index_result"] != "").all()
+    patients = read_patients(run)  # bands were decided on the unrounded value
+    assert patients.loc["WL_converted", "index_value"] == pytest.approx(204.605)
+
+
+def test_mma_list_names_the_stored_sample_and_whether_it_can_take_an_add_on(run: Path) -> None:
+    mma = read_list(run, "mma").set_index("patient_id")
+    fresh = mma.loc["WL_converted"]  # collected 3 days before the as-of date
+    assert (fresh["specimen_id"], fresh["site_id"], fresh["sample_age_days"]) == (
+        "S-CONV", "RTH01", "3")
+    assert fresh["mma_addon_possible"] == "true"
+    assert fresh["suggested_action"] == MMA_ADD_ON
+    old = mma.loc["WL_mma_newer"]  # 46 days: past the add-on window (7 days)
+    assert (old["sample_age_days"], old["mma_addon_possible"]) == ("46", "false")
+    assert old["suggested_action"] == MMA_NEW_SAMPLE
+    assert mma.loc["WL_decimal", "specimen_id"] == "S-DEC"
+
+
+def test_metformin_list_shows_the_last_b12_test_date(run: Path) -> None:
+    rows = read_list(run, "metformin_monitoring").set_index("patient_id")
+    assert rows.loc["WL_metformin_old", "last_b12_test_date"] == "2025-03-01"
+    assert rows.loc["WL_metformin", "last_b12_test_date"] == ""
+
+
+def test_worklist_csvs_carry_a_byte_order_mark_for_excel(run: Path) -> None:
+    for path in sorted((run / "worklists").glob("*.csv")):
+        assert path.read_bytes()[:3] == b"\xef\xbb\xbf", path.name
+    for plain in ("measures.csv", "rejected.csv"):  # data files stay plain
+        assert not (run / plain).read_bytes().startswith(b"\xef\xbb\xbf"), plain
+
+
+def test_xlsx_prints_as_a_worklist(run: Path) -> None:
+    book = openpyxl.load_workbook(run / "worklists.xlsx")
+    dates = []
+    try:
+        for name in LISTS:
+            ws = book[name]
+            header = [c.value for c in ws[1]]
+            last = openpyxl.utils.get_column_letter(len(header))
+            assert ws.auto_filter.ref == f"A1:{last}{ws.max_row}"
+            assert ws.print_title_rows == "$1:$1"
+            assert ws.page_setup.orientation == "landscape"
+            assert ws.page_setup.fitToWidth == 1 and ws.sheet_properties.pageSetUpPr.fitToPage
+            assert name in ws.oddHeader.left.text and "2026-10-31" in ws.oddHeader.center.text
+            for i, column in enumerate(header, start=1):  # every column as wide as needed
+                width = ws.column_dimensions[openpyxl.utils.get_column_letter(i)].width
+                cells = [c.value for c in ws[openpyxl.utils.get_column_letter(i)][1:]]
+                shown = [f"{v:%Y-%m-%d}" if isinstance(v, datetime) else str(v)
+                         for v in cells if v is not None]  # dates show as yyyy-mm-dd
+                longest = max(map(len, shown), default=0)
+                assert width >= min(longest, 40), (name, column)
+                if longest > 40:
+                    assert all(c.alignment.wrap_text for c in
+                               ws[openpyxl.utils.get_column_letter(i)][1:]
+                               if c.value is not None), (name, column)
+            rows = list(ws.iter_rows(min_row=2, values_only=True))
+            flags = [r[header.index("urgent_review")] for r in rows]
+            assert flags and all(type(v) is bool for v in flags)
+            dates += [r[header.index(c)] for r in rows for c in ("index_date",
+                                                                 "last_b12_test_date")]
+        assert dates and all(v is None or type(v) is datetime for v in dates)
+        assert any(isinstance(v, datetime) for v in dates)
+        mma = book["mma"]
+        header = [c.value for c in mma[1]]
+        assert {"specimen_id", "site_id", "sample_age_days", "mma_addon_possible"} <= set(header)
+        assert any(len(str(c.value or "")) > 40 for c in
+                   mma[openpyxl.utils.get_column_letter(header.index("reasons") + 1)])
+    finally:
+        book.close()
