@@ -34,6 +34,11 @@ _SPACES = b" \t\r\v\f"
 #: ``""`` escapes one joined record may hold before it is given up as malformed (bounds the
 #: Python walk on hostile input; a real comment holds a handful).
 _MAX_ESCAPES = 1 << 16
+#: Bytes compared at a time in the vectorised scans (fits a core's cache).
+_CHUNK = 1 << 18
+#: Line ends a quoted field crosses one by one before the walk jumps to its closing quote.
+_STEPWISE = 64
+_CROSSES_RECORD = -2
 
 # how a walk over one record ended
 _END, _OPEN, _INNER, _TOO_MANY, _CR_SPLIT, _GIVE_UP = range(6)
@@ -74,6 +79,71 @@ def split_records(data: bytes, delimiter: str, n_fields: int, *,
     return _Splitter(data, ord(delimiter), n_fields, max_record_bytes).records(max_text)
 
 
+@dataclass
+class _Scan:
+    """What one pass over the bytes found (positions are offsets into the text)."""
+
+    newlines: np.ndarray  # every newline
+    after: np.ndarray  # the byte after each newline (a line's first byte)
+    before: np.ndarray  # the byte before each newline (a carriage return in CRLF text)
+    returns: int  # carriage returns in all
+    odd: list[np.ndarray]  # line ends (newline, or the text's end) after an odd quote count
+    stray: list[np.ndarray]  # quotes that would open a field away from a field's start
+
+
+def _scan(buf: np.ndarray, data: bytes, delim: int) -> _Scan:
+    """Newlines, line edges and quoting problems in one pass over cache-sized chunks (a
+    whole-buffer comparison writes, then rereads, a mask as large as the file).
+
+    Quotes are paired from each line's start (``carry`` holds the parity of the line that
+    runs over a chunk's end). That pairing is Arrow's reading exactly when every quote that
+    would open a field stands at a field's start: after a delimiter, the line's start, or
+    right after a closing quote (a ``""`` escape). A line with an odd count, or with an
+    opening quote anywhere else (a literal quote in ``5"00``), must be walked.
+    """
+    size = len(buf)
+    quote_from, return_from = data.find(b'"'), data.find(b"\r")
+    allowed = np.zeros(256, dtype=bool)
+    allowed[[delim, _LF, _QUOTE]] = True
+    out = _Scan([], [], [], 0, [], [])  # type: ignore[arg-type]  # lists until the end
+    carry = 0
+    for start in range(0, size, _CHUNK):  # a few hundred chunks per 100 MB, not rows
+        end = min(start + _CHUNK, size)
+        lo = max(start - 1, 0)
+        window = buf[lo:min(end + 1, size)]  # the chunk and one byte either side
+        off = start - lo
+        chunk = window[off:off + end - start]
+        nl = np.flatnonzero(chunk == _LF)
+        out.newlines.append(nl + start)
+        out.after.append(window[np.minimum(nl + off + 1, len(window) - 1)])
+        out.before.append(window[nl + off - 1])
+        if 0 <= return_from < end:
+            out.returns += int(np.count_nonzero(chunk == _CR))
+        if not 0 <= quote_from < end:
+            continue
+        q = np.flatnonzero(chunk == _QUOTE)
+        upto = np.concatenate(([-carry], np.searchsorted(q, nl)))  # quotes before each line
+        odd = (np.diff(upto) & 1).astype(bool)
+        if odd.any():
+            out.odd.append(nl[odd] + start)
+        carry = (len(q) - int(upto[-1])) & 1 if len(nl) else (carry + len(q)) & 1
+        if len(q):
+            per_line = np.diff(np.append(np.maximum(upto, 0), len(q)))
+            opening = ((np.arange(len(q)) - np.repeat(upto, per_line)) & 1) == 0
+            at = q[opening]
+            bad = ~allowed[window[at + off - 1]] & (at + start > 0)
+            if bad.any():
+                out.stray.append(at[bad] + start)
+    if carry and size and data[-1] != _LF:
+        out.odd.append(np.array([size], dtype=np.int64))
+
+    def joined(parts: list[np.ndarray], dtype: type) -> np.ndarray:
+        return np.concatenate(parts) if parts else np.zeros(0, dtype=dtype)
+
+    return _Scan(joined(out.newlines, np.int64), joined(out.after, np.uint8),
+                 joined(out.before, np.uint8), out.returns, out.odd, out.stray)
+
+
 class _Splitter:
     """Byte-level facts about every physical line (vectorised), and the walk over the rare
     lines that need one."""
@@ -83,87 +153,62 @@ class _Splitter:
         self.max_record_bytes = max_record_bytes
         buf = self.buf = np.frombuffer(data, dtype=np.uint8)
         size = len(buf)
-        newlines = np.flatnonzero(buf == _LF)
+        scan = _scan(buf, data, delim)
+        newlines = scan.newlines
         starts = np.concatenate(([0], newlines + 1))
         stops = np.concatenate((newlines, [size]))
+        first = np.concatenate((buf[:1], scan.after))
         if len(starts) > 1 and starts[-1] == size:  # text ends in a newline: no empty last line
-            starts, stops = starts[:-1], stops[:-1]
+            starts, stops, first = starts[:-1], stops[:-1], first[:-1]
         self.starts, self.stops = starts, stops
-        self.ends_in_newline = size > 0 and data[-1] == _LF
         lengths = stops - starts
-        self.blank = self._blank(lengths)
+        self.blank = self._blank(lengths, first)
         self.oversized = lengths > max_record_bytes
-        self.quotes = np.flatnonzero(buf == _QUOTE)
-        self.first_quote = np.searchsorted(self.quotes, starts)
-        self.clean = ~(self._unbalanced() | self._lone_cr())
+        suspect = np.zeros(len(starts), dtype=bool)
+        for at in [*scan.odd, *scan.stray, self._lone_returns(scan)]:  # a handful of arrays
+            suspect[np.searchsorted(starts, at, side="right") - 1] = True
+        self.clean = ~suspect
         self.clean[0] = True  # the header is line 1 alone (the caller has read it already)
         self.stop_at = re.compile(b"[" + re.escape(bytes([delim])) + b"\r\n]")
         self.complete_alone: dict[int, bool] = {}
 
     # ------------------------------------------------------------------ vectorised facts
 
-    def _blank(self, lengths: np.ndarray) -> np.ndarray:
+    def _blank(self, lengths: np.ndarray, first: np.ndarray) -> np.ndarray:
         """Empty or whitespace-only lines; only lines that start with a space are looked at
         one by one (a rare sight in an extract)."""
         spaces = bytes(b for b in _SPACES if b != self.delim)
         is_space = np.zeros(256, dtype=bool)
         is_space[list(spaces)] = True
-        blank = lengths == 0
-        filled = np.flatnonzero(~blank)
-        first = self.buf[self.starts[filled]]
-        cr_only = (lengths[filled] == 1) & (first == _CR)
-        blank[filled[cr_only]] = True
-        for line in filled[is_space[first] & ~cr_only]:  # rare: lines that start with a space
+        blank = (lengths == 0) | ((lengths == 1) & (first == _CR))
+        for line in np.flatnonzero(is_space[first] & ~blank):  # rare: lines led by a space
             blank[line] = not self.data[self.starts[line]:self.stops[line]].strip(spaces)
         blank[0] = False
         return blank
 
-    def _unbalanced(self) -> np.ndarray:
-        """Lines whose quotes may not pair up as Arrow reads them.
-
-        Counting quotes in pairs from the line's start is Arrow's reading exactly when every
-        quote that would open a field stands at a field's start (after a delimiter, the line's
-        start, or directly after a closing quote: a ``""`` escape). A line with an odd count,
-        or with an opening quote anywhere else (a literal quote in ``5"00``), is walked.
-        """
-        quotes, first = self.quotes, self.first_quote
-        suspect = np.zeros(len(self.starts), dtype=bool)
-        if not len(quotes):
-            return suspect
-        counts = np.diff(np.append(first, len(quotes)))
-        suspect |= (counts & 1).astype(bool)
-        opening = np.zeros(len(quotes), dtype=bool)
-        opening[0::2] = True  # even position counted from the file's start ...
-        opening ^= np.repeat((first & 1).astype(bool), counts)  # ... made from the line's
-        at = quotes[opening]
-        before = self.buf[np.maximum(at - 1, 0)]
-        allowed = np.zeros(256, dtype=bool)
-        allowed[[self.delim, _LF, _QUOTE]] = True
-        stray = at[~allowed[before] & (at > 0)]
-        suspect[np.searchsorted(self.starts, stray, side="right") - 1] = True
-        return suspect
-
-    def _lone_cr(self) -> np.ndarray:
-        """Lines holding a carriage return not followed by a newline: Arrow ends a row at
-        one, so the line is walked."""
-        lone = np.zeros(len(self.starts), dtype=bool)
-        returns = np.flatnonzero(self.buf == _CR)
-        if len(returns):
-            after = self.buf[np.minimum(returns + 1, len(self.buf) - 1)]
-            alone = returns[(returns + 1 == len(self.buf)) | (after != _LF)]
-            lone[np.searchsorted(self.starts, alone, side="right") - 1] = True
-        return lone
+    def _lone_returns(self, scan: _Scan) -> np.ndarray:
+        """Carriage returns not followed by a newline: Arrow ends a row at one, so their
+        lines are walked. Found only when the returns outnumber the CRLF line ends."""
+        crlf = np.count_nonzero((scan.before == _CR) & (scan.newlines > 0))
+        if scan.returns <= crlf:
+            return np.zeros(0, dtype=np.int64)
+        returns = np.flatnonzero(self.buf == _CR)  # rare: a second pass
+        after = self.buf[np.minimum(returns + 1, len(self.buf) - 1)]
+        return returns[(returns + 1 == len(self.buf)) | (after != _LF)]
 
     def _fields(self, lo: int, hi: int) -> np.ndarray:
         """Fields of each line in ``[lo, hi)``, read as balanced lines (right for clean ones):
         delimiters outside quotes, plus one."""
         start, stop = self.starts[lo], self.stops[hi - 1]
-        at = np.flatnonzero(self.buf[start:stop] == self.delim) + start
-        line = np.searchsorted(self.starts, at, side="right") - 1
-        if len(self.quotes):
-            inside = (np.searchsorted(self.quotes, at) - self.first_quote[line]) & 1
+        segment = self.buf[start:stop]
+        firsts = self.starts[lo:hi] - start
+        at = np.flatnonzero(segment == self.delim)
+        line = np.searchsorted(firsts, at, side="right") - 1
+        quotes = np.flatnonzero(segment == _QUOTE)
+        if len(quotes):
+            inside = (np.searchsorted(quotes, at) - np.searchsorted(quotes, firsts)[line]) & 1
             line = line[inside == 0]
-        return 1 + np.bincount(line - lo, minlength=hi - lo)
+        return 1 + np.bincount(line, minlength=hi - lo)
 
     # --------------------------------------------------------------------- the rare walk
 
@@ -172,7 +217,17 @@ class _Splitter:
 
     def _any_complete(self, lo: int, hi: int) -> bool:
         """Whether a line in ``[lo, hi)`` parses on its own as a complete record of the
-        header's number of fields (then it is a record, not the inside of a quoted field)."""
+        header's number of fields (then it is a record, not the inside of a quoted field).
+        Looked at in growing windows: the first line is the usual answer."""
+        width = 1
+        while lo < hi:
+            top = min(hi, lo + width)
+            if self._any_complete_in(lo, top):
+                return True
+            lo, width = top, width * 4
+        return False
+
+    def _any_complete_in(self, lo: int, hi: int) -> bool:
         clean = self.clean[lo:hi] & ~self.blank[lo:hi]
         if clean.any() and (clean & (self._fields(lo, hi) == self.n_fields)).any():
             return True
@@ -180,6 +235,31 @@ class _Splitter:
             if self._complete_alone(int(line)):
                 return True
         return False
+
+    def _closing_quote(self, pos: int, limit: int, inner: int) -> tuple[int, int]:
+        """The next quote from ``pos`` inside a quoted field and the next line not yet
+        checked; -1 when there is none before ``limit``, ``_CROSSES_RECORD`` when the field
+        would run over a line that is a record of its own (``inner`` >= 0 only)."""
+        data = self.data
+        if inner < 0:
+            return data.find(b'"', pos, limit), inner
+        for _ in range(_STEPWISE):  # a field closes on its line or a few lines on, as a rule
+            newline = data.find(b"\n", pos, limit)
+            close = data.find(b'"', pos, limit if newline < 0 else newline)
+            if close >= 0 or newline < 0:
+                return close, inner
+            if inner >= len(self.starts):
+                return -1, inner
+            if self._any_complete(inner, inner + 1):
+                return _CROSSES_RECORD, inner
+            inner, pos = inner + 1, newline + 1
+        close = data.find(b'"', pos, limit)  # a long field: one jump, lines checked in bulk
+        line = self._line_of(min(limit if close < 0 else close, len(data) - 1))
+        if line >= inner:
+            if self._any_complete(inner, line + 1):
+                return _CROSSES_RECORD, inner
+            inner = line + 1
+        return close, inner
 
     def _complete_alone(self, line: int) -> bool:
         if line not in self.complete_alone:
@@ -203,16 +283,9 @@ class _Splitter:
             if byte == _QUOTE:  # a quoted field: to its closing quote, over ``""`` escapes
                 pos += 1
                 while True:
-                    close = data.find(b'"', pos, limit)
-                    reach = limit if close < 0 else close
-                    if inner >= 0:
-                        line = self._line_of(min(reach, len(data) - 1))
-                        if line >= inner:
-                            if self._any_complete(inner, line + 1):
-                                return _INNER, reach, fields
-                            inner = line + 1
+                    close, inner = self._closing_quote(pos, limit, inner)
                     if close < 0:
-                        return _OPEN, limit, fields
+                        return (_INNER if close == _CROSSES_RECORD else _OPEN), limit, fields
                     if close + 1 < limit and data[close + 1] == _QUOTE:
                         escapes += 1
                         if escapes > _MAX_ESCAPES:
@@ -319,7 +392,8 @@ class _Splitter:
         edges = np.diff(np.concatenate(([0], keep.astype(np.int8), [0])))
         first, last = np.flatnonzero(edges == 1), np.flatnonzero(edges == -1) - 1
         if len(first) <= 4096:
-            return b"".join(self.data[s:e] for s, e in
+            view = memoryview(self.data)
+            return b"".join(view[s:e] for s, e in
                             zip(self.starts[first].tolist(), ends[last].tolist(), strict=True))
         mask = np.repeat(keep, ends - self.starts)
         return self.buf[mask].tobytes()
