@@ -189,8 +189,7 @@ def _reported(patients: pd.DataFrame, rows: np.ndarray, results: pd.DataFrame | 
     first = np.lexsort((row, pos))  # each listed row's first matching result
     first = first[np.r_[True, pos[first][1:] != pos[first][:-1]]] if len(first) else first
     found[pos[first]] = row[first]
-    taken = pa.array(found, mask=found < 0)
-    return {c: (_arrow_text(sub[c].array).take(taken) if c in sub.columns
+    return {c: (_arrow_text(sub[c].array.take(found, allow_fill=True)) if c in sub.columns
                 else pa.nulls(len(rows), pa.string())) for c in columns}
 
 
@@ -261,7 +260,11 @@ def _floats(column: pd.Series) -> np.ndarray:
 
 
 def _arrow_text(values: pd.api.extensions.ExtensionArray) -> pa.Array:
-    """Any text column (str, string, object, categorical) as an Arrow string array."""
+    """Any text column (str, string, object, categorical) as an Arrow string array; a
+    categorical through its codes, so its text is converted once per category."""
+    if isinstance(values.dtype, pd.CategoricalDtype):
+        codes = np.asarray(values.codes)
+        return _arrow_text(values.categories.array).take(pa.array(codes, mask=codes < 0))
     array = pa.array(pd.Series(values, copy=False).astype("str").array)
     array = array.combine_chunks() if isinstance(array, pa.ChunkedArray) else array
     return array.cast(pa.string())  # one type for the kernels that join text
