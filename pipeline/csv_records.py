@@ -79,7 +79,7 @@ def split_records(data: bytes, delimiter: str, n_fields: int, *,
     return _Splitter(data, ord(delimiter), n_fields, max_record_bytes).records(max_text)
 
 
-@dataclass
+@dataclass(frozen=True)
 class _Scan:
     """What one pass over the bytes found (positions are offsets into the text)."""
 
@@ -105,8 +105,12 @@ def _scan(buf: np.ndarray, data: bytes, delim: int) -> _Scan:
     quote_from, return_from = data.find(b'"'), data.find(b"\r")
     allowed = np.zeros(256, dtype=bool)
     allowed[[delim, _LF, _QUOTE]] = True
-    out = _Scan([], [], [], 0, [], [])  # type: ignore[arg-type]  # lists until the end
-    carry = 0
+    newlines: list[np.ndarray] = []
+    after: list[np.ndarray] = []
+    before: list[np.ndarray] = []
+    odd: list[np.ndarray] = []
+    stray: list[np.ndarray] = []
+    returns = carry = 0
     for start in range(0, size, _CHUNK):  # a few hundred chunks per 100 MB, not rows
         end = min(start + _CHUNK, size)
         lo = max(start - 1, 0)
@@ -114,18 +118,18 @@ def _scan(buf: np.ndarray, data: bytes, delim: int) -> _Scan:
         off = start - lo
         chunk = window[off:off + end - start]
         nl = np.flatnonzero(chunk == _LF)
-        out.newlines.append(nl + start)
-        out.after.append(window[np.minimum(nl + off + 1, len(window) - 1)])
-        out.before.append(window[nl + off - 1])
+        newlines.append(nl + start)
+        after.append(window[np.minimum(nl + off + 1, len(window) - 1)])
+        before.append(window[nl + off - 1])
         if 0 <= return_from < end:
-            out.returns += int(np.count_nonzero(chunk == _CR))
+            returns += int(np.count_nonzero(chunk == _CR))
         if not 0 <= quote_from < end:
             continue
         q = np.flatnonzero(chunk == _QUOTE)
         upto = np.concatenate(([-carry], np.searchsorted(q, nl)))  # quotes before each line
-        odd = (np.diff(upto) & 1).astype(bool)
-        if odd.any():
-            out.odd.append(nl[odd] + start)
+        uneven = (np.diff(upto) & 1).astype(bool)
+        if uneven.any():
+            odd.append(nl[uneven] + start)
         carry = (len(q) - int(upto[-1])) & 1 if len(nl) else (carry + len(q)) & 1
         if len(q):
             per_line = np.diff(np.append(np.maximum(upto, 0), len(q)))
@@ -133,15 +137,15 @@ def _scan(buf: np.ndarray, data: bytes, delim: int) -> _Scan:
             at = q[opening]
             bad = ~allowed[window[at + off - 1]] & (at + start > 0)
             if bad.any():
-                out.stray.append(at[bad] + start)
+                stray.append(at[bad] + start)
     if carry and size and data[-1] != _LF:
-        out.odd.append(np.array([size], dtype=np.int64))
+        odd.append(np.array([size], dtype=np.int64))
 
     def joined(parts: list[np.ndarray], dtype: type) -> np.ndarray:
         return np.concatenate(parts) if parts else np.zeros(0, dtype=dtype)
 
-    return _Scan(joined(out.newlines, np.int64), joined(out.after, np.uint8),
-                 joined(out.before, np.uint8), out.returns, out.odd, out.stray)
+    return _Scan(joined(newlines, np.int64), joined(after, np.uint8),
+                 joined(before, np.uint8), returns, odd, stray)
 
 
 class _Splitter:
@@ -367,13 +371,12 @@ class _Splitter:
         if text and not text.endswith(b"\n"):
             text += b"\n"
         bad = np.flatnonzero(status == _BAD_START)
+        edges = np.append(np.flatnonzero(status != _BAD_INSIDE), len(status))
+        lasts = edges[np.searchsorted(edges, bad, side="right")] - 1  # a bad record's last line
         texts: list[str] = []
-        for line in bad:  # rare: rejected records
-            last = line
-            while last + 1 < len(status) and status[last + 1] == _BAD_INSIDE:
-                last += 1
-            raw = data[self.starts[line]:min(self.stops[last], self.starts[line]
-                                             + 4 * max_text + 1)].rstrip(b"\r")
+        for start, stop in zip(self.starts[bad].tolist(), self.stops[lasts].tolist(),
+                               strict=True):  # rare: rejected records
+            raw = data[start:min(stop, start + 4 * max_text + 1)].rstrip(b"\r")
             texts.append(raw.decode("utf-8", "replace")[:max_text])
         reasons = [OVERSIZED_FIELD if oversized[line] else MALFORMED_ROW for line in bad]
         return Records(
