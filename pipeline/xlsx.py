@@ -55,8 +55,10 @@ _FUSED, _FUSED_BYTES = 1 << 12, 1 << 22  # limits on the distinct rows of fused 
 _ZIP_DATE = (1980, 1, 1, 0, 0, 0)  # fixed member timestamps: reruns are byte-identical
 _EMPTY = "<c/>"  # a missing value: an empty cell, so later cells keep their columns
 #: Column widths in characters: text longer than _WRAP_CHARS wraps in a column that wide; a
-#: header counts up to _HEADER_CHARS (longer ones wrap) plus room for the filter button.
-_WRAP_CHARS, _HEADER_CHARS, _MIN_CHARS = 40, 14, 5
+#: header counts up to _HEADER_CHARS (longer ones wrap) plus room for the filter button. A
+#: worklist has about twenty columns to fit across one landscape page: narrow columns keep
+#: its print large enough to read.
+_WRAP_CHARS, _HEADER_CHARS, _MIN_CHARS = 30, 8, 6
 #: Cell styles (cellXfs): 0 plain, 1 header, 2 wrapped text, 3 date, 4 flag, 5 date and time.
 _WRAP, _DATE, _FLAG, _DATETIME = 2, 3, 4, 5
 #: Date serials count days from 1899-12-30; before 1900-03-01 Excel's calendar is off by one
@@ -389,7 +391,7 @@ def _width(name: str, column: _Column) -> float:
     """A column as wide as its longest value (long text wraps at _WRAP_CHARS) or its header
     (up to _HEADER_CHARS, with room for the filter button), whichever is wider."""
     return float(max(_MIN_CHARS, min(column.chars, _WRAP_CHARS) + 1,
-                     min(len(name), _HEADER_CHARS) + 3))
+                     min(len(name), _HEADER_CHARS) + 2))
 
 
 def _header_code(text: str) -> str:
