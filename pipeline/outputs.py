@@ -32,7 +32,7 @@ from pipeline.run import (
 )
 from pipeline.run_folder import check_out, files_of, input_paths, replacing, restrict
 from pipeline.worklist_state import apply_state, find_previous_run
-from pipeline.worklists import build_worklists
+from pipeline.worklists import MMA_ADDON_MAX_DAYS, build_worklists
 from pipeline.write import (
     DISCLAIMER,
     PATIENTS_SCHEMA,
@@ -56,9 +56,14 @@ One row per patient per list, grouped by practice, urgent first, then oldest res
   metformin_monitoring.csv  on metformin with no B12 test in the last year
   retest.csv                on B12 treatment >= 3 months (1 if pregnant) with no B12 since
   resolved.csv              patients who left a list since the previous run
+Each row shows the index result as the lab reported it (index_result, e.g. "<150 ng/L") and
+its date; index_value is the harmonised value, rounded as reported. mma.csv adds the stored
+sample (specimen_id, site_id, sample_age_days) and whether an add-on to it is still possible.
 Rows for under-16s say so in `note`: the thresholds are for over-16s.
 first_listed / change: the month a patient first appeared on the list; new or persisting.
-Cells starting with = + - @ are prefixed with ' so spreadsheets never run them.
+Cells starting with = + - @ (also behind spaces or control characters) are prefixed with '
+so spreadsheets never run them. The CSV files are UTF-8 with a byte-order mark, so Excel
+shows µg correctly.
 worklists.xlsx holds the same lists, one sheet each.
 """
 SHAREABLE = {"measures.parquet", "measures.csv", "summary.json", "report.html"}
@@ -203,22 +208,29 @@ _RELEASED = "b12screen.released"
 RELEASE_FIRST_ROWS = 4_000_000
 
 
-def _write_worklists(state: RunState, tmp: Path, previous: Path | None,
-                     pool: ThreadPoolExecutor, digests: _Digests, released: threading.Event
-                     ) -> tuple[dict[str, Any], Future[list[str]]]:
+def _worklists(state: RunState, results: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """The worklists, with each index test as reported and its sample from ``results``."""
+    r7 = state.rules.data["rules"].get("R7", {})
+    return build_worklists(state.classified.patients, results, as_of=state.as_of,
+                           mma_addon_max_days=r7.get("mma_addon_max_days", MMA_ADDON_MAX_DAYS))
+
+
+def _write_worklists(state: RunState, worklists: dict[str, pd.DataFrame], tmp: Path,
+                     previous: Path | None, pool: ThreadPoolExecutor, digests: _Digests,
+                     released: threading.Event) -> tuple[dict[str, Any], Future[list[str]]]:
     """Worklists with month-on-month state; returns each list's sizes for the report, and
     the XLSX workbook being written on the pool (its warnings when done)."""
-    lists, resolved, list_state = apply_state(build_worklists(state.classified.patients),
-                                              as_of_month=f"{state.as_of:%Y-%m}",
+    lists, resolved, list_state = apply_state(worklists, as_of_month=f"{state.as_of:%Y-%m}",
                                               previous_dir=previous)
     trim_heap()  # the lists' intermediates
     (tmp / "worklists").mkdir(mode=0o700)
-    workbook = pool.submit(_write_workbook, lists, tmp / "worklists.xlsx", digests, released)
+    workbook = pool.submit(_write_workbook, lists, tmp / "worklists.xlsx", digests, released,
+                           state.as_of)
     (tmp / "worklists" / "README.txt").write_text(WORKLISTS_README, encoding="utf-8")
     for name, frame in lists.items():
-        write_csv(frame, tmp / "worklists" / f"{name}.csv")
+        write_csv(frame, tmp / "worklists" / f"{name}.csv", bom=True)
         digests.add(tmp / "worklists" / f"{name}.csv")
-    write_csv(resolved, tmp / "worklists" / "resolved.csv")
+    write_csv(resolved, tmp / "worklists" / "resolved.csv", bom=True)
     write_parquet(pa.Table.from_pandas(list_state, preserve_index=False),
                   tmp / "worklist_state.parquet")
     sizes = {name: {"rows": len(f), "new": int((f["change"] == "new").sum()),
@@ -229,11 +241,11 @@ def _write_worklists(state: RunState, tmp: Path, previous: Path | None,
 
 
 def _write_workbook(lists: dict[str, pd.DataFrame], path: Path, digests: _Digests,
-                    released: threading.Event) -> list[str]:
+                    released: threading.Event, as_of: date) -> list[str]:
     """The XLSX workbook, started once the per-row frames are released: its encoded
     columns and the results' row groups need not be in memory at once."""
     released.wait()
-    notes = write_xlsx(lists, path)
+    notes = write_xlsx(lists, path, as_of=as_of)
     digests.add(path)
     return notes
 
@@ -294,7 +306,6 @@ def write_outputs(state: RunState, out: Path | None, previous: Path | None,
     # the report needs only two columns of the results classified (not after the as-of date)
     distributions = results.loc[~results["after_as_of"].to_numpy(dtype=bool),
                                 ["analyte", "value"]]
-    del results
     with replacing(out) as tmp, ThreadPoolExecutor(max_workers=2) as pool:
         digests, released = _Digests(pool), threading.Event()
         go = released  # when the workbook and report may start (see RELEASE_FIRST_ROWS)
@@ -303,7 +314,10 @@ def write_outputs(state: RunState, out: Path | None, previous: Path | None,
             go.set()
         rejected = rejected_frame(state)  # built once: written, and counted for the summary
         tables = pool.submit(_write_tables, state, tmp, meta, rejected, digests, released)
-        sizes, workbook = _write_worklists(state, tmp, prev, pool, digests, go)
+        worklists = _worklists(state, results)  # beside results.parquet being written
+        del results  # the per-row frames are released once results.parquet is written
+        sizes, workbook = _write_worklists(state, worklists, tmp, prev, pool, digests, go)
+        del worklists
         _write_aggregates(state, tmp, sizes, rejected_by_reason(rejected), distributions, go)
         tables.result()
         state.warnings += workbook.result()
