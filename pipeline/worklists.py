@@ -29,8 +29,19 @@ LISTS: dict[str, tuple[str, str]] = {
     "supplementation": ("needs_supplementation", "Start B12 supplementation: see regimen"),
     "metformin_monitoring": ("metformin_monitoring_due",
                              "Request serum B12 (on metformin, none in the last year)"),
-    "retest": ("retest_due", "Request serum B12 (3-month check after starting treatment)"),
+    "retest": ("retest_due", "Request serum B12 (check test: 3 months after starting "
+                             "treatment, 1 month in pregnancy)"),
 }
+#: The urgent list's action by R12 limb: deficient (neurological symptoms, pregnancy, or
+#: untreated > 90 days); not responding on the check test; indeterminate with neurological
+#: symptoms (treatment should not wait for the MMA, BSH 2014).
+URGENT_ACTIONS = (
+    LISTS["urgent"][1],
+    "Urgent review: still deficient on the check test while on B12 treatment "
+    "(adherence, absorption, route)",
+    "Urgent review: neurological symptoms with an indeterminate result; "
+    "start treatment without waiting for the MMA",
+)
 #: The MMA list's action once the stored sample's age is known.
 MMA_ADD_ON = "Add on serum methylmalonic acid (MMA) to the stored sample"
 MMA_NEW_SAMPLE = ("Request serum methylmalonic acid (MMA) on a new sample: the stored sample is "
@@ -133,6 +144,12 @@ def build_worklists(patients: pd.DataFrame, results: pd.DataFrame | None = None,
     possible = sample["mma_addon_possible"]  # unknown, possible, too old: the action
     mma_action = _text([LISTS["mma"][1], MMA_ADD_ON, MMA_NEW_SAMPLE],
                        np.where(possible.isna(), 0, np.where(possible.fillna(False), 1, 2)))
+    responding = (_true(patients["not_responding"].array.take(rows))
+                  if "not_responding" in patients else np.zeros(len(rows), dtype=bool))
+    indeterminate = pd.Series(over_rows("b12_status")).eq("indeterminate").fillna(False)
+    urgent_action = _text(list(URGENT_ACTIONS),
+                          np.where(responding, 1,
+                                   np.where(indeterminate.to_numpy(dtype=bool), 2, 0)))
     lists = {}
     for name, (_, action) in LISTS.items():  # five lists; the work per list is vectorised
         at = order[flags[name][rows[order]]]  # the list's rows, as positions in ``rows``
@@ -141,6 +158,7 @@ def build_worklists(patients: pd.DataFrame, results: pd.DataFrame | None = None,
             columns[c] = values.take(codes[at], allow_fill=True)  # code -1: missing
         columns.update((c, values.take(at)) for c, values in derived.items())
         columns["suggested_action"] = (mma_action.take(at) if name == "mma" else
+                                       urgent_action.take(at) if name == "urgent" else
                                        _text([action], np.zeros(len(at), dtype=np.intp)))
         lists[name] = pd.DataFrame({c: pd.Series(columns[c], dtype=columns[c].dtype, copy=False)
                                     for c in worklist_columns(name, patients)})

@@ -32,6 +32,7 @@ from pipeline.worklists import (
     MMA_ADD_ON,
     MMA_NEW_SAMPLE,
     PAEDIATRIC_NOTE,
+    URGENT_ACTIONS,
     build_worklists,
     worklist_columns,
 )
@@ -82,6 +83,15 @@ def reference_build(patients: pd.DataFrame, reported: pd.DataFrame | None = None
     for name, (flag, action) in LISTS.items():
         rows = base[base[flag]].copy()
         rows["suggested_action"] = pd.Series(action, index=rows.index, dtype="str")
+        if name == "urgent":  # the action names the R12 limb
+            if "not_responding" in rows:
+                rows.loc[rows["not_responding"].fillna(False).astype(bool),
+                         "suggested_action"] = URGENT_ACTIONS[1]
+            indeterminate = (rows["b12_status"].astype("str") == "indeterminate") & ~(
+                rows["not_responding"].fillna(False).astype(bool)
+                if "not_responding" in rows else False)
+            rows.loc[indeterminate.to_numpy(dtype=bool), "suggested_action"] = \
+                URGENT_ACTIONS[2]
         if name == "mma":
             known = rows["mma_addon_possible"]
             rows.loc[known.fillna(False).astype(bool), "suggested_action"] = MMA_ADD_ON
