@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
+from markupsafe import Markup
 
 from pipeline import __version__
 from pipeline.disclosure import (
@@ -35,6 +36,7 @@ __all__ = [
     "ANALYTE_LABELS",
     "CLINICAL_JUDGEMENT",
     "binomial_limits",
+    "page_css",
     "render_report",
     "template_environment",
 ]
@@ -113,21 +115,123 @@ HISTOGRAM_BINS = 40
 #: The histogram's x-axis runs to this multiple of the analyte's highest cut-off.
 HISTOGRAM_SPAN = 4.0
 
-_COLOURS = {"bar": "#4c72b0", "cut": "#c44e52", "centre": "#333333", "limit": "#777777"}
+_COLOURS = {"bar": "#4c72b0", "cut": "#c44e52", "centre": "#333333", "limit": "#777777",
+            "outlier": "#c44e52"}
 
 
-# --------------------------------------------------------------------------- SVG plumbing
+# --------------------------------------------------------------------------- page layout
+
+#: The page's styles, shared by report.html and trend.html (which extends the report template).
+#: Screen: one column below ~1100 px, nothing wider than the viewport (charts scale, grid
+#: columns shrink, tables scroll in their own box or wrap their text). Print (A4): running
+#: header and footer in @page margin boxes, headings kept with what follows them.
+_PAGE_CSS = """
+  :root { --ink: #1d1d1f; --muted: #5f6368; --rule: #d9dce1; --accent: #2f5d8a;
+          --warn-bg: #fff6e0; --warn: #8a5a00; }
+  * { box-sizing: border-box; }
+  html { font-family: system-ui, -apple-system, "Segoe UI", Roboto, "Helvetica Neue", Arial,
+         sans-serif; font-size: 15px; color: var(--ink); background: #fff;
+         -webkit-text-size-adjust: 100%; text-size-adjust: 100%; }
+  body { margin: 0 auto; padding: 24px 32px 48px; max-width: 1200px; line-height: 1.45;
+         overflow-wrap: break-word; }
+  h1 { font-size: 1.7rem; line-height: 1.2; margin: 0 0 4px; }
+  h2 { font-size: 1.25rem; margin: 32px 0 8px; padding-bottom: 4px;
+       border-bottom: 2px solid var(--accent); }
+  h3 { font-size: 1.05rem; margin: 16px 0 6px; }
+  p, li { max-width: 80ch; }
+  .meta { color: var(--muted); margin: 0 0 16px; }
+  .callout { background: var(--warn-bg); border-left: 4px solid var(--warn); padding: 10px 14px;
+             margin: 16px 0; }
+  .note { color: var(--muted); font-size: 0.9rem; }
+  .table-scroll { max-width: 100%; overflow-x: auto; }
+  table { border-collapse: collapse; margin: 6px 0 12px; font-size: 0.93rem; max-width: 100%; }
+  th, td { padding: 4px 12px 4px 0; border-bottom: 1px solid var(--rule); text-align: left;
+           vertical-align: top; }
+  th { font-weight: 600; }
+  .nowrap, time { white-space: nowrap; }
+  td.num, th.num { text-align: right; font-variant-numeric: tabular-nums; padding-left: 12px; }
+  td.num { white-space: nowrap; }
+  code { overflow-wrap: anywhere; }
+  .grid { display: grid; grid-template-columns: repeat(auto-fit, minmax(min(100%, 520px), 1fr));
+          gap: 16px 32px; align-items: start; }
+  .grid > * { min-width: 0; }
+  figure { margin: 0; break-inside: avoid; page-break-inside: avoid; }
+  figure svg { display: block; width: 100%; max-width: 100%; height: auto; }
+  figcaption { font-size: 0.88rem; color: var(--muted); margin-top: 4px; }
+  .card { border: 1px solid var(--rule); border-radius: 6px; padding: 10px 14px;
+          break-inside: avoid; page-break-inside: avoid; }
+  .card dl { display: grid; grid-template-columns: 9.5em 1fr; gap: 2px 10px; margin: 6px 0 0;
+             font-size: 0.92rem; }
+  .card dt { color: var(--muted); }
+  .card dd { margin: 0; min-width: 0; }
+  .figure-value { font-size: 1.5rem; font-weight: 600; }
+  .ok { color: #1e7b34; } .bad { color: #b3261e; }
+  .marked { color: var(--warn); font-weight: 600; }
+  @media (max-width: 640px) {
+    html { font-size: 14px; }
+    body { padding: 14px 14px 32px; }
+    h2 { margin-top: 24px; }
+    th, td { padding-right: 8px; }
+    td.num, th.num { padding-left: 8px; }
+    .card dl { grid-template-columns: 1fr; gap: 0; }
+    .card dd { margin-bottom: 6px; }
+    table:not(.table-scroll > table) { display: block; overflow-x: auto; }
+  }
+  @page {
+    size: A4; margin: 18mm 12mm 16mm;
+    @top-left { content: RUNNING_TITLE; font: 8pt system-ui, sans-serif; color: #5f6368; }
+    @top-right { content: RUNNING_DATE; font: 8pt system-ui, sans-serif; color: #1d1d1f; }
+    @bottom-right { content: "Page " counter(page) " of " counter(pages);
+                    font: 8pt system-ui, sans-serif; color: #5f6368; }
+  }
+  @media print {
+    html { font-size: 10.5pt; }
+    body { padding: 0; max-width: none; }
+    .grid { display: block; }
+    .grid > * { margin-bottom: 10pt; }
+    h1, h2, h3 { break-after: avoid; page-break-after: avoid; break-inside: avoid; }
+    h2 + p { break-after: avoid; page-break-after: avoid; break-inside: avoid; }
+    h2 { margin-top: 18pt; }
+    tr, dl > * { break-inside: avoid; page-break-inside: avoid; }
+    thead { display: table-header-group; }
+    .table-scroll { overflow: visible; }
+    figure svg { max-height: 110mm; width: auto; max-width: 100%; }
+    .callout { border-left-color: #000; background: none; }
+  }
+"""
+
+
+def _css_string(text: str) -> str:
+    """``text`` as a quoted CSS string that cannot end the string or the <style> element."""
+    escaped = (text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\A ")
+               .replace("<", "\\3C ").replace(">", "\\3E "))
+    return f'"{escaped}"'
+
+
+def page_css(title: str = "b12screen", as_of: str | None = None) -> Markup:
+    """The ``<style>`` element of report.html and trend.html.
+
+    ``title`` and ``as_of`` fill the printed pages' running header (A4 ``@page`` margin boxes),
+    so every printed page says which run and which as-of date it belongs to; the as-of date is
+    not repeated when the title already holds it.
+    """
+    title = " ".join(str(title).split())
+    date = "" if not as_of or str(as_of) in title else f"As of {as_of}"
+    css = (_PAGE_CSS.replace("RUNNING_TITLE", _css_string(title))
+           .replace("RUNNING_DATE", _css_string(date)))
+    return Markup(f"<style>{css}</style>")
 
 
 def template_environment(extra: Mapping[str, str] | None = None) -> jinja2.Environment:
     """The Jinja2 environment for b12screen's HTML (autoescaped; templates in the package).
 
-    ``extra`` maps names to template sources that may extend ``report.html.j2``.
+    ``extra`` maps names to template sources that may extend ``report.html.j2``; they inherit
+    its ``<head>``, so ``page_css`` (a template global) styles them too.
     """
     loader: jinja2.BaseLoader = jinja2.FileSystemLoader(TEMPLATES_DIR)
     if extra:
         loader = jinja2.ChoiceLoader([jinja2.DictLoader(dict(extra)), loader])
-    return jinja2.Environment(
+    environment = jinja2.Environment(
         loader=loader,
         autoescape=True,
         undefined=jinja2.StrictUndefined,
@@ -135,6 +239,8 @@ def template_environment(extra: Mapping[str, str] | None = None) -> jinja2.Envir
         lstrip_blocks=True,
         keep_trailing_newline=True,
     )
+    environment.globals["page_css"] = page_css
+    return environment
 
 
 # --------------------------------------------------------------------------- funnel limits
@@ -414,13 +520,25 @@ def _funnel(
     margin = max(0.02, 0.08 * (high - low))
     chart = Chart((0.0, float(grid[-1])),
                   (100 * max(0.0, low - margin), 100 * min(1.0, high + margin)),
-                  height=380, legend_width=120)
+                  height=380, legend_width=150)
     chart.line([0.0, float(grid[-1])], [100 * p0, 100 * p0], _COLOURS["centre"], "-", 1.2,
                f"cohort {100 * p0:.1f}%")
     for lo, hi, style, label in limits:
         chart.line(grid, 100 * lo, _COLOURS["limit"], style, 1.0, label)
         chart.line(grid, 100 * hi, _COLOURS["limit"], style, 1.0)
-    chart.points(den, 100 * rate, _COLOURS["bar"], "practice")
+    outside = position != ""
+    chart.points(den[~outside], 100 * rate[~outside], _COLOURS["bar"], "practice")
+    if outside.any():
+        chart.points(den[outside], 100 * rate[outside], _COLOURS["outlier"],
+                     "outside 95% limits", radius=3.5)
+        # Practice ids are not patient data, and the table below names them already. Practices
+        # at the same point share one label, so none hides another.
+        spots = pd.DataFrame({"den": den[outside], "rate": rate[outside],
+                              "practice": shown["group"].astype("string").to_numpy()[outside]})
+        spots = (spots.sort_values("practice", kind="mergesort")
+                 .groupby(["den", "rate"], sort=True)["practice"].agg(", ".join).reset_index())
+        chart.labels(spots["den"].to_numpy(), 100 * spots["rate"].to_numpy(),
+                     spots["practice"].tolist(), _COLOURS["outlier"])
     chart.axes(f"denominator (patients, rounded to {rounding})", "rate, %")
     section["svg"] = chart.svg(f"Funnel plot: {measure['title']}")
 

@@ -18,7 +18,7 @@ __all__ = ["Chart", "nice_ticks"]
 
 #: Dash patterns for the line styles the report names.
 DASHES = {"-": "", "--": "6 3", ":": "1.5 3"}
-FONT = "font-family:sans-serif;font-size:11px"
+FONT = "font-family:sans-serif;font-size:12px"
 
 
 def nice_ticks(low: float, high: float, count: int = 6) -> list[float]:
@@ -82,12 +82,41 @@ class Chart:
             self._key(f'<line x1="0" y1="0" x2="18" y2="0" stroke="{colour}" '
                       f'stroke-width="{width}"{dash}/>', label)
 
-    def points(self, xs: np.ndarray, ys: np.ndarray, colour: str, label: str = "") -> None:
+    def points(self, xs: np.ndarray, ys: np.ndarray, colour: str, label: str = "",
+               radius: float = 3.0) -> None:
         for a, b in zip(self.x(xs), self.y(ys), strict=True):  # one per practice
-            self.parts.append(f'<circle cx="{_number(a)}" cy="{_number(b)}" r="3" '
-                              f'fill="{colour}"/>')
+            self.parts.append(f'<circle cx="{_number(a)}" cy="{_number(b)}" '
+                              f'r="{_number(radius)}" fill="{colour}"/>')
         if label:
-            self._key(f'<circle cx="9" cy="0" r="3" fill="{colour}"/>', label)
+            self._key(f'<circle cx="9" cy="0" r="{_number(radius)}" fill="{colour}"/>', label)
+
+    def labels(self, xs: np.ndarray, ys: np.ndarray, texts: Sequence[str],
+               colour: str = "#333333", gap: float = 13.0) -> None:
+        """A label beside each point, stacked ``gap`` px apart where points crowd, so every
+        label stays legible; a thin leader joins a label that moved to its point. Labels on
+        the right half of the plot sit to the left of their point, to stay inside it."""
+        px = np.asarray(self.x(xs), dtype=float).reshape(-1)
+        py = np.asarray(self.y(ys), dtype=float).reshape(-1)
+        if not len(px):
+            return
+        order = np.argsort(py, kind="stable")
+        step = gap * np.arange(len(order))
+        placed = np.empty_like(py)
+        # each label at its point, or just below the previous one: a running maximum
+        placed[order] = np.maximum.accumulate(py[order] - step) + step
+        placed -= max(0.0, float(placed.max()) - (self.bottom - 4))  # stack stays on the plot
+        placed = np.maximum(placed, self.top + 8)
+        left = px > (self.left + self.right) / 2
+        tx = np.where(left, px - 7, px + 7)
+        for x, y, y_label, x_text, end, label in zip(  # the few labelled points
+                px, py, placed, tx, left, texts, strict=True):
+            if abs(y_label - y) > 3:
+                self.parts.append(f'<line x1="{_number(x)}" y1="{_number(y)}" '
+                                  f'x2="{_number(x_text)}" y2="{_number(y_label)}" '
+                                  f'stroke="{colour}" stroke-width="0.6"/>')
+            self.parts.append(f'<text x="{_number(x_text)}" y="{_number(y_label)}" dy="4" '
+                              f'fill="{colour}" text-anchor="{"end" if end else "start"}" '
+                              f'style="{FONT}">{escape(label)}</text>')
 
     def text(self, x: float, y: float, label: str, colour: str = "#333333",
              anchor: str = "start") -> None:

@@ -14,7 +14,9 @@ from pipeline.measures import MEASURES, build_measures
 from pipeline.report import (
     CLINICAL_JUDGEMENT,
     binomial_limits,
+    page_css,
     render_report,
+    template_environment,
 )
 
 AS_OF = dt.date(2026, 3, 31)
@@ -193,8 +195,31 @@ def test_content(report):
 
 
 def test_print_and_width_css(report):
+    """Printed pages carry the run and as-of date in their running header; on screen the grid
+    never asks for more than the viewport. (Checked in a browser by test_browser.py.)"""
     assert "@media print" in report and "size: A4" in report
-    assert "max-width: 1200px" in report
+    assert "max-width: 1200px" in report and "minmax(min(100%, 520px), 1fr)" in report
+    assert '@top-left { content: "b12screen report, as of 2026-03-31"' in report
+    assert 'counter(page) " of " counter(pages)' in report
+    assert "break-after: avoid" in report
+
+
+def test_running_header_text_cannot_escape_the_style_element():
+    css = str(page_css('x"</style><script>alert(1)</script>', "2026-01-31"))
+    assert css.count("</style>") == 1 and "<script>" not in css
+    assert '@top-right { content: "As of 2026-01-31"' in css
+
+
+def test_pages_that_extend_the_report_share_its_layout():
+    """trend.html extends report.html.j2: it gets the same styles, and its running header
+    the latest run's as-of date."""
+    page = template_environment({"child.html.j2": (
+        '{% extends "report.html.j2" %}{% block title %}b12screen trend, 2026-01 to 2026-02'
+        '{% endblock %}{% block body %}<h1>Trend</h1>{% endblock %}')}).get_template(
+        "child.html.j2").render(runs=[{"as_of": "2026-01-31"}, {"as_of": "2026-02-28"}])
+    assert '@top-left { content: "b12screen trend, 2026-01 to 2026-02"' in page
+    assert '@top-right { content: "As of 2026-02-28"' in page
+    assert "<h1>Trend</h1>" in page and "Clinical judgement" not in page
 
 
 def test_deterministic(tmp_path, cohort):
@@ -223,8 +248,30 @@ def test_funnel_omits_suppressed_practices(tmp_path, cohort):
     ]
     drawn = int((rows["ratio"].notna() & rows["denominator"].fillna(0).gt(0)).sum())
     text = " ".join(text_of(render(tmp_path, patients, results)).split())
-    assert f"{drawn} practices drawn, {len(rows) - drawn} not drawn" in text
+    plural = "s" if drawn != 1 else ""
+    assert f"{drawn} practice{plural} drawn, {len(rows) - drawn} not drawn" in text
     assert len(rows) - drawn >= 1  # the synthetic cohort has small practices
+
+
+def test_funnel_labels_the_practices_outside_the_limits(tmp_path, cohort):
+    """A practice whose tested patients are all deficient lies far above the cohort rate: it
+    is drawn in red and labelled with its practice id, like the table under the plot."""
+    patients, results = cohort
+    patients = patients.copy()
+    outlier = patients["practice_id"].eq("PR001").fillna(False) & patients["b12_status"].ne(
+        "not_tested")
+    patients["b12_status"] = patients["b12_status"].mask(outlier, "deficient")
+    page = render(tmp_path, patients, results)
+    figure = re.search(r'<figure id="funnel-deficient_among_tested">.*?</figure>', page,
+                       flags=re.DOTALL).group(0)
+    listed = re.findall(r"<tr><td>(PR\d+)</td>", figure)
+    assert "PR001" in listed
+    svg = re.search(r"<svg.*?</svg>", figure, flags=re.DOTALL).group(0)
+    labels = {p for text in re.findall(r"<text[^>]*>([^<]*)</text>", svg)
+              for p in text.split(", ")}
+    assert set(listed) <= labels
+    assert "outside 95% limits" in svg
+    assert svg.count('fill="#c44e52"/>') >= len(listed) + 1  # red points and their key
 
 
 @pytest.mark.parametrize(
