@@ -70,6 +70,7 @@ from pipeline.config import ExtractFormat, InputSpec, RulesProfile
 from pipeline.errors import UserError
 from pipeline.read import (
     MALFORMED,
+    MALFORMED_REASON,
     SOURCE_FILE,
     SOURCE_ROW,
     FileInfo,
@@ -282,7 +283,8 @@ def _partitions(inp: _Input, n_parts: int) -> list[Any]:
         **{c: pd.Series([], dtype="str") for c in inp.layout.original},
         SOURCE_ROW: pd.Series([], dtype="int64"),
         SOURCE_FILE: pd.Series([], dtype="category"),
-        **({MALFORMED: pd.Series([], dtype="str")} if inp.layout.malformed else {}),
+        **({MALFORMED: pd.Series([], dtype="str"), MALFORMED_REASON: pd.Series([], dtype="str")}
+           if inp.layout.malformed else {}),
         _FILE: pd.Series([], dtype="int64"), _PART: pd.Series([], dtype="int64")})
     frame = dd.from_delayed(keyed, meta=meta, verify_meta=False)
     divisions = list(range(n_parts + 1))

@@ -20,6 +20,7 @@ import hashlib
 import io
 import re
 import zlib
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +33,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from pipeline.config import CANONICAL_COLUMNS, REQUIRED_COLUMNS, InputSpec
+from pipeline.csv_records import MALFORMED_ROW, split_records
 from pipeline.errors import UserError
 from pipeline.harmonise import cell_edges
 
@@ -43,6 +45,9 @@ INTERNAL = "\x1f"
 SOURCE_FILE = f"{INTERNAL}source_file"
 SOURCE_ROW = f"{INTERNAL}source_row"
 MALFORMED = f"{INTERNAL}malformed"
+#: Why a malformed record was rejected: ``malformed_row`` (wrong number of fields, or a quote
+#: never closed) or ``oversized_field`` (a record over 1 MiB); null on good rows.
+MALFORMED_REASON = f"{INTERNAL}malformed_reason"
 #: Columns never given missing-value tokens: short words there are real codes (``NA`` sodium,
 #: ``K`` potassium, ``CA`` calcium), so only an empty cell is missing (SPEC rev 2).
 CODE_COLUMNS = frozenset({"test_code", "unit", "medication"})
@@ -318,37 +323,6 @@ def _check_duplicates(names: list[str], path: Path | str, kind: str) -> None:
         raise UserError(f"{kind}: {path} has duplicate column name(s): {', '.join(shown)}")
 
 
-def _record_lines(data: bytes) -> np.ndarray:
-    """1-based line on which each non-empty CSV record starts (header first), vectorised.
-
-    A newline ends a record unless an odd number of quotes precede it (it is inside a quoted
-    field); empty lines are not records, as for the Arrow parser.
-    """
-    buf = np.frombuffer(data, dtype=np.uint8)
-    newlines = np.flatnonzero(buf == 0x0A)
-    quotes = np.flatnonzero(buf == 0x22)
-    ends = newlines[np.searchsorted(quotes, newlines) % 2 == 0] if len(quotes) else newlines
-    starts = np.concatenate(([0], ends + 1))
-    stops = np.concatenate((ends, [len(buf)]))
-    length = stops - starts
-    safe = np.minimum(starts, max(len(buf) - 1, 0))
-    only_cr = (length == 1) & (buf[safe] == 0x0D) if len(buf) else length > 0
-    keep = (length > 0) & ~only_cr
-    return (np.searchsorted(newlines, starts[keep]) + 1).astype(np.int64)
-
-
-def _simple_lines(data: bytes) -> np.ndarray:
-    """Fallback: every non-empty physical line is a record (right unless fields span lines)."""
-    buf = np.frombuffer(data, dtype=np.uint8)
-    newlines = np.flatnonzero(buf == 0x0A)
-    starts = np.concatenate(([0], newlines + 1))
-    stops = np.concatenate((newlines, [len(buf)]))
-    length = stops - starts
-    safe = np.minimum(starts, max(len(buf) - 1, 0))
-    only_cr = (length == 1) & (buf[safe] == 0x0D) if len(buf) else length > 0
-    return (np.flatnonzero((length > 0) & ~only_cr) + 1).astype(np.int64)
-
-
 def describe_file(path: str | Path, rows: int) -> FileInfo:
     """A file's size, hash and row count, for the manifest."""
     info = _file_info(Path(path))
@@ -372,57 +346,69 @@ def _read_csv(path: Path, spec: InputSpec, kind: str) -> tuple[pa.Table, FileInf
         delimiter = _sniff_delimiter(data)
     info.delimiter = delimiter
     columns = _header(data, delimiter, path, kind)
-    bad_lines: list[tuple[int | None, str]] = []
+    # records found before Arrow parses: a stray quote or an oversized field costs its own
+    # record, and Arrow reads one row (or one invalid row) per record of ``records.data``
+    records = split_records(data, delimiter, len(columns))
+    del data
+    invalid: list[tuple[int | None, str]] = []
 
-    def on_invalid(row: pacsv.InvalidRow) -> str:  # called by Arrow for malformed lines only
-        bad_lines.append((row.number, row.text))
+    def on_invalid(row: pacsv.InvalidRow) -> str:  # records with the wrong number of fields
+        invalid.append((row.number, row.text))
         return "skip"
 
     def parse(threads: bool) -> pa.Table:
         try:
             return pacsv.read_csv(
-                io.BytesIO(data),
+                io.BytesIO(records.data),
                 read_options=pacsv.ReadOptions(column_names=columns, skip_rows=1,
                                                use_threads=threads, block_size=1 << 24),
                 parse_options=pacsv.ParseOptions(delimiter=delimiter,
-                                                 invalid_row_handler=on_invalid),
+                                                 invalid_row_handler=on_invalid,
+                                                 newlines_in_values=records.multiline),
                 convert_options=pacsv.ConvertOptions(
                     column_types=dict.fromkeys(columns, pa.string()),
                     strings_can_be_null=False, quoted_strings_can_be_null=False),
             )
-        except pa.ArrowInvalid as exc:  # Arrow's text may quote data: not repeated here
-            raise UserError(f"{kind}: cannot parse {path} as delimited text (a line longer "
-                            "than 16 MB, or broken quoting)") from exc
+        except pa.ArrowInvalid as exc:  # not expected: records are split and size-capped
+            raise UserError(f"{kind}: cannot parse {path} as delimited text") from exc
 
     table = parse(threads=True)
-    if any(n is None for n, _ in bad_lines):
-        bad_lines.clear()  # record numbers are only known when read in one thread
+    if any(n is None for n, _ in invalid):
+        invalid.clear()  # record numbers are only known when read in one thread
         table = parse(threads=False)
-    lines = _record_lines(data)
-    if len(lines) != 1 + table.num_rows + len(bad_lines):
-        lines = _simple_lines(data)  # stray quotes inside unquoted fields
-    lines = lines + offset
-    records = lines[1:]
-    is_bad = np.zeros(len(records), dtype=bool)
-    bad_numbers = np.array([n - 2 for n, _ in bad_lines], dtype=np.int64)
-    bad_numbers = bad_numbers[(bad_numbers >= 0) & (bad_numbers < len(records))]
-    is_bad[bad_numbers] = True
-    good = records[~is_bad]
-    if len(good) != table.num_rows:  # cannot happen for well-formed input; never fail on it
+    rows = records.lines[1:] + offset  # Arrow's record n (header = 1) is rows[n - 2]
+    numbers = np.array([n - 2 for n, _ in invalid], dtype=np.int64)
+    numbers = numbers[(numbers >= 0) & (numbers < len(rows))]
+    is_invalid = np.zeros(len(rows), dtype=bool)
+    is_invalid[numbers] = True
+    good = rows[~is_invalid]
+    if len(good) != table.num_rows:  # cannot happen (property-tested); never fail on it
         good = np.arange(2, table.num_rows + 2, dtype=np.int64) + offset
     table = table.append_column(SOURCE_ROW, pa.array(good, pa.int64()))
-    if bad_lines:
-        numbers = records[bad_numbers] if len(bad_numbers) == len(bad_lines) else \
-            np.full(len(bad_lines), -1, dtype=np.int64)
-        texts = [t for _, t in bad_lines]
+    lines = np.concatenate((rows[numbers] if len(numbers) == len(invalid)
+                            else np.full(len(invalid), -1, dtype=np.int64),
+                            records.bad_lines + offset))
+    if len(lines):
+        texts = [t for _, t in invalid] + records.bad_texts
+        reasons = [MALFORMED_ROW] * len(invalid) + records.bad_reasons
         bad = pa.table({c: pa.array([""] * len(texts), pa.string()) for c in columns})
-        bad = bad.append_column(SOURCE_ROW, pa.array(numbers, pa.int64()))
+        bad = bad.append_column(SOURCE_ROW, pa.array(lines, pa.int64()))
         bad = bad.append_column(MALFORMED, pa.array(texts, pa.string()))
+        bad = bad.append_column(MALFORMED_REASON, pa.array(reasons, pa.string()))
         table = table.append_column(MALFORMED, pa.nulls(table.num_rows, pa.string()))
+        table = table.append_column(MALFORMED_REASON, pa.nulls(table.num_rows, pa.string()))
         table = pa.concat_tables([table, bad])
         table = table.take(pc.sort_indices(table[SOURCE_ROW]))
-        notes.append(f"{kind}: {len(texts)} malformed line(s) in {path} (wrong number of "
-                     f"fields; expected {len(columns)})")
+        counts = Counter(reasons)
+        if invalid:
+            notes.append(f"{kind}: {len(invalid)} malformed line(s) in {path} (wrong number "
+                         f"of fields; expected {len(columns)})")
+        if counts[MALFORMED_ROW] > len(invalid):
+            notes.append(f"{kind}: {counts[MALFORMED_ROW] - len(invalid)} line(s) in {path} "
+                         "with a quote that is never closed (each rejected on its own)")
+        if len(reasons) > counts[MALFORMED_ROW]:
+            notes.append(f"{kind}: {len(reasons) - counts[MALFORMED_ROW]} record(s) in {path}"
+                         " longer than 1 MiB (rejected as oversized_field)")
     info.rows = table.num_rows
     return table, info, notes
 
@@ -620,7 +606,7 @@ def read_file(path: Path, spec: InputSpec, row_groups: tuple[int, ...] | None = 
             integer_ids = [(c, str(path)) for c in sorted(integers & id_sources)]
     else:
         table, info, notes = _read_csv(path, spec, kind)
-    names = [c for c in table.column_names if c not in (SOURCE_ROW, MALFORMED)]
+    names = [c for c in table.column_names if c not in (SOURCE_ROW, MALFORMED, MALFORMED_REASON)]
     _check_required(kind, spec, names, str(path))
     table = table.append_column(SOURCE_FILE, _repeat_encoded(str(path), table.num_rows))
     return FileTable(table, info, notes, integer_ids)
@@ -643,7 +629,7 @@ class Layout:
                 spelling.setdefault(n.lower(), n)
         original = list(dict.fromkeys(
             spelling[n.lower()] for names in column_names for n in names
-            if n not in (SOURCE_ROW, SOURCE_FILE, MALFORMED)))
+            if n not in (SOURCE_ROW, SOURCE_FILE, MALFORMED, MALFORMED_REASON)))
         return cls(spelling, original, any(MALFORMED in names for names in column_names))
 
     def conform(self, table: pa.Table) -> pa.Table:
@@ -654,10 +640,11 @@ class Layout:
         for c in self.original:
             if c not in table.column_names:
                 table = table.append_column(c, _repeat("", table.num_rows))
-        if self.malformed and MALFORMED not in table.column_names:
-            table = table.append_column(MALFORMED, pa.nulls(table.num_rows, pa.string()))
+        for c in (MALFORMED, MALFORMED_REASON) if self.malformed else ():
+            if c not in table.column_names:
+                table = table.append_column(c, pa.nulls(table.num_rows, pa.string()))
         return table.select([*self.original, SOURCE_ROW, SOURCE_FILE]
-                            + ([MALFORMED] if self.malformed else []))
+                            + ([MALFORMED, MALFORMED_REASON] if self.malformed else []))
 
 
 def input_notes(kind: str, notes: list[str], integer_ids: list[tuple[str, str]]) -> list[str]:
@@ -867,7 +854,8 @@ def canonical_view(raw: RawInput, spec: InputSpec,
     sources_of = {canon: [name for source in sources
                           if (name := source if source in frame.columns
                               else lower.get(source.lower())) is not None
-                          and name not in (SOURCE_FILE, SOURCE_ROW, MALFORMED)]
+                          and name not in (SOURCE_FILE, SOURCE_ROW, MALFORMED,
+                                           MALFORMED_REASON)]
                   for canon, sources in spec.columns.items()}
     # (source column, whether missing-value tokens apply): never to codes, nor to any text
     # read from Parquet, where a missing value is a null (SPEC rev 2)
@@ -919,6 +907,7 @@ def canonical_view(raw: RawInput, spec: InputSpec,
     result[SOURCE_ROW] = frame[SOURCE_ROW]
     if MALFORMED in frame.columns:
         result[MALFORMED] = frame[MALFORMED].notna()
+        result[MALFORMED_REASON] = frame[MALFORMED_REASON].fillna("").astype("str")
     return result
 
 

@@ -20,16 +20,25 @@ import pandera.pandas as pa
 from pipeline import harmonise as hz
 from pipeline.config import ExtractFormat, RulesProfile
 from pipeline.memory import trim_heap
-from pipeline.read import MALFORMED, SOURCE_FILE, SOURCE_ROW, FileInfo, RawInput, canonical_view
+from pipeline.read import (
+    MALFORMED,
+    MALFORMED_REASON,
+    SOURCE_FILE,
+    SOURCE_ROW,
+    FileInfo,
+    RawInput,
+    canonical_view,
+)
 
 #: Reason codes in the order they are listed on a rejected row (public interface).
-LAB_REASONS = ("malformed_row", "missing_patient_id", "missing_test_code", "bad_date",
-               "future_date", "missing_result", "non_numeric_result", "negative_result",
+LAB_REASONS = ("malformed_row", "oversized_field", "missing_patient_id", "missing_test_code",
+               "bad_date", "future_date", "missing_result", "non_numeric_result", "negative_result",
                "bad_censor", "unknown_unit", "implausible_value")
-PATIENT_REASONS = ("malformed_row", "missing_patient_id", "bad_date", "future_date", "bad_age",
-                   "bad_yes_no", "bad_diet", "bad_number", "conflicting_patient_rows")
-MEDICATION_REASONS = ("malformed_row", "missing_patient_id", "missing_medication", "bad_date",
-                      "end_before_start", "bad_number")
+PATIENT_REASONS = ("malformed_row", "oversized_field", "missing_patient_id", "bad_date",
+                   "future_date", "bad_age", "bad_yes_no", "bad_diet", "bad_number",
+                   "conflicting_patient_rows")
+MEDICATION_REASONS = ("malformed_row", "oversized_field", "missing_patient_id",
+                      "missing_medication", "bad_date", "end_before_start", "bad_number")
 YES_NO_COLUMNS = ("autoimmune_gastritis", "bariatric_surgery", "crohns_disease",
                   "neurological_symptoms", "pregnant")
 DIETS = ("omnivore", "vegetarian", "vegan", "unknown")
@@ -97,12 +106,14 @@ def _run_checks(frame: pd.DataFrame, checks: dict[str, tuple[str, Callable]],
 def _reasons_text(failed: pd.DataFrame) -> pd.Series:
     """Join the failing reason codes of each row with ';' in the declared order.
 
-    A malformed line has no trustworthy fields, so it carries ``malformed_row`` alone.
+    A malformed record has no trustworthy fields, so it carries ``malformed_row`` or
+    ``oversized_field`` alone.
     """
-    if "malformed_row" in failed:
-        malformed = failed["malformed_row"].to_numpy()
+    whole = [c for c in ("malformed_row", "oversized_field") if c in failed]
+    if whole:
+        malformed = failed[whole].to_numpy().any(axis=1)
         failed = failed.copy()
-        failed.loc[malformed, [c for c in failed.columns if c != "malformed_row"]] = False
+        failed.loc[malformed, [c for c in failed.columns if c not in whole]] = False
     text = np.full(len(failed), "", dtype=object)
     for code in failed.columns:  # a handful of reason columns, each vectorised over rows
         hit = failed[code].to_numpy(dtype=bool)
@@ -200,6 +211,13 @@ def _malformed(canon: pd.DataFrame) -> pd.Series:
     return pd.Series(False, index=canon.index)
 
 
+def _oversized(canon: pd.DataFrame) -> pd.Series:
+    """Rejected records over the reader's size limit (a subset of the malformed ones)."""
+    if MALFORMED_REASON in canon:
+        return canon[MALFORMED_REASON] == "oversized_field"
+    return pd.Series(False, index=canon.index)
+
+
 # ---------------------------------------------------------------------------------- labs
 
 
@@ -285,7 +303,8 @@ def validate_labs(raw: RawInput, fmt: ExtractFormat, rules: RulesProfile,
 
     has_result = _present(result_u)[result_code[rows]]
     check_frame = pd.DataFrame({
-        "row": malformed.to_numpy()[rows],
+        "row": (malformed & ~_oversized(canon)).to_numpy()[rows],
+        "oversized": _oversized(canon).to_numpy()[rows],
         "patient_id": _present(pid_u)[pid_code[rows]],
         "test_code": has_code[rows], "collected_at": collected,
         "result": has_result,
@@ -296,6 +315,7 @@ def validate_labs(raw: RawInput, fmt: ExtractFormat, rules: RulesProfile,
     }, index=canon.index[rows], copy=False)
     checks: dict[str, tuple[str, Callable]] = {
         "malformed_row": ("row", lambda s: ~s.astype(bool)),
+        "oversized_field": ("oversized", lambda s: ~s.astype(bool)),
         "missing_patient_id": ("patient_id", _truthy),
         "missing_test_code": ("test_code", _truthy),
         "bad_date": ("collected_at", lambda s: s.notna() & (s >= earliest)),
@@ -492,7 +512,8 @@ def validate_patients(raw: RawInput, fmt: ExtractFormat, as_of: date) -> Validat
     future = pd.Timestamp(as_of) + pd.Timedelta(days=1)
     birth_text = canon["birth_date"] != ""
     check_frame = pd.DataFrame({
-        "row": malformed, "patient_id": canon["patient_id"],
+        "row": malformed & ~_oversized(canon), "oversized": _oversized(canon),
+        "patient_id": canon["patient_id"],
         "birth_ok": ~((birth_text & parsed_birth.isna()) | bad_year
                       | (birth < pd.Timestamp("1900-01-01"))),
         "birth_future": ~(birth >= future),
@@ -503,6 +524,7 @@ def validate_patients(raw: RawInput, fmt: ExtractFormat, as_of: date) -> Validat
     identity = _truthy
     checks = {
         "malformed_row": ("row", lambda s: ~s.astype(bool)),
+        "oversized_field": ("oversized", lambda s: ~s.astype(bool)),
         "missing_patient_id": ("patient_id", _nonempty),
         "bad_date": ("birth_ok", identity), "future_date": ("birth_future", identity),
         "bad_age": ("age_ok", identity), "bad_yes_no": ("flags_ok", identity),
@@ -552,7 +574,8 @@ def validate_medications(raw: RawInput, fmt: ExtractFormat) -> Validated:
                                      decimal_comma=spec.read.decimal_comma)
     old = pd.Timestamp("1900-01-01")
     check_frame = pd.DataFrame({
-        "row": malformed[todo], "patient_id": work["patient_id"],
+        "row": (malformed & ~_oversized(canon))[todo], "oversized": _oversized(canon)[todo],
+        "patient_id": work["patient_id"],
         "medication": work["medication"],
         "dates_ok": start.notna() & (start >= old)
         & ~((work["end_date"] != "") & (end.isna() | (end < old))),
@@ -561,6 +584,7 @@ def validate_medications(raw: RawInput, fmt: ExtractFormat) -> Validated:
     identity = _truthy
     checks = {
         "malformed_row": ("row", lambda s: ~s.astype(bool)),
+        "oversized_field": ("oversized", lambda s: ~s.astype(bool)),
         "missing_patient_id": ("patient_id", _nonempty),
         "missing_medication": ("medication", _nonempty),
         "bad_date": ("dates_ok", identity), "end_before_start": ("order_ok", identity),
