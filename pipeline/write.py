@@ -1,17 +1,13 @@
 """Write a run's outputs: typed Parquet, injection-safe CSV/XLSX, JSON; atomically.
 
-Everything is written into a temporary sibling folder that is renamed into place at the
-end, so an interrupted run never leaves a half-written month. Patient-level files are
-owner-only (0600, folder 0700); shareable aggregates carry no patient id.
+The run folder itself (a temporary sibling swapped into place, owner-only permissions) is
+``pipeline.run_folder``'s; this module writes the files in it. Shareable aggregates carry
+no patient id.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import shutil
-from collections.abc import Iterator
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -60,7 +56,7 @@ PATIENTS_SCHEMA = pa.schema([
     ("b12_treatment_start", pa.date32()), ("last_b12_test_at", pa.timestamp("us")),
     ("untreated_too_long", pa.bool_()),
     ("regimen_intent", pa.dictionary(pa.int8(), pa.string())), ("not_responding", pa.bool_()),
-    ("on_b12_combination", pa.bool_()),
+    ("on_b12_combination", pa.bool_()), ("as_of", pa.date32()),
 ])
 RESULTS_SCHEMA = pa.schema([
     ("patient_id", pa.string()), ("collected_at", pa.timestamp("us")),
@@ -70,7 +66,7 @@ RESULTS_SCHEMA = pa.schema([
     ("band", pa.dictionary(pa.int8(), pa.string())), ("censored_ambiguous", pa.bool_()),
     ("after_as_of", pa.bool_()), ("result_text", pa.string()), ("source_unit", pa.string()),
     ("practice_id", pa.string()), ("site_id", pa.string()), ("specimen_id", pa.string()),
-    ("source_file", pa.string()), ("source_row", pa.int64()),
+    ("source_file", pa.string()), ("source_row", pa.int64()), ("as_of", pa.date32()),
 ])
 #: Fixed dictionaries so categorical codes are stable from run to run.
 CATEGORIES = {
@@ -123,13 +119,26 @@ def _from_categorical(column: pd.Series, typ: pa.DataType, name: str) -> pa.Arra
     return taken if typ == pa.string() else taken.cast(typ)
 
 
+#: Columns that hold one value for the whole run, filled from the run's metadata: ``as_of``
+#: lets an analyst stack months without reading it from the file name.
+RUN_COLUMNS = ("as_of",)
+
+
+def _run_column(field: pa.Field, metadata: dict[str, str], n: int) -> pa.Array:
+    value = date.fromisoformat(metadata[field.name]) if field.type == pa.date32() \
+        else metadata[field.name]
+    return pa.repeat(pa.scalar(value, field.type), n)
+
+
 def to_arrow(frame: pd.DataFrame, schema: pa.Schema, metadata: dict[str, str]) -> pa.Table:
     """A typed Arrow table: fixed dictionaries for statuses, dates as dates.
 
     Each column is one contiguous array, so the file's pages (and bytes) do not depend on
     how the frame was assembled (e.g. from the cohort's parts, one per thread).
     """
-    arrays = [_arrow_column(frame[f.name], f.type, f.name) for f in schema]
+    arrays = [_run_column(f, metadata, len(frame)) if f.name in RUN_COLUMNS
+              and f.name not in frame.columns else _arrow_column(frame[f.name], f.type, f.name)
+              for f in schema]
     arrays = [a.combine_chunks() if isinstance(a, pa.ChunkedArray) else a for a in arrays]
     meta = {f"b12screen.{k}": str(v) for k, v in metadata.items()}
     return pa.Table.from_arrays(arrays, schema=schema.with_metadata(meta))
@@ -259,34 +268,3 @@ def write_xlsx(sheets: dict[str, pd.DataFrame], path: Path,
 def write_json(data: dict[str, Any], path: Path) -> None:
     path.write_text(json.dumps(data, indent=2, sort_keys=False, default=str) + "\n",
                     encoding="utf-8")
-
-
-@contextlib.contextmanager
-def atomic_folder(out: Path) -> Iterator[Path]:
-    """Yield a private temporary folder; on success it replaces ``out`` in one rename."""
-    out = out.resolve()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir(mode=0o700)
-    try:
-        yield tmp
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    old = out.parent / f".{out.name}.old-{os.getpid()}"
-    if out.exists():
-        out.rename(old)
-    tmp.rename(out)
-    shutil.rmtree(old, ignore_errors=True)
-
-
-def restrict(folder: Path, shareable: set[str]) -> None:
-    """Owner-only patient-level files; shareable aggregates readable by the group too."""
-    os.chmod(folder, 0o700)
-    for path in folder.rglob("*"):
-        if path.is_dir():
-            os.chmod(path, 0o700)
-        else:
-            os.chmod(path, 0o640 if path.name in shareable else 0o600)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import duckdb
 import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline.classify import PATIENT_COLUMNS
@@ -29,7 +30,19 @@ SPEC_RESULT_COLUMNS = ["patient_id", "collected_at", "analyte", "value", "unit",
 def test_patients_parquet_has_spec_columns_in_order(sample_run: Path) -> None:
     columns = pq.read_schema(sample_run / "patients.parquet").names
     assert columns[:len(SPEC_PATIENT_COLUMNS)] == SPEC_PATIENT_COLUMNS
-    assert columns == list(PATIENT_COLUMNS)
+    # SPEC rev 2 appends, in this order, after the columns added since the SPEC's list
+    assert columns[-4:] == ["regimen_intent", "not_responding", "on_b12_combination", "as_of"]
+    assert columns == [*PATIENT_COLUMNS, "as_of"]
+
+
+def test_as_of_column_lets_months_be_stacked(sample_run: Path) -> None:
+    """Every row of patients.parquet and results.parquet carries the run's as-of date, as
+    a date, equal to the metadata's."""
+    for name in ("patients.parquet", "results.parquet"):
+        table = pq.read_table(sample_run / name)
+        assert table.schema.field("as_of").type == pa.date32()
+        as_of = table.schema.metadata[b"b12screen.as_of"].decode()
+        assert {d.isoformat() for d in table["as_of"].to_pylist()} == {as_of}
 
 
 def test_results_parquet_has_spec_columns(sample_run: Path) -> None:
