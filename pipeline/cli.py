@@ -16,6 +16,7 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import date, datetime
+from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -297,17 +298,28 @@ def demo(directory: Annotated[Path, typer.Option(
     out.print(f"report:      {folder / 'report.html'}", markup=False, soft_wrap=True)
 
 
+class MonthFolders(StrEnum):
+    """What ``trend`` does with two run folders for one month."""
+
+    stop = "stop"
+    latest = "latest"
+
+
 @app.command()
-def trend(reports_dir: Annotated[Path, typer.Argument(help="Folder holding run folders.")]
+def trend(reports_dir: Annotated[Path, typer.Argument(help="Folder holding run folders.")],
+          month_folders: Annotated[MonthFolders, typer.Option(
+              "--month-folders",
+              help="Two run folders for one month: stop (exit 1, naming both) or use the "
+                   "latest (the later as-of date).")] = MonthFolders.stop,
           ) -> None:
     """Month-on-month measures over earlier runs: trend.html and trend.csv.
 
-    Example: b12screen trend reports
+    Example: b12screen trend reports --month-folders latest
     """
     from pipeline.trend import build_trend
 
     try:
-        html, csv = build_trend(reports_dir)
+        html, csv = build_trend(reports_dir, month_folders.value)
     except UserError as exc:
         _fail(exc)
     out.print(f"trend: {html}\ntrend data: {csv}", markup=False, soft_wrap=True)

@@ -3,8 +3,9 @@
 Each ``Measure`` carries the words a QI team reads in the report (title, numerator and
 denominator, why it matters, whether low is good, source) beside a vectorised function that
 turns the patients table into boolean numerator and denominator masks. ``build_measures``
-counts them overall and per practice and applies disclosure control, giving the long table
-written as ``measures.parquet`` / ``measures.csv`` and read back by ``b12screen trend``.
+counts them overall, per practice, per age band and per sex (where the inputs have them, as
+OpenSAFELY measures do with ``group_by``) and applies disclosure control, giving the long
+table written as ``measures.parquet`` / ``measures.csv`` and read back by ``b12screen trend``.
 
 Measure definitions deliberately do not read the rules profile (the 90-day window is fixed
 here): a measure must mean the same thing every month for its trend to mean anything.
@@ -20,17 +21,30 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from pipeline.disclosure import ROUNDING_MULTIPLE, SUPPRESSION_THRESHOLD, suppress_and_round
+from pipeline.disclosure import (
+    PRIMARY,
+    ROUNDING_MULTIPLE,
+    SECONDARY,
+    SUPPRESSION_THRESHOLD,
+    protect,
+)
 
 __all__ = [
+    "AGE_BANDS",
     "MEASURES",
     "MEASURE_COLUMNS",
+    "SEX_GROUPS",
+    "UNKNOWN_GROUP",
     "UNKNOWN_PRACTICE",
     "UNTREATED_DAYS",
     "Measure",
+    "breakdowns",
     "build_measures",
+    "count_measures",
     "definitions_table",
     "measure_by_id",
+    "measure_cells",
+    "publish_measures",
 ]
 
 #: Columns of the measures table, in order (a public interface: add, don't rename).
@@ -43,9 +57,15 @@ MEASURE_COLUMNS = (
     "denominator",
     "ratio",
     "suppressed",
+    "suppression",
 )
-#: Group label for patients whose practice is not known.
-UNKNOWN_PRACTICE = "unknown"
+#: Group label for patients whose practice (age, sex) is not known.
+UNKNOWN_PRACTICE = UNKNOWN_GROUP = "unknown"
+#: Age bands at the as-of date (``group_by = age_band``): ages below each edge, then 80+.
+AGE_BANDS = ("<16", "16–39", "40–64", "65–79", "80+")
+AGE_BAND_EDGES = (16, 40, 65, 80)
+#: Sex groups (``group_by = sex``), in this order.
+SEX_GROUPS = ("female", "male", "other", UNKNOWN_GROUP)
 #: Days a deficient result may stand untreated before the measure counts it (seed: permanent
 #: spinal cord lesions after 3 months untreated; the same window as rule R12).
 UNTREATED_DAYS = 90
@@ -226,11 +246,12 @@ def _practice_labels(patients: pd.DataFrame) -> pd.Series:
     return practice.mask(practice.eq("").fillna(False)).fillna(UNKNOWN_PRACTICE)
 
 
-def _practice_codes(patients: pd.DataFrame) -> tuple[np.ndarray, pd.api.extensions.ExtensionArray]:
+def _practice_codes(patients: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     """``pd.factorize(_practice_labels(patients), sort=True)``, with the labels cleaned once
     per distinct practice id rather than once per patient."""
     if "practice_id" not in patients.columns:
-        return pd.factorize(_practice_labels(patients), sort=True)
+        codes, groups = pd.factorize(_practice_labels(patients), sort=True)
+        return codes, np.asarray(groups, dtype=object)
     raw_codes, raw = pd.factorize(patients["practice_id"].astype("string"))  # missing: -1
     distinct = pd.DataFrame({"practice_id": pd.Series(raw, dtype="string")})
     labels = _practice_labels(distinct)
@@ -238,7 +259,137 @@ def _practice_codes(patients: pd.DataFrame) -> tuple[np.ndarray, pd.api.extensio
         labels = pd.concat([labels, pd.Series([UNKNOWN_PRACTICE], dtype="string")],
                            ignore_index=True)  # code -1 reads the last label
     codes, groups = pd.factorize(labels, sort=True)
-    return codes[raw_codes], groups
+    return codes[raw_codes], np.asarray(groups, dtype=object)
+
+
+def _age_band_codes(patients: pd.DataFrame) -> tuple[np.ndarray, np.ndarray] | None:
+    """Age bands in their natural order (``unknown`` last), or None when no patient has an
+    age: a breakdown of everyone into ``unknown`` tells a reader nothing."""
+    if "age_years" not in patients.columns:
+        return None
+    age = pd.to_numeric(patients["age_years"], errors="coerce").astype("Float64")
+    if not age.notna().any():
+        return None
+    known = age.to_numpy(dtype=float, na_value=np.nan)
+    codes = np.searchsorted(np.asarray(AGE_BAND_EDGES, float), known, side="right")
+    codes = np.where(np.isnan(known), len(AGE_BANDS), codes)
+    return codes.astype("int64"), np.asarray([*AGE_BANDS, UNKNOWN_GROUP], dtype=object)
+
+
+def _sex_codes(sex: pd.Series | None) -> tuple[np.ndarray, np.ndarray] | None:
+    """``female``, ``male``, ``other``, ``unknown`` from the patients input's sex (``f``,
+    ``female``, ``m``, ``male`` in any case); None when the input has no sex at all."""
+    if sex is None:
+        return None
+    text = sex.astype("string").str.strip().str.lower().fillna("")
+    if not text.ne("").any():
+        return None
+    codes = np.select([text.isin(("f", "female")).to_numpy(bool),
+                       text.isin(("m", "male")).to_numpy(bool),
+                       text.eq("").to_numpy(bool)], [0, 1, 3], default=2)
+    return codes.astype("int64"), np.asarray(SEX_GROUPS, dtype=object)
+
+
+def breakdowns(patients: pd.DataFrame, sex: pd.Series | None = None
+               ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Each ``group_by`` the inputs support: a group code per patient and the groups' labels.
+    ``sex`` defaults to the patients frame's own ``sex`` column if it has one."""
+    if sex is None and "sex" in patients.columns:
+        sex = patients["sex"]
+    found = {"practice": _practice_codes(patients), "age_band": _age_band_codes(patients),
+             "sex": _sex_codes(sex)}
+    return {name: codes for name, codes in found.items() if codes is not None}
+
+
+def count_measures(
+    patients: pd.DataFrame,
+    as_of: dt.date,
+    *,
+    measures: Sequence[Measure] = MEASURES,
+    sex: pd.Series | None = None,
+) -> pd.DataFrame:
+    """Every measure's exact counts overall and per group (before disclosure control).
+
+    Rows: per measure, one ``overall``/``all`` row, then per ``group_by`` (``practice``, then
+    ``age_band`` and ``sex`` where the inputs have them) one row per group. Each group_by's
+    groups add up to the overall row (patients without a value are under ``unknown``).
+    """
+    month = f"{as_of:%Y-%m}"
+    groupings = breakdowns(patients, sex)
+    frames = []
+    for measure in measures:  # a handful of measures; the work inside is vectorised
+        num, den = measure.masks(patients, as_of)
+        num = np.asarray(num, dtype="int64")
+        den = np.asarray(den, dtype="int64")
+        frames.append(pd.DataFrame({"measure": measure.id, "group_by": "overall",
+                                    "group": ["all"], "numerator": [int(num.sum())],
+                                    "denominator": [int(den.sum())]}))
+        for group_by, (code, groups) in groupings.items():
+            frames.append(pd.DataFrame({
+                "measure": measure.id, "group_by": group_by, "group": groups,
+                "numerator": np.bincount(code, weights=num, minlength=len(groups))
+                .astype("int64"),
+                "denominator": np.bincount(code, weights=den, minlength=len(groups))
+                .astype("int64"),
+            }))
+    table = pd.concat(frames, ignore_index=True)
+    table["month"] = month
+    table["ratio"] = np.nan
+    for name in ("measure", "month", "group_by", "group"):
+        table[name] = table[name].astype("string")
+    return table[list(MEASURE_COLUMNS[:-2])]
+
+
+def measure_cells(table: pd.DataFrame) -> tuple[pd.Series, pd.DataFrame, pd.DataFrame]:
+    """A measures table as disclosure-control cells: values keyed
+    ``measure/<id>/<group_by>/<group>/<numerator|denominator>``, the relations (each
+    group_by's groups add up to the overall row) and the ties (a numerator is hidden with
+    its denominator)."""
+    stem = ("measure/" + table["measure"].astype(str) + "/" + table["group_by"].astype(str)
+            + "/" + table["group"].astype(str) + "/")
+    values = pd.concat([pd.Series(table["numerator"].to_numpy("int64"),
+                                  index=(stem + "numerator").to_numpy()),
+                        pd.Series(table["denominator"].to_numpy("int64"),
+                                  index=(stem + "denominator").to_numpy())])
+    overall = table["group_by"].eq("overall").to_numpy(bool)
+    relations = []
+    for column in ("numerator", "denominator"):
+        key = stem + column
+        parts = table.loc[~overall, ["measure", "group_by"]].assign(cell=key[~overall])
+        total = pd.Series(key[overall].to_numpy(), index=table.loc[overall, "measure"])
+        parts["relation"] = (column + "/" + parts["measure"].astype(str) + "/"
+                             + parts["group_by"].astype(str))
+        parts["role"] = "part"
+        totals = parts.drop_duplicates("relation")
+        totals = totals.assign(cell=total.reindex(totals["measure"]).to_numpy(), role="total")
+        relations += [parts, totals]
+    relations_frame = pd.concat(relations, ignore_index=True)[["relation", "cell", "role"]]
+    ties = pd.DataFrame({"cell": (stem + "numerator").to_numpy(),
+                         "follows": (stem + "denominator").to_numpy()})
+    return values, relations_frame, ties
+
+
+def publish_measures(table: pd.DataFrame, decided: pd.DataFrame) -> pd.DataFrame:
+    """The measures table with each cell as ``decided`` (``disclosure.protect`` output keyed
+    like ``measure_cells``): rounded counts, ratios from the rounded counts, ``suppressed``
+    when anything in the row is withheld and ``suppression`` (``primary`` when a count of
+    the row is small itself, ``secondary`` when hidden only to protect another cell)."""
+    stem = ("measure/" + table["measure"].astype(str) + "/" + table["group_by"].astype(str)
+            + "/" + table["group"].astype(str) + "/")
+    out = table.copy()
+    kinds = []
+    for column in ("numerator", "denominator"):
+        cell = decided.reindex((stem + column).to_numpy())
+        out[column] = pd.array(cell["count"].to_numpy(), dtype="Int64")
+        kinds.append(cell["suppression"].astype("string").fillna("").to_numpy(dtype=object))
+    den = out["denominator"].astype("Float64")
+    out["ratio"] = (out["numerator"].astype("Float64") / den.mask(den.eq(0).fillna(False))
+                    ).astype("Float64")
+    out["suppressed"] = (out["numerator"].isna() | out["denominator"].isna()).to_numpy(bool)
+    kind = np.where((kinds[0] == PRIMARY) | (kinds[1] == PRIMARY), PRIMARY,
+                    np.where(out["suppressed"], SECONDARY, ""))
+    out["suppression"] = pd.array(kind, dtype="string")
+    return out[list(MEASURE_COLUMNS)]
 
 
 def build_measures(
@@ -248,51 +399,15 @@ def build_measures(
     rounding: int = ROUNDING_MULTIPLE,
     *,
     measures: Sequence[Measure] = MEASURES,
+    sex: pd.Series | None = None,
 ) -> pd.DataFrame:
-    """Every measure overall and per practice for the as-of month, disclosure-controlled.
+    """Every measure overall and per group for the as-of month, disclosure-controlled on its
+    own (a run publishes it with its other tables through ``pipeline.published`` instead, so
+    that one decision holds across every shareable file).
 
-    Rows: per measure, one ``overall``/``all`` row then one ``practice`` row per practice in
-    the cohort (patients without a practice under ``unknown``), practices sorted by id. The
-    practices of one measure add up to its overall row, so secondary suppression runs across
-    them. Counts are Int64 (NA when suppressed), ratio Float64 in 0..1.
+    Counts are Int64 (NA when suppressed), ratio Float64 in 0..1.
     """
-    month = f"{as_of:%Y-%m}"
-    # practices factorised once (sorted), then each measure is two bincounts
-    code, groups = _practice_codes(patients)
-    frames = []
-    for measure in measures:  # a handful of measures; the work inside is vectorised
-        num, den = measure.masks(patients, as_of)
-        num = np.asarray(num, dtype="int64")
-        den = np.asarray(den, dtype="int64")
-        per_practice = pd.DataFrame(
-            {
-                "group": np.asarray(groups, dtype=object),
-                "numerator": np.bincount(code, weights=num, minlength=len(groups))
-                .astype("int64"),
-                "denominator": np.bincount(code, weights=den, minlength=len(groups))
-                .astype("int64"),
-            }
-        )
-        overall = pd.DataFrame(
-            {
-                "group": ["all"],
-                "numerator": [int(num.sum())],
-                "denominator": [int(den.sum())],
-            }
-        )
-        frames.append(overall.assign(group_by="overall", measure=measure.id))
-        frames.append(per_practice.assign(group_by="practice", measure=measure.id))
-    table = pd.concat(frames, ignore_index=True)
-    table["month"] = month
-    table["ratio"] = np.nan
-    table = table[list(MEASURE_COLUMNS[:-1])]
-
-    published = suppress_and_round(
-        table,
-        cells_of=["measure", "month", "group_by"],
-        small_count=small_count,
-        rounding=rounding,
-    )
-    for name in ("measure", "month", "group_by", "group"):
-        published[name] = published[name].astype("string")
-    return published[list(MEASURE_COLUMNS)]
+    table = count_measures(patients, as_of, measures=measures, sex=sex)
+    values, relations, ties = measure_cells(table)
+    decided = protect(values, relations, ties=ties, small_count=small_count, rounding=rounding)
+    return publish_measures(table, decided)

@@ -2,7 +2,9 @@
 
 Patient-level: patients.parquet, results.parquet, rejected.parquet/.csv, worklists/*.csv,
 worklists.xlsx, worklist_state.parquet. Shareable (disclosure-controlled, no patient ids):
-measures.parquet/.csv, summary.json, report.html. Audit: manifest.json.
+measures.parquet/.csv, summary.json, report.html, all read from one suppression decision
+(``pipeline.published``). Audit: manifest.json, and disclosure_log.csv (owner-only: every
+withheld cell with its exact count, why, and the rule).
 """
 
 from __future__ import annotations
@@ -14,15 +16,22 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 
 from pipeline import __version__
-from pipeline.disclosure import suppress_counts
-from pipeline.measures import MEASURES, build_measures
+from pipeline.measures import MEASURES
 from pipeline.memory import trim_heap
+from pipeline.published import WORKLIST_COLUMNS, Published, publish
 from pipeline.read import sha256_file
-from pipeline.report import render_report, value_counts
+from pipeline.report import (
+    ACCOUNTING_LABELS,
+    FLAG_LABELS,
+    STATUS_LABELS,
+    WORKLIST_LABELS,
+    render_report,
+)
 from pipeline.run import (
     RunState,
     environment,
@@ -84,61 +93,68 @@ def table_metadata(state: RunState) -> dict[str, str]:
             "format": state.fmt.name}
 
 
-def _published(counts: dict[str, int], small: int, rounding: int, secondary: bool) -> dict:
-    """Counts for a shareable file: suppressed ones become None (never 0)."""
-    if not counts:
-        return {}
-    series = pd.Series(counts, dtype="int64")
-    done = suppress_counts(series, secondary=secondary, small_count=small, rounding=rounding)
-    return {k: (None if s else int(c)) for k, c, s in
-            zip(done.index, done["count"], done["suppressed"], strict=True)}
+def with_metadata(table: pa.Table, meta: dict[str, str]) -> pa.Table:
+    """The run's key-value metadata (``b12screen.version``, rules, as-of, ...) added to a
+    table's own (pandas keeps its dtypes there), as every Parquet output carries it."""
+    return table.replace_schema_metadata({**(table.schema.metadata or {}),
+                                          **{f"b12screen.{k}": v for k, v in meta.items()}})
 
 
-def build_summary(state: RunState, patients: pd.DataFrame, worklist_sizes: dict[str, Any],
-                  measures: pd.DataFrame, reasons: dict[str, int],
-                  publish: bool = True) -> dict[str, Any]:
-    """The numbers behind the report; disclosure-controlled when ``publish`` (summary.json).
-
-    The report gets the raw numbers and applies the same disclosure control itself.
-    """
-    small = state.rules.disclosure["small_count"]
-    rounding = state.rules.disclosure["rounding"]
-    if not publish:
-        small, rounding = 0, 1
-    counted = value_counts(patients["b12_status"])
-    status = {k: counted.get(k, 0) for k in ("deficient", "indeterminate", "unlikely",
-                                             "not_tested")}
-    flags = {c: int(patients[c].sum()) for c in (
-        "needs_mma", "needs_supplementation", "metformin_monitoring_due", "retest_due",
-        "urgent_review", "paediatric", "discordant", "censored_ambiguous", "on_metformin",
-        "on_b12_treatment")}
-    accounting = {k: _published({n: v for n, v in c.items() if n != "balanced"}, small,
-                                rounding, secondary=True)
-                  for k, c in state.accounting().items()}
+def build_summary(state: RunState, published: Published) -> dict[str, Any]:
+    """summary.json: the run's published tables, read from the one decision that every
+    shareable file reads (``pipeline.published``); withheld counts are null, and
+    ``suppression`` says which were withheld as small (primary) or to protect another
+    (secondary)."""
     def records(frame: pd.DataFrame) -> list[dict[str, Any]]:
         return [{k: (None if pd.isna(v) else (v.item() if hasattr(v, "item") else v))
                  for k, v in row.items()} for row in frame.to_dict("records")]
 
+    measures = published.measures
+    accounting = {}
+    for table in [t for t in published.cells["table"].unique() if t.startswith("accounting/")]:
+        counts: dict[str, Any] = published.counts(table, "rows")
+        counts["balanced"] = bool(
+            published.cells.loc[published.cells["table"] == table, "balanced"].iloc[0])
+        accounting[table.split("/", 1)[1]] = counts
+    lists = published.table("worklists")
     return {
         "as_of": state.as_of.isoformat(),
         "month": f"{state.as_of:%Y-%m}",
         "version": __version__,
         "rules": {"name": state.rules.name, "sha256": state.rules.sha256},
-        "disclosure": {"small_count": state.rules.disclosure["small_count"],
-                       "rounding": state.rules.disclosure["rounding"],
-                       "applied": publish},
-        "cohort": {"patients": _published({"patients": len(patients)}, small, rounding,
-                                          False)["patients"],
-                   "by_status": _published({k: int(v) for k, v in status.items()}, small,
-                                           rounding, True),
-                   "flags": _published(flags, small, rounding, False)},
+        "disclosure": {"small_count": published.small_count, "rounding": published.rounding,
+                       "applied": True, "note": published.note},
+        "cohort": {"patients": published.count("cohort/patients/patients"),
+                   "by_status": published.counts("b12_status", "patients"),
+                   "flags": published.counts("flags", "patients")},
         "accounting": accounting,
-        "rejected_by_reason": _published(reasons, small, rounding, False),
-        "worklists": {name: _published(sizes, small, rounding, secondary=True)
-                      for name, sizes in worklist_sizes.items()},
+        "rejected_by_reason": published.counts("rejected_by_reason", "rows"),
+        "worklists": {name: {c: published.count(f"worklists/{name}/{c}")
+                             for c in WORKLIST_COLUMNS}
+                      for name in lists["row"].unique()},
         "measures": records(measures[measures["group_by"] == "overall"]),
         "per_practice": records(measures[measures["group_by"] == "practice"]),
+        "by_age_band": records(measures[measures["group_by"] == "age_band"]),
+        "by_sex": records(measures[measures["group_by"] == "sex"]),
+        "suppression": published.suppression(),
     }
+
+
+def patients_sex(state: RunState) -> pd.Series | None:
+    """The patients input's sex aligned to the cohort (for the measures' ``sex`` breakdown),
+    or None when the input has no sex at all. Taken before the per-row frames are released."""
+    validated = state.inputs.get("patients")
+    accepted = getattr(validated, "accepted", None)
+    if not isinstance(accepted, pd.DataFrame) or "sex" not in accepted.columns:
+        return None
+    sex = accepted["sex"].astype("string").fillna("")
+    if not sex.ne("").any():
+        return None
+    latest = accepted.assign(sex=sex).drop_duplicates("patient_id", keep="last")
+    at = pd.Index(latest["patient_id"].astype("string")).get_indexer(
+        state.classified.patients["patient_id"].astype("string"))
+    values = latest["sex"].to_numpy(dtype=object)
+    return pd.Series(np.where(at >= 0, values[at], ""), dtype="string")
 
 
 class _Digests:
@@ -217,7 +233,8 @@ def _worklists(state: RunState, results: pd.DataFrame) -> dict[str, pd.DataFrame
 
 def _write_worklists(state: RunState, worklists: dict[str, pd.DataFrame], tmp: Path,
                      previous: Path | None, pool: ThreadPoolExecutor, digests: _Digests,
-                     released: threading.Event) -> tuple[dict[str, Any], Future[list[str]]]:
+                     released: threading.Event, meta: dict[str, str]
+                     ) -> tuple[dict[str, Any], Future[list[str]]]:
     """Worklists with month-on-month state; returns each list's sizes for the report, and
     the XLSX workbook being written on the pool (its warnings when done)."""
     lists, resolved, list_state = apply_state(worklists, as_of_month=f"{state.as_of:%Y-%m}",
@@ -231,7 +248,7 @@ def _write_worklists(state: RunState, worklists: dict[str, pd.DataFrame], tmp: P
         write_csv(frame, tmp / "worklists" / f"{name}.csv", bom=True)
         digests.add(tmp / "worklists" / f"{name}.csv")
     write_csv(resolved, tmp / "worklists" / "resolved.csv", bom=True)
-    write_parquet(pa.Table.from_pandas(list_state, preserve_index=False),
+    write_parquet(with_metadata(pa.Table.from_pandas(list_state, preserve_index=False), meta),
                   tmp / "worklist_state.parquet")
     sizes = {name: {"rows": len(f), "new": int((f["change"] == "new").sum()),
                     "persisting": int((f["change"] == "persisting").sum()),
@@ -252,24 +269,39 @@ def _write_workbook(lists: dict[str, pd.DataFrame], path: Path, digests: _Digest
 
 def _write_aggregates(state: RunState, tmp: Path, sizes: dict[str, Any],
                       reasons: dict[str, int], distributions: pd.DataFrame,
+                      sex: pd.Series | None, meta: dict[str, str],
                       released: threading.Event) -> None:
     """Shareable outputs: measures, summary.json and report.html (``distributions``: the
-    analyte and value of each classified result, for the report's histograms). The
-    report waits for the per-row frames' release, as the workbook does: meanwhile the
+    analyte and value of each classified result, for the report's histograms), all read
+    from one disclosure decision; and the owner-only disclosure_log.csv that records it.
+    The report waits for the per-row frames' release, as the workbook does: meanwhile the
     tables and the workbook keep both cores busy."""
     patients = state.classified.patients
     small = state.rules.disclosure["small_count"]
     rounding = state.rules.disclosure["rounding"]
-    measures = build_measures(patients, state.as_of, small, rounding)
-    write_parquet(pa.Table.from_pandas(measures, preserve_index=False), tmp / "measures.parquet")
+    exact_accounting = state.accounting()
+    published = publish(patients=patients, as_of=state.as_of, accounting=exact_accounting,
+                        worklist_sizes=sizes, reasons=reasons, sex=sex,
+                        small_count=small, rounding=rounding)
+    measures = published.measures
+    write_parquet(with_metadata(pa.Table.from_pandas(measures, preserve_index=False), meta),
+                  tmp / "measures.parquet")
     write_csv(measures, tmp / "measures.csv")
-    write_json(build_summary(state, patients, sizes, measures, reasons),
-               tmp / "summary.json")
+    summary = build_summary(state, published)
+    write_json(summary, tmp / "summary.json")
+    published.write_log(tmp / "disclosure_log.csv")
     r1, r2, r5 = (state.rules.rule(r) for r in ("R1", "R2", "R5"))
     released.wait()
+    # report.py still suppresses the cohort, worklist and data-quality tables itself from the
+    # exact counts; ``published`` carries the same tables as decided here, display text and
+    # all, for it to render instead (issue 14 item 2)
     render_report(tmp / "report.html",
-                  summary=build_summary(state, patients, sizes, measures, reasons,
-                                        publish=False),
+                  summary={**summary, "accounting": exact_accounting,
+                           "rejected_by_reason": reasons, "worklists": sizes,
+                           "published": published.report_context(
+                               status_labels=STATUS_LABELS, flag_labels=FLAG_LABELS,
+                               list_labels=WORKLIST_LABELS,
+                               accounting_labels=ACCOUNTING_LABELS)},
                   patients=patients, results=distributions,
                   measures=measures, definitions=MEASURES,
                   rules_cutoffs={"b12_total": [r1["deficient_below"], r1["unlikely_above"]],
@@ -306,6 +338,7 @@ def write_outputs(state: RunState, out: Path | None, previous: Path | None,
     # the report needs only two columns of the results classified (not after the as-of date)
     distributions = results.loc[~results["after_as_of"].to_numpy(dtype=bool),
                                 ["analyte", "value"]]
+    sex = patients_sex(state)  # before the per-row frames are released
     with replacing(out) as tmp, ThreadPoolExecutor(max_workers=2) as pool:
         digests, released = _Digests(pool), threading.Event()
         go = released  # when the workbook and report may start (see RELEASE_FIRST_ROWS)
@@ -316,9 +349,11 @@ def write_outputs(state: RunState, out: Path | None, previous: Path | None,
         tables = pool.submit(_write_tables, state, tmp, meta, rejected, digests, released)
         worklists = _worklists(state, results)  # beside results.parquet being written
         del results  # the per-row frames are released once results.parquet is written
-        sizes, workbook = _write_worklists(state, worklists, tmp, prev, pool, digests, go)
+        sizes, workbook = _write_worklists(state, worklists, tmp, prev, pool, digests, go,
+                                           meta)
         del worklists
-        _write_aggregates(state, tmp, sizes, rejected_by_reason(rejected), distributions, go)
+        _write_aggregates(state, tmp, sizes, rejected_by_reason(rejected), distributions, sex,
+                          meta, go)
         tables.result()
         state.warnings += workbook.result()
         state.timings["write"] = round(time.perf_counter() - started, 3)

@@ -1,16 +1,19 @@
 """``b12screen trend``: month-on-month measures from earlier runs, as p-charts.
 
 Reads ``measures.parquet`` and ``manifest.json`` from every run folder under a reports
-folder, keeps one run per month (the latest as-of date; a rerun of a month replaces it), and
-writes ``trend.csv`` (every measure, overall and per practice, with the run's rules profile
-and the overall rows' control limits) and ``trend.html`` (one p-chart per measure).
+folder, keeps one run per month, and writes ``trend.csv`` (every measure, overall and per
+group (practice, age band, sex), with the run's rules profile and every row's control
+limits) and ``trend.html`` (one p-chart per measure, with its age-band and sex rows month by
+month). Two run folders for one month stop the trend (exit 1, naming
+both) unless ``month_folders="latest"`` picks the later as-of date.
 
 Measures are read as published: suppressed cells stay suppressed and are never re-derived.
 Charts use matplotlib's object-oriented ``Figure`` API rather than ``pyplot`` (no global
 backend, no figure left open), as inline SVG with a fixed hash salt and no date, so the
-same runs give the same page. The centre line is the pooled rate of the months that used
-the latest month's rules profile (other months are not comparable, and are marked on the
-chart); the limits are 3-sigma binomial limits for each month's denominator.
+same runs give the same page. Each stretch of months on one rules profile gets its own centre
+line (the pooled rate, once the stretch has 3 months): months under another profile are not
+comparable, so they are neither in a profile's centre line and limits nor flagged against
+them; the limits are 3-sigma binomial limits for each month's denominator.
 """
 
 from __future__ import annotations
@@ -29,7 +32,8 @@ import pandas as pd
 from markupsafe import Markup
 from matplotlib.figure import Figure
 
-from pipeline.errors import UserError
+from pipeline.disclosure import PRIMARY, SECONDARY, SUPPRESSION_THRESHOLD
+from pipeline.errors import EXIT_USAGE, UserError
 from pipeline.measures import MEASURE_COLUMNS, MEASURES
 from pipeline.report import CLINICAL_JUDGEMENT, template_environment
 from pipeline.run_folder import is_temporary
@@ -46,6 +50,10 @@ __all__ = [
 ]
 
 SIGMA = 3.0
+#: Months with a publishable rate a rules profile's stretch needs before it gets a centre line.
+MIN_BASELINE_MONTHS = 3
+#: ``--month-folders``: two run folders for one month stop the trend, or the later as-of wins.
+MONTH_FOLDERS = ("stop", "latest")
 
 #: Columns of trend.csv, in order.
 TREND_COLUMNS = (
@@ -61,6 +69,9 @@ TREND_COLUMNS = (
     "special_cause",
 )
 
+#: The breakdowns shown under each chart (practices are many: they are in trend.csv).
+BREAKDOWN_LABELS = {"age_band": "Age band", "sex": "Sex"}
+SMALL_TEXT = SUPPRESSION_THRESHOLD
 _CSV_RISKY = re.compile(r"^[=+\-@\t\r]")
 
 TREND_TEMPLATE = """\
@@ -75,11 +86,14 @@ TREND_TEMPLATE = """\
 <p class="callout"><strong>Clinical judgement.</strong> {{ clinical_judgement }}</p>
 <p class="note">Aggregate figures for sharing: no patient identifiers; counts too small to
 publish stay suppressed and are not plotted, other counts are rounded (to the nearest 5 by
-default) and rates are worked out from the rounded counts. Each chart is a p-chart: the solid
-line is the pooled rate of the months that used the latest rules profile, the dashed lines are
-3-sigma control limits for each month's denominator, and a red point lies outside them
-(special-cause variation). Months that used a different rules profile are shaded and are not
-part of the centre line.</p>
+default) and rates are worked out from the rounded counts; in the tables “≤{{ small }}” marks a
+small count and “[c]” a count withheld so that a small one cannot be worked out. Each chart is
+a p-chart: the solid line is the pooled rate of a stretch of months that used one rules
+profile (drawn once the stretch has {{ min_months }} months), the dashed lines are 3-sigma
+control limits for each month's denominator, and a red point lies outside its own profile's
+limits (special-cause variation). Months that used a rules profile other than the latest are
+shaded; they are never part of another profile's centre line or flagged against its
+limits.</p>
 <section id="runs">
   <h2>Runs</h2>
   <table>
@@ -105,6 +119,21 @@ part of the centre line.</p>
         {% if c.suppressed %}Suppressed (not plotted): {{ c.suppressed|join(", ") }}.{% endif %}
         {% if c.signals %}Outside the limits: {{ c.signals|join(", ") }}.{% endif %}
       </figcaption>
+      {% for b in c.breakdowns %}
+      <div class="table-scroll">
+      <table>
+        <caption>{{ b.label }}</caption>
+        <thead><tr><th>{{ b.label }}</th>
+          {%- for m in months %}<th class="num">{{ m }}</th>{% endfor %}</tr></thead>
+        <tbody>
+        {% for r in b.rows %}
+          <tr><td>{{ r.group }}</td>
+            {%- for v in r.cells %}<td class="num">{{ v }}</td>{% endfor %}</tr>
+        {% endfor %}
+        </tbody>
+      </table>
+      </div>
+      {% endfor %}
     </figure>
   {% endfor %}
   </div>
@@ -182,10 +211,16 @@ def _read_manifest(path: Path) -> RunFolder:
     )
 
 
-def find_runs(reports_dir: Path) -> list[RunFolder]:
-    """Run folders directly under ``reports_dir``, one per month (latest as-of wins), by month.
+def find_runs(reports_dir: Path, month_folders: str = "stop") -> list[RunFolder]:
+    """Run folders directly under ``reports_dir``, one per month, by month.
 
-    Dot-folders are a run's temporary folder or a previous run set aside: never runs."""
+    Two folders for one month are never merged silently: with ``month_folders="stop"`` that
+    is a UserError naming both; with ``"latest"`` the later as-of date wins (then the later
+    folder name). Dot-folders are a run's temporary folder or a previous run set aside:
+    never runs."""
+    if month_folders not in MONTH_FOLDERS:
+        raise UserError(f"--month-folders must be one of {', '.join(MONTH_FOLDERS)}",
+                        EXIT_USAGE)
     reports_dir = Path(reports_dir)
     if not reports_dir.is_dir():
         raise UserError(f"reports folder not found: {reports_dir}")
@@ -196,8 +231,18 @@ def find_runs(reports_dir: Path) -> list[RunFolder]:
         and (p / "manifest.json").is_file()
     )
     runs = sorted((_read_manifest(p) for p in candidates), key=lambda r: (r.as_of, r.path.name))
-    latest_per_month = {run.month: run for run in runs}
-    return [latest_per_month[m] for m in sorted(latest_per_month)]
+    by_month: dict[str, list[RunFolder]] = {}
+    for run in runs:  # one per run folder
+        by_month.setdefault(run.month, []).append(run)
+    twice = {m: found for m, found in by_month.items() if len(found) > 1}
+    if twice and month_folders == "stop":
+        month, found = min(twice.items())
+        names = " and ".join(f"{r.path} (as of {r.as_of})" for r in found)
+        raise UserError(
+            f"{len(found)} run folders for {month}: {names}; move one away, or pass "
+            "--month-folders latest to use the one with the later as-of date"
+        )
+    return [by_month[m][-1] for m in sorted(by_month)]
 
 
 def _read_measures(run: RunFolder) -> pd.DataFrame:
@@ -206,6 +251,9 @@ def _read_measures(run: RunFolder) -> pd.DataFrame:
         table = pd.read_parquet(path)
     except (OSError, ValueError) as exc:
         raise UserError(f"cannot read {path}: {exc}") from exc
+    if "suppression" not in table.columns and "suppressed" in table.columns:
+        # a run from before the column: everything it withheld read as small counts
+        table["suppression"] = np.where(table["suppressed"].astype(bool), "primary", "")
     missing = [c for c in MEASURE_COLUMNS if c not in table.columns]
     if missing:
         found = ", ".join(map(str, table.columns))
@@ -246,17 +294,43 @@ def p_chart_limits(
     )
 
 
+def _stretches(table: pd.DataFrame) -> pd.Series:
+    """A number per stretch of consecutive months that used one rules profile."""
+    months = table[["month", "rules_key"]].drop_duplicates().sort_values("month")
+    stretch = months["rules_key"].ne(months["rules_key"].shift()).cumsum()
+    return table["month"].map(dict(zip(months["month"], stretch, strict=True)))
+
+
 def _with_limits(table: pd.DataFrame) -> pd.DataFrame:
-    overall = table["group_by"].astype("string").eq("overall").fillna(False)
-    limits = pd.DataFrame(
-        {"centre": np.nan, "lcl": np.nan, "ucl": np.nan, "special_cause": pd.NA},
-        index=table.index,
-    ).astype({"centre": "Float64", "lcl": "Float64", "ucl": "Float64", "special_cause": "boolean"})
-    for _, rows in table[overall].groupby("measure", sort=False):  # one per measure
-        chart = p_chart_limits(
-            rows["numerator"], rows["denominator"], ~rows["rules_differ_from_latest"]
-        )
-        limits.loc[chart.index, list(chart.columns)] = chart
+    """Centre line and 3-sigma limits for every row (overall and each group), per stretch of
+    months on one rules profile: a stretch gets its own centre line once it has
+    ``MIN_BASELINE_MONTHS`` months with a publishable rate, and a month is only ever compared
+    with its own profile's line, never flagged against another's."""
+    num = table["numerator"].astype("Float64").to_numpy(dtype=float, na_value=np.nan)
+    den = table["denominator"].astype("Float64").to_numpy(dtype=float, na_value=np.nan)
+    usable = ~np.isnan(num) & ~np.isnan(den) & (np.nan_to_num(den) > 0)
+    key = pd.MultiIndex.from_arrays([table["measure"], table["group_by"], table["group"],
+                                     _stretches(table)])
+    code = pd.factorize(key)[0]
+    n_keys = int(code.max()) + 1 if len(code) else 0
+    pooled_num = np.bincount(code, weights=np.where(usable, num, 0.0), minlength=n_keys)
+    pooled_den = np.bincount(code, weights=np.where(usable, den, 0.0), minlength=n_keys)
+    months = np.bincount(code, weights=usable, minlength=n_keys)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        centre = np.where((months >= MIN_BASELINE_MONTHS) & (pooled_den > 0),
+                          pooled_num / pooled_den, np.nan)[code]
+        spread = SIGMA * np.sqrt(centre * (1.0 - centre) / np.where(usable, den, np.nan))
+        ratio = np.where(usable, num / np.where(usable, den, 1.0), np.nan)
+    charted = usable & ~np.isnan(centre)
+    lcl = np.where(charted, np.clip(centre - spread, 0.0, None), np.nan)
+    ucl = np.where(charted, np.clip(centre + spread, None, 1.0), np.nan)
+    outside = (ratio < lcl) | (ratio > ucl)
+    limits = pd.DataFrame({
+        "centre": pd.array(np.where(charted, centre, np.nan), dtype="Float64"),
+        "lcl": pd.array(lcl, dtype="Float64"), "ucl": pd.array(ucl, dtype="Float64"),
+        "special_cause": pd.array(np.where(charted, outside, None), dtype="boolean"),
+    }, index=table.index)
+    limits.loc[~charted, ["centre", "lcl", "ucl"]] = pd.NA
     return pd.concat([table, limits], axis=1)
 
 
@@ -296,17 +370,17 @@ def _chart(rows: pd.DataFrame, definition: dict[str, Any]) -> dict[str, Any]:
     ax = fig.add_subplot()
     for position in x[differs]:
         ax.axvspan(position - 0.5, position + 0.5, color="#f3d9a4", alpha=0.6, linewidth=0)
-    ax.plot(x, 100 * centre, color="#333333", linewidth=1.2, label="centre")
-    ax.step(
-        x,
-        100 * ucl,
-        where="mid",
-        color="#777777",
-        linestyle="--",
-        linewidth=1,
-        label="3-sigma limits",
-    )
-    ax.step(x, 100 * lcl, where="mid", color="#777777", linestyle="--", linewidth=1)
+    profile = rows["rules_sha256"].mask(rows["rules_sha256"].eq(""), rows["rules_name"])
+    stretch = profile.ne(profile.shift()).cumsum().to_numpy()
+    for number in np.unique(stretch):  # one centre line per rules profile's stretch
+        at = stretch == number
+        first = number == stretch[0]
+        ax.plot(x[at], 100 * centre[at], color="#333333", linewidth=1.2,
+                label="centre (per rules profile)" if first else None)
+        ax.step(x[at], 100 * ucl[at], where="mid", color="#777777", linestyle="--",
+                linewidth=1, label="3-sigma limits" if first else None)
+        ax.step(x[at], 100 * lcl[at], where="mid", color="#777777", linestyle="--",
+                linewidth=1)
     ax.plot(x, 100 * ratio, color="#4c72b0", marker="o", markersize=4, linewidth=1.2, label="rate")
     if signal.any():
         ax.scatter(
@@ -328,10 +402,38 @@ def _chart(rows: pd.DataFrame, definition: dict[str, Any]) -> dict[str, Any]:
     return chart
 
 
-def build_trend(reports_dir: Path) -> TrendFiles:
-    """Write ``trend.html`` and ``trend.csv`` in ``reports_dir``; return their paths."""
+def _cell_text(table: pd.DataFrame) -> pd.Series:
+    """A row's rate as the trend page shows it: ``≤7`` where a count is small, ``[c]`` where
+    withheld to protect another, else the percentage from the published counts."""
+    ratio = table["ratio"].astype("Float64")
+    text = (100 * ratio).round(1).astype("string") + "%"
+    kind = table["suppression"].astype("string").fillna("")
+    text = text.mask(kind.eq(SECONDARY), "[c]").mask(kind.eq(PRIMARY), f"≤{SMALL_TEXT}")
+    return text.fillna("–")
+
+
+def _breakdowns(table: pd.DataFrame, months: list[str]) -> dict[str, list[dict[str, Any]]]:
+    """Per measure, its age-band and sex rows month by month (as text), for the page."""
+    rows = table[table["group_by"].isin(list(BREAKDOWN_LABELS))].assign(text=_cell_text)
+    out: dict[str, list[dict[str, Any]]] = {}
+    for (measure, group_by), part in rows.groupby(["measure", "group_by"], sort=False):
+        grid = part.pivot_table(index="group", columns="month", values="text",
+                                aggfunc="first", sort=False).reindex(columns=months)
+        out.setdefault(str(measure), []).append({
+            "label": BREAKDOWN_LABELS[str(group_by)],
+            "rows": [{"group": str(g), "cells": [("–" if pd.isna(v) else str(v)) for v in vs]}
+                     for g, vs in zip(grid.index, grid.to_numpy(), strict=True)],
+        })
+    return out
+
+
+def build_trend(reports_dir: Path, month_folders: str = "stop") -> TrendFiles:
+    """Write ``trend.html`` and ``trend.csv`` in ``reports_dir``; return their paths.
+
+    ``month_folders``: what two run folders for one month do (``stop``: a UserError naming
+    both; ``latest``: the later as-of date is used)."""
     reports_dir = Path(reports_dir)
-    runs = find_runs(reports_dir)
+    runs = find_runs(reports_dir, month_folders)
     if not runs:
         raise UserError(
             f"no run folders found in {reports_dir}: expected subfolders holding "
@@ -342,6 +444,7 @@ def build_trend(reports_dir: Path) -> TrendFiles:
     latest_key = latest.rules_sha256 or latest.rules_name
     run_key = table["rules_sha256"].mask(table["rules_sha256"].eq(""), table["rules_name"])
     table["rules_differ_from_latest"] = run_key.ne(latest_key).astype(bool)
+    table["rules_key"] = run_key
     order = {m.id: i for i, m in enumerate(MEASURES)}
     table["_order"] = table["measure"].map(order).fillna(len(order))
     table["_level"] = table["group_by"].astype("string").ne("overall").astype("int64")
@@ -362,6 +465,10 @@ def build_trend(reports_dir: Path) -> TrendFiles:
         _chart(rows, definitions.get(str(measure), {"id": str(measure)}))
         for measure, rows in overall.groupby("measure", sort=False)  # one per measure
     ]
+    months = [run.month for run in runs]
+    breakdowns = _breakdowns(table, months)
+    for chart in charts:
+        chart["breakdowns"] = breakdowns.get(chart["id"], [])
     environment = template_environment({"trend.html.j2": TREND_TEMPLATE})
     html = environment.get_template("trend.html.j2").render(
         runs=[
@@ -380,6 +487,9 @@ def build_trend(reports_dir: Path) -> TrendFiles:
         latest_rules=latest.rules_name,
         clinical_judgement=CLINICAL_JUDGEMENT,
         charts=charts,
+        months=months,
+        small=SMALL_TEXT,
+        min_months=MIN_BASELINE_MONTHS,
     )
     html_path = reports_dir / "trend.html"
     html_path.write_text(html, encoding="utf-8")

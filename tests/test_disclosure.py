@@ -12,6 +12,7 @@ from pipeline.disclosure import (
     format_count,
     format_ratio,
     primary_suppression,
+    protect,
     round_counts,
     secondary_suppression,
     suppress_and_round,
@@ -217,3 +218,75 @@ def test_published_tables_never_disclose(rows):
     assert (
         out["suppressed"].tolist() == (out["numerator"].isna() | out["denominator"].isna()).tolist()
     )
+
+
+# ------------------------------------------------------------- one decision over relations
+
+TOTAL_ABC = [("x", "T", "total"), ("x", "a", "part"), ("x", "b", "part"), ("x", "c", "part")]
+
+
+def _relations(rows):
+    return pd.DataFrame(rows, columns=["relation", "cell", "role"])
+
+
+@pytest.mark.parametrize(
+    ("values", "rows", "expected"),
+    [
+        # nothing small: nothing withheld
+        ({"T": 90, "a": 30, "b": 30, "c": 30}, TOTAL_ABC, ["", "", "", ""]),
+        # a lone small part takes the next smallest part with it, marked secondary
+        ({"T": 83, "a": 3, "b": 30, "c": 50}, TOTAL_ABC, ["", "primary", "secondary", ""]),
+        # next smallest is 9: 3 + 9 is known to about ±4 and 9 is > 7, so 3 would be
+        # pinned below 7: a third cell goes too
+        ({"T": 120, "a": 3, "b": 9, "c": 108}, TOTAL_ABC,
+         ["", "primary", "secondary", "secondary"]),
+        # two small parts that add up to a lot: each would be bounded below; hide a third
+        ({"T": 114, "a": 6, "b": 6, "c": 102}, TOTAL_ABC,
+         ["", "primary", "primary", "secondary"]),
+        # a small total and its parts are all small: nothing published can narrow them
+        ({"T": 5, "a": 2, "b": 3, "c": 0}, TOTAL_ABC, ["primary", "primary", "primary", ""]),
+        # one count in two tables (a = b): hidden in both, as primary in both
+        ({"a": 4, "b": 4, "c": 40}, [("eq", "a", "total"), ("eq", "b", "part")],
+         ["primary", "primary", ""]),
+        # the urgent list: rows = new + persisting, and rows is the urgent flag's count
+        ({"flag": 165, "rows": 165, "new": 160, "persisting": 5},
+         [("l", "rows", "total"), ("l", "new", "part"), ("l", "persisting", "part"),
+          ("f", "flag", "total"), ("f", "rows", "part")],
+         ["", "", "secondary", "primary"]),
+    ],
+)
+def test_protect_decides_once_over_relations(values, rows, expected):
+    out = protect(pd.Series(values), _relations(rows))
+    assert out["suppression"].tolist() == expected
+    assert out["suppressed"].tolist() == [bool(e) for e in expected]
+    shown = out["count"].dropna().astype(int)
+    assert (shown % 5 == 0).all() and not shown.between(1, 7).any()
+
+
+def test_protect_ties_a_numerator_to_its_denominator():
+    values = pd.Series({"num_T": 20, "num_a": 0, "num_b": 20, "den_T": 43, "den_a": 3,
+                        "den_b": 40})
+    rows = [("n", "num_T", "total"), ("n", "num_a", "part"), ("n", "num_b", "part"),
+            ("d", "den_T", "total"), ("d", "den_a", "part"), ("d", "den_b", "part")]
+    ties = pd.DataFrame({"cell": ["num_T", "num_a", "num_b"],
+                         "follows": ["den_T", "den_a", "den_b"]})
+    out = protect(values, _relations(rows), ties=ties)
+    assert out["suppression"].to_dict() == {"num_T": "", "num_a": "secondary",
+                                            "num_b": "secondary", "den_T": "",
+                                            "den_a": "primary", "den_b": "secondary"}
+
+
+def test_unpublished_cells_bound_others_but_are_never_chosen():
+    values = pd.Series({"rejected": 52, "overlap": 3, "bad_date": 50, "unit": 5})
+    rows = [("r", "rejected", "total"), ("r", "overlap", "total"), ("r", "bad_date", "part"),
+            ("r", "unit", "part")]
+    out = protect(values, _relations(rows), unpublished=pd.Series({"overlap": True}))
+    assert out.loc["overlap", "suppression"] == ""
+    assert out.loc["unit", "suppression"] == "primary"
+
+
+@pytest.mark.parametrize(("count", "kind", "text"),
+                         [(pd.NA, "primary", "≤7"), (pd.NA, "secondary", "[c]"),
+                          (160, "", "160")])
+def test_format_count_marks_secondary_cells(count, kind, text):
+    assert format_count(count, suppression=kind) == text

@@ -229,3 +229,39 @@ def test_empty_cohort_gives_zero_overall_rows():
     assert tuple(table.columns) == MEASURE_COLUMNS
     assert len(table) == len(MEASURES)
     assert (table["denominator"] == 0).all() and table["ratio"].isna().all()
+
+
+def test_breakdowns_by_age_band_and_sex_add_up_to_the_overall_row():
+    rng = np.random.default_rng(3)
+    n = 600
+    ages = rng.choice([5, 30, 50, 70, 90, None], size=n, p=[0.05, 0.25, 0.3, 0.25, 0.1, 0.05])
+    frame = patients_frame([{"patient_id": f"ID{i:05d}", "b12_status": "deficient",
+                             "on_metformin": True} for i in range(n)])
+    frame["age_years"] = pd.array(ages, dtype="Int64")
+    sex = pd.Series(rng.choice(["F", "male", "", "x"], size=n, p=[0.5, 0.45, 0.04, 0.01]))
+    exact = build_measures(frame, AS_OF, 0, 1, sex=sex)
+    rows = exact[exact["measure"] == "metformin_testing"]
+    groups = rows.groupby("group_by", sort=False)["group"].apply(list).to_dict()
+    assert list(groups) == ["overall", "practice", "age_band", "sex"]
+    assert groups["age_band"] == ["<16", "16–39", "40–64", "65–79", "80+", "unknown"]
+    assert groups["sex"] == ["female", "male", "other", "unknown"]
+    overall = int(rows.loc[rows["group_by"] == "overall", "denominator"].iloc[0])
+    for group_by in ("practice", "age_band", "sex"):
+        assert rows.loc[rows["group_by"] == group_by, "denominator"].sum() == overall
+    by_band = rows[rows["group_by"] == "age_band"].set_index("group")["denominator"]
+    assert by_band["<16"] == int((ages == 5).sum())
+    assert by_band["unknown"] == sum(a is None for a in ages)
+    # the same cohort published: small groups withheld, secondary cells marked as such
+    published = build_measures(frame, AS_OF, 7, 5, sex=sex)
+    other = published[(published["group_by"] == "sex") & (published["group"] == "other")
+                      & (published["measure"] == "metformin_testing")]
+    assert other["suppressed"].all() and set(other["suppression"]) == {"primary"}
+    assert published["suppression"].isin(["", "primary", "secondary"]).all()
+    assert (published["suppressed"] == published["suppression"].ne("")).all()
+
+
+def test_no_breakdown_the_inputs_do_not_have():
+    table = build_measures(_cohort({"P1": 30}), AS_OF, 7, 5)
+    assert set(table["group_by"]) == {"overall", "practice"}
+    blank = build_measures(_cohort({"P1": 30}), AS_OF, 7, 5, sex=pd.Series([""] * 30))
+    assert set(blank["group_by"]) == {"overall", "practice"}

@@ -82,6 +82,28 @@ def test_trend_has_both_months_and_published_counts_are_safe(two_months: Path) -
         published = trend[column].dropna().astype(int)
         assert not published.between(1, 7).any()
         assert (published % 5 == 0).all()
+    # the same month's measures, breakdowns and suppression markers as each run published
+    assert {"overall", "practice", "age_band", "sex"} <= set(trend["group_by"])
+    keys = ["measure", "group_by", "group"]
+    october = pd.read_csv(two_months / "2026-10" / "measures.csv", keep_default_na=False,
+                          dtype=str).sort_values(keys, ignore_index=True)
+    in_trend = trend[trend["month"] == "2026-10"].fillna({"suppression": ""})
+    in_trend = in_trend.astype({"group": str}).sort_values(keys, ignore_index=True)
+    assert in_trend["suppression"].tolist() == october["suppression"].tolist()
+    assert in_trend["numerator"].isna().tolist() == october["numerator"].eq("").tolist()
+
+
+def test_a_second_folder_for_a_month_stops_the_trend(two_months: Path, tmp_path: Path) -> None:
+    import shutil
+
+    reports = tmp_path / "reports"
+    shutil.copytree(two_months, reports)
+    shutil.copytree(reports / "2026-10", reports / "2026-10-again")
+    result = invoke("trend", reports)
+    assert result.exit_code == 1
+    message = " ".join(result.output.split())
+    assert "2026-10-again" in message and f"{reports / '2026-10'} " in message
+    assert invoke("trend", reports, "--month-folders", "latest").exit_code == 0
 
 
 def test_duckdb_reads_every_parquet_output(two_months: Path) -> None:

@@ -1,0 +1,411 @@
+"""Every count a run shares, decided once: the one source of ``summary.json``, ``report.html``
+and ``measures.*`` (and so of ``trend.*``, which reads ``measures.parquet``).
+
+Before this module each shareable file suppressed its own copy of a table, and two files
+together gave away what each hid (the urgent list's rows, new and persisting). Here every
+published count is a *cell* with a key (``worklists/urgent/new``), the additive relations
+between cells are declared (statuses add up to the cohort, a list's rows are its new plus
+persisting patients, each breakdown of a measure adds up to its overall row, a count shown
+in two tables is one relation ``a = b``), and ``disclosure.protect`` decides suppression for
+all of them at once. Every file then reads the same cell: the same rounded number, the same
+``≤7`` (primary) or ``[c]`` (secondary). ``disclosure_log.csv`` (owner-only) lists every
+suppressed cell, why, and the rule applied, for the reviewer who signs the outputs off.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from pipeline.disclosure import (
+    PRIMARY,
+    ROUNDING_MULTIPLE,
+    SECONDARY,
+    SUPPRESSION_THRESHOLD,
+    format_count,
+    format_ratio,
+    largest_small_count,
+    protect,
+)
+from pipeline.measures import (
+    MEASURES,
+    Measure,
+    count_measures,
+    measure_cells,
+    publish_measures,
+)
+
+__all__ = [
+    "LOG_COLUMNS",
+    "ROUNDING_NOTE",
+    "STATUSES",
+    "Published",
+    "publish",
+]
+
+STATUSES = ("deficient", "indeterminate", "unlikely", "not_tested")
+#: Patient flags published in the cohort table (a patient can carry several).
+FLAGS = ("urgent_review", "needs_mma", "needs_supplementation", "on_metformin",
+         "metformin_monitoring_due", "on_b12_treatment", "retest_due", "discordant",
+         "censored_ambiguous", "paediatric")
+#: Worklist name -> the patients flag whose patients it lists (one row each).
+LIST_FLAGS = {"urgent": "urgent_review", "mma": "needs_mma",
+              "supplementation": "needs_supplementation",
+              "metformin_monitoring": "metformin_monitoring_due", "retest": "retest_due"}
+WORKLIST_COLUMNS = ("rows", "new", "persisting", "resolved")
+#: Shown beside rounded figures that should add up (SPEC: say that rounding is why not).
+ROUNDING_NOTE = (
+    "Counts are rounded to the nearest {rounding} and counts of 1 to {small} are hidden, so "
+    "figures that should add up may not; the check that they do is made on the exact counts."
+)
+LOG_COLUMNS = ("table", "row", "column", "cell", "value", "suppression", "why", "rule")
+
+
+@dataclass
+class _Cells:
+    """Cells and relations as they are declared, before the one decision."""
+
+    rows: list[tuple[str, str, str, str, int]]
+    relations: list[tuple[str, str, str]]
+    masks: dict[str, np.ndarray]
+
+    def add(self, table: str, row: str, column: str, value: int,
+            mask: np.ndarray | None = None) -> str:
+        key = f"{table}/{row}/{column}"
+        self.rows.append((key, table, row, column, int(value)))
+        if mask is not None:
+            self.masks[key] = mask
+        return key
+
+    def relate(self, name: str, total: str | Sequence[str], parts: Sequence[str]) -> None:
+        totals = [total] if isinstance(total, str) else list(total)
+        self.relations += [(name, key, "total") for key in totals]
+        self.relations += [(name, key, "part") for key in parts]
+
+
+@dataclass(frozen=True)
+class Published:
+    """The run's published cells (one decision) and the measures table made from them.
+
+    ``cells``: indexed by key, columns ``table``, ``row``, ``column``, ``value`` (exact),
+    ``count`` (rounded, NA when hidden), ``suppressed``, ``suppression``, ``text`` (as HTML
+    shows it: ``1,235``, ``≤7`` or ``[c]``) and ``why``.
+    """
+
+    cells: pd.DataFrame
+    measures: pd.DataFrame
+    small_count: int
+    rounding: int
+
+    def count(self, key: str) -> int | None:
+        value = self.cells.at[key, "count"]
+        return None if pd.isna(value) else int(value)
+
+    def text(self, key: str) -> str:
+        return str(self.cells.at[key, "text"])
+
+    def table(self, table: str) -> pd.DataFrame:
+        return self.cells[self.cells["table"] == table]
+
+    def counts(self, table: str, column: str) -> dict[str, int | None]:
+        """One column of a table as ``{row: published count or None}`` (JSON-ready)."""
+        rows = self.table(table)
+        rows = rows[rows["column"] == column]
+        return {str(r): (None if pd.isna(c) else int(c))
+                for r, c in zip(rows["row"], rows["count"], strict=True)}
+
+    @property
+    def note(self) -> str:
+        return ROUNDING_NOTE.format(rounding=self.rounding, small=self.small_count)
+
+    def suppression(self) -> dict[str, str]:
+        """Every withheld shareable cell's key and why (``primary`` / ``secondary``)."""
+        hidden = self.cells[self.cells["suppressed"]]
+        return dict(zip(hidden.index, hidden["suppression"].astype(str), strict=True))
+
+    def log(self) -> pd.DataFrame:
+        """``disclosure_log.csv``: every suppressed cell, its exact value, why, and the rule."""
+        hidden = self.cells[self.cells["suppressed"]]
+        return pd.DataFrame({
+            "table": hidden["table"], "row": hidden["row"], "column": hidden["column"],
+            "cell": hidden.index, "value": hidden["value"],
+            "suppression": hidden["suppression"], "why": hidden["why"],
+            "rule": hidden["suppression"].map(self._rules()),
+        })[list(LOG_COLUMNS)].reset_index(drop=True)
+
+    def write_log(self, path: Path) -> None:
+        self.log().to_csv(path, index=False, lineterminator="\n")
+
+    def _rules(self) -> dict[str, str]:
+        small = largest_small_count(self.small_count, self.rounding)
+        return {
+            PRIMARY: f"primary: a count of 1 to {small} is withheld (SPEC Outputs, disclosure "
+                     "control)",
+            SECONDARY: "secondary: withheld so that no combination of the shareable files "
+                       "recovers a withheld count (next smallest cell of the relation)",
+        }
+
+    # ---------------------------------------------------------------- for report.html
+
+    def _share(self, key: str, total: str) -> str:
+        count, whole = self.count(key), self.count(total)
+        if count is None or not whole:
+            return "–"
+        return format_ratio(count / whole)
+
+    def report_rows(self, table: str, column: str, labels: Mapping[str, str],
+                    share_of: str | None = None) -> list[dict[str, str]]:
+        """Rows ``{label, count, share, suppression}`` of one published table: ``count``
+        is the display text (``≤7`` primary, ``[c]`` secondary), ``share`` a percentage of
+        the published ``share_of`` cell, worked out from the rounded counts."""
+        rows = self.table(table)
+        rows = rows[rows["column"] == column]
+        return [{"label": labels.get(row, row), "count": text, "suppression": kind,
+                 "share": self._share(key, share_of) if share_of else ""}
+                for key, row, text, kind in zip(rows.index, rows["row"], rows["text"],
+                                                rows["suppression"], strict=True)]
+
+    def report_context(self, *, status_labels: Mapping[str, str],
+                       flag_labels: Mapping[str, str], list_labels: Mapping[str, str],
+                       accounting_labels: Mapping[str, str],
+                       definitions: Sequence[Measure] = MEASURES) -> dict[str, Any]:
+        """What report.html shows of the published tables, display text included, so that
+        the report renders the same decision as every other file."""
+        total = "cohort/patients/patients"
+        inputs = []
+        for table in [t for t in self.cells["table"].unique() if t.startswith("accounting/")]:
+            name = table.split("/", 1)[1]
+            rows = self.report_rows(table, "rows", accounting_labels)
+            balanced = self.cells.loc[self.cells["table"] == table, "balanced"].iloc[0]
+            inputs.append({"name": name[:1].upper() + name[1:], "rows": rows,
+                           "balances": bool(balanced), "note": self.note})
+        lists = self.table("worklists")
+        worklists = [{"name": name, "label": list_labels.get(name, name),
+                      **{c: self.text(f"worklists/{name}/{c}") for c in WORKLIST_COLUMNS}}
+                     for name in lists["row"].unique()]
+        return {
+            "cohort": {
+                "total": self.text(total),
+                "status_rows": self.report_rows("b12_status", "patients", status_labels,
+                                                total),
+                "flag_rows": self.report_rows("flags", "patients", flag_labels, total),
+                "note": self.note,
+            },
+            "quality": {"inputs": inputs,
+                        "reasons": self.report_rows("rejected_by_reason", "rows", {}),
+                        "note": self.note},
+            "worklists": worklists,
+            "measure_counts": self._measure_texts(),
+            "breakdowns": self.breakdowns(definitions),
+        }
+
+    def _measure_texts(self) -> dict[str, dict[str, str]]:
+        """Per measure, the overall row as text: ratio, numerator and denominator."""
+        overall = self.measures[self.measures["group_by"] == "overall"]
+        return {str(m): {"ratio": format_ratio(r),
+                         "numerator_count": self.text(f"measure/{m}/overall/all/numerator"),
+                         "denominator_count": self.text(f"measure/{m}/overall/all/denominator")}
+                for m, r in zip(overall["measure"], overall["ratio"], strict=True)}
+
+    def breakdowns(self, definitions: Sequence[Measure] = MEASURES) -> list[dict[str, Any]]:
+        """Per measure and ``group_by`` other than practice (age band, sex), the groups'
+        published rows as text (practices are many: they are in measures.csv and the
+        funnel plots)."""
+        titles = {d.id: d.title for d in definitions}
+        shown = self.measures[self.measures["group_by"].isin(["age_band", "sex"])]
+        out = []
+        for (measure, group_by), rows in shown.groupby(["measure", "group_by"], sort=False):
+            stem = f"measure/{measure}/{group_by}/"
+            out.append({
+                "measure": str(measure), "title": titles.get(str(measure), str(measure)),
+                "group_by": str(group_by),
+                "label": {"age_band": "Age band", "sex": "Sex"}[str(group_by)],
+                "rows": [{"group": str(g), "ratio": format_ratio(r),
+                          "numerator": self.text(f"{stem}{g}/numerator"),
+                          "denominator": self.text(f"{stem}{g}/denominator")}
+                         for g, r in zip(rows["group"], rows["ratio"], strict=True)],
+            })
+        return out
+
+
+def _flag(patients: pd.DataFrame, column: str) -> np.ndarray:
+    if column not in patients.columns:
+        return np.zeros(len(patients), dtype=bool)
+    return patients[column].fillna(False).to_numpy(dtype=bool)
+
+
+def _partition_holds(total: np.ndarray, parts: Sequence[np.ndarray]) -> bool:
+    """True when the parts' patients are disjoint and together exactly the total's."""
+    stacked = np.sum(np.vstack([p.astype("int8") for p in parts]), axis=0)
+    return bool((stacked <= 1).all() and np.array_equal(stacked.astype(bool), total))
+
+
+def _equal_masks(cells: _Cells) -> None:
+    """Cells counting exactly the same patients are one relation ``a = b``: a count shown
+    in two tables must be hidden in both or neither."""
+    by_mask: dict[bytes, list[str]] = {}
+    for key, mask in cells.masks.items():  # a few dozen masks
+        by_mask.setdefault(np.packbits(mask).tobytes() + bytes([len(mask) % 8]), []).append(key)
+    for keys in by_mask.values():
+        for other in keys[1:]:
+            cells.relate(f"same patients: {keys[0]} = {other}", keys[0], [other])
+
+
+def _cohort_cells(cells: _Cells, patients: pd.DataFrame) -> None:
+    status = patients["b12_status"].astype("string")
+    total = cells.add("cohort", "patients", "patients", len(patients))
+    parts = []
+    for value in STATUSES:
+        mask = status.eq(value).fillna(False).to_numpy(dtype=bool)
+        parts.append(cells.add("b12_status", value, "patients", int(mask.sum()), mask))
+    missing = status.isna().to_numpy(dtype=bool)
+    if missing.any():
+        parts.append(cells.add("b12_status", "no_status", "patients", int(missing.sum()),
+                               missing))
+    cells.relate("statuses add up to the cohort", total, parts)
+    for flag in FLAGS:
+        if flag in patients.columns:
+            mask = _flag(patients, flag)
+            cells.add("flags", flag, "patients", int(mask.sum()), mask)
+
+
+def _measure_relations(cells: _Cells, patients: pd.DataFrame, as_of: dt.date,
+                       definitions: Sequence[Measure]) -> None:
+    """Masks of the measures' overall rows (for ``a = b``), and the sums that tie measures
+    to the cohort tables, each declared only when the patients show that it holds."""
+    masks = {}
+    for measure in definitions:
+        num, den = measure.masks(patients, as_of)
+        masks[measure.id] = (np.asarray(num, bool), np.asarray(den, bool))
+        cells.masks[f"measure/{measure.id}/overall/all/numerator"] = masks[measure.id][0]
+        cells.masks[f"measure/{measure.id}/overall/all/denominator"] = masks[measure.id][1]
+    status = patients["b12_status"].astype("string")
+    tested = [status.eq(s).fillna(False).to_numpy(bool) for s in STATUSES[:3]]
+    if "deficient_among_tested" in masks and _partition_holds(
+            masks["deficient_among_tested"][1], tested):
+        cells.relate("tested = deficient + indeterminate + unlikely",
+                     "measure/deficient_among_tested/overall/all/denominator",
+                     [f"b12_status/{s}/patients" for s in STATUSES[:3]])
+    due = _flag(patients, "metformin_monitoring_due")
+    if "metformin_testing" in masks and "metformin_monitoring_due" in patients.columns:
+        num, den = masks["metformin_testing"]
+        if _partition_holds(den, [num, due]):
+            cells.relate("on metformin = tested + monitoring due",
+                         "measure/metformin_testing/overall/all/denominator",
+                         ["measure/metformin_testing/overall/all/numerator",
+                          "flags/metformin_monitoring_due/patients"])
+
+
+def publish(
+    *,
+    patients: pd.DataFrame,
+    as_of: dt.date,
+    accounting: Mapping[str, Mapping[str, Any]],
+    worklist_sizes: Mapping[str, Mapping[str, int]],
+    reasons: Mapping[str, int],
+    sex: pd.Series | None = None,
+    small_count: int = SUPPRESSION_THRESHOLD,
+    rounding: int = ROUNDING_MULTIPLE,
+    definitions: Sequence[Measure] = MEASURES,
+) -> Published:
+    """Declare every shareable cell and relation of a run and decide suppression once.
+
+    ``accounting``: per input, its row counts (``rows_read`` = the others; ``balanced``);
+    ``worklist_sizes``: per list, ``rows``/``new``/``persisting``/``resolved``;
+    ``reasons``: rejected rows per reason code (a row may have several reasons).
+    """
+    cells = _Cells([], [], {})
+    _cohort_cells(cells, patients)
+
+    flag_values = {row[2]: row[4] for row in cells.rows if row[1] == "flags"}
+    for name, sizes in worklist_sizes.items():  # five lists
+        keys = {c: cells.add("worklists", name, c, int(sizes.get(c, 0)))
+                for c in WORKLIST_COLUMNS}
+        cells.relate(f"{name} list: rows = new + persisting", keys["rows"],
+                     [keys["new"], keys["persisting"]])
+        flag = LIST_FLAGS.get(name)
+        if flag in flag_values and flag_values[flag] == int(sizes.get("rows", 0)):
+            cells.relate(f"{name} list rows = patients flagged {flag}",
+                         f"flags/{flag}/patients", [keys["rows"]])
+
+    balanced = {}
+    rejected_total = []
+    for name, counts in accounting.items():  # three inputs
+        numbers = {k: int(v) for k, v in counts.items()
+                   if isinstance(v, int | np.integer) and not isinstance(v, bool)}
+        if "rows_read" not in numbers:
+            continue
+        table = f"accounting/{name}"
+        read = cells.add(table, "rows_read", "rows", numbers.pop("rows_read"))
+        parts = [cells.add(table, k, "rows", v) for k, v in numbers.items()]
+        cells.relate(f"{name}: rows read = the rows' outcomes", read, parts)
+        balanced[table] = bool(counts.get("balanced", True))
+        if "rows_rejected" in numbers:
+            rejected_total.append(f"{table}/rows_rejected/rows")
+
+    reason_keys = [cells.add("rejected_by_reason", str(code), "rows", int(n))
+                   for code, n in sorted(reasons.items())]
+    overlap = None
+    if reason_keys and rejected_total:
+        # rows with several reasons are counted once per reason: the overlap is never
+        # published, but a reader knows it is >= 0, so the reasons still bound each other
+        extra = sum(int(n) for n in reasons.values()) - sum(
+            row[4] for row in cells.rows if row[0] in rejected_total)
+        overlap = cells.add("rejected_by_reason", "_overlap", "rows", max(extra, 0))
+        cells.relate("reasons = rejected rows + rows with several reasons",
+                     [*rejected_total, overlap], reason_keys)
+
+    table = count_measures(patients, as_of, measures=definitions, sex=sex)
+    m_values, m_relations, ties = measure_cells(table)
+    _measure_relations(cells, patients, as_of, definitions)
+    _equal_masks(cells)
+
+    frame = pd.DataFrame(cells.rows, columns=["key", "table", "row", "column", "value"])
+    measure_keys = m_values.index.to_series()
+    parts_of = measure_keys.str.split("/", n=4, expand=True)
+    frame = pd.concat([frame, pd.DataFrame({
+        "key": m_values.index, "table": "measures",
+        "row": (parts_of[1] + "/" + parts_of[2] + "/" + parts_of[3]).to_numpy(),
+        "column": parts_of[4].to_numpy(), "value": m_values.to_numpy()})], ignore_index=True)
+    frame = frame.set_index("key")
+    relations = pd.concat([pd.DataFrame(cells.relations, columns=["relation", "cell", "role"]),
+                           m_relations], ignore_index=True)
+    unpublished = pd.Series(frame.index == overlap, index=frame.index)
+    decided = protect(frame["value"], relations, ties=ties, unpublished=unpublished,
+                      small_count=small_count, rounding=rounding)
+    frame = frame.join(decided)
+    frame["text"] = [format_count(c, small_count=small_count, suppression=k)
+                     for c, k in zip(frame["count"], frame["suppression"], strict=True)]
+    frame["why"] = _why(frame, relations, ties, small_count, rounding)
+    frame["balanced"] = frame["table"].map(balanced)
+    frame = frame[~unpublished.to_numpy()]
+    return Published(cells=frame, measures=publish_measures(table, decided),
+                     small_count=small_count, rounding=rounding)
+
+
+def _why(frame: pd.DataFrame, relations: pd.DataFrame, ties: pd.DataFrame, small_count: int,
+         rounding: int) -> pd.Series:
+    """Why each cell is withheld: its own small count, or the relations it protects."""
+    small = largest_small_count(small_count, rounding)
+    why = pd.Series("", index=frame.index, dtype=object)
+    why[frame["suppression"] == PRIMARY] = f"count between 1 and {small}"
+    secondary = frame.index[frame["suppression"] == SECONDARY]
+    member = relations[relations["cell"].isin(secondary)]
+    hidden_primary = set(frame.index[frame["suppression"] == PRIMARY])
+    relation_has = relations.assign(primary=relations["cell"].isin(hidden_primary))
+    protecting = relation_has.groupby("relation")["primary"].any()
+    member = member[member["relation"].map(protecting).fillna(False).to_numpy(bool)]
+    reasons = member.groupby("cell")["relation"].agg(lambda r: "; ".join(sorted(set(r))))
+    why[reasons.index] = "protects a withheld count in: " + reasons
+    tied = ties[ties["cell"].isin(secondary)].set_index("cell")["follows"]
+    tied = tied[why.reindex(tied.index).eq("").to_numpy()]
+    why[tied.index] = "numerator of a withheld denominator (" + tied + ")"
+    rest = (frame["suppression"] == SECONDARY) & why.eq("")
+    why[rest] = "protects a withheld count through the other tables it adds up with"
+    return why
