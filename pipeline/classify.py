@@ -44,6 +44,9 @@ PATIENT_COLUMNS = (
     "rule_ids", "regimen_code", "b12_treatment_start", "last_b12_test_at",
     "untreated_too_long", "regimen_intent", "not_responding", "on_b12_combination",
 )
+#: Carried beside the patients table for the shareable measures' breakdowns (both engines),
+#: but not written to ``patients.parquet``: the patients input's ``sex``.
+CARRIED_COLUMNS = ("sex",)
 #: B12 *treatment* classes (R8, R11, R12); the low dose inside a metformin combination
 #: product (class ``b12_combination``) is recorded but is not treatment.
 MED_CLASSES_B12 = ("b12_oral", "b12_injection")
@@ -436,7 +439,8 @@ def _patients_table(usable: pd.DataFrame, attrs: pd.DataFrame, meds: pd.DataFram
     out["check_from"] = check_day.astype("datetime64[us]")
     out["reasons"], out["rule_ids"] = build_reasons(out, attrs, supp_conditions, risk_factors,
                                                    limbs, r9, r10)
-    return out[list(PATIENT_COLUMNS)]
+    out["sex"] = attrs["sex"]
+    return out[[*PATIENT_COLUMNS, *CARRIED_COLUMNS]]
 
 
 def _patient_attributes(patients: pd.DataFrame | None, cohort: pd.Index) -> pd.DataFrame:

@@ -131,8 +131,9 @@ def _indeterminate_mma_done(patients: pd.DataFrame, as_of: dt.date) -> Masks:
 
 def _deficient_untreated(patients: pd.DataFrame, as_of: dt.date) -> Masks:
     """Deficient patients left untreated too long, exactly as R12 defines it when the
-    classified ``untreated_too_long`` column is there (no B12 started since the index test,
-    the profile's ``untreated_days``); otherwise approximated from the other columns."""
+    classified ``untreated_too_long`` column is there (deficient, index test older than the
+    profile's ``untreated_days``, no B12 treatment prescription active on the as-of date);
+    otherwise approximated from the other columns."""
     den = _status(patients, "deficient")
     if "untreated_too_long" in patients.columns:
         return den & _flag(patients, "untreated_too_long"), den

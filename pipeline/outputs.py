@@ -16,7 +16,6 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 import pyarrow as pa
 
@@ -59,11 +58,16 @@ WORKLISTS_README = f"""b12screen worklists
 {DISCLAIMER}
 
 One row per patient per list, grouped by practice, urgent first, then oldest result first.
-  urgent.csv                deficient with neurological symptoms, pregnancy, or > 90 days untreated
+  urgent.csv                deficient with neurological symptoms, pregnancy, or > 90 days with
+                            no B12 prescription active; still deficient on the 3-month check
+                            while on treatment (not_responding); indeterminate with neurological
+                            symptoms (treat without waiting for the MMA); the action says which
   mma.csv                   indeterminate result: add on or request methylmalonic acid (MMA)
-  supplementation.csv       needs B12 supplementation; suggested_regimen gives the regimen
+  supplementation.csv       needs B12 supplementation; suggested_regimen gives the regimen,
+                            regimen_intent whether it treats a deficiency or prevents one
   metformin_monitoring.csv  on metformin with no B12 test in the last year
-  retest.csv                on B12 treatment >= 3 months (1 if pregnant) with no B12 since
+  retest.csv                on a B12 course >= 3 months (1 if pregnant) with no check test
+                            since (a test in the course's first weeks is not the check)
   resolved.csv              patients who left a list since the previous run
 Each row shows the index result as the lab reported it (index_result, e.g. "<150 ng/L") and
 its date; index_value is the harmonised value, rounded as reported. mma.csv adds the stored
@@ -142,19 +146,13 @@ def build_summary(state: RunState, published: Published) -> dict[str, Any]:
 
 def patients_sex(state: RunState) -> pd.Series | None:
     """The patients input's sex aligned to the cohort (for the measures' ``sex`` breakdown),
-    or None when the input has no sex at all. Taken before the per-row frames are released."""
-    validated = state.inputs.get("patients")
-    accepted = getattr(validated, "accepted", None)
-    if not isinstance(accepted, pd.DataFrame) or "sex" not in accepted.columns:
+    or None when the input has no sex at all. Classification carries it beside the patients
+    table (``classify.CARRIED_COLUMNS``), so both engines give it."""
+    patients = state.classified.patients
+    if "sex" not in patients.columns:
         return None
-    sex = accepted["sex"].astype("string").fillna("")
-    if not sex.ne("").any():
-        return None
-    latest = accepted.assign(sex=sex).drop_duplicates("patient_id", keep="last")
-    at = pd.Index(latest["patient_id"].astype("string")).get_indexer(
-        state.classified.patients["patient_id"].astype("string"))
-    values = latest["sex"].to_numpy(dtype=object)
-    return pd.Series(np.where(at >= 0, values[at], ""), dtype="string")
+    sex = patients["sex"].astype("string").fillna("").reset_index(drop=True)
+    return sex if sex.ne("").any() else None
 
 
 class _Digests:

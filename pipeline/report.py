@@ -566,19 +566,27 @@ def _definition_dict(definition: Any) -> dict[str, Any]:
 
 
 def _measures_section(
-    measures: pd.DataFrame, definitions: Iterable[Any], small_count: int
+    measures: pd.DataFrame, definitions: Iterable[Any], small_count: int,
+    texts: Mapping[str, Mapping[str, str]] | None = None,
 ) -> list[dict[str, Any]]:
+    """One card per measure; ``texts`` (the published cells as display text) when given,
+    so the card shows the decision every other file shows."""
     overall = measures[measures["group_by"].astype("string") == "overall"]
     cards = []
     for definition in map(_definition_dict, definitions):
-        row = overall[overall["measure"].astype("string") == definition["id"]]
         low = definition.get("low_is_good")
+        direction = {True: "Lower is better", False: "Higher is better"}.get(
+            low, "Neither higher nor lower is better in itself")
+        if texts is not None:
+            cards.append({**definition, "direction": direction,
+                          **texts.get(definition["id"], {"ratio": "–", "numerator_count": "–",
+                                                         "denominator_count": "–"})})
+            continue
+        row = overall[overall["measure"].astype("string") == definition["id"]]
         cards.append(
             {
                 **definition,
-                "direction": {True: "Lower is better", False: "Higher is better"}.get(
-                    low, "Neither higher nor lower is better in itself"
-                ),
+                "direction": direction,
                 "ratio": format_ratio(row["ratio"].iloc[0]) if len(row) else "–",
                 "numerator_count": (
                     format_count(row["numerator"].iloc[0], small_count=small_count)
@@ -671,21 +679,29 @@ def render_report(
         definitions = definitions.to_dict("records")
     definitions = [_definition_dict(d) for d in definitions]
     by_id = {d["id"]: d for d in definitions}
+    published = summary.get("published")
     context = {
         "run": _run_details(summary),
         "clinical_judgement": CLINICAL_JUDGEMENT,
         "small_count": small_count,
         "rounding": rounding,
-        "cohort": _cohort_section(patients, small_count, rounding),
-        "quality": _quality_section(summary, small_count, rounding),
+        # one disclosure decision for every shareable file (pipeline.published): the report
+        # shows the decided cells, display text included
+        "cohort": published["cohort"] if published else _cohort_section(
+            patients, small_count, rounding),
+        "quality": published["quality"] if published else _quality_section(
+            summary, small_count, rounding),
         "distributions": _distribution_section(results, rules_cutoffs, small_count, rounding),
         "funnels": [
             _funnel(measures, by_id[m], small_count, rounding)
             for m in FUNNEL_MEASURES
             if m in by_id
         ],
-        "worklists": _worklist_section(summary, small_count, rounding),
-        "measures": _measures_section(measures, definitions, small_count),
+        "worklists": published["worklists"] if published else _worklist_section(
+            summary, small_count, rounding),
+        "measures": _measures_section(measures, definitions, small_count,
+                                      published["measure_counts"] if published else None),
+        "breakdowns": published["breakdowns"] if published else [],
     }
     html = template_environment().get_template("report.html.j2").render(**context)
     Path(path).write_text(html, encoding="utf-8")

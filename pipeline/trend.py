@@ -96,17 +96,17 @@ shaded; they are never part of another profile's centre line or flagged against 
 limits.</p>
 <section id="runs">
   <h2>Runs</h2>
-  <table>
+  <div class="table-scroll"><table>
     <thead><tr><th>Month</th><th>As of</th><th>Run folder</th><th>Rules profile</th>
       <th>Rules hash</th></tr></thead>
     <tbody>
     {% for r in runs %}
-      <tr><td>{{ r.month }}</td><td>{{ r.as_of }}</td><td>{{ r.run }}</td>
+      <tr><td><time>{{ r.month }}</time></td><td><time>{{ r.as_of }}</time></td><td>{{ r.run }}</td>
         <td>{{ r.rules_name }}{% if r.differs %} <span class="marked">(differs from
         latest)</span>{% endif %}</td><td><code>{{ r.rules_sha256[:12] }}</code></td></tr>
     {% endfor %}
     </tbody>
-  </table>
+  </table></div>
 </section>
 <section id="charts">
   <h2>Measures</h2>
@@ -490,6 +490,7 @@ def build_trend(reports_dir: Path, month_folders: str = "stop") -> TrendFiles:
         months=months,
         small=SMALL_TEXT,
         min_months=MIN_BASELINE_MONTHS,
+        as_of=latest.as_of.isoformat(),
     )
     html_path = reports_dir / "trend.html"
     html_path.write_text(html, encoding="utf-8")
