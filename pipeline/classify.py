@@ -44,9 +44,11 @@ PATIENT_COLUMNS = (
     "rule_ids", "regimen_code", "b12_treatment_start", "last_b12_test_at",
     "untreated_too_long", "regimen_intent", "not_responding", "on_b12_combination",
 )
-#: Carried beside the patients table for the shareable measures' breakdowns (both engines),
-#: but not written to ``patients.parquet``: the patients input's ``sex``.
-CARRIED_COLUMNS = ("sex",)
+#: Carried beside the patients table but not written to ``patients.parquet``: the patients
+#: input's ``sex`` (the shareable measures' breakdowns, both engines), and ``index_row``, the
+#: index test's position in the classified results (-1: none), so a worklist shows the
+#: result as reported and its sample by position, with no join.
+CARRIED_COLUMNS = ("sex", "index_row")
 #: B12 *treatment* classes (R8, R11, R12); the low dose inside a metformin combination
 #: product (class ``b12_combination``) is recorded but is not treatment.
 MED_CLASSES_B12 = ("b12_oral", "b12_injection")
@@ -440,6 +442,7 @@ def _patients_table(usable: pd.DataFrame, attrs: pd.DataFrame, meds: pd.DataFram
     out["reasons"], out["rule_ids"] = build_reasons(out, attrs, supp_conditions, risk_factors,
                                                    limbs, r9, r10)
     out["sex"] = attrs["sex"]
+    out["index_row"] = index["row"].fillna(-1).to_numpy(dtype=np.int64)
     return out[[*PATIENT_COLUMNS, *CARRIED_COLUMNS]]
 
 

@@ -314,19 +314,35 @@ def _input_order(frame: pd.DataFrame, files: list[FileInfo]) -> pd.DataFrame:
     """Rows sorted by their file's position in the input, then source row."""
     if frame.empty:
         return frame.reset_index(drop=True)
+    return frame.take(_input_positions(frame, files)).reset_index(drop=True)
+
+
+def _input_positions(frame: pd.DataFrame, files: list[FileInfo]) -> np.ndarray:
+    """The row order that puts ``frame`` in input order (file, then source row)."""
     file_at = pd.Categorical(frame["source_file"].astype("str"),
                              categories=[f.path for f in files]).codes
-    order = np.lexsort((frame["source_row"].to_numpy(), file_at))
-    return frame.take(order).reset_index(drop=True)
+    return np.lexsort((frame["source_row"].to_numpy(), file_at))
 
 
 def _joined(parts: list[Classified], files: list[FileInfo]) -> Classified:
     """Partitions' tables as the pandas engine's: patients sorted by id, results in input
     order."""
+    results = pd.concat([p.results for p in parts], ignore_index=True)
+    order = _input_positions(results, files) if len(results) else np.arange(0)
+    results = results.take(order).reset_index(drop=True)
+    # each partition's index rows point into its own results: into the joined ones instead
+    offsets = np.cumsum([0] + [len(p.results) for p in parts[:-1]])
+    moved = np.empty(len(order), dtype=np.int64)
+    moved[order] = np.arange(len(order))
+    for part, offset in zip(parts, offsets, strict=True):  # a handful of partitions
+        if "index_row" in part.patients.columns:
+            local = part.patients["index_row"].to_numpy(dtype=np.int64)
+            joined = np.full(len(local), -1, dtype=np.int64)
+            joined[local >= 0] = moved[local[local >= 0] + offset]
+            part.patients["index_row"] = joined
     patients = pd.concat([p.patients for p in parts], ignore_index=True)
     order = text_order(pa.array(patients["patient_id"].astype("str"), pa.string()))
     patients = patients.take(order).reset_index(drop=True)
-    results = _input_order(pd.concat([p.results for p in parts], ignore_index=True), files)
     return Classified(patients, results, sum(p.rows_after_as_of for p in parts))
 
 

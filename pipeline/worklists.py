@@ -179,10 +179,17 @@ def _reported(patients: pd.DataFrame, rows: np.ndarray, results: pd.DataFrame | 
     Results are narrowed to the index tests' times by a hash look-up on integers first, so
     only a few rows per listed patient are matched on their text.
     """
+    columns = ("result_text", "source_unit", "specimen_id", "site_id")
+    if "index_row" in patients.columns and results is not None:
+        # classification says where each index test is among the results: take by position
+        found = patients["index_row"].to_numpy(dtype=np.int64)[rows]
+        found = np.where(found < len(results), found, -1)
+        return {c: (_arrow_text(results[c].array.take(found, allow_fill=True))
+                    if c in results.columns else pa.nulls(len(rows), pa.string()))
+                for c in columns}
     at = _times(patients["index_collected_at"])[rows]
     want = np.flatnonzero(at != np.iinfo(np.int64).min)
     found = np.full(len(rows), -1, dtype=np.int64)  # a position in ``sub`` per listed row
-    columns = ("result_text", "source_unit", "specimen_id", "site_id")
     if (results is None or not set(_RESULT_KEYS) <= set(results.columns) or not len(want)
             or not len(results)):
         return {c: pa.nulls(len(rows), pa.string()) for c in columns}

@@ -174,7 +174,8 @@ def select_index(res: pd.DataFrame, as_of: date, lookback_days: int, n: int) -> 
     total_later = (_analytes(picks) != 0).astype("int8")
     index = first_per_group(picks, pick_pid, (-sev, -times(picks["collected_at"]),
                                               total_later)).set_index("pid")
-    out = spread(index[["analyte", "value", "collected_at", "censor", "sev", "ambiguous"]], n)
+    kept = ["analyte", "value", "collected_at", "censor", "sev", "ambiguous"]
+    out = spread(index[kept + (["row"] if "row" in index.columns else [])], n)
     out["discordant"] = discordant
     out["ambiguous"] = out["ambiguous"].fillna(False).astype(bool)
     return out
