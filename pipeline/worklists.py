@@ -153,10 +153,13 @@ def build_worklists(patients: pd.DataFrame, results: pd.DataFrame | None = None,
     lists = {}
     for name, (_, action) in LISTS.items():  # five lists; the work per list is vectorised
         at = order[flags[name][rows[order]]]  # the list's rows, as positions in ``rows``
-        columns = {c: listed[c].take(at) for c in (*_TAKEN, *optional) if c not in few}
+        shown = set(worklist_columns(name, patients))  # only what the list shows is taken
+        columns = {c: listed[c].take(at) for c in (*_TAKEN, *optional)
+                   if c not in few and c in shown}
         for c, (codes, values) in few.items():
-            columns[c] = values.take(codes[at], allow_fill=True)  # code -1: missing
-        columns.update((c, values.take(at)) for c, values in derived.items())
+            if c in shown:
+                columns[c] = values.take(codes[at], allow_fill=True)  # code -1: missing
+        columns.update((c, values.take(at)) for c, values in derived.items() if c in shown)
         columns["suggested_action"] = (mma_action.take(at) if name == "mma" else
                                        urgent_action.take(at) if name == "urgent" else
                                        _text([action], np.zeros(len(at), dtype=np.intp)))
@@ -229,25 +232,47 @@ def _as_reported(values: pd.api.extensions.ExtensionArray, reported: dict[str, p
     """
     value = np.asarray(values.to_numpy(dtype="float64", na_value=np.nan), dtype="float64")
     text = reported["result_text"]
-    codes, distinct = pd.factorize(pd.Series(pd.array(text, dtype="str")))
-    parts = pd.Series(distinct, dtype="str").str.extract(r"^[^0-9.,]*([0-9]*)(?:[.,]([0-9]*))?")
+    # every text step runs on distinct values: a result text, its unit as reported and the
+    # canonical unit repeat heavily, so each row only reads its answers off by code
+    t_codes, t_distinct = _codes(text)
+    parts = pd.Series(pd.array(t_distinct, dtype="str")).str.extract(
+        r"^[^0-9.,]*([0-9]*)(?:[.,]([0-9]*))?")
     number = pd.to_numeric(parts[0].fillna("0") + "." + parts[1].fillna("0"), errors="coerce")
-    decimals = np.r_[parts[1].fillna("").str.len().to_numpy(dtype=np.int64), -1][codes]
-    number = np.r_[number.to_numpy(dtype="float64"), np.nan][codes]
+    decimals = np.r_[parts[1].fillna("").str.len().to_numpy(dtype=np.int64), -1][t_codes]
+    number = np.r_[number.to_numpy(dtype="float64"), np.nan][t_codes]
     converted = ~np.isclose(number, value, rtol=1e-9, atol=0) & ~np.isnan(number)
     decimals = np.where(converted & (decimals >= 0), 1, decimals)
     scale = 10.0 ** np.maximum(decimals, 0)
     rounded = np.where(decimals >= 0, np.floor(value * scale + 0.5) / scale, value)
 
-    unit = reported["source_unit"]
-    canonical = _arrow_text(over_rows("index_unit"))
-    unit = pc.if_else(pc.fill_null(pc.greater(pc.utf8_length(pc.utf8_trim_whitespace(unit)), 0),
-                                   False), pc.utf8_trim_whitespace(unit), canonical)
+    u_codes, u_distinct = _codes(reported["source_unit"])
+    c_codes, c_distinct = _codes(_arrow_text(over_rows("index_unit")))
+    u_trimmed = pc.utf8_trim_whitespace(u_distinct)
+    has_unit = np.r_[np.asarray(pc.fill_null(pc.greater(pc.utf8_length(u_trimmed), 0), False)),
+                     False][u_codes]
+    # the unit shown: the reported one (trimmed) where there is one, else the canonical one
+    units = pa.concat_arrays([u_trimmed.cast(pa.string()),
+                              c_distinct.cast(pa.string()), pa.nulls(1, pa.string())])
+    unit_at = np.where(has_unit, u_codes, np.where(c_codes >= 0, len(u_distinct) + c_codes,
+                                                   len(u_distinct) + len(c_distinct)))
+    valid = t_codes >= 0
+    key = t_codes.astype(np.int64) * (len(units) + 1) + unit_at
+    pair_codes, pairs = pd.factorize(key[valid])
+    shown = pc.take(pc.utf8_trim_whitespace(t_distinct).cast(pa.string()),
+                    pa.array(pairs // (len(units) + 1)))
+    per_pair = pc.binary_join_element_wise(shown, units.take(pa.array(pairs % (len(units) + 1))),
+                                           " ")
+    # no result as reported (rare): spelt from the harmonised value and censor, per row
+    rest = np.flatnonzero(~valid)
     spelt = pc.binary_join_element_wise(
-        pc.fill_null(_arrow_text(over_rows("index_censor")), ""),
-        pc.cast(pa.array(value, from_pandas=True), pa.string()), "")
-    shown = pc.if_else(pc.is_valid(text), pc.utf8_trim_whitespace(text), spelt)
-    result = pc.binary_join_element_wise(shown, unit, " ")
+        pc.fill_null(_arrow_text(over_rows("index_censor")).take(pa.array(rest)), ""),
+        pc.cast(pa.array(value[rest], from_pandas=True), pa.string()), "")
+    spelt = pc.binary_join_element_wise(spelt, units.take(pa.array(unit_at[rest])), " ")
+    at = np.empty(len(value), dtype=np.int64)
+    at[valid] = pair_codes
+    at[rest] = len(per_pair) + np.arange(len(rest))
+    result = pa.concat_arrays([per_pair.cast(pa.string()), spelt.cast(pa.string())]).take(
+        pa.array(at))
     return {
         "index_result": pd.array(result, dtype="str"),
         "index_value": pd.array(rounded, dtype="float64"),
@@ -273,6 +298,14 @@ def _as_of(patients: pd.DataFrame) -> date | None:
     if "as_of" not in patients.columns or not patients["as_of"].notna().any():
         return None
     return pd.Timestamp(patients["as_of"].dropna().iloc[0]).date()
+
+
+def _codes(text: pa.Array) -> tuple[np.ndarray, pa.Array]:
+    """(code per value, -1 where null; the distinct values), by Arrow's hash kernel."""
+    text = text.combine_chunks() if isinstance(text, pa.ChunkedArray) else text
+    encoded = text.dictionary_encode()
+    codes = pc.fill_null(encoded.indices, -1).to_numpy(zero_copy_only=False)
+    return codes.astype(np.int64), encoded.dictionary
 
 
 def _times(column: pd.Series | pd.api.extensions.ExtensionArray) -> np.ndarray:
