@@ -875,23 +875,34 @@ def _medications(
     rng: np.random.Generator, cohort: dict[str, Any], as_of_days: int
 ) -> dict[str, _Column]:
     """Classic shape: metformin (some stopped), B12 oral/injection, PPIs, others."""
+    rx, _ = _base_prescriptions(rng, cohort, (_METFORMIN, _B12_ORAL, _PPI, _OTHER_MEDS))
+    return rx.table(cohort, as_of_days)
+
+
+def _base_prescriptions(rng: np.random.Generator, cohort: dict[str, Any],
+                        names: tuple[Any, Any, Any, Any]) -> tuple[_Prescriptions, np.ndarray]:
+    """Metformin (some stopped), B12 oral and injection, acid suppressants and other
+    medicines, drawn in one order whatever the shape (so a shape's names change nothing
+    else): ``names`` are the metformin, oral B12, acid-suppressant and other-medicine
+    name tables. Returns the prescriptions and the metformin users."""
+    metformin_names, oral_names, acid_names, other_names = names
     n = cohort["n"]
     age = cohort["age"]
     deficient = cohort["latent"] < 180
     med_only = np.arange(n, len(cohort["ids"]))
     rx = _Prescriptions(rng)
     metformin, met_dose = _metformin_users(rng, cohort)
-    rx.add(metformin, _METFORMIN, met_dose, (30, 3651), 0.18, 0.05)
+    rx.add(metformin, metformin_names, met_dose, (30, 3651), 0.18, 0.05)
     oral = np.flatnonzero(rng.random(n) < np.where(deficient, 0.25, 0.03))
-    rx.add(oral, _B12_ORAL, None, (0, 400), 0.15, 0.0)
+    rx.add(oral, oral_names, None, (0, 400), 0.15, 0.0)
     injection = np.flatnonzero(rng.random(n) < np.where(deficient, 0.15, 0.01))
     rx.add(injection, _B12_INJECTION, None, (0, 400), 0.10, 0.0)
-    ppi = np.flatnonzero(rng.random(n) < np.where(age >= 60, 0.2, 0.1))
-    rx.add(ppi, _PPI, None, (30, 2001), 0.10, 0.0)
+    acid = np.flatnonzero(rng.random(n) < np.where(age >= 60, 0.2, 0.1))
+    rx.add(acid, acid_names, None, (30, 2001), 0.10, 0.0)
     other = np.concatenate([np.flatnonzero(rng.random(n) < 0.35),
                             med_only[~cohort["med_only_metformin"]]])
-    rx.add(other, _OTHER_MEDS, None, (10, 3001), 0.08, 0.0)
-    return rx.table(cohort, as_of_days)
+    rx.add(other, other_names, None, (10, 3001), 0.08, 0.0)
+    return rx, metformin
 
 
 def _field_medications(
@@ -900,22 +911,8 @@ def _field_medications(
     """Field shapes: as classic, with methylcobalamin, every PPI by name, H2 blockers,
     medicines a careless pattern would catch, and ~1 % metformin + methylcobalamin
     combination prescriptions (some metformin users switched to one, some on both)."""
-    n = cohort["n"]
-    age = cohort["age"]
-    deficient = cohort["latent"] < 180
-    med_only = np.arange(n, len(cohort["ids"]))
-    rx = _Prescriptions(rng)
-    metformin, met_dose = _metformin_users(rng, cohort)
-    rx.add(metformin, _METFORMIN_FIELD, met_dose, (30, 3651), 0.18, 0.05)
-    oral = np.flatnonzero(rng.random(n) < np.where(deficient, 0.25, 0.03))
-    rx.add(oral, _B12_ORAL_FIELD, None, (0, 400), 0.15, 0.0)
-    injection = np.flatnonzero(rng.random(n) < np.where(deficient, 0.15, 0.01))
-    rx.add(injection, _B12_INJECTION, None, (0, 400), 0.10, 0.0)
-    acid = np.flatnonzero(rng.random(n) < np.where(age >= 60, 0.2, 0.1))
-    rx.add(acid, _ACID_FIELD, None, (30, 2001), 0.10, 0.0)
-    other = np.concatenate([np.flatnonzero(rng.random(n) < 0.35),
-                            med_only[~cohort["med_only_metformin"]]])
-    rx.add(other, _OTHER_MEDS_FIELD, None, (10, 3001), 0.08, 0.0)
+    rx, metformin = _base_prescriptions(rng, cohort, (_METFORMIN_FIELD, _B12_ORAL_FIELD,
+                                                      _ACID_FIELD, _OTHER_MEDS_FIELD))
     # Combination products: about _COMBINATION_SHARE of all prescriptions, at least one.
     n_combo = max(1, round(rx.size * _COMBINATION_SHARE / (1 - _COMBINATION_SHARE)))
     pool = metformin if metformin.size else np.arange(len(cohort["ids"]))
