@@ -47,9 +47,12 @@ _ILLEGAL_BYTE = np.zeros(256, dtype=bool)
 _ILLEGAL_BYTE[[*range(0x09), 0x0B, 0x0C, *range(0x0E, 0x20)]] = True
 #: Literal text Excel would decode as an escaped character: its underscore is escaped itself.
 _EXCEL_ESCAPE = r"_(x[0-9A-Fa-f]{4}_)"
+_EXCEL_ESCAPE_BYTES = re.compile(_EXCEL_ESCAPE.encode("ascii"))
 #: & < > escaped; a carriage return as a character reference, which XML parsers keep (a
 #: literal one they read as a line feed).
 _ESCAPES = (("&", "&amp;"), ("<", "&lt;"), (">", "&gt;"), ("\r", "&#13;"))
+_RUNS_TRIAL = 1 << 10  # first rows that say whether a text column comes in runs
+_SCAN_BYTES = 1 << 18  # text searched for bytes to escape at a time
 _CHUNK_BYTES = 1 << 25  # XML assembled at a time (bounds memory; not visible in the output)
 _FUSED, _FUSED_BYTES = 1 << 12, 1 << 22  # limits on the distinct rows of fused columns
 _ZIP_DATE = (1980, 1, 1, 0, 0, 0)  # fixed member timestamps: reruns are byte-identical
@@ -200,21 +203,43 @@ def xml_text(text: str) -> str:
 
 def _clean_text(text: pa.Array) -> pa.Array:
     """Text XML 1.0 cannot hold replaced by U+FFFD, literal ``_xHHHH_`` escaped as Excel
-    does, and & < > escaped: each pass only if a byte says it may be needed."""
-    data = np.frombuffer(_data(text), dtype=np.uint8)
-    control = data[data < 0x20]
-    lead = np.flatnonzero(data[:-2] == 0xEF)  # U+FFFE and U+FFFF are EF BF BE and EF BF BF
-    if ((control.size and _ILLEGAL_BYTE[control].any())
-            or ((data[lead + 1] == 0xBF) & (data[lead + 2] >= 0xBE)).any()):
+    does, and & < > escaped: each pass only if the bytes say it is needed. The smallest and
+    largest byte rule out control characters and U+FFFE/U+FFFF; the rest is one scan."""
+    view = _data(text)
+    data = np.frombuffer(view, dtype=np.uint8)
+    if not data.size:
+        return text
+    low = int(data.min())
+    if ((low < 0x20 and _ILLEGAL_BYTE[data[data < 0x20]].any())
+            or (int(data.max()) >= 0xEF and _nonchar(data))):
         text = pc.replace_substring_regex(text, _ILLEGAL_XML, _REPLACEMENT)
-        data = np.frombuffer(_data(text), dtype=np.uint8)
-    under = np.flatnonzero(data[:-1] == ord("_"))
-    if (data[under + 1] == ord("x")).any():
+        view = _data(text)
+    found = _bytes_in(view, [b"_", *(old.encode() for old, _ in _ESCAPES
+                                      if old != "\r" or low < 0x20)])
+    if b"_" in found and _EXCEL_ESCAPE_BYTES.search(view) is not None:
         text = pc.replace_substring_regex(text, _EXCEL_ESCAPE, r"_x005F_\1")
     for old, new in _ESCAPES:
-        if (data == ord(old)).any():
+        if old.encode() in found:
             text = pc.replace_substring(text, old, new)
     return text
+
+
+def _bytes_in(view: memoryview, wanted: list[bytes]) -> set[bytes]:
+    """Which of the single bytes ``wanted`` occur in ``view``: searched a cache-sized slice
+    at a time (memchr on a copy of the slice; faster than a comparison per byte)."""
+    found: set[bytes] = set()
+    for at in range(0, view.nbytes, _SCAN_BYTES):
+        part = bytes(view[at:at + _SCAN_BYTES])
+        found.update(w for w in wanted if w in part)
+        if len(found) == len(wanted):
+            break
+    return found
+
+
+def _nonchar(data: np.ndarray) -> bool:
+    """Whether UTF-8 bytes hold U+FFFE or U+FFFF (EF BF BE, EF BF BF)."""
+    lead = np.flatnonzero(data[:-2] == 0xEF)
+    return bool(((data[lead + 1] == 0xBF) & (data[lead + 2] >= 0xBE)).any())
 
 
 @dataclass
@@ -227,7 +252,8 @@ class _Column:
     in ``cells`` and ``present`` says which values are not empty: the inline-string XML
     around each value is added as separate pieces while the rows are assembled, rather than
     copying every value once more into its own cell XML. ``chars`` is the longest value in
-    characters, and ``wrap`` says the text is longer than a column is wide, so it wraps."""
+    characters (counted up to _WRAP_CHARS + 1), and ``wrap`` says the text is longer than a
+    column is wide, so it wraps."""
 
     codes: pa.Array
     cells: pa.Array | None = None
@@ -257,10 +283,11 @@ def _encode(values: pd.Series) -> _Column:
         array = pa.array(values.astype("float64"), pa.float64(), from_pandas=True)
     elif pd.api.types.is_datetime64_any_dtype(dtype):
         array = pa.array(values.astype("datetime64[us]"), pa.timestamp("us"), from_pandas=True)
+    elif (categories := _categories(values)) is not None:
+        return _text(*categories)
     else:  # large_string: no copy of Arrow-backed text
         array = pa.array(as_text(values), pa.large_string(), from_pandas=True)
-    encoded = pc.dictionary_encode(_single(array), null_encoding="encode")
-    codes, distinct = encoded.indices.cast(pa.int32()), encoded.dictionary
+    codes, distinct = _dictionary(_single(array))
     if pa.types.is_large_string(distinct.type):
         distinct = distinct.cast(pa.string())
     if pa.types.is_boolean(distinct.type):
@@ -275,9 +302,68 @@ def _encode(values: pd.Series) -> _Column:
                        cells=pc.if_else(finite, _join("<c><v>", number, "</v></c>"), _EMPTY))
     if pa.types.is_timestamp(distinct.type):
         return _dates(codes, distinct)
+    return _text(codes, distinct)
+
+
+def _dictionary(array: pa.Array) -> tuple[pa.Array, pa.Array]:
+    """Codes (int32) and distinct values in order of first appearance, a missing value among
+    them where it first appears: Arrow's dictionary encoding, of text only the first value of
+    each run of equal values when the rows come in runs (sorted or constant columns), as a
+    value first appears at the head of a run."""
+    n = len(array)
+    if n > 2 and pa.types.is_large_string(array.type) and _runs(array.slice(0, _RUNS_TRIAL)):
+        change = pc.fill_null(pc.not_equal(array.slice(1), array.slice(0, n - 1)), False)
+        change = change.to_numpy(zero_copy_only=False)
+        if array.null_count:
+            valid = pc.is_valid(array).to_numpy(zero_copy_only=False)
+            change = change | (valid[1:] != valid[:-1])
+        heads = np.flatnonzero(np.concatenate([[True], change]))
+        if 2 * len(heads) <= n:
+            encoded = pc.dictionary_encode(array.take(pa.array(heads)), null_encoding="encode")
+            codes = np.repeat(encoded.indices.to_numpy().astype(np.int32), np.diff(heads, append=n))
+            return pa.array(codes), encoded.dictionary
+    encoded = pc.dictionary_encode(array, null_encoding="encode")
+    return encoded.indices.cast(pa.int32()), encoded.dictionary
+
+
+def _runs(array: pa.Array) -> bool:
+    """Whether text comes in runs (half as many runs as rows or fewer), counting only the
+    rows given (say a column's first rows); missing values counted as runs of their own."""
+    n = len(array)
+    if n < 2:
+        return False
+    same = pc.sum(pc.equal(array.slice(1), array.slice(0, n - 1))).as_py() or 0
+    return 2 * (n - same) <= n
+
+
+def _categories(values: pd.Series) -> tuple[pa.Array, pa.Array] | None:
+    """A categorical column of text as the codes and distinct values dictionary-encoding its
+    text would give (distinct values in order of first appearance, a missing value among
+    them where it first appears), from its category codes rather than its text per row; None
+    if it is not text or its categories' text is not distinct."""
+    if not isinstance(values.dtype, pd.CategoricalDtype):
+        return None
+    categories = values.cat.categories
+    if not (pd.api.types.is_string_dtype(categories.dtype)
+            and pd.api.types.infer_dtype(categories, skipna=False) == "string"):
+        return None
+    names = as_text(pd.Series(categories))
+    if not names.is_unique:
+        return None
+    raw = values.cat.codes.to_numpy()  # -1 where missing
+    seen = pd.unique(raw).astype(np.int64)  # in order of first appearance
+    order = np.zeros(len(categories) + 1, dtype=np.int32)
+    order[seen + 1] = np.arange(len(seen), dtype=np.int32)
+    distinct = _single(pa.array(names, pa.string(), from_pandas=True)).take(
+        pa.array(np.maximum(seen, 0), mask=seen < 0))
+    return pa.array(order[raw.astype(np.int64) + 1]), distinct
+
+
+def _text(codes: pa.Array, distinct: pa.Array) -> _Column:
+    """A text column from its codes and its distinct values (null for a missing value)."""
     bare = _clean_text(pc.fill_null(distinct, ""))  # '' where missing
     present = pc.and_(pc.is_valid(distinct), pc.not_equal(pc.fill_null(distinct, ""), ""))
-    chars = int(pc.max(pc.utf8_length(distinct)).as_py() or 0) if len(distinct) else 0
+    chars = _chars(distinct)
     wrap = chars > _WRAP_CHARS
     opening, closing = _inline(wrap)
     if 2 * len(distinct) > len(codes) and _data(bare).nbytes < _CHUNK_BYTES << 4:
@@ -288,6 +374,16 @@ def _encode(values: pd.Series) -> _Column:
         return _Column(codes, cells=pc.if_else(present, _join(opening, bare, closing), _EMPTY),
                        chars=chars, wrap=wrap)
     return _Column(codes, text=pc.if_else(present, bare, None), chars=chars, wrap=wrap)
+
+
+def _chars(text: pa.Array) -> int:
+    """The longest text in characters, counted up to _WRAP_CHARS + 1 (all a width or a wrap
+    needs): a text of more than 4 * _WRAP_CHARS bytes is longer than that without counting."""
+    if not len(text):
+        return 0
+    if (pc.max(pc.binary_length(text)).as_py() or 0) > 4 * _WRAP_CHARS:
+        return _WRAP_CHARS + 1
+    return min(int(pc.max(pc.utf8_length(text)).as_py() or 0), _WRAP_CHARS + 1)
 
 
 def _dates(codes: pa.Array, stamps: pa.Array) -> _Column:
@@ -347,8 +443,14 @@ def _fuse(columns: list[_Column]) -> list[_Column]:
             pairs = np.arange(len(last.cells) * width)  # every combination
             codes = pa.array(combined.astype(np.int32))
         else:  # the combinations that occur, if few
+            most = min(_FUSED, _FUSED_BYTES // size) if size else _FUSED
+            # too many already among the first rows: no need to count them all
+            if (len(combined) > 4 * most
+                    and len(pd.unique(combined[:4 * most + 1])) > most):
+                fused.append(column)
+                continue
             encoded = pc.dictionary_encode(pa.array(combined))
-            if len(encoded.dictionary) > _FUSED or len(encoded.dictionary) * size > _FUSED_BYTES:
+            if len(encoded.dictionary) > most:
                 fused.append(column)
                 continue
             pairs = encoded.dictionary.to_numpy()

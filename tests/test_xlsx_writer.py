@@ -238,3 +238,27 @@ def test_old_dates_and_times_of_day(tmp_path: Path) -> None:
     assert ws["A3"].value is None
     assert ws["A4"].value == "1899-06-01 00:00"  # before Excel's calendar: ISO text
     book.close()
+
+
+def test_shortcuts_write_what_the_plain_text_path_writes(tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """Categorical text (encoded from its codes), text in runs (encoded from the head of each
+    run) and bytes to escape found a slice at a time give the bytes the text itself gives."""
+    monkeypatch.setattr(xlsx, "_SCAN_BYTES", 7)  # escapes fall across scan slices
+    monkeypatch.setattr(xlsx, "_RUNS_TRIAL", 4)
+    values = np.array(["b<", None, "a&", "b<", "_x0041_", "", "c\r", None, "é→"], dtype=object)
+    picks = np.random.default_rng(3).integers(0, len(values), 400)
+    frame = pd.DataFrame({
+        "cat": pd.Categorical(values[picks], categories=["unused", "é→", "a&", "b<", "c\r", "",
+                                                         "_x0041_"]),
+        "runs": pd.Series(values[np.sort(picks)], dtype="str"),  # sorted: in runs
+        "few": pd.Series(values[picks], dtype="str")})
+    short, plain = tmp_path / "short.xlsx", tmp_path / "plain.xlsx"
+    write_workbook({"s": frame}, short)
+    monkeypatch.setattr(xlsx, "_categories", lambda values: None)
+    monkeypatch.setattr(xlsx, "_runs", lambda array: False)
+    write_workbook({"s": frame}, plain)
+    assert short.read_bytes() == plain.read_bytes()
+    _parse_every_part(short)
+    rows = _values(short)["s"][1:]
+    assert [r[0] for r in rows] == [r[2] for r in rows]
