@@ -75,6 +75,8 @@ _TAKEN = ("practice_id", "patient_id", "age_years", "urgent_review", "b12_status
 #: as codes into their distinct values, far cheaper than gathering the same text again.
 _FEW_VALUES = ("practice_id", "b12_status", "index_test", "index_unit", "index_censor",
                "suggested_regimen")
+#: Few-valued text columns that the lists hold as categoricals (long texts: the regimen).
+_AS_CATEGORIES = ("suggested_regimen",)
 #: Results columns that identify the index test and say how it was reported.
 _RESULT_KEYS = ("patient_id", "collected_at", "analyte", "value", "censor", "result_text")
 
@@ -157,7 +159,10 @@ def build_worklists(patients: pd.DataFrame, results: pd.DataFrame | None = None,
         columns = {c: listed[c].take(at) for c in (*_TAKEN, *optional)
                    if c not in few and c in shown}
         for c, (codes, values) in few.items():
-            if c in shown:
+            if c in shown and c in _AS_CATEGORIES:  # long, few texts: codes, not copies
+                columns[c] = pd.Categorical.from_codes(codes[at],
+                                                       categories=pd.Index(values, dtype="str"))
+            elif c in shown:
                 columns[c] = values.take(codes[at], allow_fill=True)  # code -1: missing
         columns.update((c, values.take(at)) for c, values in derived.items() if c in shown)
         columns["suggested_action"] = (mma_action.take(at) if name == "mma" else
@@ -367,5 +372,6 @@ def _true(flags: pd.api.extensions.ExtensionArray) -> np.ndarray:
 
 
 def _text(values: list[str], codes: np.ndarray) -> pd.api.extensions.ExtensionArray:
-    """``values[codes]`` as a text column, taken in Arrow rather than built from Python str."""
-    return pd.array(values, dtype="str").take(codes)
+    """``values[codes]`` as a text column: a categorical (the few action texts are held
+    once, each row a code; the CSV and XLSX writers write them as text)."""
+    return pd.Categorical.from_codes(np.asarray(codes), categories=pd.Index(values, dtype="str"))

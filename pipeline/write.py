@@ -188,6 +188,15 @@ def neutralise(frame: pd.DataFrame) -> pd.DataFrame:
     out = frame.copy(deep=False)  # copy-on-write: replacing a column leaves frame alone
     for column in out.columns:
         series = out[column]
+        if isinstance(series.dtype, pd.CategoricalDtype) and _is_text(series.dtype):
+            # few distinct texts (regimens, actions): neutralised once per category
+            categories = pd.Series(series.cat.categories.astype("str"))
+            safe = neutralise(categories.to_frame("c"))["c"]
+            if not safe.equals(categories) and safe.is_unique:
+                out[column] = series.cat.rename_categories(pd.Index(safe, dtype="str"))
+                continue
+            if safe.equals(categories):
+                continue
         if _is_text(series.dtype):
             text = as_text(series)
             if not _may_be_risky(text):

@@ -142,3 +142,14 @@ def test_any_text_makes_a_valid_workbook_that_reads_back(tmp_path: Path,
     inline = [f"{t}|{i}" for i, t in enumerate(shown)]  # openpyxl keeps inline _xHHHH_ as is
     assert [r[1] for r in rows] == [re.sub("_(x[0-9A-Fa-f]{4}_)", r"_x005F_\1", t)
                                     for t in inline]
+
+
+def test_neutralise_categorical_text_per_category() -> None:
+    """Few long texts held as categoricals (regimens, actions) are neutralised once per
+    category, exactly as the same cells as plain text are."""
+    values = ["=cmd|' /C calc'!A0", "Start B12", None, "  @SUM(1)", "Start B12"]
+    plain = neutralise(pd.DataFrame({"c": pd.Series(values, dtype="str")}))["c"]
+    coded = neutralise(pd.DataFrame({"c": pd.Series(values, dtype="category")}))["c"]
+    assert isinstance(coded.dtype, pd.CategoricalDtype)
+    assert coded.astype("str").tolist() == plain.astype("str").tolist()
+    assert plain.tolist()[0].startswith("'=") and plain.tolist()[3].startswith("'")
