@@ -267,6 +267,7 @@ def classify(results: pd.DataFrame, patients: pd.DataFrame | None,
     })
 
     attrs = _patient_attributes(patients, cohort)
+    carry_sex = patients is not None  # only with a patients input (the same in every part)
     if meds is not None:
         meds = meds.assign(pid=cohort_positions(cohort, meds["patient_id"]))
     k = parts or max(1, min(THREADS, n // MIN_PATIENTS_PER_PART),
@@ -281,9 +282,10 @@ def classify(results: pd.DataFrame, patients: pd.DataFrame | None,
         if meds is not None:
             meds_i = meds[(meds["pid"] >= lo) & (meds["pid"] < hi)]
             meds_i = meds_i.assign(pid=meds_i["pid"] - lo)
-        return _patients_table(rows_i.assign(pid=rows_i["pid"] - lo),
-                               attrs.iloc[lo:hi].reset_index(drop=True), meds_i,
-                               cohort[lo:hi], results, rules, as_of)
+        table = _patients_table(rows_i.assign(pid=rows_i["pid"] - lo),
+                                attrs.iloc[lo:hi].reset_index(drop=True), meds_i,
+                                cohort[lo:hi], results, rules, as_of)
+        return table if carry_sex else table.drop(columns="sex")
 
     if k == 1:
         out = part(0)

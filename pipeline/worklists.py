@@ -75,6 +75,9 @@ _TAKEN = ("practice_id", "patient_id", "age_years", "urgent_review", "b12_status
 #: as codes into their distinct values, far cheaper than gathering the same text again.
 _FEW_VALUES = ("practice_id", "b12_status", "index_test", "index_unit", "index_censor",
                "suggested_regimen")
+#: Long per-patient text taken straight into each list (not first for every listed patient
+#: and then again per list): the reasons sentence, the largest column of the lists.
+_PER_LIST = ("reasons",)
 #: Few-valued text columns that the lists hold as categoricals (long texts: the regimen).
 _AS_CATEGORIES = ("suggested_regimen",)
 #: Results columns that identify the index test and say how it was reported.
@@ -114,7 +117,7 @@ def build_worklists(patients: pd.DataFrame, results: pd.DataFrame | None = None,
     listed = {c: patients[c].array.take(rows)
               for c in (*_TAKEN, *optional, "index_value", "index_collected_at",
                         "last_b12_test_at", "paediatric")
-              if c not in _FEW_VALUES}
+              if c not in _FEW_VALUES and c not in _PER_LIST}
     few = {}
     for c in _FEW_VALUES:  # each taken and factorised in turn: its text is not kept
         values = patients[c].array.take(rows)
@@ -157,7 +160,8 @@ def build_worklists(patients: pd.DataFrame, results: pd.DataFrame | None = None,
         at = order[flags[name][rows[order]]]  # the list's rows, as positions in ``rows``
         shown = set(worklist_columns(name, patients))  # only what the list shows is taken
         columns = {c: listed[c].take(at) for c in (*_TAKEN, *optional)
-                   if c not in few and c in shown}
+                   if c not in few and c not in _PER_LIST and c in shown}
+        columns.update((c, patients[c].array.take(rows[at])) for c in _PER_LIST if c in shown)
         for c, (codes, values) in few.items():
             if c in shown and c in _AS_CATEGORIES:  # long, few texts: codes, not copies
                 columns[c] = pd.Categorical.from_codes(codes[at],
