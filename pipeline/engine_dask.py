@@ -69,8 +69,7 @@ from pipeline.classify import Classified, classify, cohort_ids, text_order
 from pipeline.config import ExtractFormat, InputSpec, RulesProfile
 from pipeline.errors import UserError
 from pipeline.read import (
-    MALFORMED,
-    MALFORMED_REASON,
+    MALFORMED_COLUMNS,
     SOURCE_FILE,
     SOURCE_ROW,
     FileInfo,
@@ -100,6 +99,7 @@ from pipeline.run import (
 from pipeline.validate import (
     CodeTally,
     Validated,
+    small_count,
     today_date,
     unmapped_warning,
     validate_labs,
@@ -283,7 +283,7 @@ def _partitions(inp: _Input, n_parts: int) -> list[Any]:
         **{c: pd.Series([], dtype="str") for c in inp.layout.original},
         SOURCE_ROW: pd.Series([], dtype="int64"),
         SOURCE_FILE: pd.Series([], dtype="category"),
-        **({MALFORMED: pd.Series([], dtype="str"), MALFORMED_REASON: pd.Series([], dtype="str")}
+        **({c: pd.Series([], dtype="str") for c in MALFORMED_COLUMNS}
            if inp.layout.malformed else {}),
         _FILE: pd.Series([], dtype="int64"), _PART: pd.Series([], dtype="int64")})
     frame = dd.from_delayed(keyed, meta=meta, verify_meta=False)
@@ -302,7 +302,7 @@ def _merged(kind: str, parts: list[Validated], inp: _Input, fmt: ExtractFormat,
     tally = None
     if kind == "labs":
         tally = CodeTally.sum([p.codes for p in parts])
-        warnings += unmapped_warning(tally, fmt, int(rules.disclosure.get("small_count", 7)))
+        warnings += unmapped_warning(tally, fmt, small_count(rules))
     dates = [p.latest_collected for p in parts if p.latest_collected is not None]
     return Validated(kind, parts[0].accepted.iloc[:0], rejected, counts,
                      pd.Series([], dtype="str"), inp.files, warnings, inp.layout.original,

@@ -48,6 +48,13 @@ MALFORMED = f"{INTERNAL}malformed"
 #: Why a malformed record was rejected: ``malformed_row`` (wrong number of fields, or a quote
 #: never closed) or ``oversized_field`` (a record over 1 MiB); null on good rows.
 MALFORMED_REASON = f"{INTERNAL}malformed_reason"
+#: The columns a malformed line brings: its text and why it was rejected.
+MALFORMED_COLUMNS = (MALFORMED, MALFORMED_REASON)
+
+
+def is_internal(name: str) -> bool:
+    """Whether a column is one of the reader's own (no input column name can be)."""
+    return name.startswith(INTERNAL)
 #: Columns never given missing-value tokens: short words there are real codes (``NA`` sodium,
 #: ``K`` potassium, ``CA`` calcium), so only an empty cell is missing (SPEC rev 2).
 CODE_COLUMNS = frozenset({"test_code", "unit", "medication"})
@@ -117,7 +124,8 @@ def resolve_paths(spec_path: str | Path, kind: str, spec: InputSpec | None = Non
     else:
         raise UserError(f"{kind}: no such file or folder: {text}")
     found = [p for p in candidates if _is_data(p) and (spec is None or _is_extract(p, spec))]
-    skipped = [p for p in candidates if p not in set(found)]
+    kept = set(found)
+    skipped = [p for p in candidates if p not in kept]
     if not found:
         raise UserError(f"{kind}: {where} holds no .csv or .parquet files")
     if skipped and notes is not None:
@@ -606,7 +614,7 @@ def read_file(path: Path, spec: InputSpec, row_groups: tuple[int, ...] | None = 
             integer_ids = [(c, str(path)) for c in sorted(integers & id_sources)]
     else:
         table, info, notes = _read_csv(path, spec, kind)
-    names = [c for c in table.column_names if c not in (SOURCE_ROW, MALFORMED, MALFORMED_REASON)]
+    names = [c for c in table.column_names if not is_internal(c)]
     _check_required(kind, spec, names, str(path))
     table = table.append_column(SOURCE_FILE, _repeat_encoded(str(path), table.num_rows))
     return FileTable(table, info, notes, integer_ids)
@@ -629,7 +637,7 @@ class Layout:
                 spelling.setdefault(n.lower(), n)
         original = list(dict.fromkeys(
             spelling[n.lower()] for names in column_names for n in names
-            if n not in (SOURCE_ROW, SOURCE_FILE, MALFORMED, MALFORMED_REASON)))
+            if not is_internal(n)))
         return cls(spelling, original, any(MALFORMED in names for names in column_names))
 
     def conform(self, table: pa.Table) -> pa.Table:
@@ -640,11 +648,11 @@ class Layout:
         for c in self.original:
             if c not in table.column_names:
                 table = table.append_column(c, _repeat("", table.num_rows))
-        for c in (MALFORMED, MALFORMED_REASON) if self.malformed else ():
+        for c in MALFORMED_COLUMNS if self.malformed else ():
             if c not in table.column_names:
                 table = table.append_column(c, pa.nulls(table.num_rows, pa.string()))
         return table.select([*self.original, SOURCE_ROW, SOURCE_FILE]
-                            + ([MALFORMED, MALFORMED_REASON] if self.malformed else []))
+                            + (list(MALFORMED_COLUMNS) if self.malformed else []))
 
 
 def input_notes(kind: str, notes: list[str], integer_ids: list[tuple[str, str]]) -> list[str]:
@@ -794,8 +802,9 @@ def _check_required(kind: str, spec: InputSpec, found: list[str], where: str) ->
     own = [c for c in CANONICAL_COLUMNS[kind] if c not in SHARED_KEYS]
     if not any(has(c) for c in own):
         for other in REQUIRED_COLUMNS:
-            theirs = [c for c in _signature(other) if c.lower() in lower]
-            if other != kind and len(theirs) >= _signature_size(other):
+            signature, needed = _signature(other)
+            theirs = [c for c in signature if c.lower() in lower]
+            if other != kind and len(theirs) >= needed:
                 raise UserError(f"{kind}: {where} looks like a {other} file (it has "
                                 f"{', '.join(theirs)}), not {kind}; give it as the "
                                 f"{other} input" + ("" if other == "labs" else
@@ -811,18 +820,14 @@ def _check_required(kind: str, spec: InputSpec, found: list[str], where: str) ->
                     f" columns found: {shown}")
 
 
-def _signature(kind: str) -> list[str]:
-    """The columns that say a file is of ``kind``: its required columns besides the shared
-    keys, or, for patients (whose only required column is the shared id), its attributes."""
+def _signature(kind: str) -> tuple[list[str], int]:
+    """The columns that say a file is of ``kind``, and how many it needs: all its required
+    columns besides the shared keys, or, for patients (whose only required column is the
+    shared id), two of its attributes."""
     required = [c for c in REQUIRED_COLUMNS[kind] if c not in SHARED_KEYS]
-    return required or [c for c in CANONICAL_COLUMNS[kind] if c not in SHARED_KEYS]
-
-
-def _signature_size(kind: str) -> int:
-    """How many signature columns a file needs to look like ``kind``: all required ones, or
-    two of the patients' attributes."""
-    required = [c for c in REQUIRED_COLUMNS[kind] if c not in SHARED_KEYS]
-    return len(required) or 2
+    if required:
+        return required, len(required)
+    return [c for c in CANONICAL_COLUMNS[kind] if c not in SHARED_KEYS], 2
 
 
 _DATA_LIKE = re.compile(r"^[<>=\s]*[+-]?\d|^[A-Za-z]{0,4}\d{3,}")
@@ -854,8 +859,7 @@ def canonical_view(raw: RawInput, spec: InputSpec,
     sources_of = {canon: [name for source in sources
                           if (name := source if source in frame.columns
                               else lower.get(source.lower())) is not None
-                          and name not in (SOURCE_FILE, SOURCE_ROW, MALFORMED,
-                                           MALFORMED_REASON)]
+                          and not is_internal(name)]
                   for canon, sources in spec.columns.items()}
     # (source column, whether missing-value tokens apply): never to codes, nor to any text
     # read from Parquet, where a missing value is a null (SPEC rev 2)

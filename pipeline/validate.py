@@ -367,14 +367,15 @@ def validate_labs(raw: RawInput, fmt: ExtractFormat, rules: RulesProfile,
     }
     ids = pid_u[pid_u.fillna("") != ""].reset_index(drop=True)
     return Validated("labs", accepted, rejected, counts, ids, raw.files,
-                     [*raw.warnings, *unmapped_warning(tally, fmt, _small_count(rules))],
+                     [*raw.warnings, *unmapped_warning(tally, fmt, small_count(rules))],
                      raw.original_columns,
                      pd.Timestamp(credible.max()) if len(credible) else None,
                      id_codes=pid_code[take], id_values=pid_u, codes=tally,
                      unused_columns=list(raw.unused_columns))
 
 
-def _small_count(rules: RulesProfile) -> int:
+def small_count(rules: RulesProfile) -> int:
+    """The profile's disclosure threshold: a code seen for fewer patients may be an id."""
     return int(rules.disclosure.get("small_count", 7))
 
 

@@ -80,8 +80,6 @@ _FEW_VALUES = ("practice_id", "b12_status", "index_test", "index_unit", "index_c
 _PER_LIST = ("reasons",)
 #: Few-valued text columns that the lists hold as categoricals (long texts: the regimen).
 _AS_CATEGORIES = ("suggested_regimen",)
-#: Results columns that identify the index test and say how it was reported.
-_RESULT_KEYS = ("patient_id", "collected_at", "analyte", "value", "censor", "result_text")
 
 
 def worklist_columns(name: str, patients: pd.DataFrame) -> list[str]:
@@ -136,7 +134,7 @@ def build_worklists(patients: pd.DataFrame, results: pd.DataFrame | None = None,
         return listed[c]
 
     index_day = pd.Series(listed["index_collected_at"]).dt.floor("D")
-    reported = _reported(patients, rows, results, over_rows)
+    reported = _reported(patients, rows, results)
     sample = _sample_age(index_day, as_of if as_of is not None else _as_of(patients),
                          mma_addon_max_days)
     derived = {
@@ -181,53 +179,20 @@ def build_worklists(patients: pd.DataFrame, results: pd.DataFrame | None = None,
 _OverRows = Callable[[str], pd.api.extensions.ExtensionArray]
 
 
-def _reported(patients: pd.DataFrame, rows: np.ndarray, results: pd.DataFrame | None,
-              over_rows: _OverRows) -> dict[str, pa.Array]:
+def _reported(patients: pd.DataFrame, rows: np.ndarray,
+              results: pd.DataFrame | None) -> dict[str, pa.Array]:
     """Each listed patient's index test as reported (``result_text``, ``source_unit``) and
-    its sample (``specimen_id``, ``site_id``), from the classified results: the result of
-    that patient, time, analyte, harmonised value and censor (several alike: the first).
-    Null where the patient has no index test, or no results are given.
-
-    Results are narrowed to the index tests' times by a hash look-up on integers first, so
-    only a few rows per listed patient are matched on their text.
-    """
+    its sample (``specimen_id``, ``site_id``), taken by position from the classified
+    results: classification carries each index test's row (``index_row``, -1 for none).
+    Null where the patient has no index test, or no results are given."""
     columns = ("result_text", "source_unit", "specimen_id", "site_id")
-    if "index_row" in patients.columns and results is not None:
-        # classification says where each index test is among the results: take by position
-        found = patients["index_row"].to_numpy(dtype=np.int64)[rows]
-        found = np.where(found < len(results), found, -1)
-        return {c: (_arrow_text(results[c].array.take(found, allow_fill=True))
-                    if c in results.columns else pa.nulls(len(rows), pa.string()))
-                for c in columns}
-    at = _times(patients["index_collected_at"])[rows]
-    want = np.flatnonzero(at != np.iinfo(np.int64).min)
-    found = np.full(len(rows), -1, dtype=np.int64)  # a position in ``sub`` per listed row
-    if (results is None or not set(_RESULT_KEYS) <= set(results.columns) or not len(want)
-            or not len(results)):
+    if "index_row" not in patients.columns or results is None:
         return {c: pa.nulls(len(rows), pa.string()) for c in columns}
-    times = _times(results["collected_at"])
-    candidates = np.flatnonzero(np.asarray(pc.is_in(
-        pa.array(times), value_set=pa.array(np.unique(at[want])))))
-    sub = results.iloc[candidates]
-    ids = _arrow_text(over_rows("patient_id").take(want))
-    distinct = pc.unique(ids)
-    left = pd.DataFrame({"id": _positions(ids, distinct), "at": at[want], "pos": want})
-    right = pd.DataFrame({"id": _positions(_arrow_text(sub["patient_id"].array), distinct),
-                          "at": times[candidates], "row": np.arange(len(sub))})
-    pairs = left.merge(right[right["id"] >= 0], on=["id", "at"])  # integer keys: fast
-    pos, row = pairs["pos"].to_numpy(), pairs["row"].to_numpy()
-    same = np.asarray(pc.and_(
-        pc.equal(_arrow_text(over_rows("index_test").take(pos)),
-                 _arrow_text(sub["analyte"].array.take(row))),
-        pc.equal(pc.fill_null(_arrow_text(over_rows("index_censor").take(pos)), ""),
-                 pc.fill_null(_arrow_text(sub["censor"].array.take(row)), ""))).fill_null(False))
-    same = same & (_floats(patients["index_value"])[rows[pos]] == _floats(sub["value"])[row])
-    pos, row = pos[same], row[same]
-    first = np.lexsort((row, pos))  # each listed row's first matching result
-    first = first[np.r_[True, pos[first][1:] != pos[first][:-1]]] if len(first) else first
-    found[pos[first]] = row[first]
-    return {c: (_arrow_text(sub[c].array.take(found, allow_fill=True)) if c in sub.columns
-                else pa.nulls(len(rows), pa.string())) for c in columns}
+    found = patients["index_row"].to_numpy(dtype=np.int64)[rows]
+    found = np.where(found < len(results), found, -1)
+    return {c: (_arrow_text(results[c].array.take(found, allow_fill=True))
+                if c in results.columns else pa.nulls(len(rows), pa.string()))
+            for c in columns}
 
 
 def _as_reported(values: pd.api.extensions.ExtensionArray, reported: dict[str, pa.Array],
@@ -317,13 +282,8 @@ def _codes(text: pa.Array) -> tuple[np.ndarray, pa.Array]:
     return codes.astype(np.int64), encoded.dictionary
 
 
-def _times(column: pd.Series | pd.api.extensions.ExtensionArray) -> np.ndarray:
-    """Timestamps as int64 microseconds (missing: int64's minimum)."""
-    return np.asarray(pd.Series(column).to_numpy(dtype="datetime64[us]")).view(np.int64)
 
 
-def _floats(column: pd.Series) -> np.ndarray:
-    return np.asarray(pd.Series(column).to_numpy(dtype="float64", na_value=np.nan))
 
 
 def _arrow_text(values: pd.api.extensions.ExtensionArray) -> pa.Array:
@@ -337,9 +297,6 @@ def _arrow_text(values: pd.api.extensions.ExtensionArray) -> pa.Array:
     return array.cast(pa.string())  # one type for the kernels that join text
 
 
-def _positions(values: pa.Array, distinct: pa.Array) -> np.ndarray:
-    """Each value's position in ``distinct`` (-1 if absent), by Arrow's hash look-up."""
-    return pc.fill_null(pc.index_in(values, value_set=distinct), -1).to_numpy().astype(np.int64)
 
 
 def _in_id_order(ids: pd.Series, rows: np.ndarray) -> np.ndarray:
