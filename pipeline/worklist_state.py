@@ -14,7 +14,6 @@ leaves a list and later returns is ``new`` again, because that is a new piece of
 from __future__ import annotations
 
 import datetime as dt
-import json
 import re
 from pathlib import Path
 
@@ -52,10 +51,10 @@ def _empty_state() -> pd.DataFrame:
 
 def _previous_month(previous_dir: Path) -> str | None:
     """The previous run's as-of month from its manifest, for state files without last_listed."""
+    manifest = read_manifest(previous_dir) or {}
     try:
-        manifest = json.loads((previous_dir / "manifest.json").read_text(encoding="utf-8"))
         return f"{dt.date.fromisoformat(str(manifest['as_of'])[:10]):%Y-%m}"
-    except (OSError, ValueError, KeyError, TypeError):
+    except (ValueError, KeyError, TypeError):
         return None
 
 
