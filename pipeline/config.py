@@ -71,6 +71,29 @@ def _check_keys(data: dict[str, Any], allowed: dict[str, Any], path: Path,
             raise UserError(f"key '{dotted}' in {path} must be text", EXIT_USAGE)
 
 
+#: Rules-profile keys renamed by SPEC revision 2 (rule -> old key -> new key). A lab's
+#: profile, often a copy of a shipped one, keeps loading: the old key's value is the new
+#: key's, unless the profile gives the new key too.
+RENAMED_RULE_KEYS: dict[str, dict[str, str]] = {
+    "R9": {"diet": "prevention_diet", "parenteral_note": "injection_note"},
+}
+
+
+def _renamed_keys(raw: dict[str, Any]) -> None:
+    """Rewrite, in place, the old names of renamed rules-profile keys to the new ones."""
+    rules = raw.get("rules")
+    if not isinstance(rules, dict):
+        return
+    for rule_id, renamed in RENAMED_RULE_KEYS.items():
+        section = rules.get(rule_id)
+        if not isinstance(section, dict):
+            continue
+        for old, new in renamed.items():
+            if old in section:
+                value = section.pop(old)
+                section.setdefault(new, value)
+
+
 def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
     out = copy.deepcopy(base)
     for key, value in over.items():
@@ -141,6 +164,7 @@ def _load_profile_data(path: Path, seen: tuple[Path, ...]) -> dict[str, Any]:
     allowed["sites"] = {}
     for rule_id in allowed["rules"]:
         allowed["rules"][rule_id].setdefault("title", "")
+    _renamed_keys(raw)
     _check_keys(raw, allowed, path)
     parent = raw.get("profile", {}).get("extends")
     if parent:

@@ -78,3 +78,23 @@ def test_results_carry_the_band_of_their_own_site(run: Path) -> None:
     results = pd.read_parquet(run / "results.parquet").set_index("patient_id")
     assert results.loc["SITE_labx_190", "band"] == "deficient"
     assert results.loc["SITE_laby_190", "band"] == "indeterminate"
+
+
+def test_R9_profile_written_before_rev2_still_loads(tmp_path: Path) -> None:
+    """A lab's profile copied from a shipped one before SPEC rev 2 names R9's diet text
+    ``diet`` and the potassium note ``parenteral_note``: it loads, with those values
+    under their new names."""
+    from pipeline.config import load_rules
+
+    profile = tmp_path / "local.toml"
+    profile.write_text(textwrap.dedent("""
+        [profile]
+        name = "local"
+        [rules.R9]
+        diet = "local diet text"
+        parenteral_note = "local potassium note"
+    """), encoding="utf-8")
+    r9 = load_rules(str(profile)).rule("R9")
+    assert r9["prevention_diet"] == "local diet text"
+    assert r9["injection_note"] == "local potassium note"
+    assert "diet" not in r9 and "parenteral_note" not in r9
