@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import itertools
 import re
-import zipfile
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -36,6 +35,8 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
+
+from pipeline.kernels.ziparchive import deflate, write_zip
 
 MAX_ROWS = 1_048_576
 #: Characters XML 1.0 cannot hold (RE2 syntax; lone surrogates never reach Arrow's UTF-8, see
@@ -460,8 +461,8 @@ def _fuse(columns: list[_Column]) -> list[_Column]:
     return fused
 
 
-def _strings_xml(strings: pa.Array, count: int) -> tuple[Iterator[bytes | memoryview], int]:
-    """The shared-strings table, built a slice at a time, and a bound on its size."""
+def _strings_xml(strings: pa.Array, count: int) -> Iterator[bytes | memoryview]:
+    """The shared-strings table, built a slice at a time."""
     head = _STRINGS_HEAD.format(count=count, unique=len(strings)).encode("utf-8")
     ends = np.cumsum(pc.binary_length(strings).to_numpy(zero_copy_only=False))
     bounds = [0, *np.searchsorted(ends, np.arange(_CHUNK_BYTES, ends[-1], _CHUNK_BYTES)),
@@ -475,8 +476,7 @@ def _strings_xml(strings: pa.Array, count: int) -> tuple[Iterator[bytes | memory
                                   strings.slice(a, b - a).cast(pa.string()), "</t></si>"))
         yield b"</sst>"
 
-    item = len('<si><t xml:space="preserve"></t></si>')
-    return parts(), len(head) + int(ends[-1]) + item * len(strings) + len("</sst>")
+    return parts()
 
 
 @dataclass
@@ -502,9 +502,8 @@ def _header_code(text: str) -> str:
 
 
 def _sheet_xml(names: list[str], groups: list[_Column], start: int, stop: int,
-               page: _Page) -> tuple[Iterator[bytes | memoryview], int]:
-    """The sheet's XML for rows start:stop of the frame, built a slice of rows at a time,
-    and a bound on its size."""
+               page: _Page) -> Iterator[bytes | memoryview]:
+    """The sheet's XML for rows start:stop of the frame, built a slice of rows at a time."""
     n = stop - start
     header = "".join(
         f'<c r="{_column_letter(i)}1" t="inlineStr" s="1"><is><t>{xml_text(str(c))}</t></is>'
@@ -551,7 +550,7 @@ def _sheet_xml(names: list[str], groups: list[_Column], start: int, stop: int,
             yield _data(pieces.take(pa.array(at.ravel())))
         yield tail
 
-    return parts(), len(head) + n * row + len(tail)
+    return parts()
 
 
 def _widest(group: _Column) -> int:
@@ -573,33 +572,6 @@ def _pieces(arrays: list[pa.Array]) -> tuple[pa.Array, np.ndarray]:
     return pa.concat_arrays([a.cast(typ) for a in arrays]), bases
 
 
-def _member(name: str) -> zipfile.ZipInfo:
-    info = zipfile.ZipInfo(name, date_time=_ZIP_DATE)
-    info.compress_type = zipfile.ZIP_DEFLATED
-    info._compresslevel = 1  # as ZipFile(compresslevel=1) sets for members named by string
-    info.external_attr = 0o600 << 16
-    return info
-
-
-def _write(zf: zipfile.ZipFile, name: str, content: str | Iterator[bytes | memoryview],
-           size_bound: int = 0) -> None:
-    """One zip member, streamed from its parts; as with writestr, ZIP64 headers only when the
-    member may be near 2 GB (size_bound)."""
-    info = _member(name)
-    if isinstance(content, str):
-        zf.writestr(info, content)
-        return
-    info.file_size = size_bound
-    content = iter(content)
-    with zf.open(info, "w") as out, ThreadPoolExecutor(max_workers=1) as helper:
-        # each part is built on the helper while the one before is checksummed and
-        # compressed here: Arrow's take and zlib release the GIL, so they overlap
-        ahead = helper.submit(next, content, None)
-        while (part := ahead.result()) is not None:
-            ahead = helper.submit(next, content, None)
-            out.write(part)
-
-
 def write_workbook(sheets: dict[str, pd.DataFrame], path: Path, footer: str = "",
                    titles: dict[str, str] | None = None, subtitle: str = "") -> list[str]:
     """Write one sheet per frame; a frame longer than a sheet continues on further sheets.
@@ -610,8 +582,10 @@ def write_workbook(sheets: dict[str, pd.DataFrame], path: Path, footer: str = ""
     notes: list[str] = []
     per_sheet = MAX_ROWS - 1
     titles = titles or {}
-    encoded = {name: [_encode(frame.iloc[:, i]) for i in range(frame.shape[1])]
-               for name, frame in sheets.items()}
+    with ThreadPoolExecutor(max_workers=2) as pool:  # Arrow's kernels release the GIL
+        encoded = {name: list(pool.map(_encode, (frame.iloc[:, i]
+                                                 for i in range(frame.shape[1]))))
+                   for name, frame in sheets.items()}
     strings, text_cells = _shared_strings([c for columns in encoded.values() for c in columns])
     parts: list[tuple[str, list[str], list[_Column], int, int, _Page]] = []
     for name, frame in sheets.items():
@@ -629,26 +603,31 @@ def write_workbook(sheets: dict[str, pd.DataFrame], path: Path, footer: str = ""
                    k * per_sheet, min(len(frame), (k + 1) * per_sheet), page)
                   for k in range(count)]
     shared = len(strings) > 0
-    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=1) as zf:
-        _write(zf, "[Content_Types].xml", _CONTENT_TYPES.format(
+    members: list[tuple[str, str | Iterator[bytes | memoryview]]] = [
+        ("[Content_Types].xml", _CONTENT_TYPES.format(
             strings=_STRINGS_TYPE if shared else "",
-            sheets="".join(_SHEET_TYPE.format(n=i + 1) for i in range(len(parts)))))
-        _write(zf, "_rels/.rels", _ROOT_RELS)
-        _write(zf, "xl/workbook.xml", _WORKBOOK.format(
+            sheets="".join(_SHEET_TYPE.format(n=i + 1) for i in range(len(parts))))),
+        ("_rels/.rels", _ROOT_RELS),
+        ("xl/workbook.xml", _WORKBOOK.format(
             sheets="".join(f'<sheet name="{xml_text(name[:31])}" sheetId="{i + 1}" '
                            f'r:id="rId{i + 1}"/>' for i, (name, *_) in enumerate(parts)),
             names=_defined_names([(name[:31], len(names), stop - start)
-                                  for name, names, _, start, stop, _ in parts])))
-        _write(zf, "xl/_rels/workbook.xml.rels", _WORKBOOK_RELS.format(rels="".join(
+                                  for name, names, _, start, stop, _ in parts]))),
+        ("xl/_rels/workbook.xml.rels", _WORKBOOK_RELS.format(rels="".join(
             f'<Relationship Id="rId{i + 1}" Type="http://schemas.openxmlformats.org/'
             f'officeDocument/2006/relationships/worksheet" Target="worksheets/sheet{i + 1}.xml"/>'
-            for i in range(len(parts))), strings=_STRINGS_REL if shared else ""))
-        _write(zf, "xl/styles.xml", _STYLES)
-        if shared:
-            _write(zf, "xl/sharedStrings.xml", *_strings_xml(strings, text_cells))
-        for i, (_, names, groups, start, stop, page) in enumerate(parts):
-            _write(zf, f"xl/worksheets/sheet{i + 1}.xml",
-                   *_sheet_xml(names, groups, start, stop, page))
+            for i in range(len(parts))), strings=_STRINGS_REL if shared else "")),
+        ("xl/styles.xml", _STYLES),
+    ]
+    if shared:
+        members.append(("xl/sharedStrings.xml", _strings_xml(strings, text_cells)))
+    members += [(f"xl/worksheets/sheet{i + 1}.xml", _sheet_xml(names, groups, start, stop,
+                                                               page))
+                for i, (_, names, groups, start, stop, page) in enumerate(parts)]
+    # the sheets deflate side by side (two cores), each written once done, in order
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        deflated = [pool.submit(deflate, name, content) for name, content in members]
+        write_zip(path, (member.result() for member in deflated), date_time=_ZIP_DATE)
     return notes
 
 
