@@ -15,6 +15,7 @@ import pytest
 
 from pipeline import reasons as R
 from pipeline.config import load_rules
+from pipeline.kernels import text as K
 from pipeline.rules.actions import (
     METFORMIN_RISK_FACTORS,
     REGIMENS,
@@ -23,6 +24,7 @@ from pipeline.rules.actions import (
 )
 
 R9 = load_rules().rule("R9")
+RULES = ("R1", "R2", "R3", "R4", "R5", "R7", "R8", "R9", "R10", "R11", "R12", "R13")
 R10 = {"metformin_test_interval_days": 365, "risk_age_years": 65,
        "risk_dose_mg_per_day": 1500.0, "risk_years_on_metformin": 4.0}
 
@@ -125,10 +127,10 @@ def reference(p: pd.DataFrame, attrs: pd.DataFrame, supplementation: pd.DataFram
         row, a, limb = p.iloc[i], attrs.iloc[i], limbs.iloc[i]
 
         def num(col: str) -> str | None:
-            return _one(R._num, row[col], "float64")  # noqa: B023
+            return _one(K.number, row[col], "float64")  # noqa: B023
 
         def day(col: str) -> str | None:
-            return _one(R._day, row[col], "datetime64[us]")  # noqa: B023
+            return _one(K.day, row[col], "datetime64[us]")  # noqa: B023
 
         def text(col: str) -> str:
             return "" if pd.isna(row[col]) else row[col]  # noqa: B023
@@ -170,7 +172,7 @@ def reference(p: pd.DataFrame, attrs: pd.DataFrame, supplementation: pd.DataFram
             chain.append(f"R9 {regimen.intent}: {regimen.label.format(diet=diet)}: "
                          f"{r9[regimen.key]}")
         sentence = [R.ARROW.join(chain)] if chain else []
-        risk = _one(R._int, row["metformin_risk"], "float64")
+        risk = _one(K.integer, row["metformin_risk"], "float64")
         if row["metformin_monitoring_due"] and risk is not None:
             last = day("last_b12_test_at")
             factors = [label.format(**words) for name, label in METFORMIN_RISK_FACTORS.items()
@@ -185,7 +187,7 @@ def reference(p: pd.DataFrame, attrs: pd.DataFrame, supplementation: pd.DataFram
             sentence.append(f"R11 on B12 treatment since {treated}, no B12 test since "
                             f"{check_from}: retest due")
         if row["urgent_review"]:
-            days = _one(R._int, row["untreated_days"], "float64")
+            days = _one(K.integer, row["untreated_days"], "float64")
             why = [w for w, on in (
                 ("neurological symptoms", limb["neurological_symptoms"]),
                 ("pregnant", limb["pregnant"]),
@@ -204,7 +206,7 @@ def reference(p: pd.DataFrame, attrs: pd.DataFrame, supplementation: pd.DataFram
                  has_index and row["censored_ambiguous"], has_index, by_mma, row["needs_mma"],
                  row["needs_supplementation"], has_regimen, row["metformin_monitoring_due"],
                  row["retest_due"], row["urgent_review"], row["paediatric"]]
-        ids.append(" ".join(r for r, on in zip(R._RULES, fired, strict=True) if on))
+        ids.append(" ".join(r for r, on in zip(RULES, fired, strict=True) if on))
     return sentences, ids
 
 
@@ -221,7 +223,7 @@ def test_sentences_match_a_row_by_row_rendering(seed: int) -> None:
 
 def test_hashed_keys_match_too(monkeypatch: pytest.MonkeyPatch) -> None:
     """Wide key ranges (many distinct values, far-apart dates) are hashed, not tabled."""
-    monkeypatch.setattr(R, "_DENSE", 0)
+    monkeypatch.setattr(K, "DENSE", 0)
     args = random_args(400, 5)
     sentences, ids = R.build_reasons(*args)
     assert (sentences.tolist(), ids.tolist()) == reference(*args)
