@@ -1,9 +1,12 @@
-"""The ``b12screen`` command line: thin wrappers over ``pipeline.run`` and friends.
+"""The ``b12screen`` command line: thin wrappers over ``pipeline.engines`` and ``pipeline.outputs``.
 
 Exit codes: 0 success; 1 the run cannot go ahead safely: input unusable, or an output
 folder, ``--previous`` or ``--as-of`` that would destroy or mislead (one-line message, no
 traceback); 2 usage error. ``--out`` and ``--previous`` are checked before any input is
 read, so a mistyped folder costs nothing.
+
+Process tuning is confined to this entry point: the Arrow memory pool (``_tune_process``)
+and ending the program with ``os._exit`` once every file is written (``_end_program``).
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ from pipeline import __version__
 from pipeline.errors import EXIT_USAGE, UserError
 
 if TYPE_CHECKING:
-    from pipeline.run import RunOptions
+    from pipeline.state import RunOptions
 
 app = typer.Typer(
     name="b12screen",
@@ -135,8 +138,10 @@ def run(labs: LabsArg, patients: PatientsOpt = None, medications: MedsOpt = None
 
     Example: b12screen run labs.csv --patients patients.csv --medications meds.csv
     """
-    from pipeline.run import RunOptions, screen
+    from pipeline.engines import screen
+    from pipeline.state import RunOptions
 
+    _tune_process()
     try:
         if engine not in ("pandas", "dask"):
             raise UserError("--engine must be pandas or dask", EXIT_USAGE)
@@ -147,11 +152,11 @@ def run(labs: LabsArg, patients: PatientsOpt = None, medications: MedsOpt = None
                              max_reject_rate=max_reject_rate, previous=previous)
         _check_places(options, out_dir, "")
         # validation (pandera) and the writers (jinja2 et al.) load while the input is read
-        writers = _import_in_background("pipeline.validate", "pipeline.outputs")
+        writers = _import_in_background("pipeline.ingest.validate", "pipeline.outputs.write")
         with _progress(quiet) as progress:
             state = screen(options, progress)
             writers.join()
-            from pipeline.outputs import write_outputs
+            from pipeline.outputs.write import write_outputs
 
             folder = write_outputs(state, options.out, previous, progress)
     except UserError as exc:
@@ -172,8 +177,9 @@ def run(labs: LabsArg, patients: PatientsOpt = None, medications: MedsOpt = None
 def _check_places(options: RunOptions, out_dir: str | None, prefix: str) -> None:
     """Before any input is read: ``--out`` (or the default folder, once the as-of date is
     known), ``--previous`` and ``--as-of`` must neither destroy nor mislead."""
-    from pipeline.run import check_as_of, input_specs
-    from pipeline.run_folder import check_out, check_previous, check_root, input_paths
+    from pipeline.engines.steps import check_as_of
+    from pipeline.outputs.run_folder import check_out, check_previous, check_root, input_paths
+    from pipeline.state import input_specs
 
     check_as_of(options)
     inputs = input_paths(*input_specs(options))
@@ -185,6 +191,16 @@ def _check_places(options: RunOptions, out_dir: str | None, prefix: str) -> None
         check_root(Path("reports"), inputs)
     if options.previous is not None:
         check_previous(options.previous)
+
+
+def _tune_process() -> None:
+    """The process-wide speed settings, made here at the entry point and nowhere else: the
+    Arrow memory pool that returns freed memory at once (``kernels.memory``), so a large
+    run's peak memory is what it holds, not what it once held. Library callers (tests,
+    notebooks) get the same outputs with Arrow's default pool."""
+    from pipeline.kernels.memory import use_prompt_memory_pool
+
+    use_prompt_memory_pool()
 
 
 def _end_program() -> None:
@@ -212,16 +228,13 @@ def validate(labs: LabsArg, patients: PatientsOpt = None, medications: MedsOpt =
     Prints a data-quality table (rows per reason and per file) and writes the rejected rows.
     Example: b12screen validate labs.csv --format uk-lab
     """
-    from pipeline.run import (
-        RunOptions,
-        check_reject_rate,
-        input_specs,
-        prepare,
-        rejected_frame,
-    )
-    from pipeline.run_folder import check_out, input_paths
-    from pipeline.validate_report import quality_tables, write_rejected_folder
+    from pipeline.engines.steps import check_reject_rate, prepare
+    from pipeline.outputs.run_folder import check_out, input_paths
+    from pipeline.outputs.tables import rejected_frame
+    from pipeline.outputs.validate_report import quality_tables, write_rejected_folder
+    from pipeline.state import RunOptions, input_specs
 
+    _tune_process()
     try:
         options = RunOptions(labs=labs, patients=patients, medications=medications,
                              format=format, rules=rules, as_of=_as_of(as_of),
@@ -279,10 +292,12 @@ def demo(directory: Annotated[Path, typer.Option(
 
     Example: b12screen demo
     """
-    from pipeline.outputs import write_outputs
-    from pipeline.run import RunOptions, screen
+    from pipeline.engines import screen
+    from pipeline.outputs.write import write_outputs
     from pipeline.sample_data import generate
+    from pipeline.state import RunOptions
 
+    _tune_process()
     try:
         paths = generate(directory / "data", n_patients=2000, seed=12, messy=True)
         options = RunOptions(labs=str(paths["labs"]), patients=str(paths["patients"]),
@@ -316,7 +331,7 @@ def trend(reports_dir: Annotated[Path, typer.Argument(help="Folder holding run f
 
     Example: b12screen trend reports --month-folders latest
     """
-    from pipeline.trend import build_trend
+    from pipeline.outputs.trend import build_trend
 
     try:
         html, csv = build_trend(reports_dir, month_folders.value)

@@ -247,7 +247,22 @@ REQUIRED_COLUMNS: dict[str, tuple[str, ...]] = {
     "patients": ("patient_id",),
     "medications": ("patient_id", "medication", "start_date"),
 }
-#: Units accepted per analyte, normalised as ``harmonise.normalise_unit`` does (SPEC table).
+#: How unit text is compared: lower case, then each spelling replaced by its key (no spaces;
+#: ``u``, ``µ``, ``μ`` and ``mc`` alike; litre/liter as ``l``). Formats' default units are
+#: checked with ``unit_key``; extracts' units with ``harmonise.normalise_unit``, column-wise.
+UNIT_SPELLINGS = ((" ", ""), ("µ", "u"), ("μ", "u"), ("mc", "u"), ("litre", "l"),
+                  ("liter", "l"))
+
+
+def unit_key(unit: str) -> str:
+    """One unit's text as it is compared with the accepted units."""
+    key = unit.lower()
+    for spelt, replacement in UNIT_SPELLINGS:
+        key = key.replace(spelt, replacement)
+    return key
+
+
+#: Units accepted per analyte, as ``unit_key`` spells them (SPEC table).
 ACCEPTED_UNITS: dict[str, tuple[str, ...]] = {
     "b12_total": ("ng/l", "pg/ml", "pmol/l"),
     "b12_active": ("pmol/l",),
@@ -370,10 +385,6 @@ def _lab_codes(section: dict[str, Any], path: Path) -> dict[str, str]:
 
 
 def _default_units(section: dict[str, Any], codes: dict[str, str], path: Path) -> dict[str, str]:
-    import pandas as pd  # here, not at the top: only needed to reuse the unit normaliser
-
-    from pipeline.harmonise import normalise_unit  # harmonise imports this module
-
     units = {}
     for code, unit in _table(section, "default_units", "labs.default_units", path).items():
         dotted = f"labs.default_units.{code}"
@@ -382,7 +393,7 @@ def _default_units(section: dict[str, Any], codes: dict[str, str], path: Path) -
             raise _bad(dotted, path, "names a code that [labs.codes] does not map")
         if not isinstance(unit, str):
             raise _bad(dotted, path, "must be text, e.g. \"ng/L\"")
-        if normalise_unit(pd.Series([unit], dtype="str")).iloc[0] not in ACCEPTED_UNITS[analyte]:
+        if unit_key(unit) not in ACCEPTED_UNITS[analyte]:
             raise _bad(dotted, path, f"is not a unit for {analyte} "
                                      f"({', '.join(ACCEPTED_UNITS[analyte])})")
         units[str(code).strip().upper()] = unit

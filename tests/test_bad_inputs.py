@@ -19,7 +19,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline.validate import LAB_REASONS, MEDICATION_REASONS, PATIENT_REASONS
+from pipeline.ingest.validate import LAB_REASONS, MEDICATION_REASONS, PATIENT_REASONS
 from tests.conftest import invoke
 
 HEADER = "patient_id,collected_at,test_code,result,unit\n"

@@ -16,8 +16,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pipeline import csv_records
-from pipeline.csv_records import MALFORMED_ROW, OVERSIZED_FIELD, Records, split_records
+from pipeline.ingest import csv_records
+from pipeline.ingest.csv_records import MALFORMED_ROW, OVERSIZED_FIELD, Records, split_records
 
 HEADER = "patient_id,collected_at,test_code,result,unit"
 BLANK = b" \t\r\v\f"

@@ -22,12 +22,14 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pipeline.run import RunOptions, RunState, rejected_frame, screen
+from pipeline.engines import screen
+from pipeline.outputs.tables import rejected_frame
 from pipeline.sample_data import generate
+from pipeline.state import RunOptions, RunState
 from tests.conftest import invoke
 
 distributed = pytest.importorskip("distributed")
-import pipeline.engine_dask as engine_dask  # noqa: E402
+import pipeline.engines.dask_engine as engine_dask  # noqa: E402
 
 pytestmark = pytest.mark.dask
 AS_OF = date(2026, 10, 31)

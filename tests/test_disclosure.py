@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipeline.disclosure import (
+from pipeline.outputs.disclosure import (
     format_count,
     format_ratio,
     primary_suppression,

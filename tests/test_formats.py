@@ -24,7 +24,7 @@ from pipeline.config import (
     shipped_formats,
 )
 from pipeline.errors import UserError
-from pipeline.harmonise import unit_factors
+from pipeline.ingest.harmonise import unit_factors
 from tests.conftest import invoke
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -438,8 +438,8 @@ def test_omop_operator_concepts_become_censors(tmp_path: Path) -> None:
     from datetime import date
 
     from pipeline.config import load_rules
-    from pipeline.read import read_input
-    from pipeline.validate import validate_labs
+    from pipeline.ingest.read import read_input
+    from pipeline.ingest.validate import validate_labs
 
     operators = ["4171756", "4171754", "4172703", "4172704", "4171755", "0", "", "4172705"]
     rows = "\n".join(f"{i},2026-10-01,3000593,200,{op},ng/L"

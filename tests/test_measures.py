@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline.measures import (
+from pipeline.outputs.measures import (
     MEASURE_COLUMNS,
     MEASURES,
     UNKNOWN_PRACTICE,

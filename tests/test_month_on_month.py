@@ -9,7 +9,7 @@ import openpyxl
 import pandas as pd
 import pytest
 
-from pipeline.worklists import LISTS
+from pipeline.outputs.worklists import LISTS
 from tests.conftest import invoke
 from tests.spec.helpers import rows_of, write_csv
 

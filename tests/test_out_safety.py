@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.run_folder import MARKER, is_run_folder, replacing
+from pipeline.outputs.run_folder import MARKER, is_run_folder, replacing
 from pipeline.sample_data import generate
 from tests.conftest import invoke
 
@@ -259,7 +259,7 @@ def test_missing_location_is_created_owner_only_under_umask_000(extract, tmp_pat
 _KILLED = """
 import os, signal, sys
 from pathlib import Path
-from pipeline.run_folder import replacing
+from pipeline.outputs.run_folder import replacing
 with replacing(Path(sys.argv[1])) as tmp:
     (tmp / "patients.parquet").write_bytes(b"half a table")
     os.kill(os.getpid(), signal.SIGKILL)

@@ -11,7 +11,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipeline.classify import PATIENT_COLUMNS
+from pipeline.rules.classify import PATIENT_COLUMNS
 from tests.conftest import invoke
 
 SPEC_PATIENT_COLUMNS = [

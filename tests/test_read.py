@@ -13,7 +13,7 @@ import pytest
 
 from pipeline.config import load_format
 from pipeline.errors import UserError
-from pipeline.read import MALFORMED, SOURCE_ROW, canonical_view, read_input, resolve_paths
+from pipeline.ingest.read import MALFORMED, SOURCE_ROW, canonical_view, read_input, resolve_paths
 
 HEADER = "patient_id,collected_at,test_code,result,unit"
 ROWS = ["0001,2026-10-01,B12,150,ng/L", "0002,2026-10-02,MMA,0.31,µmol/L"]

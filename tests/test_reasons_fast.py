@@ -13,9 +13,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline import reasons as R
 from pipeline.config import load_rules
 from pipeline.kernels import text as K
+from pipeline.rules import reasons as R
 from pipeline.rules.actions import (
     METFORMIN_RISK_FACTORS,
     REGIMENS,

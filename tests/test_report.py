@@ -10,8 +10,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline.measures import MEASURES, build_measures
-from pipeline.report import (
+from pipeline.outputs.measures import MEASURES, build_measures
+from pipeline.outputs.report import (
     CLINICAL_JUDGEMENT,
     binomial_limits,
     page_css,
@@ -322,13 +322,13 @@ def test_report_charts_are_plain_inline_svg(report):
     (3, 3, 6, [3]),
 ])
 def test_nice_ticks(low, high, count, ticks):
-    from pipeline.svg import nice_ticks
+    from pipeline.outputs.svg import nice_ticks
 
     assert nice_ticks(low, high, count) == pytest.approx(ticks)
 
 
 def test_trend_figure_svg_is_inline_safe():
-    from pipeline.trend import figure_svg, new_figure
+    from pipeline.outputs.trend import figure_svg, new_figure
 
     fig = new_figure(3, 2)
     fig.add_subplot().plot([0, 1], [0, 1])

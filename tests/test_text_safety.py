@@ -20,8 +20,8 @@ from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from pipeline.cli import app
-from pipeline.write import neutralise, write_csv
-from pipeline.xlsx import write_workbook
+from pipeline.outputs.tables import neutralise, write_csv
+from pipeline.outputs.xlsx import write_workbook
 
 #: What a spreadsheet may run: tab or CR first, or = + - @ behind control characters or
 #: spaces (which spreadsheets skip).

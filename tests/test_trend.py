@@ -10,10 +10,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline.disclosure import protect
 from pipeline.errors import UserError
-from pipeline.measures import measure_cells, publish_measures
-from pipeline.trend import TREND_COLUMNS, build_trend, find_runs, p_chart_limits
+from pipeline.outputs.disclosure import protect
+from pipeline.outputs.measures import measure_cells, publish_measures
+from pipeline.outputs.trend import TREND_COLUMNS, build_trend, find_runs, p_chart_limits
 from tests.conftest import invoke
 
 NICE = {"name": "nice-ng239", "sha256": "a" * 64}

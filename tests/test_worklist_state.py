@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from pipeline.errors import UserError
-from pipeline.worklist_state import (
+from pipeline.outputs.worklist_state import (
     RESOLVED_COLUMNS,
     STATE_COLUMNS,
     STATE_FILE,

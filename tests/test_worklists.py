@@ -18,7 +18,7 @@ try:  # tests/ on sys.path (pytest's default rootdir-less import mode)
     from spec.helpers import read_patients, rows_of, run_cli
 except ImportError:  # tests imported as a package
     from tests.spec.helpers import read_patients, rows_of, run_cli
-from pipeline.worklists import MMA_ADD_ON, MMA_NEW_SAMPLE
+from pipeline.outputs.worklists import MMA_ADD_ON, MMA_NEW_SAMPLE
 
 LISTS = ("urgent", "mma", "supplementation", "metformin_monitoring", "retest")
 FLAGS = {"urgent": "urgent_review", "mma": "needs_mma", "supplementation":

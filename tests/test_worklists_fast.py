@@ -18,8 +18,10 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pytest
 
-from pipeline.run import RunOptions, prepare, run_classification
-from pipeline.worklist_state import (
+from pipeline.engines.pandas_engine import run_classification
+from pipeline.engines.steps import prepare
+from pipeline.outputs.tables import neutralise, write_csv
+from pipeline.outputs.worklist_state import (
     LIST_NAMES,
     RESOLVED_COLUMNS,
     STATE_COLUMNS,
@@ -27,7 +29,7 @@ from pipeline.worklist_state import (
     apply_state,
     read_state,
 )
-from pipeline.worklists import (
+from pipeline.outputs.worklists import (
     LISTS,
     MMA_ADD_ON,
     MMA_NEW_SAMPLE,
@@ -36,7 +38,7 @@ from pipeline.worklists import (
     build_worklists,
     worklist_columns,
 )
-from pipeline.write import neutralise, write_csv
+from pipeline.state import RunOptions
 
 #: A risky cell: tab or CR first, or = + - @ behind any control characters or spaces.
 RISKY = re.compile("[\t\r]|[\x00-\x20\x7f-\xa0\xad\u1680\u180e\u2000-\u200f\u2028-\u202f"

@@ -14,10 +14,12 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-import pipeline.xlsx as xlsx
-from pipeline.measures import _practice_codes, _practice_labels
-from pipeline.outputs import write_outputs
-from pipeline.run import RunOptions, prepare, run_classification
+import pipeline.outputs.xlsx as xlsx
+from pipeline.engines.pandas_engine import run_classification
+from pipeline.engines.steps import prepare
+from pipeline.outputs.measures import _practice_codes, _practice_labels
+from pipeline.outputs.write import write_outputs
+from pipeline.state import RunOptions
 
 AWKWARD = np.array(["a<b & c>d", None, "", "x\x01y", "é → ✓", "=1+1", "  lead", "same"],
                    dtype=object)

@@ -1,6 +1,6 @@
-"""pipeline.xlsx.write_workbook read back with openpyxl: text (escaped, characters XML cannot
-hold shown as U+FFFD, never a formula), numbers, booleans, real dates, empty cells for missing
-values that keep later cells in their columns, long frames split over sheets, byte-identical
+"""pipeline.outputs.xlsx.write_workbook read back with openpyxl: text (escaped, characters XML
+cannot hold shown as U+FFFD, never a formula), numbers, booleans, real dates, empty cells for
+missing values that keep later cells in their columns, long frames split over sheets, byte-identical
 reruns; and the printed layout a lab manager works from (widths, repeated header, autofilter,
 fit to one page wide, wrapped long text, page header)."""
 
@@ -17,8 +17,8 @@ import openpyxl
 import pandas as pd
 import pytest
 
-import pipeline.xlsx as xlsx
-from pipeline.xlsx import write_workbook
+import pipeline.outputs.xlsx as xlsx
+from pipeline.outputs.xlsx import write_workbook
 
 TEXT = ["a<b & c>d", None, "", "x\x01y\x0bz\x1f", "  lead", "tab\tin", "é ü → ✓", "=1+1",
         "a<b & c>d", "same", "same", "last"]

@@ -6,5 +6,7 @@
 - ``actions``: R8 (supplementation), R9 (regimen), R10 (metformin), R11 (retest),
   R12 (urgent review), R13 (paediatric).
 
-Thresholds are always arguments, taken from the rules profile by ``pipeline.classify``.
+Thresholds are always arguments, taken from the rules profile by ``classify``, which builds
+the cohort (one row per patient), applies the rules in order and asks ``reasons`` for each
+patient's sentence: a table of one clause per rule id.
 """

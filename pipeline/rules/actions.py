@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from pipeline.harmonise import words
+from pipeline.ingest.harmonise import words
 
 #: R8 reasons in the order ``supplementation_reason`` picks the first of (the same order as
 #: R9's: a resected ileum cannot absorb oral B12, so it comes before bariatric surgery).

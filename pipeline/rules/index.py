@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from pipeline.config import ANALYTES
-from pipeline.harmonise import lookup, words
+from pipeline.ingest.harmonise import lookup, words
 from pipeline.rules.bands import DEFICIENT, INDETERMINATE, UNLIKELY
 
 B12_ANALYTES = ("b12_total", "b12_active")

@@ -36,15 +36,15 @@ def test_cohort_cut_into_parts_on_threads_agrees_on_every_spec_case(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The pandas engine runs the per-patient rules on one thread per core for large
     cohorts; cutting even the spec cases into three ranges must change no byte."""
-    import pipeline.classify
+    import pipeline.rules.classify
 
     labs = r01_r07.LABS + r08_r13.LABS
     patients = r01_r07.PATIENTS + r08_r13.PATIENTS
     medications = r01_r07.MEDICATIONS + r08_r13.MEDICATIONS
     (tmp_path / "whole").mkdir()
     whole = run_cli(tmp_path / "whole", labs, patients, medications)
-    monkeypatch.setattr(pipeline.classify, "THREADS", 3)
-    monkeypatch.setattr(pipeline.classify, "MIN_PATIENTS_PER_PART", 1)
+    monkeypatch.setattr(pipeline.rules.classify, "THREADS", 3)
+    monkeypatch.setattr(pipeline.rules.classify, "MIN_PATIENTS_PER_PART", 1)
     (tmp_path / "parts").mkdir()
     parts = run_cli(tmp_path / "parts", labs, patients, medications)
     assert (parts / "patients.parquet").read_bytes() == (whole / "patients.parquet").read_bytes()

@@ -32,11 +32,11 @@ import pandas as pd
 from markupsafe import Markup
 from matplotlib.figure import Figure
 
-from pipeline.disclosure import PRIMARY, SECONDARY, SUPPRESSION_THRESHOLD
 from pipeline.errors import EXIT_USAGE, UserError
-from pipeline.measures import MEASURE_COLUMNS, MEASURES
-from pipeline.report import CLINICAL_JUDGEMENT, template_environment
-from pipeline.run_folder import is_temporary
+from pipeline.outputs.disclosure import PRIMARY, SECONDARY, SUPPRESSION_THRESHOLD
+from pipeline.outputs.measures import MEASURE_COLUMNS, MEASURES
+from pipeline.outputs.report import CLINICAL_JUDGEMENT, template_environment
+from pipeline.outputs.run_folder import is_temporary
 
 __all__ = [
     "TREND_COLUMNS",

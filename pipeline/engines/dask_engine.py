@@ -13,18 +13,18 @@ When to use it
 How it works
     1. **Read.** Each input is cut into pieces -- one per CSV file, runs of row groups of
        about ``ROWS_PER_PARTITION`` rows per Parquet file -- and each piece is read on a
-       worker by :func:`pipeline.read.read_file`, so source files and row numbers are those
+       worker by :func:`pipeline.ingest.read.read_file`, so source files and row numbers are those
        the pandas engine reports.
     2. **Shuffle.** ``dask.dataframe`` assembles the pieces and shuffles them by a hash of
        the cleaned patient id (``set_index`` on that partition number, the same for labs,
        patients and medications), so one partition holds every row of its patients: exact
        duplicates and conflicting patient rows are always found, whichever files they are in.
     3. **Validate.** Each labs partition is put back in input order (file, then row) and
-       validated by :func:`pipeline.validate.validate_labs` itself; the counts, the latest
+       validated by :func:`pipeline.ingest.validate.validate_labs` itself; the counts, the latest
        collection date and the test-code tally come back, so the reject-rate limit and the
        as-of date are decided over the whole extract, exactly as in the pandas engine.
     4. **Classify.** Each partition's patients and medications are validated, and the
-       partition's cohort is classified by :func:`pipeline.classify.classify` -- there is no
+       partition's cohort is classified by :func:`pipeline.rules.classify.classify` -- there is no
        second implementation of the rules. Patients come back in cohort order (sorted ids),
        results and rejected rows in input order, so ``patients.parquet`` is byte for byte the
        pandas engine's.
@@ -65,10 +65,10 @@ import pandas as pd
 import pyarrow as pa
 from distributed import Client, Future, LocalCluster
 
-from pipeline.classify import Classified, classify, cohort_ids, text_order
 from pipeline.config import ExtractFormat, InputSpec, RulesProfile
+from pipeline.engines.steps import check_reject_rate, default_as_of, new_state
 from pipeline.errors import UserError
-from pipeline.read import (
+from pipeline.ingest.read import (
     MALFORMED_COLUMNS,
     SOURCE_FILE,
     SOURCE_ROW,
@@ -88,15 +88,7 @@ from pipeline.read import (
     read_file,
     unused_columns,
 )
-from pipeline.run import (
-    Progress,
-    RunOptions,
-    RunState,
-    check_reject_rate,
-    default_as_of,
-    new_state,
-)
-from pipeline.validate import (
+from pipeline.ingest.validate import (
     CodeTally,
     Validated,
     small_count,
@@ -106,6 +98,9 @@ from pipeline.validate import (
     validate_medications,
     validate_patients,
 )
+from pipeline.kernels.arrow import text_order
+from pipeline.rules.classify import Classified, classify, cohort_ids
+from pipeline.state import Progress, RunOptions, RunState
 
 __all__ = ["screen_dask"]
 

@@ -10,10 +10,10 @@ import pandas as pd
 from rich.table import Table
 
 from pipeline import __version__
-from pipeline.read import sha256_file
-from pipeline.run import RunState, rejected_frame
-from pipeline.run_folder import MANIFEST, files_of, replacing, restrict
-from pipeline.write import write_json, write_rejected
+from pipeline.ingest.read import sha256_file
+from pipeline.outputs.run_folder import MANIFEST, files_of, replacing, restrict
+from pipeline.outputs.tables import rejected_frame, write_json, write_rejected
+from pipeline.state import RunState
 
 
 def write_rejected_folder(rejected: pd.DataFrame, folder: Path,

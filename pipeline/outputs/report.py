@@ -1,9 +1,9 @@
 """``report.html``: one self-contained, shareable page for the QI team.
 
 The page is built for sharing, so it holds no patient id and every count on it has been
-through ``pipeline.disclosure`` (suppressed counts read ``≤7``, the rest are rounded to 5;
+through ``pipeline.outputs.disclosure`` (suppressed counts read ``≤7``, the rest are rounded to 5;
 plots are drawn from the same published numbers). It loads nothing from outside: plots are
-inline SVG written by ``pipeline.svg`` (no ids, links or fonts), and the styles are inline.
+inline SVG written by ``pipeline.outputs.svg`` (no ids, links or fonts), and the styles are inline.
 Output is deterministic, so the same run writes the same bytes.
 """
 
@@ -22,15 +22,15 @@ import pyarrow.compute as pc
 from markupsafe import Markup
 
 from pipeline import __version__
-from pipeline.disclosure import (
+from pipeline.outputs.disclosure import (
     ROUNDING_MULTIPLE,
     SUPPRESSION_THRESHOLD,
     format_count,
     format_ratio,
     suppress_counts,
 )
-from pipeline.measures import UNKNOWN_PRACTICE
-from pipeline.svg import Chart
+from pipeline.outputs.measures import UNKNOWN_PRACTICE
+from pipeline.outputs.svg import Chart
 
 __all__ = [
     "ANALYTE_LABELS",
@@ -685,7 +685,7 @@ def render_report(
         "clinical_judgement": CLINICAL_JUDGEMENT,
         "small_count": small_count,
         "rounding": rounding,
-        # one disclosure decision for every shareable file (pipeline.published): the report
+        # one disclosure decision for every shareable file (pipeline.outputs.published): the report
         # shows the decided cells, display text included
         "cohort": published["cohort"] if published else _cohort_section(
             patients, small_count, rounding),

@@ -33,9 +33,9 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from pipeline.config import CANONICAL_COLUMNS, REQUIRED_COLUMNS, InputSpec
-from pipeline.csv_records import MALFORMED_ROW, split_records
 from pipeline.errors import UserError
-from pipeline.harmonise import cell_edges
+from pipeline.ingest.csv_records import MALFORMED_ROW, split_records
+from pipeline.kernels.arrow import cell_edges
 
 #: The reader's own columns. Their names start with a control character that no column name
 #: of an input can hold (header names are cleaned of control characters), so an input column

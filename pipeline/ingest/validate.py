@@ -17,10 +17,9 @@ import numpy as np
 import pandas as pd
 import pandera.pandas as pa
 
-from pipeline import harmonise as hz
 from pipeline.config import ExtractFormat, RulesProfile
-from pipeline.memory import trim_heap
-from pipeline.read import (
+from pipeline.ingest import harmonise as hz
+from pipeline.ingest.read import (
     MALFORMED,
     MALFORMED_REASON,
     SOURCE_FILE,
@@ -29,6 +28,7 @@ from pipeline.read import (
     RawInput,
     canonical_view,
 )
+from pipeline.kernels.memory import trim_heap
 
 #: Reason codes in the order they are listed on a rejected row (public interface).
 LAB_REASONS = ("malformed_row", "oversized_field", "missing_patient_id", "missing_test_code",

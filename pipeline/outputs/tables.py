@@ -1,7 +1,7 @@
 """Write a run's outputs: typed Parquet, injection-safe CSV/XLSX, JSON; atomically.
 
 The run folder itself (a temporary sibling swapped into place, owner-only permissions) is
-``pipeline.run_folder``'s; this module writes the files in it. Shareable aggregates carry
+``pipeline.outputs.run_folder``'s; this module writes the files in it. Shareable aggregates carry
 no patient id.
 """
 
@@ -19,8 +19,9 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from pipeline.harmonise import cell_edges
-from pipeline.xlsx import as_text, write_workbook
+from pipeline.kernels.arrow import cell_edges
+from pipeline.outputs.xlsx import as_text, write_workbook
+from pipeline.state import RunState
 
 _DANGEROUS = ("=", "+", "-", "@", "\t", "\r")
 #: A cell a spreadsheet may run (RE2 syntax): one starting with tab or CR, or with = + - @
@@ -295,3 +296,26 @@ def write_xlsx(sheets: dict[str, pd.DataFrame], path: Path,
 def write_json(data: dict[str, Any], path: Path) -> None:
     path.write_text(json.dumps(data, indent=2, sort_keys=False, default=str) + "\n",
                     encoding="utf-8")
+
+
+def rejected_frame(state: RunState) -> pd.DataFrame:
+    """Every input's rejected rows in one table (each with its input, source row and
+    reasons), or an empty table with the labs' columns when nothing was rejected."""
+    frames = [v.rejected for v in state.inputs.values() if len(v.rejected)]
+    if not frames:
+        base = ["input", "source_file", "source_row", "reasons"]
+        cols = base + [c for c in state.inputs["labs"].original_columns if c not in base]
+        return pd.DataFrame({c: pd.Series([], dtype="int64" if c == "source_row" else "str")
+                             for c in cols})
+    out = pd.concat(frames, ignore_index=True)
+    text_cols = [c for c in out.columns if c != "source_row"]
+    out[text_cols] = out[text_cols].astype("str")
+    return out
+
+
+def rejected_by_reason(rejected: pd.DataFrame) -> dict[str, int]:
+    """Rejected rows per reason code (a row with several reasons counts under each)."""
+    if rejected.empty:
+        return {}
+    codes = rejected["reasons"].str.split(";").explode()
+    return {str(k): int(v) for k, v in codes.value_counts().sort_index().items()}

@@ -19,18 +19,18 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from pipeline.config import ANALYTES, RulesProfile
-from pipeline.harmonise import (
+from pipeline.ingest.harmonise import (
     CANONICAL_UNIT,
     CENSORS,
     categorical,
     lookup,
-    text_buffers,
     text_of,
     words,
 )
-from pipeline.reasons import build_reasons
+from pipeline.kernels.arrow import text_order
 from pipeline.rules import actions, bands
 from pipeline.rules import index as idx
+from pipeline.rules.reasons import build_reasons
 
 PATIENT_COLUMNS = (
     "patient_id", "practice_id", "age_years", "index_test", "index_value", "index_unit",
@@ -70,41 +70,6 @@ class Classified:
     patients: pd.DataFrame
     results: pd.DataFrame
     rows_after_as_of: int
-
-
-#: Ids up to this many bytes are sorted by integer keys of their bytes (see ``text_order``).
-SORT_KEY_BYTES = 24
-
-
-def text_order(text: pa.Array) -> np.ndarray:
-    """Positions that put ``text`` in Arrow's (bytewise) order, for millions of short ids.
-
-    Each id's bytes, zero-padded, are read as big-endian 64-bit integers, and numpy sorts
-    those keys: two to three times faster than a string sort. The padded order is the
-    bytewise order for text without NUL bytes; longer or unusual text is left to Arrow.
-    """
-    if isinstance(text, pa.ChunkedArray):
-        text = text.combine_chunks()
-    buffers = None if len(text) < 2 or text.null_count else text_buffers(text)
-    if buffers is None:
-        return pc.sort_indices(text).to_numpy()
-    offsets, data = buffers
-    if not len(data):
-        data = np.zeros(1, dtype=np.uint8)
-    starts, lengths = offsets[:-1], np.diff(offsets)
-    width = int(lengths.max())
-    if width > SORT_KEY_BYTES or width == 0 or (data[offsets[0]:offsets[-1]] == 0).any():
-        return pc.sort_indices(text).to_numpy()
-    keys = []
-    for first in range(0, width, 8):  # a handful of 8-byte words, each over every id
-        key = np.zeros(len(text), dtype=np.uint64)
-        for j in range(first, first + 8):
-            byte = data[np.minimum(starts + j, len(data) - 1)].astype(np.uint64)
-            key = (key << np.uint64(8)) | np.where(j < lengths, byte, np.uint64(0))
-        keys.append(key)
-    if len(keys) == 1:
-        return np.argsort(keys[0], kind="stable")
-    return np.lexsort(keys[::-1])
 
 
 def cohort_ids(*id_series: pd.Series) -> pd.Index:

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from pipeline.disclosure import (
+from pipeline.outputs.disclosure import (
     PRIMARY,
     ROUNDING_MULTIPLE,
     SECONDARY,
@@ -403,7 +403,7 @@ def build_measures(
     sex: pd.Series | None = None,
 ) -> pd.DataFrame:
     """Every measure overall and per group for the as-of month, disclosure-controlled on its
-    own (a run publishes it with its other tables through ``pipeline.published`` instead, so
+    own (a run publishes it with its other tables through ``pipeline.outputs.published`` instead, so
     that one decision holds across every shareable file).
 
     Counts are Int64 (NA when suppressed), ratio Float64 in 0..1.

@@ -23,7 +23,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from pipeline.errors import UserError
-from pipeline.run_folder import is_temporary, read_manifest
+from pipeline.outputs.run_folder import is_temporary, read_manifest
 
 __all__ = [
     "LIST_NAMES",

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from pipeline.disclosure import (
+from pipeline.outputs.disclosure import (
     PRIMARY,
     ROUNDING_MULTIPLE,
     SECONDARY,
@@ -33,7 +33,7 @@ from pipeline.disclosure import (
     largest_small_count,
     protect,
 )
-from pipeline.measures import (
+from pipeline.outputs.measures import (
     MEASURES,
     Measure,
     count_measures,

@@ -16,7 +16,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipeline.config import InputSpec
+from pipeline.config import UNIT_SPELLINGS, InputSpec
 
 CENSORS = ("", "<", "<=", ">", ">=")
 #: Canonical unit of each analyte (SPEC "Analytes and units").
@@ -94,44 +94,6 @@ def text_of(values: pd.Series) -> pd.Series:
         return words(values.cat.codes.to_numpy(), [str(c) for c in values.cat.categories],
                      values.index)
     return values.astype("str")
-
-
-def text_buffers(text: pa.Array) -> tuple[np.ndarray, np.ndarray] | None:
-    """A (large) string array's cell offsets (``len + 1`` of them, as int64) and its bytes,
-    read straight off the Arrow buffers; None for any other type."""
-    if pa.types.is_large_string(text.type):
-        width = np.int64
-    elif pa.types.is_string(text.type):
-        width = np.int32
-    else:
-        return None
-    _, offsets, data = text.buffers()
-    ends = np.frombuffer(offsets, dtype=width)[text.offset:text.offset + len(text) + 1]
-    raw = np.frombuffer(data, dtype=np.uint8) if data is not None else np.zeros(0, np.uint8)
-    return ends.astype(np.int64, copy=False), raw
-
-
-def cell_edges(values: pa.Array | pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray] | None:
-    """The first and last byte of every non-empty text cell, read straight off the Arrow
-    buffers (no copy of the strings); None if the values are not (large) strings.
-
-    Lets a whole column be cleared of a costly pass (trimming, CSV neutralising) when no
-    cell starts or ends with a byte that would need it.
-    """
-    firsts, lasts = [], []
-    for chunk in values.chunks if isinstance(values, pa.ChunkedArray) else [values]:
-        buffers = text_buffers(chunk)
-        if buffers is None:
-            return None
-        ends, raw = buffers
-        if not len(raw) or not len(chunk):
-            continue
-        filled = ends[1:] > ends[:-1]
-        firsts.append(raw[ends[:-1][filled]])
-        lasts.append(raw[ends[1:][filled] - 1])
-    empty = np.zeros(0, dtype=np.uint8)
-    return (np.concatenate(firsts) if firsts else empty,
-            np.concatenate(lasts) if lasts else empty)
 
 
 def categorical(values: pd.Series, categories: Sequence[str]) -> pd.Categorical:
@@ -245,11 +207,10 @@ def normalise_unit(series: pd.Series) -> pd.Series:
     """Case-folded unit text with ``u``, ``µ``, ``μ`` (and ``mc``) alike and no spaces."""
 
     def norm(uniq: pd.Series) -> pd.Series:
-        text = uniq.astype("str").str.lower().str.replace(" ", "", regex=False)
-        for micro in ("µ", "μ", "mc"):
-            text = text.str.replace(micro, "u", regex=False)
-        return text.str.replace("litre", "l", regex=False).str.replace("liter", "l",
-                                                                         regex=False)
+        text = uniq.astype("str").str.lower()
+        for spelt, key in UNIT_SPELLINGS:  # the formats' own rule (config.unit_key)
+            text = text.str.replace(spelt, key, regex=False)
+        return text
 
     return by_unique(series, norm).fillna("").astype("str")
 

@@ -3,12 +3,14 @@
 Patient-level: patients.parquet, results.parquet, rejected.parquet/.csv, worklists/*.csv,
 worklists.xlsx, worklist_state.parquet. Shareable (disclosure-controlled, no patient ids):
 measures.parquet/.csv, summary.json, report.html, all read from one suppression decision
-(``pipeline.published``). Audit: manifest.json, and disclosure_log.csv (owner-only: every
+(``pipeline.outputs.published``). Audit: manifest.json, and disclosure_log.csv (owner-only: every
 withheld cell with its exact count, why, and the rule).
 """
 
 from __future__ import annotations
 
+import platform
+import sys
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -20,31 +22,24 @@ import pandas as pd
 import pyarrow as pa
 
 from pipeline import __version__
-from pipeline.measures import MEASURES
-from pipeline.memory import trim_heap
-from pipeline.published import WORKLIST_COLUMNS, Published, publish
-from pipeline.read import sha256_file
-from pipeline.report import (
+from pipeline.ingest.read import sha256_file
+from pipeline.kernels.memory import trim_heap
+from pipeline.outputs.measures import MEASURES
+from pipeline.outputs.published import WORKLIST_COLUMNS, Published, publish
+from pipeline.outputs.report import (
     ACCOUNTING_LABELS,
     FLAG_LABELS,
     STATUS_LABELS,
     WORKLIST_LABELS,
     render_report,
 )
-from pipeline.run import (
-    RunState,
-    environment,
-    input_specs,
-    rejected_by_reason,
-    rejected_frame,
-)
-from pipeline.run_folder import check_out, files_of, input_paths, replacing, restrict
-from pipeline.worklist_state import apply_state, find_previous_run
-from pipeline.worklists import MMA_ADDON_MAX_DAYS, build_worklists
-from pipeline.write import (
+from pipeline.outputs.run_folder import check_out, files_of, input_paths, replacing, restrict
+from pipeline.outputs.tables import (
     DISCLAIMER,
     PATIENTS_SCHEMA,
     RESULTS_SCHEMA,
+    rejected_by_reason,
+    rejected_frame,
     write_csv,
     write_frame,
     write_json,
@@ -52,6 +47,9 @@ from pipeline.write import (
     write_rejected,
     write_xlsx,
 )
+from pipeline.outputs.worklist_state import apply_state, find_previous_run
+from pipeline.outputs.worklists import MMA_ADDON_MAX_DAYS, build_worklists
+from pipeline.state import RunState, input_specs
 
 WORKLISTS_README = f"""b12screen worklists
 
@@ -106,7 +104,7 @@ def with_metadata(table: pa.Table, meta: dict[str, str]) -> pa.Table:
 
 def build_summary(state: RunState, published: Published) -> dict[str, Any]:
     """summary.json: the run's published tables, read from the one decision that every
-    shareable file reads (``pipeline.published``); withheld counts are null, and
+    shareable file reads (``pipeline.outputs.published``); withheld counts are null, and
     ``suppression`` says which were withheld as small (primary) or to protect another
     (secondary)."""
     def records(frame: pd.DataFrame) -> list[dict[str, Any]]:
@@ -419,3 +417,9 @@ def manifest(state: RunState, previous: Path | None, digests: dict[str, str]
         "outputs": digests,
         "environment": environment(),
     }
+
+
+def environment() -> dict[str, str]:
+    """What the manifest records of the software that made the run."""
+    return {"b12screen": __version__, "python": sys.version.split()[0],
+            "pandas": pd.__version__, "platform": platform.platform()}

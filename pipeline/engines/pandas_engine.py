@@ -1,0 +1,52 @@
+"""The pandas engine: the whole cohort classified in this process, on this machine's cores.
+
+The inputs are read and validated by the shared steps (``steps.prepare``); classification
+is ``pipeline.rules.classify`` over the accepted rows.
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+
+from pipeline.kernels.memory import trim_heap
+from pipeline.rules.classify import (
+    Classified,
+    band_results,
+    classify,
+    cohort_ids,
+    cohort_positions,
+    sorted_cohort,
+)
+from pipeline.state import Progress, RunState
+
+
+def run_classification(state: RunState, progress: Progress | None = None) -> Classified:
+    """Classify the cohort read and validated by :func:`prepare` (the pandas engine)."""
+    with state.step("classify", progress):
+        state.classified = _classify_pandas(state)
+    for validated in state.inputs.values():  # the cohort is built: its ids are not needed
+        validated.ids, validated.id_values = validated.ids.iloc[:0], None
+    trim_heap()
+    return state.classified
+
+
+def _classify_pandas(state: RunState) -> Classified:
+    """The cohort is sorted on a second thread while the results are banded (the sort
+    releases the GIL); the patient codes from validation then give each row's position."""
+    labs = state.inputs["labs"]
+    patients = state.inputs.get("patients")
+    meds = state.inputs.get("medications")
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        if len(state.inputs) == 1 and labs.id_values is not None:  # one sort gives both
+            cohort_at = pool.submit(sorted_cohort, labs.id_values)
+        else:
+            cohort_at = pool.submit(lambda: (cohort_ids(*(v.ids for v in
+                                                          state.inputs.values())), None))
+        results = band_results(labs.accepted, state.rules)
+        cohort, at = cohort_at.result()
+    if labs.id_codes is not None:  # ids were factorised once, at validation
+        if at is None:
+            at = cohort_positions(cohort, labs.id_values)
+        results = results.assign(pid=at[labs.id_codes])
+    return classify(results, patients.accepted if patients else None,
+                    meds.accepted if meds else None, cohort, state.rules, state.as_of)

@@ -1,0 +1,88 @@
+"""Reading Arrow's buffers directly: text cells' bytes and offsets without copying the
+strings, their first and last bytes, and a sort of short text ids by integer keys.
+
+Millions of ids and text cells pass through these; Python-level string work on them was
+the slowest part of reading and classifying. Domain code calls these and never touches a
+buffer itself.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+__all__ = ["SORT_KEY_BYTES", "cell_edges", "text_buffers", "text_order"]
+
+
+def text_buffers(text: pa.Array) -> tuple[np.ndarray, np.ndarray] | None:
+    """A (large) string array's cell offsets (``len + 1`` of them, as int64) and its bytes,
+    read straight off the Arrow buffers; None for any other type."""
+    if pa.types.is_large_string(text.type):
+        width = np.int64
+    elif pa.types.is_string(text.type):
+        width = np.int32
+    else:
+        return None
+    _, offsets, data = text.buffers()
+    ends = np.frombuffer(offsets, dtype=width)[text.offset:text.offset + len(text) + 1]
+    raw = np.frombuffer(data, dtype=np.uint8) if data is not None else np.zeros(0, np.uint8)
+    return ends.astype(np.int64, copy=False), raw
+
+
+def cell_edges(values: pa.Array | pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray] | None:
+    """The first and last byte of every non-empty text cell, read straight off the Arrow
+    buffers (no copy of the strings); None if the values are not (large) strings.
+
+    Lets a whole column be cleared of a costly pass (trimming, CSV neutralising) when no
+    cell starts or ends with a byte that would need it.
+    """
+    firsts, lasts = [], []
+    for chunk in values.chunks if isinstance(values, pa.ChunkedArray) else [values]:
+        buffers = text_buffers(chunk)
+        if buffers is None:
+            return None
+        ends, raw = buffers
+        if not len(raw) or not len(chunk):
+            continue
+        filled = ends[1:] > ends[:-1]
+        firsts.append(raw[ends[:-1][filled]])
+        lasts.append(raw[ends[1:][filled] - 1])
+    empty = np.zeros(0, dtype=np.uint8)
+    return (np.concatenate(firsts) if firsts else empty,
+            np.concatenate(lasts) if lasts else empty)
+
+
+#: Ids up to this many bytes are sorted by integer keys of their bytes (see ``text_order``).
+SORT_KEY_BYTES = 24
+
+
+def text_order(text: pa.Array) -> np.ndarray:
+    """Positions that put ``text`` in Arrow's (bytewise) order, for millions of short ids.
+
+    Each id's bytes, zero-padded, are read as big-endian 64-bit integers, and numpy sorts
+    those keys: two to three times faster than a string sort. The padded order is the
+    bytewise order for text without NUL bytes; longer or unusual text is left to Arrow.
+    """
+    if isinstance(text, pa.ChunkedArray):
+        text = text.combine_chunks()
+    buffers = None if len(text) < 2 or text.null_count else text_buffers(text)
+    if buffers is None:
+        return pc.sort_indices(text).to_numpy()
+    offsets, data = buffers
+    if not len(data):
+        data = np.zeros(1, dtype=np.uint8)
+    starts, lengths = offsets[:-1], np.diff(offsets)
+    width = int(lengths.max())
+    if width > SORT_KEY_BYTES or width == 0 or (data[offsets[0]:offsets[-1]] == 0).any():
+        return pc.sort_indices(text).to_numpy()
+    keys = []
+    for first in range(0, width, 8):  # a handful of 8-byte words, each over every id
+        key = np.zeros(len(text), dtype=np.uint64)
+        for j in range(first, first + 8):
+            byte = data[np.minimum(starts + j, len(data) - 1)].astype(np.uint64)
+            key = (key << np.uint64(8)) | np.where(j < lengths, byte, np.uint64(0))
+        keys.append(key)
+    if len(keys) == 1:
+        return np.argsort(keys[0], kind="stable")
+    return np.lexsort(keys[::-1])

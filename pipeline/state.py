@@ -1,0 +1,76 @@
+"""A run's options and what each step has produced so far: a plain record that the engines
+fill in (read, validate, classify) and the outputs read. It holds no engine logic, so the
+outputs never depend on how a run was computed."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import date
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pipeline.config import ExtractFormat, RulesProfile
+
+if TYPE_CHECKING:  # types only: the state sits below the steps that fill it
+    from pipeline.ingest.validate import Validated
+    from pipeline.rules.classify import Classified
+
+#: Called with each step's name as it starts (the CLI's progress display).
+Progress = Callable[[str], None]
+
+
+@dataclass
+class RunOptions:
+    labs: str
+    patients: str | None = None
+    medications: str | None = None
+    format: str | None = None
+    rules: str | None = None
+    as_of: date | None = None
+    out: Path | None = None
+    engine: str = "pandas"
+    scheduler: str | None = None
+    max_reject_rate: float = 0.05
+    previous: Path | None = None
+    today: date | None = None
+
+
+@dataclass
+class RunState:
+    options: RunOptions
+    fmt: ExtractFormat
+    rules: RulesProfile
+    inputs: dict[str, Validated] = field(default_factory=dict)
+    as_of: date | None = None
+    timings: dict[str, float] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+    classified: Classified | None = None
+
+    @contextmanager
+    def step(self, name: str, progress: Progress | None) -> Iterator[None]:
+        if progress:
+            progress(name)
+        start = time.perf_counter()
+        yield
+        self.timings[name] = round(self.timings.get(name, 0.0) + time.perf_counter() - start, 3)
+
+    def accounting(self) -> dict[str, Any]:
+        """Per-input row accounting, each with its equation checked."""
+        out: dict[str, Any] = {}
+        for kind, v in self.inputs.items():
+            counts = dict(v.counts)
+            parts = sum(n for k, n in counts.items() if k != "rows_read")
+            counts["balanced"] = parts == counts["rows_read"]
+            out[kind] = counts
+        return out
+
+
+def input_specs(options: RunOptions) -> list[str]:
+    """Every input path the options name: the extracts, and format and rules files given
+    as paths (shipped names are not paths)."""
+    configs = [c for c in (options.format, options.rules)
+               if c and (c.endswith(".toml") or "/" in c)]
+    return [s for s in (options.labs, options.patients, options.medications, *configs) if s]

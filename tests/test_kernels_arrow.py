@@ -1,0 +1,62 @@
+"""``pipeline.kernels.arrow`` and ``pipeline.kernels.memory``: the cohort's sort by integer
+keys of the ids' bytes gives exactly Arrow's string order (the order of ``patients.parquet``),
+whatever the ids look like; text buffers and cell edges read straight off Arrow's buffers
+are the cells' own bytes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from pipeline.kernels.arrow import cell_edges, text_buffers, text_order
+from pipeline.kernels.memory import trim_heap, use_prompt_memory_pool
+
+IDS = st.one_of(
+    st.text(alphabet="0123456789", min_size=0, max_size=12),  # the usual pseudonyms
+    st.text(alphabet="AaBb09-_ é\u00e9\u0000", min_size=0, max_size=30),  # and the rest
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(ids=st.lists(IDS, max_size=60), large=st.booleans(), sliced=st.integers(0, 3))
+def test_text_order_is_arrows_string_order(ids: list[str], large: bool, sliced: int) -> None:
+    text = pa.array(ids, pa.large_string() if large else pa.string())[sliced:]
+    np.testing.assert_array_equal(text_order(text), pc.sort_indices(text).to_numpy())
+
+
+@pytest.mark.parametrize(("cells", "firsts", "lasts"), [
+    (["ab", "", "c", None, "=x "], b"ac=", b"bc "),
+    ([], b"", b""),
+    (["", None], b"", b""),
+    (["µg"], "µ".encode()[:1], b"g"),
+], ids=["mixed", "no-rows", "only-empty", "multibyte"])
+@pytest.mark.parametrize("typ", [pa.string(), pa.large_string()])
+def test_cell_edges_are_each_non_empty_cells_first_and_last_byte(
+        cells: list, firsts: bytes, lasts: bytes, typ: pa.DataType) -> None:
+    first, last = cell_edges(pa.chunked_array([pa.array(cells, typ)], typ))
+    assert (first.tobytes(), last.tobytes()) == (firsts, lasts)
+
+
+def test_text_buffers_of_a_slice_and_of_other_types() -> None:
+    text = pa.array(["zero", "one", "two", "three"])[1:3]
+    offsets, data = text_buffers(text)
+    assert [data[a:b].tobytes() for a, b in zip(offsets[:-1], offsets[1:], strict=True)] \
+        == [b"one", b"two"]
+    assert text_buffers(pa.array([1, 2])) is None
+    assert cell_edges(pa.array([1.5])) is None
+
+
+def test_prompt_pool_is_jemalloc_returning_memory_at_once() -> None:
+    before = pa.default_memory_pool()
+    try:
+        use_prompt_memory_pool()
+        expected = "jemalloc" if hasattr(pa, "jemalloc_memory_pool") else before.backend_name
+        assert pa.default_memory_pool().backend_name == expected
+        trim_heap()  # and giving the C heap back changes no value held
+        assert pa.array(["kept"]).to_pylist() == ["kept"]
+    finally:
+        pa.set_memory_pool(before)
