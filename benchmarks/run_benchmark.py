@@ -11,14 +11,17 @@ three whole processes on that same file, ``--repeats`` times each, interleaved:
 - ``b12screen run LABS --as-of D --out DIR --quiet`` (every step and every output),
 - ``benchmarks/reference.py``'s ``run_reference``: the DuckDB SQL of R1-R7 and the two
   analyst tables, and
-- ``benchmarks/reference_polars.py``: the same in polars, for context.
+- ``benchmarks/reference_polars.py``: the same in polars, for context;
+- on the ``typed`` shape also ``benchmarks/reference_minimal.py``: R1-R7 as an analyst writes
+  them over clean typed columns (``minimal_r1_r7.sql``), the yardstick of issue 16.
 
 It prints the median wall time, the ratio to DuckDB, lab rows per second, the peak RSS of
 each process (``/usr/bin/time -v``, else ``os.wait4``), b12screen's per-step timings from
 the run folder's ``manifest.json``, and whether the three agree on every patient's
 ``b12_status``; the same report is written as Markdown to ``benchmarks/results/<date>.md``.
-The issue's targets (b12screen <= 2x DuckDB at 2M and 10M rows, peak RSS <= 3 GiB at 10M,
-t(10M)/t(1M) <= 12) are checked for the sizes that were run.
+The targets are checked for the sizes that were run: b12screen <= 2x DuckDB at 2M and 10M
+rows, peak RSS <= 3 GiB at 10M, t(10M)/t(1M) <= 12; on the typed shape b12screen <= 2x the
+minimal script, peak RSS <= 2.5 GiB at 10M, t(10M)/t(1M) <= 10.
 
 ``--shape classic|chemistry|typed`` chooses the extract (see ``benchmarks/generate.py``).
 ``--compare REF`` also times another commit of b12screen on the same extract: REF is checked
@@ -53,12 +56,17 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 GNU_TIME = Path("/usr/bin/time")
 TOOLS = ("b12screen", "duckdb", "polars")
+MINIMAL = "minimal"  # the minimal DuckDB script (typed extracts only: it parses no text)
 BEFORE = "before"  # the --compare commit's b12screen
 SHAPES = ("classic", "chemistry", "typed")
 AS_OF = "2026-10-31"  # the generator's default: the latest date in a clean extract
 TARGET_RATIO = 2.0
 TARGET_RSS_GIB = 3.0
 TARGET_SCALING = 12.0
+#: Issue 16's targets on the typed shape: against the minimal script, at 2M and 10M rows.
+TYPED_TARGET_RATIO = 2.0
+TYPED_TARGET_RSS_GIB = 2.5
+TYPED_TARGET_SCALING = 10.0
 
 # Another commit's b12screen, imported from its worktree (ahead of the installed editable
 # copy, whose finder comes after sys.path) and started through its own entry point.
@@ -214,6 +222,9 @@ def commands(tool: str, labs: Path, out: Path, today: str,
     if tool == "duckdb":
         return [sys.executable, "-c", _DUCKDB_SNIPPET.format(here=str(HERE)), str(labs), AS_OF,
                 str(out), today]
+    if tool == MINIMAL:
+        return [sys.executable, str(HERE / "reference_minimal.py"), str(labs), "--as-of", AS_OF,
+                "--out", str(out)]
     return [sys.executable, str(HERE / "reference_polars.py"), str(labs), "--as-of", AS_OF,
             "--out", str(out), "--today", today]
 
@@ -234,6 +245,8 @@ def agreement(outs: dict[str, Path]) -> dict[str, str]:
              "polars": outs["polars"] / "polars_patients.parquet"}
     if BEFORE in outs:
         found[BEFORE] = outs[BEFORE] / "patients.parquet"
+    if MINIMAL in outs:
+        found[MINIMAL] = outs[MINIMAL] / "minimal_patients.parquet"
     verdict: dict[str, str] = {}
     for tool, path in found.items():
         other = _statuses(path).reindex(ref.index)
@@ -243,21 +256,23 @@ def agreement(outs: dict[str, Path]) -> dict[str, str]:
     return verdict
 
 
-def tools(before: Before | None) -> tuple[str, ...]:
-    """The processes timed: the current tree's b12screen, the --compare one right after it."""
-    return TOOLS if before is None else (TOOLS[0], BEFORE, *TOOLS[1:])
+def tools(before: Before | None, shape: str = "classic") -> tuple[str, ...]:
+    """The processes timed: the current tree's b12screen, the --compare one right after it,
+    and on the typed shape the minimal DuckDB script beside the full reference."""
+    timed = TOOLS if before is None else (TOOLS[0], BEFORE, *TOOLS[1:])
+    return (*timed[:-1], MINIMAL, timed[-1]) if shape == "typed" else timed
 
 
 def run_size(rows: int, work: Path, repeats: int, seed: int, today: str,
              shape: str = "classic", before: Before | None = None) -> SizeResult:
     labs = generate(rows, work, seed, shape)
     result = SizeResult(rows, pq.ParquetFile(labs).metadata.num_rows, labs,
-                        {tool: [] for tool in tools(before)})
+                        {tool: [] for tool in tools(before, shape)})
     runs = work / (f"runs-{rows}" if shape == "classic" else f"runs-{shape}-{rows}")
     shutil.rmtree(runs, ignore_errors=True)
     last: dict[str, Path] = {}
     for i in range(repeats):
-        for tool in tools(before):
+        for tool in tools(before, shape):
             out = runs / f"{tool}-{i + 1}"
             cwd = before.root if tool == BEFORE and before else ROOT
             timed = timed_process(commands(tool, labs, out, today, before),
@@ -348,18 +363,25 @@ def report(results: list[SizeResult], repeats: int, shape: str = "classic",
         lines.append(f"- Before: `{before.ref}` = commit {before.commit[:12]}, run from its "
                      f"worktree {before.root} on the same extract, interleaved with the "
                      "current tree's runs.")
+    minimal = shape == "typed"
+    if minimal:
+        lines.append("- minimal: `reference_minimal.py` (`minimal_r1_r7.sql`), R1-R7 as an "
+                     "analyst writes them over a clean typed extract (no text parsing, "
+                     "censoring, bad rows or accounting); DuckDB is the full reference.")
     lines += [
         "",
-        "| lab rows | tool | median s | × DuckDB | rows/s | peak RSS GiB | runs (s) |",
-        "|---:|---|---:|---:|---:|---:|---|",
+        "| lab rows | tool | median s | × DuckDB | " + ("× minimal | " if minimal else "")
+        + "rows/s | peak RSS GiB | runs (s) |",
+        "|---:|---|---:|---:|" + ("---:|" if minimal else "") + "---:|---:|---|",
     ]
     for r in results:
         duck = r.median("duckdb")
-        for tool in tools(before):
+        for tool in tools(before, shape):
             med = r.median(tool)
             runs = ", ".join(f"{t.seconds:.1f}" for t in r.runs[tool])
+            least = f"{med / r.median(MINIMAL):.2f} | " if minimal else ""
             lines.append(f"| {r.rows:,} | {_label(tool, before)} | {med:.2f} | "
-                         f"{med / duck:.2f} | {r.rows / med:,.0f} | "
+                         f"{med / duck:.2f} | {least}{r.rows / med:,.0f} | "
                          f"{_gib(r.peak_rss(tool))} | {runs} |")
     if before:
         lines += ["", f"After (current tree) against before ({before.ref}, "
@@ -371,7 +393,7 @@ def report(results: list[SizeResult], repeats: int, shape: str = "classic",
             rss = r.peak_rss("b12screen") / r.peak_rss(BEFORE)
             lines.append(f"| {r.rows:,} | {after:.2f} | {old:.2f} | {after / old:.2f} | "
                          f"{rss:.2f} |")
-    stepped = [t for t in tools(before) if t in ("b12screen", BEFORE)]
+    stepped = [t for t in tools(before, shape) if t in ("b12screen", BEFORE)]
     steps = {(id(r), t): r.steps(t) for r in results for t in stepped}
     names = list(dict.fromkeys(k for s in steps.values() for k in s))
     lines += ["", "b12screen per-step timings (median seconds, from manifest.json; 'other' is "
@@ -391,28 +413,34 @@ def report(results: list[SizeResult], repeats: int, shape: str = "classic",
     for r in results:
         lines.append(f"- {r.rows:,} rows: " + "; ".join(f"{_label(k, before)} {v}"
                                                        for k, v in r.agreement.items()))
-    lines += ["", "Targets:", ""] + [f"- {t}" for t in targets(results)]
+    lines += ["", "Targets:", ""] + [f"- {t}" for t in targets(results, shape)]
     return "\n".join(lines) + "\n"
 
 
-def targets(results: list[SizeResult]) -> list[str]:
-    """The issue's targets, for the sizes that were run."""
+def targets(results: list[SizeResult], shape: str = "classic") -> list[str]:
+    """The issues' targets, for the sizes that were run: on the typed shape against the
+    minimal script (issue 16), otherwise against the full DuckDB reference."""
     by_rows = {r.requested: r for r in results}
+    typed = shape == "typed"
+    yardstick, name = (MINIMAL, "minimal") if typed else ("duckdb", "DuckDB")
+    limit = TYPED_TARGET_RATIO if typed else TARGET_RATIO
+    memory = TYPED_TARGET_RSS_GIB if typed else TARGET_RSS_GIB
+    scaling = TYPED_TARGET_SCALING if typed else TARGET_SCALING
     out = []
     for r in results:
-        ratio = r.median("b12screen") / r.median("duckdb")
+        ratio = r.median("b12screen") / r.median(yardstick)
         if r.requested >= 2_000_000:
-            out.append(f"{r.rows:,} rows: b12screen / DuckDB = {ratio:.2f} (target <= "
-                       f"{TARGET_RATIO}): {'met' if ratio <= TARGET_RATIO else 'NOT met'}")
+            out.append(f"{r.rows:,} rows: b12screen / {name} = {ratio:.2f} (target <= "
+                       f"{limit}): {'met' if ratio <= limit else 'NOT met'}")
         if r.requested >= 10_000_000:
             rss = r.peak_rss("b12screen") / 2**30
             out.append(f"{r.rows:,} rows: b12screen peak RSS {rss:.2f} GiB (target <= "
-                       f"{TARGET_RSS_GIB}): {'met' if rss <= TARGET_RSS_GIB else 'NOT met'}")
+                       f"{memory}): {'met' if rss <= memory else 'NOT met'}")
     small, large = by_rows.get(1_000_000), by_rows.get(10_000_000)
     if small and large:
         scale = large.median("b12screen") / small.median("b12screen")
-        out.append(f"t(10M) / t(1M) = {scale:.1f} (target <= {TARGET_SCALING}): "
-                   f"{'met' if scale <= TARGET_SCALING else 'NOT met'}")
+        out.append(f"t(10M) / t(1M) = {scale:.1f} (target <= {scaling}): "
+                   f"{'met' if scale <= scaling else 'NOT met'}")
     return out or ["(no size large enough to check a target)"]
 
 
