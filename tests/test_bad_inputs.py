@@ -450,7 +450,7 @@ def test_validate_shows_reasons_and_writes_rejected_rows(corpus, tmp_path: Path)
 
 
 def test_validate_exits_1_above_the_reject_limit(corpus, tmp_path: Path) -> None:
-    # the corpus plus 100 good rows: large enough for the rate to apply (run.py's
+    # the corpus plus 100 good rows: large enough for the rate to apply (engines/steps.py's
     # MIN_ROWS_FOR_REJECT_RATE), still far above 5% rejected
     folder = tmp_path / "labs"
     for name in ("batch", "windows"):

@@ -140,6 +140,17 @@ def rejected_field_names(original: list[str]) -> dict[str, str]:
     return names
 
 
+def _checked(raw: RawInput, check_frame: pd.DataFrame,
+             checks: dict[str, tuple[str, Callable]], known: tuple[str, ...]
+             ) -> tuple[pd.DataFrame, pd.Series, pd.DataFrame]:
+    """Run ``checks``: the failures per reason, which rows failed any, and those rows as
+    the rejected table (original fields and reason codes)."""
+    failed = _run_checks(check_frame, checks, known)
+    bad = failed.any(axis=1)
+    reasons = _reasons_text(failed[bad]) if bad.any() else pd.Series([], dtype="str")
+    return failed, bad, _rejected_table(raw, failed.index[bad], reasons)
+
+
 def _rejected_table(raw: RawInput, rows: pd.Index, reasons: pd.Series) -> pd.DataFrame:
     """Rejected rows with every original field as text, source file and 1-based line."""
     frame = raw.frame.loc[rows]
@@ -532,10 +543,7 @@ def validate_patients(raw: RawInput, fmt: ExtractFormat, as_of: date) -> Validat
         "bad_diet": ("diet_ok", identity), "bad_number": ("number_ok", identity),
         "conflicting_patient_rows": ("conflict", identity),
     }
-    failed = _run_checks(check_frame, checks, PATIENT_REASONS)
-    bad = failed.any(axis=1)
-    reasons = _reasons_text(failed[bad]) if bad.any() else pd.Series([], dtype="str")
-    rejected = _rejected_table(raw, failed.index[bad], reasons)
+    failed, bad, rejected = _checked(raw, check_frame, checks, PATIENT_REASONS)
     keep = failed.index[~bad]
     accepted = normalised.loc[keep].copy()
     # whole years completed: 15.9 is still under 16 (R13), so floor, never round
@@ -591,10 +599,7 @@ def validate_medications(raw: RawInput, fmt: ExtractFormat) -> Validated:
         "bad_date": ("dates_ok", identity), "end_before_start": ("order_ok", identity),
         "bad_number": ("dose_ok", identity),
     }
-    failed = _run_checks(check_frame, checks, MEDICATION_REASONS)
-    bad = failed.any(axis=1)
-    reasons = _reasons_text(failed[bad]) if bad.any() else pd.Series([], dtype="str")
-    rejected = _rejected_table(raw, failed.index[bad], reasons)
+    failed, bad, rejected = _checked(raw, check_frame, checks, MEDICATION_REASONS)
     ok = ~bad
     prescriptions = pd.DataFrame({
         "patient_id": work["patient_id"][ok], "medication": work["medication"][ok],
