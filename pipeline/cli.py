@@ -90,8 +90,9 @@ def _as_of(text: str | None) -> date | None:
 
 
 @contextmanager
-def _progress(quiet: bool) -> Iterator[Callable[[str], None] | None]:
-    """Progress on stderr for long steps; silent with --quiet or when not a terminal."""
+def _progress(quiet: bool) -> Iterator[Callable[..., None] | None]:
+    """Progress on stderr for long steps (with tasks done / in all where the engine counts
+    them); silent with --quiet or when not a terminal."""
     if quiet or not sys.stderr.isatty():
         yield None
         return
@@ -99,7 +100,11 @@ def _progress(quiet: bool) -> Iterator[Callable[[str], None] | None]:
                   console=err, transient=False) as bar:
         current: list[int] = []
 
-        def step(name: str) -> None:
+        def step(name: str, done: int | None = None, total: int | None = None) -> None:
+            if done is not None and current:
+                bar.update(current[-1], description=f"{name} ({done}/{total} tasks)",
+                           completed=done, total=total)
+                return
             if current:
                 bar.update(current[-1], completed=1, total=1)
             current.append(bar.add_task(name, total=None))

@@ -18,8 +18,10 @@ if TYPE_CHECKING:  # types only: the state sits below the steps that fill it
     from pipeline.ingest.validate import Validated
     from pipeline.rules.classify import Classified
 
-#: Called with each step's name as it starts (the CLI's progress display).
-Progress = Callable[[str], None]
+#: Called with each step's name as it starts, and again with the work done and the work in
+#: all (``progress("classify", 12, 40)``) where a step can count it: the Dask engine counts
+#: its cluster's tasks. The CLI shows it; ``None`` shows nothing.
+Progress = Callable[..., None]
 
 
 @dataclass

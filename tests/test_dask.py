@@ -155,6 +155,27 @@ def test_default_local_cluster_with_more_partitions_than_patients(tmp_path: Path
     _same_state(*_states(_options(paths), None, 8))
 
 
+def test_progress_counts_the_clusters_tasks_and_the_manifest_times_each_step(
+        scheduler: str, tmp_path: Path) -> None:
+    """Each step is announced, and the validate and classify steps report the cluster's
+    tasks done out of all of them as each finishes; both engines' manifests time every
+    step."""
+    paths = generate(tmp_path / "in", n_patients=80, seed=5, as_of=AS_OF)
+    calls: list[tuple] = []
+    options = RunOptions(**{**vars(_options(paths)), "engine": "dask", "scheduler": scheduler})
+    engine_dask.screen_dask(options, lambda *call: calls.append(call), partitions=3)
+    assert [c[0] for c in calls if len(c) == 1] == ["read", "validate", "classify"]
+    for step in ("validate", "classify"):
+        counted = [c[1:] for c in calls if c[0] == step and len(c) == 3]
+        assert counted == [(done, 3) for done in range(4)], step
+    for engine in (["--engine", "pandas"], ["--engine", "dask", "--scheduler", scheduler]):
+        run = _run(paths["labs"], paths["patients"], paths["medications"],
+                   tmp_path / engine[1], *engine)
+        timings = json.loads((run / "manifest.json").read_text())["timings_seconds"]
+        assert set(timings) == {"read", "validate", "classify", "write"}, engine
+        assert all(seconds >= 0 for seconds in timings.values())
+
+
 @settings(max_examples=10, deadline=None, derandomize=True,
           suppress_health_check=[HealthCheck.too_slow])
 @given(n_patients=st.integers(1, 150), seed=st.integers(0, 2**16), messy=st.booleans(),

@@ -63,7 +63,7 @@ import dask.dataframe as dd
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-from distributed import Client, Future, LocalCluster
+from distributed import Client, Future, LocalCluster, as_completed
 
 from pipeline.config import ExtractFormat, InputSpec, RulesProfile
 from pipeline.engines.steps import check_reject_rate, default_as_of, new_state
@@ -341,6 +341,18 @@ def _joined(parts: list[Classified], files: list[FileInfo]) -> Classified:
     return Classified(patients, results, sum(p.rows_after_as_of for p in parts))
 
 
+def _gathered(client: Client, futures: list[Future], step: str,
+              progress: Progress | None) -> list[Any]:
+    """The futures' results in their order; meanwhile ``progress(step, done, total)`` each
+    time the cluster finishes one of them (a failed one counts as done, and its error is
+    raised by the gather)."""
+    if progress:
+        progress(step, 0, len(futures))
+        for done, _ in enumerate(as_completed(futures), start=1):
+            progress(step, done, len(futures))
+    return client.gather(futures)
+
+
 def screen_dask(options: RunOptions, progress: Progress | None = None,
                 partitions: int | None = None) -> RunState:
     """Read, validate and classify on a Dask cluster (see the module's docs); returns the
@@ -366,7 +378,8 @@ def screen_dask(options: RunOptions, progress: Progress | None = None,
                 [dask.delayed(_validate_labs)(part, inputs["labs"].layout.original, fmt,
                                               rules, today, parquet["labs"])
                  for part in shuffled["labs"]])
-            summaries = client.gather(client.map(_labs_summary, labs_parts, pure=False))
+            summaries = _gathered(client, client.map(_labs_summary, labs_parts, pure=False),
+                                  "validate", progress)
             del shuffled["labs"]  # the raw lab rows are no longer needed on the workers
             inputs["labs"].tables = []
             labs = _merged("labs", summaries, inputs["labs"], fmt, rules)
@@ -381,7 +394,8 @@ def screen_dask(options: RunOptions, progress: Progress | None = None,
                      for lab, pat, med in zip(labs_parts, shuffled.get("patients", none),
                                               shuffled.get("medications", none),
                                               strict=True)]
-            parts: list[_Part] = client.compute(tasks, sync=True)
+            parts: list[_Part] = _gathered(client, client.compute(tasks), "classify",
+                                           progress)
             del shuffled, labs_parts, tasks
     for kind, inp in inputs.items():
         state.inputs[kind] = _merged(kind, [p.inputs[kind] for p in parts], inp, fmt, rules)
