@@ -207,7 +207,6 @@ def classify(results: pd.DataFrame, patients: pd.DataFrame | None,
     the table is the same however the cohort is cut (as with the Dask engine); the numpy
     and Arrow kernels release the GIL, so two ranges take about two thirds of the time.
     """
-    n = len(cohort)
     if "sev" not in results.columns:  # else already banded by the caller
         results = band_results(results, rules)
     if "pid" not in results.columns:  # else given: the patient's position in ``cohort``
@@ -235,32 +234,86 @@ def classify(results: pd.DataFrame, patients: pd.DataFrame | None,
     carry_sex = patients is not None  # only with a patients input (the same in every part)
     if meds is not None:
         meds = meds.assign(pid=cohort_positions(cohort, meds["patient_id"]))
+    pos = None if patients is None else cohort_positions(cohort, patients["patient_id"])
+    rows_in = {"usable": usable, "attrs": attrs}  # handed over: freed once the parts are done
+    del usable, attrs
+    table = _without_bare(rows_in, meds, cohort, pos, results, rules, as_of, carry_sex, parts)
+    results_out = results.drop(columns=["pid", "sev"])
+    return Classified(table, results_out, int(after.sum()))
+
+
+#: From this share of the cohort on, patients seen in no usable result, patients row or
+#: prescription (other tests only, rejected rows, results after the as-of date) are not run
+#: through the rules one by one: see ``_without_bare``.
+BARE_SHARE = 0.5
+
+
+def _without_bare(rows_in: dict[str, pd.DataFrame], meds: pd.DataFrame | None,
+                  cohort: pd.Index, patients_at: np.ndarray | None, results: pd.DataFrame,
+                  rules: RulesProfile, as_of: date, carry_sex: bool,
+                  parts: int | None) -> pd.DataFrame:
+    """The patients table, with the rules run once for all *bare* patients.
+
+    A bare patient has nothing the rules read (no usable result, no patients row, no
+    prescription), so every column but ``patient_id`` is the same for all of them: the rules
+    run on the other patients and on the first bare one, whose row every bare patient then
+    takes with their own id. In a chemistry extract most of the cohort is bare (patients
+    seen only in other tests), and the per-patient rules dominated classification.
+    """
+    n = len(cohort)
+    busy = np.zeros(n, dtype=bool)
+    busy[rows_in["usable"]["pid"].to_numpy()] = True
+    for seen in (patients_at, None if meds is None else meds["pid"].to_numpy()):
+        if seen is not None:
+            busy[seen[seen >= 0]] = True
+    bare = np.flatnonzero(~busy)
+    if len(bare) < max(1, BARE_SHARE * n):
+        return _cohort_table(rows_in, meds, cohort, results, rules, as_of, carry_sex, parts)
+    kept = np.append(np.flatnonzero(busy), bare[0])  # the first bare patient stands for all
+    at = np.full(n, len(kept) - 1, dtype=np.int64)  # bare: the last row
+    at[kept[:-1]] = np.arange(len(kept) - 1)
+    usable = rows_in.pop("usable")
+    rows_in["usable"] = usable.assign(pid=at[usable["pid"].to_numpy()])  # ``at`` rises: sorted
+    rows_in["attrs"] = rows_in.pop("attrs").iloc[kept].reset_index(drop=True)
+    del usable
+    if meds is not None:
+        meds = meds.assign(pid=at[meds["pid"].to_numpy()])
+    table = _cohort_table(rows_in, meds, cohort[kept], results, rules, as_of, carry_sex, parts)
+    table = table.take(at).reset_index(drop=True)
+    table["patient_id"] = pd.Series(cohort, dtype="str")
+    return table
+
+
+def _cohort_table(rows_in: dict[str, pd.DataFrame], meds: pd.DataFrame | None,
+                  cohort: pd.Index, results: pd.DataFrame, rules: RulesProfile, as_of: date,
+                  carry_sex: bool, parts: int | None) -> pd.DataFrame:
+    """R4-R13 over ``cohort`` (``rows_in``: the ``usable`` results, sorted, and ``meds`` by
+    position in it; ``attrs`` aligned to it), in contiguous parts of the cohort, on the
+    threads. ``rows_in`` is emptied once the parts are done, before they are joined."""
+    n = len(cohort)
     k = parts or max(1, min(THREADS, n // MIN_PATIENTS_PER_PART),
                      math.ceil(n / MAX_PATIENTS_PER_PART))
     cuts = np.linspace(0, n, k + 1).round().astype(np.int64)
-    starts = np.searchsorted(usable["pid"].to_numpy(), cuts)  # usable is sorted by pid
+    starts = np.searchsorted(rows_in["usable"]["pid"].to_numpy(), cuts)  # sorted by pid
 
     def part(i: int) -> pd.DataFrame:
         lo, hi = int(cuts[i]), int(cuts[i + 1])
-        rows_i = usable.iloc[starts[i]:starts[i + 1]]
+        rows_i = rows_in["usable"].iloc[starts[i]:starts[i + 1]]
         meds_i = None
         if meds is not None:
             meds_i = meds[(meds["pid"] >= lo) & (meds["pid"] < hi)]
             meds_i = meds_i.assign(pid=meds_i["pid"] - lo)
         table = _patients_table(rows_i.assign(pid=rows_i["pid"] - lo),
-                                attrs.iloc[lo:hi].reset_index(drop=True), meds_i,
+                                rows_in["attrs"].iloc[lo:hi].reset_index(drop=True), meds_i,
                                 cohort[lo:hi], results, rules, as_of)
         return table if carry_sex else table.drop(columns="sex")
 
     if k == 1:
-        out = part(0)
-    else:
-        with ThreadPoolExecutor(max_workers=min(k, THREADS)) as pool:
-            tables = list(pool.map(part, range(k)))
-        del usable, attrs  # before the parts are joined: memory
-        out = _joined(tables)
-    results_out = results.drop(columns=["pid", "sev"])
-    return Classified(out, results_out, int(after.sum()))
+        return part(0)
+    with ThreadPoolExecutor(max_workers=min(k, THREADS)) as pool:
+        tables = list(pool.map(part, range(k)))
+    rows_in.clear()  # before the parts are joined: memory (the parts read them till now)
+    return _joined(tables)
 
 
 def _joined(parts: list[pd.DataFrame]) -> pd.DataFrame:
