@@ -6,11 +6,13 @@
 
 The runs cover each command and shape a user meets: the three shipped sample formats, a
 messy sample extract with patients and medications (run, then a second month against it
-with ``--previous``), ``validate``, ``trend``, the Dask engine, and a generated benchmark
-extract (``--rows``, default 1M; 0 skips it). Each output file's SHA-256 is recorded, except
-what a run must not repeat: ``manifest.json`` is compared without its timings, creation time,
-environment and paths (and with the hashes it lists), and ``report.html``/``trend.html``
-without the line that says when they were made. Exit 1 when ``--compare`` finds a difference.
+with ``--previous``), ``validate``, ``trend``, the Dask engine, and generated benchmark
+extracts (``--rows``, default 1M, of the classic shape, and a fifth of that of the typed
+shape, where most of the cohort is seen only in other tests; 0 skips them). Each output
+file's SHA-256 is recorded, except what a run must not repeat: ``manifest.json`` is compared
+without its timings, creation time, environment and paths (and with the hashes it lists),
+and ``report.html``/``trend.html`` without the line that says when they were made. Exit 1
+when ``--compare`` finds a difference.
 """
 
 from __future__ import annotations
@@ -71,12 +73,15 @@ def _runs(work: Path, rows: int) -> list[Path]:
     _b12screen("trend", str(work / "reports"), cwd=work)
     out.append(work / "reports")  # trend.html, trend.csv (the run folders are listed apart)
     if rows:
-        data = work / "generated"
-        subprocess.run([sys.executable, str(HERE / "generate.py"), "--rows", str(rows),
-                        "--out", str(data)], check=True, capture_output=True)
-        _b12screen("run", str(data / "labs.parquet"), "--as-of", AS_OF, "--out",
-                   str(work / "generated-run"), "--quiet", cwd=work)
-        out.append(work / "generated-run")
+        for shape, size in (("classic", rows), ("typed", max(rows // 5, 1000))):
+            data = work / f"generated-{shape}"
+            subprocess.run([sys.executable, str(HERE / "generate.py"), "--rows", str(size),
+                            "--out", str(data), "--shape", shape], check=True,
+                           capture_output=True)
+            name = "generated-run" if shape == "classic" else f"generated-{shape}-run"
+            _b12screen("run", str(data / "labs.parquet"), "--as-of", AS_OF, "--out",
+                       str(work / name), "--quiet", cwd=work)
+            out.append(work / name)
     return out
 
 
@@ -120,7 +125,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True, help="write the fingerprints here")
     parser.add_argument("--compare", type=Path, help="fingerprints of the code before")
     parser.add_argument("--rows", type=int, default=1_000_000,
-                        help="rows of the generated extract (0: none)")
+                        help="rows of the generated classic extract (0: none)")
     parser.add_argument("--work", type=Path, default=Path(tempfile.gettempdir())
                         / "b12screen-same-outputs", help="folder the runs write into "
                         "(emptied; default %(default)s)")
