@@ -230,14 +230,16 @@ def classify(results: pd.DataFrame, patients: pd.DataFrame | None,
         "row": rows,
     })
 
-    attrs = _patient_attributes(patients, cohort)
+    patients_at = (None if patients is None
+                   else cohort_positions(cohort, patients["patient_id"]))
+    attrs = _patient_attributes(patients, cohort, patients_at)
     carry_sex = patients is not None  # only with a patients input (the same in every part)
     if meds is not None:
         meds = meds.assign(pid=cohort_positions(cohort, meds["patient_id"]))
-    pos = None if patients is None else cohort_positions(cohort, patients["patient_id"])
     rows_in = {"usable": usable, "attrs": attrs}  # handed over: freed once the parts are done
     del usable, attrs
-    table = _without_bare(rows_in, meds, cohort, pos, results, rules, as_of, carry_sex, parts)
+    table = _without_bare(rows_in, meds, cohort, patients_at, results, rules, as_of, carry_sex,
+                          parts)
     results_out = results.drop(columns=["pid", "sev"])
     return Classified(table, results_out, int(after.sum()))
 
@@ -466,8 +468,10 @@ def _patients_table(usable: pd.DataFrame, attrs: pd.DataFrame, meds: pd.DataFram
     return out[[*PATIENT_COLUMNS, *CARRIED_COLUMNS]]
 
 
-def _patient_attributes(patients: pd.DataFrame | None, cohort: pd.Index) -> pd.DataFrame:
-    """Accepted patient rows aligned to the cohort (absent patients: all unknown)."""
+def _patient_attributes(patients: pd.DataFrame | None, cohort: pd.Index,
+                        patients_at: np.ndarray | None) -> pd.DataFrame:
+    """Accepted patient rows aligned to the cohort (absent patients: all unknown);
+    ``patients_at``: each patients row's position in the cohort."""
     columns = {
         "practice_id": "str", "age_years": "Int64", "diet": "str", "sex": "str",
         "autoimmune_gastritis": "boolean", "bariatric_surgery": "boolean",
@@ -478,6 +482,5 @@ def _patient_attributes(patients: pd.DataFrame | None, cohort: pd.Index) -> pd.D
         return pd.DataFrame({c: pd.Series(pd.NA if t != "float64" else np.nan,
                                           index=pd.RangeIndex(len(cohort)), dtype=t)
                              for c, t in columns.items()})
-    pos = cohort_positions(cohort, patients["patient_id"])
-    frame = patients.set_axis(pos).reindex(pd.RangeIndex(len(cohort)))
+    frame = patients.set_axis(patients_at).reindex(pd.RangeIndex(len(cohort)))
     return pd.DataFrame({c: frame[c].astype(t) for c, t in columns.items()})
