@@ -45,14 +45,14 @@ def deflate(name: str, content: str | bytes | Iterable[bytes | memoryview],
             level: int = 1, ahead: bool = True) -> Member:
     """``content`` (text as UTF-8, bytes, or parts) deflated as ``zipfile`` does it.
 
-    With ``ahead``, each part is built on a helper thread while the one before is
-    checksummed and compressed here (Arrow kernels and zlib release the GIL).
+    With ``ahead``, each part of a generated ``content`` is built on a helper thread while
+    the one before is checksummed and compressed here (Arrow kernels and zlib release the
+    GIL); text and bytes are one part already, so they need no helper.
     """
     parts: Iterable[bytes | memoryview]
-    if isinstance(content, str):
-        parts = [content.encode("utf-8")]
-    elif isinstance(content, bytes):
-        parts = [content]
+    if isinstance(content, str | bytes):
+        parts = [content.encode("utf-8") if isinstance(content, str) else content]
+        ahead = False
     else:
         parts = content
     member = Member(name)
