@@ -138,7 +138,12 @@ def run(labs: LabsArg, patients: PatientsOpt = None, medications: MedsOpt = None
         max_reject_rate: RateOpt = 0.05,
         previous: Annotated[Path | None, typer.Option(
             "--previous", help="Previous run folder for new/persisting/resolved.")] = None,
-        quiet: QuietOpt = False) -> None:
+        quiet: QuietOpt = False,
+        partitioned: Annotated[bool, typer.Option(
+            "--partitioned", help="With --engine dask: the workers write patients/ and "
+                                  "results/ as Parquet datasets (part files), and this "
+                                  "process keeps counts, not the cohort's rows.")] = False
+        ) -> None:
     """Screen a labs extract and write tables, worklists, report and manifest.
 
     Example: b12screen run labs.csv --patients patients.csv --medications meds.csv
@@ -150,11 +155,15 @@ def run(labs: LabsArg, patients: PatientsOpt = None, medications: MedsOpt = None
     try:
         if engine not in ("pandas", "dask"):
             raise UserError("--engine must be pandas or dask", EXIT_USAGE)
+        if partitioned and engine != "dask":
+            raise UserError("--partitioned needs --engine dask (the workers write the "
+                            "tables' parts)", EXIT_USAGE)
         options = RunOptions(labs=labs, patients=patients, medications=medications,
                              format=format, rules=rules, as_of=_as_of(as_of),
                              out=None if out_dir is None else Path(out_dir),
                              engine=engine, scheduler=scheduler,
-                             max_reject_rate=max_reject_rate, previous=previous)
+                             max_reject_rate=max_reject_rate, previous=previous,
+                             partitioned=partitioned)
         _check_places(options, out_dir, "")
         # validation (pandera) and the writers (jinja2 et al.) load while the input is read
         writers = _import_in_background("pipeline.ingest.validate", "pipeline.outputs.write")
@@ -170,7 +179,7 @@ def run(labs: LabsArg, patients: PatientsOpt = None, medications: MedsOpt = None
         err.print(f"warning: {note}", markup=False, soft_wrap=True)
     acc = state.accounting()["labs"]
     if not quiet:
-        out.print(f"as-of {state.as_of}; {len(state.classified.patients)} patients;"
+        out.print(f"as-of {state.as_of}; {state.patients()} patients;"
                   f" labs rows read {acc['rows_read']} = accepted {acc['rows_accepted']}"
                   f" + rejected {acc['rows_rejected']} + other tests"
                   f" {acc['rows_skipped_other_tests']} + duplicates"

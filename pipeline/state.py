@@ -38,6 +38,23 @@ class RunOptions:
     max_reject_rate: float = 0.05
     previous: Path | None = None
     today: date | None = None
+    partitioned: bool = False
+
+
+@dataclass
+class StagedTables:
+    """``patients`` and ``results`` written by the workers as part files
+    (``--engine dask --partitioned``) into ``folder``, a private folder beside the run
+    folder, moved into the run folder when it is written. ``created``: the parent folders
+    made for it (removed again if the run stops). ``outputs``: what the writing process
+    keeps of the cohort instead of its rows (``pipeline.outputs.partitioned.PartOutputs``
+    combined: counts, and the patients on a worklist)."""
+
+    folder: Path
+    created: list[Path]
+    parts: int
+    patients: int
+    outputs: Any = None
 
 
 @dataclass
@@ -50,6 +67,14 @@ class RunState:
     timings: dict[str, float] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
     classified: Classified | None = None
+    staged: StagedTables | None = None
+
+    def patients(self) -> int:
+        """Patients in the cohort (the partitioned tables' rows when the workers wrote
+        them, as the writing process then holds only the listed patients)."""
+        if self.staged is not None:
+            return self.staged.patients
+        return len(self.classified.patients) if self.classified is not None else 0
 
     @contextmanager
     def step(self, name: str, progress: Progress | None) -> Iterator[None]:

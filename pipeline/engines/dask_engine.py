@@ -99,8 +99,11 @@ from pipeline.ingest.validate import (
     validate_patients,
 )
 from pipeline.kernels.arrow import text_order
+from pipeline.outputs import partitioned
+from pipeline.outputs.run_folder import check_out, remove_staging, staging_folder
+from pipeline.outputs.write import default_out, report_cutoffs, run_inputs, table_metadata
 from pipeline.rules.classify import Classified, classify, cohort_ids
-from pipeline.state import Progress, RunOptions, RunState
+from pipeline.state import Progress, RunOptions, RunState, StagedTables
 
 __all__ = ["screen_dask"]
 
@@ -199,11 +202,35 @@ def _labs_summary(v: Validated) -> Validated:
 
 @dataclass
 class _Part:
-    """What comes back of one partition: its tables, and its inputs' rejected rows and
-    counts (the accepted rows live on in ``classified``)."""
+    """What comes back of one partition: its tables (or, partitioned, what the writing
+    process needs of them), and its inputs' rejected rows and counts (the accepted rows
+    live on in ``classified``)."""
 
-    classified: Classified
+    classified: Classified | None
     inputs: dict[str, Validated]
+    outputs: partitioned.PartOutputs | None = None
+
+
+@dataclass(frozen=True)
+class _Written:
+    """Where and how a partition writes its tables (``--partitioned``)."""
+
+    folder: Path
+    meta: dict[str, str]
+    cutoffs: dict[str, list[float]]
+
+
+def _screen_and_write(index: int, written: _Written, labs: Validated,
+                      patients: pd.DataFrame | None, meds: pd.DataFrame | None,
+                      originals: dict[str, list[str]], fmt: ExtractFormat,
+                      rules: RulesProfile, as_of: date,
+                      parquet: dict[str, frozenset[str]] | None = None) -> _Part:
+    """One partition screened, its tables written as part ``index``; only its counts and
+    listed patients come back."""
+    part = _screen_part(labs, patients, meds, originals, fmt, rules, as_of, parquet)
+    partitioned.write_part(part.classified, written.meta, written.folder, index)
+    outputs = partitioned.part_outputs(part.classified, as_of, written.cutoffs)
+    return _Part(None, part.inputs, outputs)
 
 
 def _screen_part(labs: Validated, patients: pd.DataFrame | None,
@@ -389,18 +416,50 @@ def screen_dask(options: RunOptions, progress: Progress | None = None,
         with state.step("classify", progress):
             originals = {kind: inp.layout.original for kind, inp in inputs.items()}
             none = [None] * n_parts
-            tasks = [dask.delayed(_screen_part)(lab, pat, med, originals, fmt, rules,
-                                                state.as_of, parquet)
-                     for lab, pat, med in zip(labs_parts, shuffled.get("patients", none),
-                                              shuffled.get("medications", none),
-                                              strict=True)]
-            parts: list[_Part] = _gathered(client, client.compute(tasks), "classify",
-                                           progress)
+            written = _staging(state, n_parts) if options.partitioned else None
+            try:
+                tasks = [dask.delayed(_screen_and_write)(i, written, lab, pat, med, originals,
+                                                         fmt, rules, state.as_of, parquet)
+                         if written else
+                         dask.delayed(_screen_part)(lab, pat, med, originals, fmt, rules,
+                                                    state.as_of, parquet)
+                         for i, (lab, pat, med) in enumerate(zip(
+                             labs_parts, shuffled.get("patients", none),
+                             shuffled.get("medications", none), strict=True))]
+                parts: list[_Part] = _gathered(client, client.compute(tasks), "classify",
+                                               progress)
+            except BaseException:
+                if state.staged is not None:
+                    remove_staging(state.staged.folder, state.staged.created)
+                raise
             del shuffled, labs_parts, tasks
-    for kind, inp in inputs.items():
-        state.inputs[kind] = _merged(kind, [p.inputs[kind] for p in parts], inp, fmt, rules)
-        state.warnings += [w for w in state.inputs[kind].warnings if w not in state.warnings]
-    check_reject_rate(state)
-    state.classified = _joined([p.classified for p in parts], inputs["labs"].files)
+    try:
+        for kind, inp in inputs.items():
+            state.inputs[kind] = _merged(kind, [p.inputs[kind] for p in parts], inp, fmt,
+                                         rules)
+            state.warnings += [w for w in state.inputs[kind].warnings
+                               if w not in state.warnings]
+        check_reject_rate(state)
+    except BaseException:
+        if state.staged is not None:
+            remove_staging(state.staged.folder, state.staged.created)
+        raise
+    if state.staged is not None:
+        outputs = partitioned.combine([p.outputs for p in parts])
+        state.staged.outputs, state.staged.patients = outputs, outputs.figures.patients
+        state.classified = outputs.listed
+    else:
+        state.classified = _joined([p.classified for p in parts], inputs["labs"].files)
     return state
+
+
+def _staging(state: RunState, n_parts: int) -> _Written:
+    """The folder the workers write the partitioned tables into, beside the run folder
+    (``--out`` checked first: nothing is written where a run may not go)."""
+    out = state.options.out if state.options.out is not None else default_out(state.as_of)
+    check_out(str(out), run_inputs(state))
+    folder, created = staging_folder(out)
+    partitioned.prepare_folders(folder)
+    state.staged = StagedTables(folder, created, n_parts, 0)
+    return _Written(folder, table_metadata(state), report_cutoffs(state))
 

@@ -41,8 +41,13 @@ def new_state(options: RunOptions) -> RunState:
 def warn_empty_window(state: RunState) -> None:
     """Warn when no total or active B12 result falls in the as-of date's look-back window:
     every patient is then ``not_tested``, which usually means a mistyped ``--as-of``."""
-    patients = state.classified.patients
-    if len(patients) and (patients["b12_status"] == "not_tested").all():
+    if state.staged is not None:  # partitioned: the cohort's counts, not its rows
+        statuses = state.staged.outputs.figures.statuses
+        everyone = state.staged.patients > 0 and statuses["not_tested"] == state.staged.patients
+    else:
+        patients = state.classified.patients
+        everyone = len(patients) and (patients["b12_status"] == "not_tested").all()
+    if everyone:
         days = int(state.rules.rule("R4")["lookback_days"])
         start = state.as_of - timedelta(days=days)
         note = (f"no total or active B12 result in the look-back window of as-of "

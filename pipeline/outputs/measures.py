@@ -39,7 +39,9 @@ __all__ = [
     "UNTREATED_DAYS",
     "Measure",
     "breakdowns",
+    "breakdown_values",
     "build_measures",
+    "combine_counts",
     "count_measures",
     "definitions_table",
     "measure_by_id",
@@ -263,13 +265,15 @@ def _practice_codes(patients: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     return codes[raw_codes], np.asarray(groups, dtype=object)
 
 
-def _age_band_codes(patients: pd.DataFrame) -> tuple[np.ndarray, np.ndarray] | None:
+def _age_band_codes(patients: pd.DataFrame, every: bool = False
+                    ) -> tuple[np.ndarray, np.ndarray] | None:
     """Age bands in their natural order (``unknown`` last), or None when no patient has an
-    age: a breakdown of everyone into ``unknown`` tells a reader nothing."""
+    age: a breakdown of everyone into ``unknown`` tells a reader nothing (``every``: the
+    bands all the same, for a part of a cohort whose other parts may have ages)."""
     if "age_years" not in patients.columns:
         return None
     age = pd.to_numeric(patients["age_years"], errors="coerce").astype("Float64")
-    if not age.notna().any():
+    if not every and not age.notna().any():
         return None
     known = age.to_numpy(dtype=float, na_value=np.nan)
     codes = np.searchsorted(np.asarray(AGE_BAND_EDGES, float), known, side="right")
@@ -277,13 +281,15 @@ def _age_band_codes(patients: pd.DataFrame) -> tuple[np.ndarray, np.ndarray] | N
     return codes.astype("int64"), np.asarray([*AGE_BANDS, UNKNOWN_GROUP], dtype=object)
 
 
-def _sex_codes(sex: pd.Series | None) -> tuple[np.ndarray, np.ndarray] | None:
+def _sex_codes(sex: pd.Series | None, every: bool = False
+               ) -> tuple[np.ndarray, np.ndarray] | None:
     """``female``, ``male``, ``other``, ``unknown`` from the patients input's sex (``f``,
-    ``female``, ``m``, ``male`` in any case); None when the input has no sex at all."""
+    ``female``, ``m``, ``male`` in any case); None when the input has no sex at all
+    (``every``: the groups all the same, where a sex column is given)."""
     if sex is None:
         return None
     text = sex.astype("string").str.strip().str.lower().fillna("")
-    if not text.ne("").any():
+    if not every and not text.ne("").any():
         return None
     codes = np.select([text.isin(("f", "female")).to_numpy(bool),
                        text.isin(("m", "male")).to_numpy(bool),
@@ -291,15 +297,26 @@ def _sex_codes(sex: pd.Series | None) -> tuple[np.ndarray, np.ndarray] | None:
     return codes.astype("int64"), np.asarray(SEX_GROUPS, dtype=object)
 
 
-def breakdowns(patients: pd.DataFrame, sex: pd.Series | None = None
+def breakdowns(patients: pd.DataFrame, sex: pd.Series | None = None, every: bool = False
                ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """Each ``group_by`` the inputs support: a group code per patient and the groups' labels.
-    ``sex`` defaults to the patients frame's own ``sex`` column if it has one."""
+    ``sex`` defaults to the patients frame's own ``sex`` column if it has one. ``every``:
+    also the age bands and sexes where no patient has a value (a part of a cohort)."""
     if sex is None and "sex" in patients.columns:
         sex = patients["sex"]
-    found = {"practice": _practice_codes(patients), "age_band": _age_band_codes(patients),
-             "sex": _sex_codes(sex)}
+    found = {"practice": _practice_codes(patients),
+             "age_band": _age_band_codes(patients, every), "sex": _sex_codes(sex, every)}
     return {name: codes for name, codes in found.items() if codes is not None}
+
+
+def breakdown_values(patients: pd.DataFrame, sex: pd.Series | None = None
+                     ) -> dict[str, bool]:
+    """Whether any patient has an age (``age_band``) or a sex (``sex``): a breakdown is
+    published only then."""
+    if sex is None and "sex" in patients.columns:
+        sex = patients["sex"]
+    return {"age_band": _age_band_codes(patients) is not None,
+            "sex": _sex_codes(sex) is not None}
 
 
 def count_measures(
@@ -308,15 +325,17 @@ def count_measures(
     *,
     measures: Sequence[Measure] = MEASURES,
     sex: pd.Series | None = None,
+    every: bool = False,
 ) -> pd.DataFrame:
     """Every measure's exact counts overall and per group (before disclosure control).
 
     Rows: per measure, one ``overall``/``all`` row, then per ``group_by`` (``practice``, then
-    ``age_band`` and ``sex`` where the inputs have them) one row per group. Each group_by's
-    groups add up to the overall row (patients without a value are under ``unknown``).
+    ``age_band`` and ``sex`` where the inputs have them; ``every``: where the columns are
+    there at all) one row per group. Each group_by's groups add up to the overall row
+    (patients without a value are under ``unknown``).
     """
     month = f"{as_of:%Y-%m}"
-    groupings = breakdowns(patients, sex)
+    groupings = breakdowns(patients, sex, every)
     frames = []
     for measure in measures:  # a handful of measures; the work inside is vectorised
         num, den = measure.masks(patients, as_of)
@@ -335,6 +354,49 @@ def count_measures(
             }))
     table = pd.concat(frames, ignore_index=True)
     table["month"] = month
+    table["ratio"] = np.nan
+    for name in ("measure", "month", "group_by", "group"):
+        table[name] = table[name].astype("string")
+    return table[list(MEASURE_COLUMNS[:-2])]
+
+
+#: The order of ``group_by`` in a measures table, and of the fixed groups within one.
+_GROUP_BY_ORDER = ("overall", "practice", "age_band", "sex")
+_FIXED_GROUPS = {"overall": ("all",), "age_band": (*AGE_BANDS, UNKNOWN_GROUP),
+                 "sex": SEX_GROUPS}
+
+
+def combine_counts(tables: Sequence[pd.DataFrame], grouped: dict[str, bool], *,
+                   measures: Sequence[Measure] = MEASURES) -> pd.DataFrame:
+    """The exact measures table of a cohort held in parts, from each part's
+    ``count_measures(..., every=True)``: the counts summed group by group, in the order
+    ``count_measures`` gives the whole cohort (practices sorted), and the age and sex
+    breakdowns kept only where ``grouped`` says some patient has a value."""
+    if len(tables) == 1:  # the whole cohort: its own table, less the empty breakdowns
+        table = tables[0]
+        keep = ~table["group_by"].isin([g for g, shown in grouped.items() if not shown])
+        return table[keep.to_numpy(dtype=bool)].reset_index(drop=True)
+    stacked = pd.concat(tables, ignore_index=True)
+    shown = [g for g in _GROUP_BY_ORDER if grouped.get(g, True)]
+    stacked = stacked[stacked["group_by"].isin(shown).to_numpy(dtype=bool)]
+    summed = (stacked.groupby(["measure", "group_by", "group"], observed=True, sort=False)
+              [["numerator", "denominator"]].sum().reset_index())
+    practices = summed.loc[summed["group_by"].eq("practice").to_numpy(bool), "group"]
+    _, practice_order = pd.factorize(practices.astype("string"), sort=True)
+    ranks = pd.concat([pd.DataFrame({"group_by": group_by, "group": pd.Series(values, dtype=str),
+                                     "rank": np.arange(len(values))})
+                       for group_by, values in {**_FIXED_GROUPS,
+                                                "practice": practice_order}.items()])
+    keys = summed[["measure", "group_by", "group"]].astype(str).merge(
+        ranks, how="left", on=["group_by", "group"])  # a left merge keeps the rows' order
+    measure_at = {m.id: i for i, m in enumerate(measures)}
+    at = {g: i for i, g in enumerate(_GROUP_BY_ORDER)}
+    order = np.lexsort((keys["rank"].to_numpy(), keys["group_by"].map(at).to_numpy(),
+                        keys["measure"].map(measure_at).to_numpy()))
+    table = summed.take(order).reset_index(drop=True)
+    table["numerator"] = table["numerator"].astype("int64")
+    table["denominator"] = table["denominator"].astype("int64")
+    table["month"] = tables[0]["month"].iloc[0]
     table["ratio"] = np.nan
     for name in ("measure", "month", "group_by", "group"):
         table[name] = table[name].astype("string")

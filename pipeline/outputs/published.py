@@ -36,6 +36,8 @@ from pipeline.outputs.disclosure import (
 from pipeline.outputs.measures import (
     MEASURES,
     Measure,
+    breakdown_values,
+    combine_counts,
     count_measures,
     measure_cells,
     publish_measures,
@@ -43,6 +45,7 @@ from pipeline.outputs.measures import (
 
 __all__ = [
     "LOG_COLUMNS",
+    "CohortFigures",
     "ROUNDING_NOTE",
     "STATUSES",
     "Published",
@@ -73,20 +76,101 @@ class _Cells:
 
     rows: list[tuple[str, str, str, str, int]]
     relations: list[tuple[str, str, str]]
-    masks: dict[str, np.ndarray]
 
-    def add(self, table: str, row: str, column: str, value: int,
-            mask: np.ndarray | None = None) -> str:
+    def add(self, table: str, row: str, column: str, value: int) -> str:
         key = f"{table}/{row}/{column}"
         self.rows.append((key, table, row, column, int(value)))
-        if mask is not None:
-            self.masks[key] = mask
         return key
 
     def relate(self, name: str, total: str | Sequence[str], parts: Sequence[str]) -> None:
         totals = [total] if isinstance(total, str) else list(total)
         self.relations += [(name, key, "total") for key in totals]
         self.relations += [(name, key, "part") for key in parts]
+
+
+NO_STATUS = "b12_status/no_status/patients"
+
+
+@dataclass
+class CohortFigures:
+    """What the shareable tables need of the classified patients: counts that add up over
+    any split of the cohort, and the few facts about whole patient sets that decide
+    relations (which cells count exactly the same patients, which sums hold). A cohort
+    held in parts (``--engine dask --partitioned``) is published from its parts' figures,
+    combined, exactly as the whole cohort is: no patient row reaches the process that
+    writes.
+
+    ``same[i, j]``: the cells ``mask_keys[i]`` and ``mask_keys[j]`` count the same patients;
+    ``holds``: ``tested`` (tested = deficient + indeterminate + unlikely) and ``metformin``
+    (on metformin = tested + monitoring due) hold patient by patient; ``measures``: the
+    exact measure counts of each part, every breakdown included; ``grouped``: whether any
+    patient has an age (``age_band``) or a sex (``sex``), without which that breakdown is
+    not published.
+    """
+
+    patients: int
+    statuses: dict[str, int]
+    flags: dict[str, int]
+    mask_keys: tuple[str, ...]
+    same: np.ndarray
+    holds: dict[str, bool]
+    measures: list[pd.DataFrame]
+    grouped: dict[str, bool]
+
+    @classmethod
+    def of(cls, patients: pd.DataFrame, as_of: dt.date, sex: pd.Series | None = None,
+           definitions: Sequence[Measure] = MEASURES) -> CohortFigures:
+        """The figures of one cohort (or one part of it)."""
+        status = patients["b12_status"].astype("string")
+        masks = {f"b12_status/{value}/patients": status.eq(value).fillna(False)
+                 .to_numpy(dtype=bool) for value in STATUSES}
+        masks[NO_STATUS] = status.isna().to_numpy(dtype=bool)
+        statuses = {key.split("/")[1]: int(mask.sum()) for key, mask in masks.items()}
+        flags = {}
+        for flag in FLAGS:
+            if flag in patients.columns:
+                masks[f"flags/{flag}/patients"] = _flag(patients, flag)
+                flags[flag] = int(masks[f"flags/{flag}/patients"].sum())
+        measure_masks = {}
+        for measure in definitions:
+            num, den = measure.masks(patients, as_of)
+            measure_masks[measure.id] = (np.asarray(num, bool), np.asarray(den, bool))
+            masks[f"measure/{measure.id}/overall/all/numerator"] = measure_masks[measure.id][0]
+            masks[f"measure/{measure.id}/overall/all/denominator"] = measure_masks[measure.id][1]
+        tested = [masks[f"b12_status/{s}/patients"] for s in STATUSES[:3]]
+        holds = {"tested": "deficient_among_tested" in measure_masks and _partition_holds(
+                     measure_masks["deficient_among_tested"][1], tested),
+                 "metformin": "metformin_testing" in measure_masks
+                 and "metformin_monitoring_due" in patients.columns and _partition_holds(
+                     measure_masks["metformin_testing"][1],
+                     [measure_masks["metformin_testing"][0],
+                      _flag(patients, "metformin_monitoring_due")])}
+        first: dict[bytes, int] = {}
+        group = np.array([first.setdefault(np.packbits(mask).tobytes(), i)
+                          for i, mask in enumerate(masks.values())])  # a few dozen masks
+        if sex is None and "sex" in patients.columns:
+            sex = patients["sex"]
+        counts = count_measures(patients, as_of, measures=definitions, sex=sex, every=True)
+        return cls(len(patients), statuses, flags, tuple(masks), group[:, None] == group[None, :],
+                   holds, [counts], breakdown_values(patients, sex))
+
+    @staticmethod
+    def combine(parts: Sequence[CohortFigures]) -> CohortFigures:
+        """The figures of the parts' union (the parts hold different patients)."""
+        head = parts[0]
+        return CohortFigures(
+            sum(p.patients for p in parts),
+            {k: sum(p.statuses[k] for p in parts) for k in head.statuses},
+            {k: sum(p.flags[k] for p in parts) for k in head.flags},
+            head.mask_keys,
+            np.logical_and.reduce([p.same for p in parts]),
+            {k: all(p.holds[k] for p in parts) for k in head.holds},
+            [t for p in parts for t in p.measures],
+            {k: any(p.grouped[k] for p in parts) for k in head.grouped})
+
+    def measure_table(self, definitions: Sequence[Measure] = MEASURES) -> pd.DataFrame:
+        """The exact measures table (``count_measures``) of the whole cohort."""
+        return combine_counts(self.measures, self.grouped, measures=definitions)
 
 
 @dataclass(frozen=True)
@@ -246,65 +330,50 @@ def _partition_holds(total: np.ndarray, parts: Sequence[np.ndarray]) -> bool:
     return bool((stacked <= 1).all() and np.array_equal(stacked.astype(bool), total))
 
 
-def _equal_masks(cells: _Cells) -> None:
+def _equal_masks(cells: _Cells, figures: CohortFigures) -> None:
     """Cells counting exactly the same patients are one relation ``a = b``: a count shown
     in two tables must be hidden in both or neither."""
-    by_mask: dict[bytes, list[str]] = {}
-    for key, mask in cells.masks.items():  # a few dozen masks
-        by_mask.setdefault(np.packbits(mask).tobytes() + bytes([len(mask) % 8]), []).append(key)
-    for keys in by_mask.values():
-        for other in keys[1:]:
-            cells.relate(f"same patients: {keys[0]} = {other}", keys[0], [other])
+    at = {key: i for i, key in enumerate(figures.mask_keys)}
+    keys = [k for k in figures.mask_keys if k != NO_STATUS or figures.statuses["no_status"]]
+    groups: dict[str, list[str]] = {}
+    for key in keys:  # a few dozen cells
+        first = next((g for g in groups if figures.same[at[g], at[key]]), key)
+        groups.setdefault(first, []).append(key)
+    for members in groups.values():
+        for other in members[1:]:
+            cells.relate(f"same patients: {members[0]} = {other}", members[0], [other])
 
 
-def _cohort_cells(cells: _Cells, patients: pd.DataFrame) -> None:
-    status = patients["b12_status"].astype("string")
-    total = cells.add("cohort", "patients", "patients", len(patients))
-    parts = []
-    for value in STATUSES:
-        mask = status.eq(value).fillna(False).to_numpy(dtype=bool)
-        parts.append(cells.add("b12_status", value, "patients", int(mask.sum()), mask))
-    missing = status.isna().to_numpy(dtype=bool)
-    if missing.any():
-        parts.append(cells.add("b12_status", "no_status", "patients", int(missing.sum()),
-                               missing))
+def _cohort_cells(cells: _Cells, figures: CohortFigures) -> None:
+    total = cells.add("cohort", "patients", "patients", figures.patients)
+    parts = [cells.add("b12_status", value, "patients", figures.statuses[value])
+             for value in STATUSES]
+    if figures.statuses["no_status"]:
+        parts.append(cells.add("b12_status", "no_status", "patients",
+                               figures.statuses["no_status"]))
     cells.relate("statuses add up to the cohort", total, parts)
-    for flag in FLAGS:
-        if flag in patients.columns:
-            mask = _flag(patients, flag)
-            cells.add("flags", flag, "patients", int(mask.sum()), mask)
+    for flag, count in figures.flags.items():
+        cells.add("flags", flag, "patients", count)
 
 
-def _measure_relations(cells: _Cells, patients: pd.DataFrame, as_of: dt.date,
-                       definitions: Sequence[Measure]) -> None:
-    """Masks of the measures' overall rows (for ``a = b``), and the sums that tie measures
-    to the cohort tables, each declared only when the patients show that it holds."""
-    masks = {}
-    for measure in definitions:
-        num, den = measure.masks(patients, as_of)
-        masks[measure.id] = (np.asarray(num, bool), np.asarray(den, bool))
-        cells.masks[f"measure/{measure.id}/overall/all/numerator"] = masks[measure.id][0]
-        cells.masks[f"measure/{measure.id}/overall/all/denominator"] = masks[measure.id][1]
-    status = patients["b12_status"].astype("string")
-    tested = [status.eq(s).fillna(False).to_numpy(bool) for s in STATUSES[:3]]
-    if "deficient_among_tested" in masks and _partition_holds(
-            masks["deficient_among_tested"][1], tested):
+def _measure_relations(cells: _Cells, figures: CohortFigures) -> None:
+    """The sums that tie measures to the cohort tables, each declared only when the
+    patients show that it holds."""
+    if figures.holds["tested"]:
         cells.relate("tested = deficient + indeterminate + unlikely",
                      "measure/deficient_among_tested/overall/all/denominator",
                      [f"b12_status/{s}/patients" for s in STATUSES[:3]])
-    due = _flag(patients, "metformin_monitoring_due")
-    if "metformin_testing" in masks and "metformin_monitoring_due" in patients.columns:
-        num, den = masks["metformin_testing"]
-        if _partition_holds(den, [num, due]):
-            cells.relate("on metformin = tested + monitoring due",
-                         "measure/metformin_testing/overall/all/denominator",
-                         ["measure/metformin_testing/overall/all/numerator",
-                          "flags/metformin_monitoring_due/patients"])
+    if figures.holds["metformin"]:
+        cells.relate("on metformin = tested + monitoring due",
+                     "measure/metformin_testing/overall/all/denominator",
+                     ["measure/metformin_testing/overall/all/numerator",
+                      "flags/metformin_monitoring_due/patients"])
 
 
 def publish(
     *,
-    patients: pd.DataFrame,
+    patients: pd.DataFrame | None = None,
+    figures: CohortFigures | None = None,
     as_of: dt.date,
     accounting: Mapping[str, Mapping[str, Any]],
     worklist_sizes: Mapping[str, Mapping[str, int]],
@@ -318,10 +387,13 @@ def publish(
 
     ``accounting``: per input, its row counts (``rows_read`` = the others; ``balanced``);
     ``worklist_sizes``: per list, ``rows``/``new``/``persisting``/``resolved``;
-    ``reasons``: rejected rows per reason code (a row may have several reasons).
+    ``reasons``: rejected rows per reason code (a row may have several reasons);
+    ``figures``: the cohort's figures (``CohortFigures``) in place of ``patients``.
     """
-    cells = _Cells([], [], {})
-    _cohort_cells(cells, patients)
+    if figures is None:
+        figures = CohortFigures.of(patients, as_of, sex=sex, definitions=definitions)
+    cells = _Cells([], [])
+    _cohort_cells(cells, figures)
 
     flag_values = {row[2]: row[4] for row in cells.rows if row[1] == "flags"}
     for name, sizes in worklist_sizes.items():  # five lists
@@ -361,10 +433,10 @@ def publish(
         cells.relate("reasons = rejected rows + rows with several reasons",
                      [*rejected_total, overlap], reason_keys)
 
-    table = count_measures(patients, as_of, measures=definitions, sex=sex)
+    table = figures.measure_table(definitions)
     m_values, m_relations, ties = measure_cells(table)
-    _measure_relations(cells, patients, as_of, definitions)
-    _equal_masks(cells)
+    _measure_relations(cells, figures)
+    _equal_masks(cells, figures)
 
     frame = pd.DataFrame(cells.rows, columns=["key", "table", "row", "column", "value"])
     measure_keys = m_values.index.to_series()

@@ -404,16 +404,28 @@ def _quality_section(summary: Mapping[str, Any], small_count: int, rounding: int
     return {"inputs": sections, "reasons": reason_rows}
 
 
+def _bins(values: np.ndarray, cutoffs: Sequence[float]) -> tuple[float, np.ndarray]:
+    """The histogram's upper end and its counts: ``HISTOGRAM_BINS`` equal bins from 0, then
+    the values at or beyond the end."""
+    if cutoffs:
+        upper = HISTOGRAM_SPAN * max(cutoffs)
+    else:
+        upper = float(np.nanquantile(values, 0.95)) * 2 or 1.0
+    # equal-width bins: numpy bins by arithmetic (corrected against the edges), no sort
+    in_range, _ = np.histogram(values[values < upper], bins=HISTOGRAM_BINS, range=(0.0, upper))
+    return upper, np.append(in_range, int((values >= upper).sum()))
+
+
 def _histogram(
-    values: np.ndarray,
     analyte: str,
     cutoffs: Sequence[float],
+    total: int,
+    bins: tuple[float, np.ndarray] | None,
     small_count: int,
     rounding: int,
 ) -> dict[str, Any]:
     """One analyte's distribution from published bin counts; small bins are not drawn."""
     title, unit = ANALYTE_LABELS.get(analyte, (analyte, ""))
-    total = len(values)
     section: dict[str, Any] = {
         "analyte": analyte,
         "title": title,
@@ -422,16 +434,10 @@ def _histogram(
         "cutoffs": ", ".join(f"{c:g}" for c in cutoffs),
         "svg": None,
     }
-    if total <= small_count:
+    if total <= small_count or bins is None:
         return section
-    if cutoffs:
-        upper = HISTOGRAM_SPAN * max(cutoffs)
-    else:
-        upper = float(np.nanquantile(values, 0.95)) * 2 or 1.0
+    upper, cells = bins
     edges = np.linspace(0.0, upper, HISTOGRAM_BINS + 1)
-    # equal-width bins: numpy bins by arithmetic (corrected against the edges), no sort
-    in_range, _ = np.histogram(values[values < upper], bins=HISTOGRAM_BINS, range=(0.0, upper))
-    cells = np.append(in_range, int((values >= upper).sum()))
     published = suppress_counts(
         pd.Series(cells, dtype="int64"), small_count=small_count, rounding=rounding
     )
@@ -452,18 +458,21 @@ def _histogram(
     return section
 
 
-def _distribution_section(
-    results: pd.DataFrame,
-    rules_cutoffs: Mapping[str, Sequence[float]],
-    small_count: int,
-    rounding: int,
-) -> list[dict[str, Any]]:
+#: Per analyte: its results counted, and its histogram (upper end, bin counts) or None.
+Histograms = dict[str, tuple[int, tuple[float, np.ndarray] | None]]
+
+
+def histogram_counts(results: pd.DataFrame, rules_cutoffs: Mapping[str, Sequence[float]],
+                     additive: bool = False) -> Histograms:
+    """The report's distribution counts per analyte (``results``: the classified results'
+    ``analyte`` and ``value``). ``additive``: only bins that add up over parts of the
+    results (an analyte without cut-offs, whose axis follows its own values, gets none)."""
     analytes = list(ANALYTE_LABELS)
     labels = results["analyte"].astype("category")  # a code per row: cheap masks below
     present = [str(a) for a in labels.cat.categories[np.unique(labels.cat.codes[
         labels.cat.codes >= 0])]]
     analytes += sorted(a for a in {*rules_cutoffs, *present} if a not in ANALYTE_LABELS)
-    sections = []
+    counts: Histograms = {}
     value = pd.to_numeric(results["value"], errors="coerce").to_numpy(dtype=float)
     codes = labels.cat.codes.to_numpy()
     usable = value >= 0  # not missing, not negative
@@ -471,8 +480,34 @@ def _distribution_section(
         at = labels.cat.categories.get_indexer([analyte])[0]  # -1: no such category
         values = value[(codes == at) & usable] if at >= 0 else value[:0]
         cuts = sorted(float(c) for c in rules_cutoffs.get(analyte, []))
-        sections.append(_histogram(values, analyte, cuts, small_count, rounding))
-    return sections
+        counts[analyte] = (len(values), _bins(values, cuts) if len(values) and (
+            cuts or not additive) else None)
+    return counts
+
+
+def combine_histograms(parts: Sequence[Histograms]) -> Histograms:
+    """Parts' distribution counts added up (``histogram_counts(..., additive=True)``)."""
+    names = list(dict.fromkeys(a for p in parts for a in p))
+    out: Histograms = {}
+    for analyte in names:  # three analytes
+        got = [p[analyte] for p in parts if analyte in p]
+        bins = [b for _, b in got if b is not None]
+        out[analyte] = (sum(n for n, _ in got),
+                        (bins[0][0], np.sum([c for _, c in bins], axis=0)) if bins else None)
+    return out
+
+
+def _distribution_section(
+    counts: Histograms,
+    rules_cutoffs: Mapping[str, Sequence[float]],
+    small_count: int,
+    rounding: int,
+) -> list[dict[str, Any]]:
+    order = list(ANALYTE_LABELS)
+    order += sorted(a for a in counts if a not in ANALYTE_LABELS)
+    return [_histogram(analyte, sorted(float(c) for c in rules_cutoffs.get(analyte, [])),
+                       *counts.get(analyte, (0, None)), small_count, rounding)
+            for analyte in order]
 
 
 def _funnel(
@@ -662,9 +697,10 @@ def render_report(
     *,
     summary: Mapping[str, Any],
     patients: pd.DataFrame,
-    results: pd.DataFrame,
+    results: pd.DataFrame | None = None,
     measures: pd.DataFrame,
     definitions: Iterable[Any],
+    histograms: Histograms | None = None,
     rules_cutoffs: Mapping[str, Sequence[float]],
     small_count: int = SUPPRESSION_THRESHOLD,
     rounding: int = ROUNDING_MULTIPLE,
@@ -673,7 +709,9 @@ def render_report(
 
     ``measures`` must already be disclosure-controlled (``build_measures`` output);
     ``definitions`` are ``Measure`` objects or mappings with their words. Pass
-    ``small_count``/``rounding`` from the rules profile's ``[disclosure]`` table.
+    ``small_count``/``rounding`` from the rules profile's ``[disclosure]`` table. The
+    distributions come from ``results`` (``analyte``, ``value``), or from their counts
+    (``histograms``, for results held in parts).
     """
     if isinstance(definitions, pd.DataFrame):  # definitions_table()
         definitions = definitions.to_dict("records")
@@ -691,7 +729,9 @@ def render_report(
             patients, small_count, rounding),
         "quality": published["quality"] if published else _quality_section(
             summary, small_count, rounding),
-        "distributions": _distribution_section(results, rules_cutoffs, small_count, rounding),
+        "distributions": _distribution_section(
+            histograms if histograms is not None else histogram_counts(results, rules_cutoffs),
+            rules_cutoffs, small_count, rounding),
         "funnels": [
             _funnel(measures, by_id[m], small_count, rounding)
             for m in FUNNEL_MEASURES

@@ -40,8 +40,10 @@ __all__ = [
     "is_temporary",
     "make_folders",
     "read_manifest",
+    "remove_staging",
     "replacing",
     "restrict",
+    "staging_folder",
 ]
 
 MANIFEST = "manifest.json"
@@ -397,6 +399,37 @@ def replacing(out: Path, what: str = "run folder") -> Iterator[Path]:
         if isinstance(exc, OSError):
             raise write_error(exc, parent, what) from exc
         raise
+
+
+def staging_folder(out: Path) -> tuple[Path, list[Path]]:
+    """A private folder beside ``out`` (``.NAME.parts.tmp-PID``, marked as ours) where the
+    workers write the partitioned tables before the run folder is assembled; returns it
+    and the parent folders made for it. A run that dies leaves a temporary folder that no
+    later run mistakes for a run, and the next run in the same place removes it."""
+    target = Path(out).resolve()
+    parent = target.parent
+    folder = parent / f".{target.name}.parts.tmp-{os.getpid()}"
+    created: list[Path] = []
+    try:
+        created = make_folders(parent)
+        clean_stale(parent)
+        if folder.exists() and _ours(folder):
+            _remove(folder)
+        folder.mkdir(mode=0o700)
+        os.chmod(folder, 0o700)
+        (folder / MARKER).touch()
+    except OSError as exc:
+        _unmake(created)
+        raise write_error(exc, parent) from exc
+    return folder, created
+
+
+def remove_staging(folder: Path, created: list[Path]) -> None:
+    """Remove a staging folder (whatever is left in it) and the parents made for it."""
+    with contextlib.suppress(OSError):
+        if folder.is_dir() and _ours(folder):
+            _remove(folder)
+    _unmake(created)
 
 
 def restrict(folder: Path, shareable: set[str]) -> None:

@@ -25,6 +25,7 @@ from pipeline import __version__
 from pipeline.ingest.read import sha256_file
 from pipeline.kernels.memory import trim_heap
 from pipeline.outputs.measures import MEASURES
+from pipeline.outputs.partitioned import TABLES
 from pipeline.outputs.published import WORKLIST_COLUMNS, Published, publish
 from pipeline.outputs.report import (
     ACCOUNTING_LABELS,
@@ -33,7 +34,14 @@ from pipeline.outputs.report import (
     WORKLIST_LABELS,
     render_report,
 )
-from pipeline.outputs.run_folder import check_out, files_of, input_paths, replacing, restrict
+from pipeline.outputs.run_folder import (
+    check_out,
+    files_of,
+    input_paths,
+    remove_staging,
+    replacing,
+    restrict,
+)
 from pipeline.outputs.tables import (
     DISCLAIMER,
     PATIENTS_SCHEMA,
@@ -142,6 +150,14 @@ def build_summary(state: RunState, published: Published) -> dict[str, Any]:
     }
 
 
+def report_cutoffs(state: RunState) -> dict[str, list[float]]:
+    """The cut-offs the report draws on each analyte's distribution (from the rules)."""
+    r1, r2, r5 = (state.rules.rule(r) for r in ("R1", "R2", "R5"))
+    return {"b12_total": [r1["deficient_below"], r1["unlikely_above"]],
+            "b12_active": [r2["deficient_below"], r2["unlikely_above"]],
+            "mma": [r5["mma_upper_umol_l"]]}
+
+
 def patients_sex(state: RunState) -> pd.Series | None:
     """The patients input's sex aligned to the cohort (for the measures' ``sex`` breakdown),
     or None when the input has no sex at all. Classification carries it beside the patients
@@ -180,6 +196,15 @@ def _write_tables(state: RunState, tmp: Path, meta: dict[str, str],
     """The analyst tables, each hashed once written: results first, so that the per-row
     frames are released (``released`` is set) early; then patients and rejected."""
     classified = state.classified
+    if state.staged is not None:  # the workers wrote them: their folders move in
+        try:
+            for name in TABLES:
+                (state.staged.folder / name).rename(tmp / name)
+            _release_rows(state)
+        finally:
+            released.set()
+        write_rejected(rejected, tmp, meta)
+        return
     try:
         results = classified.results.rename(columns={"ambiguous": "censored_ambiguous"})
         write_frame(results, RESULTS_SCHEMA, meta, tmp / "results.parquet")
@@ -264,19 +289,23 @@ def _write_workbook(lists: dict[str, pd.DataFrame], path: Path, digests: _Digest
 
 
 def _write_aggregates(state: RunState, tmp: Path, sizes: dict[str, Any],
-                      reasons: dict[str, int], distributions: pd.DataFrame,
+                      reasons: dict[str, int], distributions: pd.DataFrame | None,
                       sex: pd.Series | None, meta: dict[str, str],
                       released: threading.Event) -> None:
     """Shareable outputs: measures, summary.json and report.html (``distributions``: the
     analyte and value of each classified result, for the report's histograms), all read
     from one disclosure decision; and the owner-only disclosure_log.csv that records it.
     The report waits for the per-row frames' release, as the workbook does: meanwhile the
-    tables and the workbook keep both cores busy."""
+    tables and the workbook keep both cores busy. A partitioned run (``state.staged``)
+    publishes from its partitions' figures and histograms instead of the patients."""
     patients = state.classified.patients
+    staged = state.staged.outputs if state.staged is not None else None
     small = state.rules.disclosure["small_count"]
     rounding = state.rules.disclosure["rounding"]
     exact_accounting = state.accounting()
-    published = publish(patients=patients, as_of=state.as_of, accounting=exact_accounting,
+    published = publish(patients=None if staged else patients,
+                        figures=staged.figures if staged else None,
+                        as_of=state.as_of, accounting=exact_accounting,
                         worklist_sizes=sizes, reasons=reasons, sex=sex,
                         small_count=small, rounding=rounding)
     measures = published.measures
@@ -286,7 +315,6 @@ def _write_aggregates(state: RunState, tmp: Path, sizes: dict[str, Any],
     summary = build_summary(state, published)
     write_json(summary, tmp / "summary.json")
     published.write_log(tmp / "disclosure_log.csv")
-    r1, r2, r5 = (state.rules.rule(r) for r in ("R1", "R2", "R5"))
     released.wait()
     # report.py still suppresses the cohort, worklist and data-quality tables itself from the
     # exact counts; ``published`` carries the same tables as decided here, display text and
@@ -299,10 +327,9 @@ def _write_aggregates(state: RunState, tmp: Path, sizes: dict[str, Any],
                                list_labels=WORKLIST_LABELS,
                                accounting_labels=ACCOUNTING_LABELS)},
                   patients=patients, results=distributions,
+                  histograms=staged.histograms if staged else None,
                   measures=measures, definitions=MEASURES,
-                  rules_cutoffs={"b12_total": [r1["deficient_below"], r1["unlikely_above"]],
-                                 "b12_active": [r2["deficient_below"], r2["unlikely_above"]],
-                                 "mma": [r5["mma_upper_umol_l"]]},
+                  rules_cutoffs=report_cutoffs(state),
                   small_count=small, rounding=rounding)
 
 
@@ -321,6 +348,15 @@ def write_outputs(state: RunState, out: Path | None, previous: Path | None,
     assert state.classified is not None and state.as_of is not None
     if state.classified.results.attrs.get(_RELEASED):
         raise RuntimeError("this run's outputs were written already (its rows are released)")
+    try:
+        return _write_outputs(state, out, previous, progress)
+    finally:
+        if state.staged is not None:  # moved into the run folder, or the run stopped
+            remove_staging(state.staged.folder, state.staged.created)
+
+
+def _write_outputs(state: RunState, out: Path | None, previous: Path | None,
+                   progress=None) -> Path:
     out = out if out is not None else default_out(state.as_of)
     check_out(str(out), run_inputs(state))
     meta = table_metadata(state)
@@ -331,10 +367,11 @@ def write_outputs(state: RunState, out: Path | None, previous: Path | None,
     prev = previous if previous is not None else find_previous_run(
         out.resolve(), state.as_of, state.rules.name)
     results = state.classified.results
-    # the report needs only two columns of the results classified (not after the as-of date)
-    distributions = results.loc[~results["after_as_of"].to_numpy(dtype=bool),
-                                ["analyte", "value"]]
-    sex = patients_sex(state)  # before the per-row frames are released
+    # the report needs only two columns of the results classified (not after the as-of date);
+    # a partitioned run brings their histograms instead, and only its listed patients' rows
+    distributions = None if state.staged else results.loc[
+        ~results["after_as_of"].to_numpy(dtype=bool), ["analyte", "value"]]
+    sex = None if state.staged else patients_sex(state)  # before the rows are released
     with replacing(out) as tmp, ThreadPoolExecutor(max_workers=2) as pool:
         digests, released = _Digests(pool), threading.Event()
         go = released  # when the workbook and report may start (see RELEASE_FIRST_ROWS)
@@ -411,7 +448,10 @@ def manifest(state: RunState, previous: Path | None, digests: dict[str, str]
         },
         **totals,
         "rows_after_as_of": after,
-        "patients": len(classified.patients) if classified else 0,
+        "patients": state.patients(),
+        **({"tables": {name: {"layout": "partitioned", "folder": f"{name}/",
+                              "parts": state.staged.parts} for name in TABLES}}
+           if state.staged is not None else {}),
         "warnings": state.warnings,
         "timings_seconds": state.timings,
         "outputs": digests,

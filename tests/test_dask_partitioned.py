@@ -1,0 +1,151 @@
+"""``--engine dask --partitioned``: the workers write ``patients/`` and ``results/`` as
+Parquet datasets, and every other output is the unpartitioned run's, on a real LocalCluster
+of two worker processes (as on a remote cluster, every partition travels between
+processes and the part files are written by the workers).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+from datetime import date
+from pathlib import Path
+
+import duckdb
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+
+from pipeline.sample_data import generate
+from tests.conftest import invoke
+
+distributed = pytest.importorskip("distributed")
+
+pytestmark = pytest.mark.dask
+#: Sort keys that make the single file's rows and the dataset's comparable.
+KEYS = {"patients": ["patient_id"], "results": ["source_file", "source_row"]}
+#: Files that must be the unpartitioned run's, byte for byte.
+SAME = ("rejected.parquet", "rejected.csv", "measures.parquet", "measures.csv",
+        "summary.json", "disclosure_log.csv", "worklist_state.parquet", "worklists.xlsx",
+        "worklists/urgent.csv", "worklists/mma.csv", "worklists/supplementation.csv",
+        "worklists/metformin_monitoring.csv", "worklists/retest.csv",
+        "worklists/resolved.csv", "worklists/README.txt")
+
+
+@pytest.fixture(scope="module")
+def scheduler() -> Iterator[str]:
+    """A real LocalCluster with two single-threaded worker processes; yields its address."""
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                  dashboard_address="127.0.0.1:0",
+                                  scheduler_kwargs={"dashboard": False}) as cluster:
+        yield cluster.scheduler_address
+
+
+@pytest.fixture(scope="module")
+def months(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, Path]]:
+    """Two months of a messy extract (the second compared with the first)."""
+    root = tmp_path_factory.mktemp("months")
+    return {month: generate(root / month, n_patients=700, seed=seed, messy=True, as_of=as_of)
+            for month, seed, as_of in (("2026-09", 3, date(2026, 9, 30)),
+                                       ("2026-10", 4, date(2026, 10, 31)))}
+
+
+def _run(extract: dict[str, Path], out: Path, *extra: str | Path) -> Path:
+    args = [extract["labs"]]
+    for kind in ("patients", "medications"):
+        if kind in extract:
+            args += [f"--{kind}", extract[kind]]
+    result = invoke("run", *args, "--out", out, "--quiet", *extra)
+    assert result.exit_code == 0, result.output
+    return out
+
+
+def _report(path: Path) -> bytes:
+    """report.html without the time it was made."""
+    return re.sub(rb"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d[^<\"]*", b"<time>", path.read_bytes())
+
+
+def _same_as_single_files(single: Path, parts: Path) -> None:
+    """Each dataset read back (pandas and DuckDB) holds the single file's rows; each part has
+    its schema and metadata; every other output is byte for byte the same."""
+    for table, key in KEYS.items():
+        expected = pd.read_parquet(single / f"{table}.parquet")
+        got = pd.read_parquet(parts / table)
+        pd.testing.assert_frame_equal(got.sort_values(key).reset_index(drop=True),
+                                      expected.sort_values(key).reset_index(drop=True))
+        by_duckdb = [duckdb.sql(f"select * from read_parquet('{glob}')").df()
+                     .sort_values(key).reset_index(drop=True)
+                     for glob in (single / f"{table}.parquet", parts / table / "*.parquet")]
+        pd.testing.assert_frame_equal(by_duckdb[1], by_duckdb[0])
+        schema = pq.read_schema(single / f"{table}.parquet")
+        for part in sorted((parts / table).iterdir()):
+            assert pq.read_schema(part).equals(schema, check_metadata=True), part.name
+        assert not (parts / f"{table}.parquet").exists()
+    for name in SAME:
+        assert (parts / name).read_bytes() == (single / name).read_bytes(), name
+    assert _report(parts / "report.html") == _report(single / "report.html")
+
+
+def test_partitioned_tables_hold_the_single_files_rows(scheduler: str, tmp_path: Path,
+                                                       months: dict[str, dict[str, Path]]
+                                                       ) -> None:
+    extract = months["2026-10"]
+    single = _run(extract, tmp_path / "pandas")
+    parts = _run(extract, tmp_path / "parts", "--engine", "dask", "--partitioned",
+                 "--scheduler", scheduler)
+    _same_as_single_files(single, parts)
+    manifest = json.loads((parts / "manifest.json").read_text())
+    names = sorted(p.name for p in (parts / "patients").iterdir())
+    assert names == [f"part-{i:05d}.parquet" for i in range(len(names))]
+    assert len(names) >= 2
+    assert manifest["tables"]["patients"] == {"layout": "partitioned", "folder": "patients/",
+                                              "parts": len(names)}
+    assert {f"{t}/{n}" for t in KEYS for n in names} <= set(manifest["outputs"])
+    single_manifest = json.loads((single / "manifest.json").read_text())
+    for key in ("accounting", "patients", "as_of", "warnings", "rows_after_as_of"):
+        assert manifest[key] == single_manifest[key], key
+    assert "tables" not in single_manifest
+    assert [p.name for p in tmp_path.iterdir()] == ["pandas", "parts"]  # no staging left
+
+
+def test_part_files_are_the_same_from_run_to_run(scheduler: str, tmp_path: Path,
+                                                 months: dict[str, dict[str, Path]]) -> None:
+    runs = [_run(months["2026-10"], tmp_path / name, "--engine", "dask", "--partitioned",
+                 "--scheduler", scheduler) for name in ("first", "second")]
+    for table in KEYS:
+        files = [sorted((run / table).iterdir()) for run in runs]
+        assert [p.name for p in files[0]] == [p.name for p in files[1]]
+        for a, b in zip(*files, strict=True):
+            assert a.read_bytes() == b.read_bytes(), a.name
+
+
+def test_month_on_month_worklists_as_unpartitioned(scheduler: str, tmp_path: Path,
+                                                   months: dict[str, dict[str, Path]]) -> None:
+    """``--previous``: new, persisting and resolved as the pandas engine finds them."""
+    september = _run(months["2026-09"], tmp_path / "reports" / "2026-09")
+    single = _run(months["2026-10"], tmp_path / "single" / "2026-10", "--previous", september)
+    parts = _run(months["2026-10"], tmp_path / "parts" / "2026-10", "--previous", september,
+                 "--engine", "dask", "--partitioned", "--scheduler", scheduler)
+    assert any("persisting" in p.read_text() for p in (single / "worklists").glob("*.csv"))
+    assert len((single / "worklists" / "resolved.csv").read_text().splitlines()) > 1
+    _same_as_single_files(single, parts)
+
+
+def test_labs_only_extract(scheduler: str, tmp_path: Path,
+                           months: dict[str, dict[str, Path]]) -> None:
+    """No patients input: no age or sex breakdown, in either run."""
+    labs = {"labs": months["2026-10"]["labs"]}
+    single = _run(labs, tmp_path / "pandas")
+    parts = _run(labs, tmp_path / "parts", "--engine", "dask", "--partitioned",
+                 "--scheduler", scheduler)
+    _same_as_single_files(single, parts)
+
+
+def test_partitioned_needs_the_dask_engine(tmp_path: Path,
+                                           months: dict[str, dict[str, Path]]) -> None:
+    result = invoke("run", months["2026-10"]["labs"], "--out", tmp_path / "out",
+                    "--partitioned")
+    assert result.exit_code == 2
+    assert "--partitioned needs --engine dask" in result.stderr
+    assert not (tmp_path / "out").exists()
