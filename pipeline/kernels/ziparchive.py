@@ -2,20 +2,27 @@
 
 Python's ``zipfile`` compresses each member on the thread that writes it, one member after
 another; for a workbook of a million rows that was two seconds of zlib on one core while
-the other waited. Here each member is deflated on its own (``deflate``: zlib releases the
-GIL, so members compress side by side) into memory, and ``write_zip`` lays the finished
-members down in their order with the headers ``zipfile`` reads (ZIP64 where a size or an
-offset needs it). Members keep fixed timestamps, so the same content gives the same bytes.
+the other waited. Here each member is deflated on its own (``deflate``: the compressor
+releases the GIL, so members compress side by side) into memory, and ``write_zip`` lays the
+finished members down in their order with the headers ``zipfile`` reads (ZIP64 where a size
+or an offset needs it). Members keep fixed timestamps, so the same content gives the same
+bytes.
+
+The deflate streams and CRC-32s come from ISA-L (``isal.isal_zlib``, a drop-in for
+``zlib``): at level 1 it compresses a workbook's sheet XML about five times faster than
+zlib's level 1, into a slightly smaller stream of the same format (1.1 GB of XML at 10M lab
+rows: seconds of the write step). Any zip or XLSX reader reads it as it read zlib's.
 """
 
 from __future__ import annotations
 
 import struct
-import zlib
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from isal import isal_zlib
 
 #: A size or offset from this value on is written in a ZIP64 extra field (and a member
 #: count from MEMBER_LIMIT on in a ZIP64 end record); the classic field then holds all ones.
@@ -24,6 +31,9 @@ MEMBER_LIMIT = 0xFFFF
 _ALL_ONES_32 = 0xFFFFFFFF
 _ALL_ONES_16 = 0xFFFF
 _DOS_DATE = (1980, 1, 1, 0, 0, 0)
+#: Parts shorter than this are gathered before they are compressed: ISA-L's stream grows
+#: when it is fed many short inputs (a sheet's head, a few rows) one at a time.
+GATHER_BYTES = 1 << 16
 
 
 @dataclass
@@ -46,7 +56,7 @@ def deflate(name: str, content: str | bytes | Iterable[bytes | memoryview],
     """``content`` (text as UTF-8, bytes, or parts) deflated as ``zipfile`` does it.
 
     With ``ahead``, each part of a generated ``content`` is built on a helper thread while
-    the one before is checksummed and compressed here (Arrow kernels and zlib release the
+    the one before is checksummed and compressed here (Arrow kernels and the compressor release the
     GIL); text and bytes are one part already, so they need no helper.
     """
     parts: Iterable[bytes | memoryview]
@@ -56,14 +66,24 @@ def deflate(name: str, content: str | bytes | Iterable[bytes | memoryview],
     else:
         parts = content
     member = Member(name)
-    compressor = zlib.compressobj(level, zlib.DEFLATED, -15)
+    compressor = isal_zlib.compressobj(level, isal_zlib.DEFLATED, -15)
+    small = bytearray()  # short parts gathered: ISA-L compresses many tiny inputs poorly
 
-    def add(part: bytes | memoryview) -> None:
-        member.crc = zlib.crc32(part, member.crc)
-        member.size += len(part)
-        out = compressor.compress(part)
+    def compress(data: bytes | memoryview) -> None:
+        out = compressor.compress(data)
         if out:
             member.pieces.append(out)
+
+    def add(part: bytes | memoryview) -> None:
+        member.crc = isal_zlib.crc32(part, member.crc)
+        member.size += len(part)
+        if len(part) >= GATHER_BYTES and not small:
+            compress(part)
+            return
+        small.extend(part)
+        if len(small) >= GATHER_BYTES:
+            compress(bytes(small))
+            small.clear()
 
     if not ahead:
         for part in parts:
@@ -75,6 +95,8 @@ def deflate(name: str, content: str | bytes | Iterable[bytes | memoryview],
             while (part := pending.result()) is not None:
                 pending = helper.submit(next, source, None)
                 add(part)
+    if small:
+        compress(bytes(small))
     member.pieces.append(compressor.flush())
     return member
 
