@@ -93,11 +93,14 @@ run_reference(Path(sys.argv[1]), date.fromisoformat(sys.argv[2]), Path(sys.argv[
 
 @dataclass
 class Timed:
-    """One process: wall seconds, peak resident set size, b12screen's step timings."""
+    """One process: wall seconds, peak resident set size, b12screen's step timings, and
+    CPU seconds (user + system, all threads): on a shared machine another process's load
+    stretches the wall time much more than the CPU time."""
 
     seconds: float
     peak_rss_bytes: int
     steps: dict[str, float] = field(default_factory=dict)
+    cpu_seconds: float = 0.0
 
 
 @dataclass
@@ -110,6 +113,9 @@ class SizeResult:
 
     def median(self, tool: str) -> float:
         return statistics.median(t.seconds for t in self.runs[tool])
+
+    def median_cpu(self, tool: str) -> float:
+        return statistics.median(t.cpu_seconds for t in self.runs[tool])
 
     def peak_rss(self, tool: str) -> int:
         return max(t.peak_rss_bytes for t in self.runs[tool])
@@ -152,7 +158,7 @@ def timed_process(cmd: list[str], log: Path, cwd: Path = ROOT) -> Timed:
         for line in rss_file.read_text().splitlines():
             if "Maximum resident set size" in line:
                 peak_kib = int(line.rsplit(":", 1)[1])
-    return Timed(seconds, peak_kib * 1024)
+    return Timed(seconds, peak_kib * 1024, cpu_seconds=usage.ru_utime + usage.ru_stime)
 
 
 def generate(rows: int, work: Path, seed: int, shape: str = "classic") -> Path:
@@ -283,6 +289,7 @@ def run_size(rows: int, work: Path, repeats: int, seed: int, today: str,
                 timed.steps = {k: float(v) for k, v in timings.items()}
             result.runs[tool].append(timed)
             print(f"  {rows:>11,} rows  {tool:<9} run {i + 1}: {timed.seconds:7.2f} s  "
+                  f"CPU {timed.cpu_seconds:7.2f} s  "
                   f"peak RSS {timed.peak_rss_bytes / 2**30:5.2f} GiB", flush=True)
             if tool in last:
                 shutil.rmtree(last[tool], ignore_errors=True)
@@ -386,13 +393,15 @@ def report(results: list[SizeResult], repeats: int, shape: str = "classic",
     if before:
         lines += ["", f"After (current tree) against before ({before.ref}, "
                   f"{before.commit[:12]}): ratio of medians, below 1 is faster.", "",
-                  "| lab rows | after s | before s | after / before | peak RSS after / before |",
-                  "|---:|---:|---:|---:|---:|"]
+                  "| lab rows | after s | before s | after / before | CPU s after | "
+                  "CPU s before | CPU after / before | peak RSS after / before |",
+                  "|---:|---:|---:|---:|---:|---:|---:|---:|"]
         for r in results:
             after, old = r.median("b12screen"), r.median(BEFORE)
+            cpu, cpu_old = r.median_cpu("b12screen"), r.median_cpu(BEFORE)
             rss = r.peak_rss("b12screen") / r.peak_rss(BEFORE)
             lines.append(f"| {r.rows:,} | {after:.2f} | {old:.2f} | {after / old:.2f} | "
-                         f"{rss:.2f} |")
+                         f"{cpu:.2f} | {cpu_old:.2f} | {cpu / cpu_old:.2f} | {rss:.2f} |")
     stepped = [t for t in tools(before, shape) if t in ("b12screen", BEFORE)]
     steps = {(id(r), t): r.steps(t) for r in results for t in stepped}
     names = list(dict.fromkeys(k for s in steps.values() for k in s))
