@@ -7,7 +7,8 @@ When to use it
     larger than one machine comfortably holds: the workers read, validate and classify their
     share of the rows, and only the results come back to this process, which writes the
     outputs (so the accepted results and the patients table must fit here; the raw extract
-    need not). On a single small machine it is slower than pandas: moving every row between
+    need not; with ``--partitioned`` only the patients on a worklist do). On a single
+    small machine it is slower than pandas: moving every row between
     workers costs more than the rules.
 
 How it works
@@ -31,6 +32,16 @@ How it works
 
     Timings: ``read`` covers step 1, ``validate`` steps 2-3 and ``classify`` step 4 (which
     includes validating the patients and medications, as it needs the as-of date).
+
+Partitioned tables (``--partitioned``)
+    Without it the partitions' tables come back to this process, which writes
+    ``patients.parquet`` and ``results.parquet``. With it, step 4 also writes each
+    partition's rows on its worker as ``patients/part-NNNNN.parquet`` and
+    ``results/part-NNNNN.parquet`` (:mod:`pipeline.outputs.partitioned`) into a staging
+    folder beside the run folder, which the write step moves into the run folder; what
+    comes back is each partition's counts and its patients on a worklist, so this process's
+    memory follows the worklists, not the cohort. The workers must be able to write where
+    ``--out`` points (a shared file system, as for the inputs).
 
 Pointing it at a cluster
     Without ``--scheduler`` a ``distributed.LocalCluster`` is started for the run and closed

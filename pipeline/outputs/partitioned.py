@@ -29,7 +29,7 @@ from pipeline.kernels.arrow import text_order
 from pipeline.outputs.published import CohortFigures
 from pipeline.outputs.report import Histograms, combine_histograms, histogram_counts
 from pipeline.outputs.tables import PATIENTS_SCHEMA, RESULTS_SCHEMA, write_frame
-from pipeline.outputs.worklists import LISTS
+from pipeline.outputs.worklists import LISTS, OPTIONAL_COLUMNS, WORKLIST_COLUMNS
 from pipeline.rules.classify import Classified
 
 __all__ = ["TABLES", "PartOutputs", "combine", "part_name", "prepare_folders", "write_part"]
@@ -38,6 +38,11 @@ __all__ = ["TABLES", "PartOutputs", "combine", "part_name", "prepare_folders", "
 TABLES = {"patients": PATIENTS_SCHEMA, "results": RESULTS_SCHEMA}
 #: Results columns a worklist shows of a patient's index test (``worklists._reported``).
 _REPORTED = ("result_text", "source_unit", "specimen_id", "site_id")
+#: Patients columns the worklists are built from (``worklists.build_worklists``); the
+#: listed patients travel with these only.
+_LISTED = frozenset({*(flag for flag, _ in LISTS.values()), *WORKLIST_COLUMNS,
+                     *OPTIONAL_COLUMNS, "index_collected_at", "last_b12_test_at",
+                     "paediatric", "index_row", "as_of"})
 
 
 def part_name(index: int) -> str:
@@ -78,7 +83,8 @@ def part_outputs(classified: Classified, as_of: date,
                                   rules_cutoffs, additive=True)
     on_a_list = np.logical_or.reduce(
         [patients[flag].fillna(False).to_numpy(dtype=bool) for flag, _ in LISTS.values()])
-    listed = patients[on_a_list].reset_index(drop=True)
+    listed = patients.loc[on_a_list, [c for c in patients.columns if c in _LISTED]]
+    listed = listed.reset_index(drop=True)
     rows = listed["index_row"].to_numpy(dtype=np.int64)
     shown = [c for c in _REPORTED if c in results.columns]
     index_results = results[shown].take(rows[rows >= 0]).reset_index(drop=True)

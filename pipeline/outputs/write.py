@@ -382,6 +382,8 @@ def _write_outputs(state: RunState, out: Path | None, previous: Path | None,
         tables = pool.submit(_write_tables, state, tmp, meta, rejected, digests, released)
         worklists = _worklists(state, results)  # beside results.parquet being written
         del results  # the per-row frames are released once results.parquet is written
+        if state.staged is not None:  # its listed patients live on in the lists only
+            state.classified.patients = state.classified.patients.iloc[:0]
         sizes, workbook = _write_worklists(state, worklists, tmp, prev, pool, digests, go,
                                            meta)
         del worklists
