@@ -10,8 +10,10 @@ A ``LocalCluster`` of 4 worker processes (1 thread and ``--memory-limit`` each, 
     b12screen run labs.parquet --patients patients.csv --medications medications.csv \\
         --engine dask --partitioned --scheduler tcp://127.0.0.1:PORT --out WORK/partitioned
 
-The same extract is then run with the pandas engine. Each run's peak resident memory is
-the ``b12screen`` process's own (``os.wait4``), its time is wall-clock. Then the outputs are
+The patients and medications CSVs are read as folders of files of ``--csv-rows`` rows (the
+Dask engine reads a CSV file per task). The same inputs are then run with the pandas engine.
+Each run's peak resident memory is the ``b12screen`` process's own (``os.wait4``), its time
+is wall-clock. Then the outputs are
 compared: ``patients/`` and ``results/`` against the pandas engine's single files (every
 row, by DuckDB: rows of either missing from the other), and measures, summary, report,
 worklists (CSV and XLSX) and worklist state byte for byte. Exit 1 if anything differs.
@@ -54,6 +56,26 @@ def _extract(rows: int, shape: str, seed: int, folder: Path) -> Path:
                         "--shape", shape, "--seed", str(seed), "--out", str(folder)],
                        check=True)
         (folder / ".generated").write_text(f"{rows} {shape} {seed}\n")
+    return folder
+
+
+def _split_csv(source: Path, folder: Path, rows: int) -> Path:
+    """``source`` as a folder of CSV files of at most ``rows`` rows each (the header on each),
+    split once: the Dask engine reads each CSV file as one task, so a worker holds one file
+    at a time, and a 1.5 GiB worker cannot hold a 6.7M-row patients file."""
+    if (folder / ".split").is_file():
+        return folder
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    header = folder.parent / f".{source.stem}.header"
+    with source.open("rb") as file:
+        header.write_bytes(file.readline())
+    body = subprocess.Popen(["tail", "-n", "+2", str(source)], stdout=subprocess.PIPE)
+    subprocess.run(["split", "-l", str(rows), "-d", "-a", "3", "--additional-suffix=.csv",
+                    "--filter", f"cat {header} - > $FILE", "-", str(folder / f"{source.stem}-")],
+                   stdin=body.stdout, check=True)
+    body.wait()
+    (folder / ".split").write_text(f"{rows}\n")
     return folder
 
 
@@ -115,6 +137,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="folder for the extract and the runs")
     parser.add_argument("--workers", type=int, default=4)
     parser.add_argument("--memory-limit", default="1.5GiB", help="per worker")
+    parser.add_argument("--csv-rows", type=int, default=500_000,
+                        help="rows per file of the patients and medications CSVs")
     parser.add_argument("--no-pandas", action="store_true",
                         help="skip the pandas engine's run (and the comparison)")
     args = parser.parse_args(argv)
@@ -122,8 +146,10 @@ def main(argv: list[str] | None = None) -> int:
     work.mkdir(parents=True, exist_ok=True)
     extract = _extract(args.rows, args.shape, args.seed,
                        work / f"extract-{args.shape}-{args.rows}-seed{args.seed}")
-    inputs = ["run", str(extract / "labs.parquet"), "--patients", str(extract / "patients.csv"),
-              "--medications", str(extract / "medications.csv"), "--quiet"]
+    inputs = ["run", str(extract / "labs.parquet"), "--quiet"]
+    for kind in ("patients", "medications"):
+        inputs += [f"--{kind}", str(_split_csv(extract / f"{kind}.csv", work / f"{kind}-split",
+                                               args.csv_rows))]
     for run in ("partitioned", "pandas"):
         shutil.rmtree(work / run, ignore_errors=True)
 

@@ -149,3 +149,40 @@ def test_partitioned_needs_the_dask_engine(tmp_path: Path,
     assert result.exit_code == 2
     assert "--partitioned needs --engine dask" in result.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_figures_of_parts_publish_as_the_whole_cohort(months: dict[str, dict[str, Path]]
+                                                      ) -> None:
+    """Published cells and measures from a cohort cut into parts (one of them empty, one
+    with no practice or sex known) are those of the whole cohort."""
+    from pipeline.engines import screen
+    from pipeline.outputs.published import CohortFigures, publish
+    from pipeline.outputs.report import combine_histograms, histogram_counts
+    from pipeline.state import RunOptions
+
+    extract = months["2026-10"]
+    state = screen(RunOptions(labs=str(extract["labs"]), patients=str(extract["patients"]),
+                              medications=str(extract["medications"])))
+    patients, as_of = state.classified.patients, state.as_of
+    cut = (patients["practice_id"].isna().to_numpy()
+           + 2 * (patients.index.to_numpy() % 3 == 0))  # parts of different make-up
+    parts = [patients[cut == k].reset_index(drop=True) for k in range(4)] + [patients.iloc[:0]]
+    args = {"as_of": as_of, "accounting": state.accounting(), "reasons": {},
+            "worklist_sizes": {"urgent": {"rows": 3, "new": 3, "persisting": 0, "resolved": 0}}}
+    whole = publish(patients=patients, **args)
+    combined = publish(figures=CohortFigures.combine([CohortFigures.of(p, as_of)
+                                                      for p in parts]), **args)
+    pd.testing.assert_frame_equal(combined.cells, whole.cells)
+    pd.testing.assert_frame_equal(combined.measures, whole.measures)
+    cutoffs = {"b12_total": [180.0, 350.0], "b12_active": [25.0, 70.0], "mma": [0.45]}
+    results = state.classified.results
+    pieces = [results.iloc[k::3] for k in range(3)]
+    added = combine_histograms([histogram_counts(r, cutoffs, additive=True) for r in pieces])
+    expected = histogram_counts(results, cutoffs)
+    assert added.keys() == expected.keys()
+    for analyte, (total, bins) in expected.items():
+        assert added[analyte][0] == total
+        assert (bins is None) == (added[analyte][1] is None)
+        if bins is not None:
+            assert added[analyte][1][0] == bins[0]
+            assert (added[analyte][1][1] == bins[1]).all()
