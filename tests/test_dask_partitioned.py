@@ -186,3 +186,20 @@ def test_figures_of_parts_publish_as_the_whole_cohort(months: dict[str, dict[str
         if bins is not None:
             assert added[analyte][1][0] == bins[0]
             assert (added[analyte][1][1] == bins[1]).all()
+
+
+def test_refused_default_folder_leaves_nothing(scheduler: str, tmp_path: Path,
+                                               monkeypatch: pytest.MonkeyPatch,
+                                               months: dict[str, dict[str, Path]]) -> None:
+    """The default run folder (known once the as-of date is) holds someone's file: the run
+    stops before the workers write anything, and no staging folder is left beside it."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "reports" / "2026-10").mkdir(parents=True)
+    (tmp_path / "reports" / "2026-10" / "notes.txt").write_text("mine")
+    extract = months["2026-10"]
+    result = invoke("run", extract["labs"], "--patients", extract["patients"], "--quiet",
+                    "--engine", "dask", "--partitioned", "--scheduler", scheduler)
+    assert result.exit_code == 1
+    assert "not from a b12screen run" in result.stderr
+    assert sorted(p.name for p in (tmp_path / "reports").iterdir()) == ["2026-10"]
+    assert [p.name for p in (tmp_path / "reports" / "2026-10").iterdir()] == ["notes.txt"]
