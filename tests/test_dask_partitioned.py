@@ -203,3 +203,23 @@ def test_refused_default_folder_leaves_nothing(scheduler: str, tmp_path: Path,
     assert "not from a b12screen run" in result.stderr
     assert sorted(p.name for p in (tmp_path / "reports").iterdir()) == ["2026-10"]
     assert [p.name for p in (tmp_path / "reports" / "2026-10").iterdir()] == ["notes.txt"]
+
+
+def test_partitions_follow_the_workers_memory() -> None:
+    """Workers with little memory get fewer lab rows per partition (a worker past its
+    limit is restarted and its work starts again); without a limit, the default."""
+    import pipeline.engines.dask_engine as engine_dask
+
+    class _Cluster:
+        def __init__(self, *limits: int) -> None:
+            self.limits = limits
+
+        def scheduler_info(self) -> dict:
+            return {"workers": {str(i): {"memory_limit": m} for i, m in enumerate(self.limits)}}
+
+    rows = engine_dask._rows_per_partition
+    assert rows(_Cluster(0, 0)) == engine_dask.ROWS_PER_PARTITION
+    assert rows(_Cluster(64 * 2**30)) == engine_dask.ROWS_PER_PARTITION
+    small = rows(_Cluster(8 * 2**30, int(1.5 * 2**30)))
+    assert small == int(1.5 * 2**30) // engine_dask.BYTES_PER_ROW < engine_dask.ROWS_PER_PARTITION
+    assert rows(_Cluster(2**20)) == engine_dask.MIN_ROWS_PER_PARTITION

@@ -121,6 +121,11 @@ __all__ = ["screen_dask"]
 #: Rows per read piece, and lab rows per partition; small extracts get one partition per
 #: worker thread.
 ROWS_PER_PARTITION = 1_000_000
+#: Workers with a memory limit get fewer rows per piece and partition: about this many bytes
+#: of a worker's limit per lab row (a partition's rows as text, its shuffle, validation and
+#: rules at their peak), but never fewer than ``MIN_ROWS_PER_PARTITION`` rows.
+BYTES_PER_ROW = 4_000
+MIN_ROWS_PER_PARTITION = 100_000
 #: The default cluster: worker threads in this process (worker processes would each take
 #: seconds to start, and copy their share). No dashboard; the scheduler's health endpoint
 #: listens on a free local port (not 8787, which may be taken); its logs stay quiet, as the
@@ -282,10 +287,22 @@ class _Input:
     rows: int
 
 
-def _read(client: Client, kind: str, path: str, spec: InputSpec) -> _Input:
+def _rows_per_partition(client: Client) -> int:
+    """Rows per read piece and lab rows per partition: ``ROWS_PER_PARTITION``, or fewer
+    where the smallest worker's memory limit would not hold a partition that size (a worker
+    past its limit is restarted, and its tasks start again)."""
+    limits = [w.get("memory_limit") or 0 for w in client.scheduler_info()["workers"].values()]
+    smallest = min((limit for limit in limits if limit), default=0)
+    if not smallest:
+        return ROWS_PER_PARTITION
+    return int(min(ROWS_PER_PARTITION, max(MIN_ROWS_PER_PARTITION, smallest // BYTES_PER_ROW)))
+
+
+def _read(client: Client, kind: str, path: str, spec: InputSpec,
+          rows_per_piece: int = ROWS_PER_PARTITION) -> _Input:
     """Read an input's pieces on the workers; the client gets their columns and counts."""
     located: list[str] = []
-    pieces = plan_pieces(path, kind, ROWS_PER_PARTITION, spec, located)
+    pieces = plan_pieces(path, kind, rows_per_piece, spec, located)
     tables = client.map(_read_piece, pieces, spec=spec, pure=False)
     described = client.gather(client.map(_describe, tables, pure=False))
     for d in described:  # the first problem, in file order, as the pandas engine finds it
@@ -397,19 +414,20 @@ def screen_dask(options: RunOptions, progress: Progress | None = None,
     same run state as the pandas engine's ``prepare`` and ``run_classification``.
 
     ``partitions`` defaults to one per worker thread, or one per ``ROWS_PER_PARTITION`` lab
-    rows if that is more."""
+    rows (fewer on workers with little memory, ``_rows_per_partition``) if that is more."""
     state = new_state(options)
     today = options.today or today_date()
     fmt, rules = state.fmt, state.rules
     with dask.config.set(_DASK_CONFIG), _client(options.scheduler) as client:
+        rows = _rows_per_partition(client)
         with state.step("read", progress):
             paths = {"labs": options.labs, "patients": options.patients,
                      "medications": options.medications}
-            inputs = {kind: _read(client, kind, path, getattr(fmt, kind))
+            inputs = {kind: _read(client, kind, path, getattr(fmt, kind), rows)
                       for kind, path in paths.items() if path}
         parquet = {kind: parquet_files(inp.files) for kind, inp in inputs.items()}
         threads = sum(client.nthreads().values()) or 1
-        n_parts = partitions or max(threads, math.ceil(inputs["labs"].rows / ROWS_PER_PARTITION))
+        n_parts = partitions or max(threads, math.ceil(inputs["labs"].rows / rows))
         with state.step("validate", progress):
             shuffled = {kind: _partitions(inp, n_parts) for kind, inp in inputs.items()}
             labs_parts = client.compute(
