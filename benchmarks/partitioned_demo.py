@@ -5,7 +5,8 @@ process that runs ``b12screen`` (the client) stays small while a cluster does th
     python benchmarks/partitioned_demo.py --rows 2000000 --work /tmp/demo-2m
 
 A ``LocalCluster`` of 4 worker processes (1 thread and ``--memory-limit`` each, default
-1.5 GiB) is started in a subprocess, so that the ``b12screen`` process is only the client:
+1.5 GiB; they spill data to disk from 30-40 % of it, so that a task's own peak fits) is
+started in a subprocess, so that the ``b12screen`` process is only the client:
 
     b12screen run labs.parquet --patients patients.csv --medications medications.csv \\
         --engine dask --partitioned --scheduler tcp://127.0.0.1:PORT --out WORK/partitioned
@@ -40,7 +41,11 @@ SAME = ("measures.csv", "measures.parquet", "summary.json", "report.html", "work
 #: The cluster, in its own process: prints the scheduler's address, runs until stdin closes.
 CLUSTER = """
 import logging, sys
+import dask
 from distributed import LocalCluster
+# small workers: keep little data in memory (spill early), so that a task's own peak fits
+dask.config.set({"distributed.worker.memory.target": 0.3, "distributed.worker.memory.spill": 0.4,
+                 "distributed.worker.memory.pause": 0.7})
 with LocalCluster(n_workers=int(sys.argv[1]), threads_per_worker=1, memory_limit=sys.argv[2],
                   processes=True, dashboard_address="127.0.0.1:0",
                   scheduler_kwargs={"dashboard": False}, silence_logs=logging.ERROR) as cluster:
