@@ -23,9 +23,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
 
-from pipeline.kernels.arrow import text_order
 from pipeline.outputs.published import CohortFigures
 from pipeline.outputs.report import Histograms, combine_histograms, histogram_counts
 from pipeline.outputs.tables import PATIENTS_SCHEMA, RESULTS_SCHEMA, write_frame
@@ -96,8 +94,10 @@ def part_outputs(classified: Classified, as_of: date,
 
 
 def combine(parts: Sequence[PartOutputs]) -> PartOutputs:
-    """The partitions' outputs as one cohort's: counts added up, listed patients in id
-    order (the cohort's order) with ``index_row`` pointing into their joined results."""
+    """The partitions' outputs as one cohort's: counts added up, listed patients one
+    partition after another (``build_worklists`` puts them in id order itself), with
+    ``index_row`` pointing into their joined results. Not sorting here saves a copy of
+    every listed patient's row, the writing process's largest frame."""
     offsets = np.cumsum([0] + [len(p.listed.results) for p in parts[:-1]])
     frames = []
     for part, offset in zip(parts, offsets, strict=True):  # one per partition
@@ -105,8 +105,7 @@ def combine(parts: Sequence[PartOutputs]) -> PartOutputs:
         frames.append(part.listed.patients.assign(
             index_row=np.where(rows >= 0, rows + offset, -1)))
     patients = pd.concat(frames, ignore_index=True)
-    order = text_order(pa.array(patients["patient_id"].astype("str"), pa.string()))
-    patients = patients.take(order).reset_index(drop=True)
+    del frames
     results = pd.concat([p.listed.results for p in parts], ignore_index=True)
     listed = Classified(patients, results, sum(p.listed.rows_after_as_of for p in parts))
     return PartOutputs(CohortFigures.combine([p.figures for p in parts]),
