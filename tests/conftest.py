@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -36,3 +37,15 @@ def sample_run(sample_extract: dict[str, Path], tmp_path_factory: pytest.TempPat
                     "--medications", sample_extract["medications"], "--out", out, "--quiet")
     assert result.exit_code == 0, result.output
     return out
+
+
+@pytest.fixture(scope="module")
+def scheduler() -> Iterator[str]:
+    """A real Dask LocalCluster with two single-threaded worker processes, one per test
+    module that asks for it; yields its address."""
+    import distributed  # only the Dask tests pay for the import
+
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                  dashboard_address="127.0.0.1:0",
+                                  scheduler_kwargs={"dashboard": False}) as cluster:
+        yield cluster.scheduler_address

@@ -11,7 +11,6 @@ import json
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator
 from datetime import date
 from pathlib import Path
 
@@ -36,15 +35,6 @@ AS_OF = date(2026, 10, 31)
 TABLES = ("patients.parquet", "results.parquet", "rejected.parquet", "rejected.csv",
           "worklists/urgent.csv", "worklists/mma.csv", "worklists/supplementation.csv",
           "worklists/metformin_monitoring.csv", "worklists/retest.csv", "measures.csv")
-
-
-@pytest.fixture(scope="module")
-def scheduler() -> Iterator[str]:
-    """A real LocalCluster with two single-threaded worker processes; yields its address."""
-    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                                  dashboard_address="127.0.0.1:0",
-                                  scheduler_kwargs={"dashboard": False}) as cluster:
-        yield cluster.scheduler_address
 
 
 def _run(labs: Path, patients: Path, medications: Path, out: Path, *engine: str) -> Path:

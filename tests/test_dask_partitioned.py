@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
 from datetime import date
 from pathlib import Path
 
@@ -31,15 +30,6 @@ SAME = ("rejected.parquet", "rejected.csv", "measures.parquet", "measures.csv",
         "worklists/urgent.csv", "worklists/mma.csv", "worklists/supplementation.csv",
         "worklists/metformin_monitoring.csv", "worklists/retest.csv",
         "worklists/resolved.csv", "worklists/README.txt")
-
-
-@pytest.fixture(scope="module")
-def scheduler() -> Iterator[str]:
-    """A real LocalCluster with two single-threaded worker processes; yields its address."""
-    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                                  dashboard_address="127.0.0.1:0",
-                                  scheduler_kwargs={"dashboard": False}) as cluster:
-        yield cluster.scheduler_address
 
 
 @pytest.fixture(scope="module")

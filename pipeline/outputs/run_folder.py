@@ -373,19 +373,8 @@ def replacing(out: Path, what: str = "run folder") -> Iterator[Path]:
     text = str(out)
     target = Path(out).resolve()
     parent = target.parent
-    created: list[Path] = []
     tmp = parent / f".{target.name}.tmp-{os.getpid()}"
-    try:
-        created = make_folders(parent)
-        clean_stale(parent)
-        if tmp.exists() and _ours(tmp):
-            _remove(tmp)
-        tmp.mkdir(mode=0o700)
-        os.chmod(tmp, 0o700)
-        (tmp / MARKER).touch()
-    except OSError as exc:
-        _unmake(created)
-        raise write_error(exc, parent, what) from exc
+    created = _private_folder(tmp, what)
     try:
         yield tmp
         _swap_in(tmp, target, text)
@@ -407,8 +396,16 @@ def staging_folder(out: Path) -> tuple[Path, list[Path]]:
     and the parent folders made for it. A run that dies leaves a temporary folder that no
     later run mistakes for a run, and the next run in the same place removes it."""
     target = Path(out).resolve()
-    parent = target.parent
-    folder = parent / f".{target.name}.parts.tmp-{os.getpid()}"
+    folder = target.parent / f".{target.name}.parts.tmp-{os.getpid()}"
+    return folder, _private_folder(folder)
+
+
+def _private_folder(folder: Path, what: str = "run folder") -> list[Path]:
+    """Make ``folder`` anew, owner-only and marked as ours (an earlier one of ours at the
+    same place is removed, and stale ones beside it); returns the parent folders made for
+    it. A write the environment refuses becomes one ``UserError`` line, and the parents
+    made are removed."""
+    parent = folder.parent
     created: list[Path] = []
     try:
         created = make_folders(parent)
@@ -420,8 +417,8 @@ def staging_folder(out: Path) -> tuple[Path, list[Path]]:
         (folder / MARKER).touch()
     except OSError as exc:
         _unmake(created)
-        raise write_error(exc, parent) from exc
-    return folder, created
+        raise write_error(exc, parent, what) from exc
+    return created
 
 
 def remove_staging(folder: Path, created: list[Path]) -> None:
