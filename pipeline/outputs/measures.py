@@ -309,14 +309,19 @@ def breakdowns(patients: pd.DataFrame, sex: pd.Series | None = None, every: bool
     return {name: codes for name, codes in found.items() if codes is not None}
 
 
-def breakdown_values(patients: pd.DataFrame, sex: pd.Series | None = None
+def breakdown_values(groupings: dict[str, tuple[np.ndarray, np.ndarray]]
                      ) -> dict[str, bool]:
-    """Whether any patient has an age (``age_band``) or a sex (``sex``): a breakdown is
-    published only then."""
-    if sex is None and "sex" in patients.columns:
-        sex = patients["sex"]
-    return {"age_band": _age_band_codes(patients) is not None,
-            "sex": _sex_codes(sex) is not None}
+    """Whether any patient has an age (``age_band``) or a sex (``sex``), read from the group
+    codes of ``breakdowns(..., every=True)`` (a patient without one is ``unknown``): a
+    breakdown is published only then."""
+    shown = {}
+    for name in ("age_band", "sex"):
+        if name not in groupings:
+            shown[name] = False
+            continue
+        codes, labels = groupings[name]
+        shown[name] = bool((codes != list(labels).index(UNKNOWN_GROUP)).any())
+    return shown
 
 
 def count_measures(
@@ -325,17 +330,19 @@ def count_measures(
     *,
     measures: Sequence[Measure] = MEASURES,
     sex: pd.Series | None = None,
-    every: bool = False,
+    groupings: dict[str, tuple[np.ndarray, np.ndarray]] | None = None,
 ) -> pd.DataFrame:
     """Every measure's exact counts overall and per group (before disclosure control).
 
     Rows: per measure, one ``overall``/``all`` row, then per ``group_by`` (``practice``, then
-    ``age_band`` and ``sex`` where the inputs have them; ``every``: where the columns are
-    there at all) one row per group. Each group_by's groups add up to the overall row
-    (patients without a value are under ``unknown``).
+    ``age_band`` and ``sex`` where the inputs have them) one row per group. Each group_by's
+    groups add up to the overall row (patients without a value are under ``unknown``).
+    ``groupings``: the patients' ``breakdowns`` if already made (``every=True`` for a part
+    of a cohort).
     """
     month = f"{as_of:%Y-%m}"
-    groupings = breakdowns(patients, sex, every)
+    if groupings is None:
+        groupings = breakdowns(patients, sex)
     frames = []
     for measure in measures:  # a handful of measures; the work inside is vectorised
         num, den = measure.masks(patients, as_of)

@@ -37,6 +37,7 @@ from pipeline.outputs.measures import (
     MEASURES,
     Measure,
     breakdown_values,
+    breakdowns,
     combine_counts,
     count_measures,
     measure_cells,
@@ -150,9 +151,10 @@ class CohortFigures:
                           for i, mask in enumerate(masks.values())])  # a few dozen masks
         if sex is None and "sex" in patients.columns:
             sex = patients["sex"]
-        counts = count_measures(patients, as_of, measures=definitions, sex=sex, every=True)
+        groupings = breakdowns(patients, sex, every=True)  # once: counts, and which to show
+        counts = count_measures(patients, as_of, measures=definitions, groupings=groupings)
         return cls(len(patients), statuses, flags, tuple(masks), group[:, None] == group[None, :],
-                   holds, [counts], breakdown_values(patients, sex))
+                   holds, [counts], breakdown_values(groupings))
 
     @staticmethod
     def combine(parts: Sequence[CohortFigures]) -> CohortFigures:
