@@ -529,9 +529,12 @@ def _sheet_xml(names: list[str], groups: list[_Column], start: int, stop: int,
 
     def parts() -> Iterator[bytes | memoryview]:
         yield head
+        # one buffer of piece numbers for every slice: fresh memory per slice cost the
+        # kernel more time zeroing its pages than filling it took
+        rows = np.empty(min(n, step) * width, dtype=kind)
         for a in range(0, n, step):
             b = min(n, a + step)
-            at = np.empty((b - a, width), dtype=kind)  # a row's pieces, in order
+            at = rows[:(b - a) * width].reshape(b - a, width)  # a row's pieces, in order
             at[:, 0] = np.arange(a, b) + bases[1]  # its <row r="..."> opening
             j = 1
             for g, base in zip(groups, bases[2:], strict=True):
