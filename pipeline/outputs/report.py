@@ -252,13 +252,19 @@ def binomial_limits(p0: float, n: np.ndarray, coverage: float) -> tuple[np.ndarr
     For each denominator ``n``, the lower and upper limits between which an observed proportion
     falls with probability ``coverage`` when the true rate is ``p0``.
     """
+    return funnel_limits(p0, n, (coverage,))[0]
+
+
+def funnel_limits(p0: float, n: np.ndarray, coverages: Sequence[float]
+                  ) -> list[tuple[np.ndarray, np.ndarray]]:
+    """``binomial_limits`` for several coverages at once: each denominator's distribution is
+    worked out once and read at every coverage's tails (a funnel plot draws two pairs)."""
     n = np.asarray(n, dtype="int64")
     if p0 <= 0.0 or p0 >= 1.0:
         flat = np.full(n.shape, float(np.clip(p0, 0.0, 1.0)))
-        return flat, flat.copy()
-    tail = (1.0 - coverage) / 2.0
-    lower = np.empty(n.shape)
-    upper = np.empty(n.shape)
+        return [(flat, flat.copy()) for _ in coverages]
+    tails = [(1.0 - coverage) / 2.0 for coverage in coverages]
+    limits = [(np.empty(n.shape), np.empty(n.shape)) for _ in coverages]
     for i, size in enumerate(n):  # one pass per plotted denominator, vectorised within
         # Only k within 40 standard deviations of the mean carry probability a double can
         # hold, so large denominators cost O(sqrt(n)), not O(n).
@@ -271,12 +277,13 @@ def binomial_limits(p0: float, n: np.ndarray, coverage: float) -> tuple[np.ndarr
             ([0.0], np.cumsum(np.log(size - k[1:] + 1) - np.log(k[1:]))))
         pmf = np.exp(log_choose + k * math.log(p0) + (size - k) * math.log1p(-p0))
         cdf = np.minimum(np.cumsum(pmf), 1.0)
-        for target, out in ((tail, lower), (1.0 - tail, upper)):
-            j = min(int(np.searchsorted(cdf, target)), len(k) - 1)
-            below = cdf[j - 1] if j > 0 else 0.0
-            alpha = (cdf[j] - target) / (cdf[j] - below) if cdf[j] > below else 0.0
-            out[i] = float(np.clip((k[j] - alpha) / size, 0.0, 1.0))
-    return lower, upper
+        for tail, (lower, upper) in zip(tails, limits, strict=True):
+            for target, out in ((tail, lower), (1.0 - tail, upper)):
+                j = min(int(np.searchsorted(cdf, target)), len(k) - 1)
+                below = cdf[j - 1] if j > 0 else 0.0
+                alpha = (cdf[j] - target) / (cdf[j] - below) if cdf[j] > below else 0.0
+                out[i] = float(np.clip((k[j] - alpha) / size, 0.0, 1.0))
+    return limits
 
 
 # --------------------------------------------------------------------------- sections
@@ -544,8 +551,8 @@ def _funnel(
     position = np.full(len(shown), "", dtype=object)
     widest_lo = widest_hi = np.array([p0])
     limits = []
-    for coverage, style in FUNNEL_LIMITS:
-        lo, hi = binomial_limits(p0, grid, coverage)
+    pairs = funnel_limits(p0, grid, [coverage for coverage, _ in FUNNEL_LIMITS])
+    for (coverage, style), (lo, hi) in zip(FUNNEL_LIMITS, pairs, strict=True):
         limits.append((lo, hi, style, f"{100 * coverage:g}% limits"))
         position = np.where(rate > hi[at], f"above {100 * coverage:g}%", position)
         position = np.where(rate < lo[at], f"below {100 * coverage:g}%", position)

@@ -247,14 +247,16 @@ def _may_be_risky(text: pd.Series) -> bool:
     return edges is None or bool(_RISKY_BYTE[edges[0]].any())
 
 
-def write_csv(frame: pd.DataFrame, path: Path, *, bom: bool = False) -> None:
+def write_csv(frame: pd.DataFrame, path: Path, *, bom: bool = False,
+              neutralised: bool = False) -> None:
     """UTF-8, with a byte-order mark if ``bom`` (worklists, which lab managers open in Excel:
     without it Excel shows µg as Âµg); plain otherwise, so that data tools read clean header
-    names. Dates as ISO text; cells neutralised.
+    names. Dates as ISO text; cells neutralised (``neutralised``: the caller did it already,
+    as for worklists written both as CSV and in the workbook).
 
     Written by Arrow's C++ CSV writer: pandas' writer dominated large runs.
     """
-    safe = neutralise(frame)
+    safe = frame if neutralised else neutralise(frame)
     arrays, names = [], []
     for name in safe.columns:
         column = safe[name]
@@ -283,11 +285,13 @@ def write_csv(frame: pd.DataFrame, path: Path, *, bom: bool = False) -> None:
 
 
 def write_xlsx(sheets: dict[str, pd.DataFrame], path: Path,
-               as_of: date | None = None) -> list[str]:
-    """One sheet per list, neutralised; long lists continue on further sheets. Each printed
-    page is headed by its list's name and the run's as-of date, so a printed page says
-    which list and which month it belongs to."""
-    return write_workbook({name: neutralise(frame) for name, frame in sheets.items()}, path,
+               as_of: date | None = None, *, neutralised: bool = False) -> list[str]:
+    """One sheet per list, neutralised (unless ``neutralised`` says the caller did it); long
+    lists continue on further sheets. Each printed page is headed by its list's name and the
+    run's as-of date, so a printed page says which list and which month it belongs to."""
+    if not neutralised:
+        sheets = {name: neutralise(frame) for name, frame in sheets.items()}
+    return write_workbook(sheets, path,
                           footer=DISCLAIMER[:200],
                           titles={name: f"b12screen worklist: {name}" for name in sheets},
                           subtitle=f"As of {as_of:%Y-%m-%d}" if as_of else "")

@@ -46,6 +46,7 @@ from pipeline.outputs.tables import (
     DISCLAIMER,
     PATIENTS_SCHEMA,
     RESULTS_SCHEMA,
+    neutralise,
     rejected_by_reason,
     rejected_frame,
     write_csv,
@@ -261,12 +262,14 @@ def _write_worklists(state: RunState, worklists: dict[str, pd.DataFrame], tmp: P
     lists, resolved, list_state = apply_state(worklists, as_of_month=f"{state.as_of:%Y-%m}",
                                               previous_dir=previous)
     trim_heap()  # the lists' intermediates
+    # neutralised once for both the CSVs and the workbook
+    lists = {name: neutralise(frame) for name, frame in lists.items()}
     (tmp / "worklists").mkdir(mode=0o700)
     workbook = pool.submit(_write_workbook, lists, tmp / "worklists.xlsx", digests, released,
                            state.as_of)
     (tmp / "worklists" / "README.txt").write_text(WORKLISTS_README, encoding="utf-8")
     for name, frame in lists.items():
-        write_csv(frame, tmp / "worklists" / f"{name}.csv", bom=True)
+        write_csv(frame, tmp / "worklists" / f"{name}.csv", bom=True, neutralised=True)
         digests.add(tmp / "worklists" / f"{name}.csv")
     write_csv(resolved, tmp / "worklists" / "resolved.csv", bom=True)
     write_parquet(with_metadata(pa.Table.from_pandas(list_state, preserve_index=False), meta),
@@ -283,7 +286,7 @@ def _write_workbook(lists: dict[str, pd.DataFrame], path: Path, digests: _Digest
     """The XLSX workbook, started once the per-row frames are released: its encoded
     columns and the results' row groups need not be in memory at once."""
     released.wait()
-    notes = write_xlsx(lists, path, as_of=as_of)
+    notes = write_xlsx(lists, path, as_of=as_of, neutralised=True)
     digests.add(path)
     return notes
 
