@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING, Any
 from pipeline.config import ExtractFormat, RulesProfile
 
 if TYPE_CHECKING:  # types only: the state sits below the steps that fill it
+    from concurrent.futures import Future
+
     from pipeline.ingest.validate import Validated
     from pipeline.rules.classify import Classified
 
@@ -68,6 +70,9 @@ class RunState:
     warnings: list[str] = field(default_factory=list)
     classified: Classified | None = None
     staged: StagedTables | None = None
+    #: Output files encoded during classification, before the run folder exists (file name
+    #: -> future of its bytes): the write step lays them down instead of encoding them.
+    early: dict[str, Future[Any]] = field(default_factory=dict)
 
     def patients(self) -> int:
         """Patients in the cohort (the partitioned tables' rows when the workers wrote

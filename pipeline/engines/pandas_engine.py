@@ -6,9 +6,13 @@ is ``pipeline.rules.classify`` over the accepted rows.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
+import pandas as pd
+
 from pipeline.kernels.memory import trim_heap
+from pipeline.outputs.write import RELEASE_FIRST_ROWS, results_bytes
 from pipeline.rules.classify import (
     Classified,
     band_results,
@@ -49,4 +53,22 @@ def _classify_pandas(state: RunState) -> Classified:
             at = cohort_positions(cohort, labs.id_values)
         results = results.assign(pid=at[labs.id_codes])
     return classify(results, patients.accepted if patients else None,
-                    meds.accepted if meds else None, cohort, state.rules, state.as_of)
+                    meds.accepted if meds else None, cohort, state.rules, state.as_of,
+                    on_results=_encode_early(state) if len(results) < EARLY_BELOW else None)
+
+
+#: Below this many result rows results.parquet is encoded while the patients are classified,
+#: on the core the per-patient rules leave idle much of the time, and the write step only
+#: lays its bytes down. Larger runs encode it in the write step, where their per-row frames
+#: are released once it is written (``outputs.write.RELEASE_FIRST_ROWS``), so that the
+#: encoding never adds to classification's peak memory.
+EARLY_BELOW = RELEASE_FIRST_ROWS
+
+
+def _encode_early(state: RunState) -> Callable[[pd.DataFrame], None]:
+    def start(results: pd.DataFrame) -> None:
+        encoder = ThreadPoolExecutor(max_workers=1, thread_name_prefix="results.parquet")
+        state.early["results.parquet"] = encoder.submit(results_bytes, state, results)
+        encoder.shutdown(wait=False)  # the thread ends with its one task
+
+    return start

@@ -174,9 +174,10 @@ def write_parquet(table: pa.Table, path: Path) -> None:
 
 
 def write_frame(frame: pd.DataFrame, schema: pa.Schema, metadata: dict[str, str],
-                path: Path) -> None:
+                path: Path | pa.NativeFile) -> None:
     """A typed table written one row group at a time: only one slice of the frame is
-    held as Arrow at once (the same file as converting it whole)."""
+    held as Arrow at once (the same file as converting it whole). ``path`` may be an open
+    Arrow sink (see ``encode_frame``)."""
     first = to_arrow(frame.iloc[:ROW_GROUP], schema, metadata)
     with pq.ParquetWriter(path, first.schema, write_statistics=_statistics(first.schema),
                           **_PARQUET) as writer:
@@ -184,6 +185,20 @@ def write_frame(frame: pd.DataFrame, schema: pa.Schema, metadata: dict[str, str]
         for start in range(ROW_GROUP, len(frame), ROW_GROUP):
             writer.write_table(to_arrow(frame.iloc[start:start + ROW_GROUP], schema, metadata),
                                row_group_size=ROW_GROUP)
+
+
+def encode_frame(frame: pd.DataFrame, schema: pa.Schema, metadata: dict[str, str]
+                 ) -> pa.Buffer:
+    """The bytes ``write_frame`` would write, in memory: a table can be encoded before its
+    run folder exists (a compressed table is a small fraction of its frame)."""
+    sink = pa.BufferOutputStream()
+    write_frame(frame, schema, metadata, sink)
+    return sink.getvalue()
+
+
+def write_bytes(data: pa.Buffer, path: Path) -> None:
+    with pa.OSFile(str(path), "wb") as sink:
+        sink.write(data)
 
 
 def write_rejected(rejected: pd.DataFrame, folder: Path,

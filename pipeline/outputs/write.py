@@ -46,9 +46,11 @@ from pipeline.outputs.tables import (
     DISCLAIMER,
     PATIENTS_SCHEMA,
     RESULTS_SCHEMA,
+    encode_frame,
     neutralise,
     rejected_by_reason,
     rejected_frame,
+    write_bytes,
     write_csv,
     write_frame,
     write_json,
@@ -207,9 +209,13 @@ def _write_tables(state: RunState, tmp: Path, meta: dict[str, str],
         write_rejected(rejected, tmp, meta)
         return
     try:
-        results = classified.results.rename(columns={"ambiguous": "censored_ambiguous"})
-        write_frame(results, RESULTS_SCHEMA, meta, tmp / "results.parquet")
-        del results
+        early = state.early.pop("results.parquet", None)
+        if early is not None:  # encoded while the patients were classified
+            write_bytes(early.result(), tmp / "results.parquet")
+        else:
+            write_frame(_results_file(classified.results), RESULTS_SCHEMA, meta,
+                        tmp / "results.parquet")
+        del early
         digests.add(tmp / "results.parquet")
         _release_rows(state)
     finally:
@@ -217,6 +223,17 @@ def _write_tables(state: RunState, tmp: Path, meta: dict[str, str],
     write_frame(classified.patients, PATIENTS_SCHEMA, meta, tmp / "patients.parquet")
     digests.add(tmp / "patients.parquet")
     write_rejected(rejected, tmp, meta)
+
+
+def _results_file(results: pd.DataFrame) -> pd.DataFrame:
+    """The classified result table under results.parquet's column names."""
+    return results.rename(columns={"ambiguous": "censored_ambiguous"})
+
+
+def results_bytes(state: RunState, results: pd.DataFrame) -> pa.Buffer:
+    """results.parquet's bytes, from the classified result table (``classify``'s
+    ``on_results``): the pandas engine encodes it while the patients are classified."""
+    return encode_frame(_results_file(results), RESULTS_SCHEMA, table_metadata(state))
 
 
 def _release_rows(state: RunState) -> None:
