@@ -12,7 +12,6 @@ from concurrent.futures import ThreadPoolExecutor
 import pandas as pd
 
 from pipeline.kernels.memory import trim_heap
-from pipeline.outputs.write import results_bytes
 from pipeline.rules.classify import (
     Classified,
     band_results,
@@ -64,6 +63,9 @@ def _encode_early(state: RunState) -> Callable[[pd.DataFrame], None]:
     higher peak memory (the file is a small fraction of its frame)."""
 
     def start(results: pd.DataFrame) -> None:
+        # imported here: the writers load on a thread while the input is read (cli)
+        from pipeline.outputs.write import results_bytes
+
         encoder = ThreadPoolExecutor(max_workers=1, thread_name_prefix="results.parquet")
         state.early["results.parquet"] = encoder.submit(results_bytes, state, results)
         encoder.shutdown(wait=False)  # the thread ends with its one task
