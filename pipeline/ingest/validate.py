@@ -103,6 +103,18 @@ def _run_checks(frame: pd.DataFrame, checks: dict[str, tuple[str, Callable]],
     return pd.DataFrame(failed, index=frame.index, copy=False)
 
 
+def _load_checks() -> None:
+    """pandera loads its checking backends on its first validation (and, where hypothesis
+    is installed, its data-generation strategies: about 0.2 s). One validation of an empty
+    frame when this module is imported loads them then: the command line imports this
+    module on a thread while the input is read, so the first real check finds them ready."""
+    _run_checks(pd.DataFrame({"x": pd.Series([], dtype=bool)}), {"warm": ("x", _truthy)},
+                ("warm",))
+
+
+_load_checks()
+
+
 def _reasons_text(failed: pd.DataFrame) -> pd.Series:
     """Join the failing reason codes of each row with ';' in the declared order.
 
