@@ -12,11 +12,6 @@ The deflate streams and CRC-32s come from ISA-L (``isal.isal_zlib``, a drop-in f
 ``zlib``): at level 1 it compresses a workbook's sheet XML about five times faster than
 zlib's level 1, into a slightly smaller stream of the same format (1.1 GB of XML at 10M lab
 rows: seconds of the write step). Any zip or XLSX reader reads it as it read zlib's.
-
-ISA-L's stream depends on how its input is cut into calls (fed a few bytes at a time it
-grows), so ``deflate`` always gives it the content in blocks of BLOCK_BYTES, whatever parts
-the content came in: the same content gives the same stream, whether a sheet was built from
-one frame or streamed in pieces.
 """
 
 from __future__ import annotations
@@ -36,11 +31,9 @@ MEMBER_LIMIT = 0xFFFF
 _ALL_ONES_32 = 0xFFFFFFFF
 _ALL_ONES_16 = 0xFFFF
 _DOS_DATE = (1980, 1, 1, 0, 0, 0)
-#: The compressor is given the content in blocks of this size (the last one shorter),
-#: whatever the parts it came in: its stream then depends on the content alone, and grows
-#: when it is fed many short inputs (a sheet's head, a few rows) one at a time. Blocks of a
-#: MiB compress as fast as one whole part; of 64 KiB, a third slower.
-BLOCK_BYTES = 1 << 20
+#: Parts shorter than this are gathered before they are compressed: ISA-L's stream grows
+#: when it is fed many short inputs (a sheet's head, a few rows) one at a time.
+GATHER_BYTES = 1 << 16
 
 
 @dataclass
@@ -74,8 +67,7 @@ def deflate(name: str, content: str | bytes | Iterable[bytes | memoryview],
         parts = content
     member = Member(name)
     compressor = isal_zlib.compressobj(level, isal_zlib.DEFLATED, -15)
-    block = BLOCK_BYTES
-    small = bytearray()  # the start of the next block, gathered from short parts
+    small = bytearray()  # short parts gathered: ISA-L compresses many tiny inputs poorly
 
     def compress(data: bytes | memoryview) -> None:
         out = compressor.compress(data)
@@ -85,19 +77,13 @@ def deflate(name: str, content: str | bytes | Iterable[bytes | memoryview],
     def add(part: bytes | memoryview) -> None:
         member.crc = isal_zlib.crc32(part, member.crc)
         member.size += len(part)
-        view = memoryview(part).cast("B")
-        at = 0
-        if small:  # the gathered start of a block topped up first
-            at = min(len(view), block - len(small))
-            small.extend(view[:at])
-            if len(small) < block:
-                return
+        if len(part) >= GATHER_BYTES and not small:
+            compress(part)
+            return
+        small.extend(part)
+        if len(small) >= GATHER_BYTES:
             compress(bytes(small))
             small.clear()
-        whole = at + (len(view) - at) // block * block
-        for start in range(at, whole, block):  # whole blocks straight from the part
-            compress(view[start:start + block])
-        small.extend(view[whole:])
 
     if not ahead:
         for part in parts:
