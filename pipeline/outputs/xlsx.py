@@ -62,6 +62,7 @@ _FUSED, _FUSED_BYTES = 1 << 12, 1 << 22  # limits on the distinct rows of fused 
 #: they repeat: the first pass over a streamed sheet counts a column's distinct values only
 #: this far, so that it never holds every id of a big worklist (``_is_inline``).
 _SHARED_MOST = 1 << 16
+_PAIRS_TABLE = 1 << 20  # pairs of codes looked up in a table (not hashed) up to this many
 _ZIP_DATE = (1980, 1, 1, 0, 0, 0)  # fixed member timestamps: reruns are byte-identical
 _EMPTY = "<c/>"  # a missing value: an empty cell, so later cells keep their columns
 #: Column widths in characters: text longer than _WRAP_CHARS wraps in a column that wide; a
@@ -855,23 +856,51 @@ class _Tuples:
     key of its code in the run without its last column and its last column's code."""
 
     def __init__(self) -> None:
-        self.keys = np.zeros(0, np.int64)
-        self.index = pd.Index(self.keys)
+        self.keys = np.zeros(0, np.int64)  # in order of id
+        self.order = np.zeros(0, np.int64)  # the ids in order of key
         self.dead = False
 
-    def add(self, keys: np.ndarray) -> np.ndarray | None:
-        """The codes of a piece's rows among the run's distinct rows; None once too many."""
+    def add(self, before: np.ndarray, codes: np.ndarray) -> np.ndarray | None:
+        """The codes of a piece's rows among the run's distinct rows, from their codes in
+        the run without its last column (``before``) and in its last column; None once
+        there are too many. The piece's distinct rows are found by marking their places in
+        a table of every pair of codes when it is small, else by hashing."""
         if self.dead:
             return None
-        new = pd.unique(keys)
-        new = new[self.index.get_indexer(new) < 0]
-        if len(self.keys) + len(new) > _FUSED:
-            self.dead, self.keys, self.index = True, np.zeros(0, np.int64), pd.Index([])
+        width = int(codes.max()) + 1 if len(codes) else 1
+        pairs = before * width + codes
+        span = (int(before.max()) + 1 if len(before) else 1) * width
+        if span <= _PAIRS_TABLE:
+            seen = np.zeros(span, dtype=bool)
+            seen[pairs] = True
+            local = np.flatnonzero(seen)
+            ids = self._ids((local // width << _FUSED.bit_length()) | local % width)
+            if ids is None:
+                return None
+            table = np.zeros(span, dtype=np.int64)
+            table[local] = ids
+            return table[pairs]
+        at, local = pd.factorize(pairs)
+        ids = self._ids((local // width << _FUSED.bit_length()) | local % width)
+        return None if ids is None else ids[at]
+
+    def _ids(self, keys: np.ndarray) -> np.ndarray | None:
+        """The ids of distinct keys among the run's, new ones added (None once too many)."""
+        ids = np.full(len(keys), -1, dtype=np.int64)
+        if len(self.keys):
+            ordered = self.keys[self.order]
+            at = np.minimum(np.searchsorted(ordered, keys), len(ordered) - 1)
+            found = ordered[at] == keys
+            ids[found] = self.order[at[found]]
+        new = ids < 0
+        if len(self.keys) + int(new.sum()) > _FUSED:
+            self.dead, self.keys, self.order = True, np.zeros(0, np.int64), np.zeros(0, np.int64)
             return None
-        if len(new):
-            self.keys = np.concatenate([self.keys, new])
-            self.index = pd.Index(self.keys)
-        return self.index.get_indexer(keys).astype(np.int64)
+        if new.any():
+            ids[new] = np.arange(len(self.keys), len(self.keys) + int(new.sum()))
+            self.keys = np.concatenate([self.keys, keys[new]])
+            self.order = np.argsort(self.keys, kind="stable")
+        return ids
 
 
 @dataclass
@@ -887,13 +916,11 @@ class _Survey:
 
     def add_runs(self, codes: list[np.ndarray | None]) -> None:
         """A piece's rows counted in every run of columns i..j that may still be fused."""
-        shift = _FUSED.bit_length()
         for i, at in enumerate(codes):
             for j in range(i + 1, len(codes)):
                 if at is None or codes[j] is None:
                     break
-                run = self.runs.setdefault((i, j), _Tuples())
-                at = run.add((at << shift) | codes[j])
+                at = self.runs.setdefault((i, j), _Tuples()).add(at, codes[j])
 
     def widest_row(self) -> int:
         """The widest row of cells in bytes as a whole frame's fused columns measure it
@@ -943,10 +970,9 @@ def _survey(name: str, source: SheetSource, pool: ThreadPoolExecutor) -> _Survey
     survey: _Survey | None = None
     for piece in source():
         if survey is None:
-            survey = _Survey(name, list(piece.columns), [
-                _Tally(_kind(_distinct(piece.iloc[:0, i])[1]),
-                       distinct=_distinct(piece.iloc[:0, i])[1])
-                for i in range(piece.shape[1])])
+            empty = [_distinct(piece.iloc[:0, i])[1] for i in range(piece.shape[1])]
+            survey = _Survey(name, list(piece.columns),
+                             [_Tally(_kind(e), distinct=e) for e in empty])
         _check_columns(survey, piece)
         survey.rows += len(piece)
         survey.add_runs(list(pool.map(_Tally.add, survey.tallies,
