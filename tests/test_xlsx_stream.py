@@ -199,6 +199,7 @@ def test_a_long_sheet_splits_as_the_whole_frame_does(tmp_path: Path, sizes: list
     monkeypatch.setattr(xlsx, "MAX_ROWS", 6)  # 5 rows a sheet
     monkeypatch.setattr(xlsx, "_CHUNK_BYTES", 300)  # a few rows a slice
     monkeypatch.setattr(ziparchive, "GATHER_BYTES", 1)
+    monkeypatch.setattr(ziparchive, "SPOOL_BYTES", 1)  # streamed XML kept in temporary files
     frame = _worklist(23)
     cuts = list(np.cumsum(sizes * 23)[:40])
     with _parts() as whole_parts:
@@ -208,6 +209,7 @@ def test_a_long_sheet_splits_as_the_whole_frame_does(tmp_path: Path, sizes: list
                                   tmp_path / "s.xlsx")
     assert streamed == whole == ["worklist list has 23 rows; split over 5 sheets"]
     assert streamed_parts == whole_parts
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s.xlsx", "w.xlsx"]  # none left
     assert (tmp_path / "s.xlsx").read_bytes() == (tmp_path / "w.xlsx").read_bytes()
 
 

@@ -992,14 +992,16 @@ def _check_columns(survey: _Survey, piece: pd.DataFrame) -> None:
 
 
 def _write_streamed(source: SheetSource, survey: _Survey, bounds: list[tuple[int, int]],
-                    page: _Page, number: int) -> list[Member]:
+                    page: _Page, spool: Path, number: int) -> list[Member]:
     """The second pass over a streamed sheet: its sheets (rows start:stop each, numbered from
-    ``number``) deflated one after another as the source is read once, a piece at a time."""
+    ``number``) deflated one after another as the source is read once, a piece at a time;
+    their compressed XML kept in unnamed temporary files in ``spool`` (the workbook's folder)
+    until the zip is written, so that it too costs no memory that grows with the rows."""
     pieces = _Pieces(iter(source()), survey)
     widest = survey.widest_row()
     members = [deflate(f"xl/worksheets/sheet{number + k}.xml",
                        _streamed_xml(survey, pieces.take(stop - start), stop - start, widest,
-                                     page))
+                                     page), spool=spool)
                for k, (start, stop) in enumerate(bounds)]
     pieces.finish()
     return members
@@ -1110,7 +1112,7 @@ def write_workbook(sheets: Mapping[str, pd.DataFrame | SheetSource], path: Path,
                   for k, (start, stop) in enumerate(bounds)]
         if isinstance(columns, _Survey):
             writers.append((count, functools.partial(_write_streamed, sheet, columns, bounds,
-                                                     page)))
+                                                     page, Path(path).parent)))
             continue
         groups = _fuse(columns)
         writers += [(1, functools.partial(_write_sheet, _sheet_xml(names, groups, start, stop,
