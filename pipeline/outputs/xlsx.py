@@ -19,6 +19,16 @@ text wraps within a capped width), a frozen header row that repeats on every pri
 carries an autofilter, landscape pages fitted to one page wide, the sheet's title and the run's
 date in the page header and the clinical-judgement statement in its footer. The output is
 deterministic: the same frames give a byte-identical file.
+
+A sheet may also come as a source of pieces in their final order (``SheetSource``: sorted
+partitions of a worklist too big for memory). A first pass learns from each piece, then drops
+it, what a whole column's encoding learns from all of its rows: widths, wrapping, dates with
+times, the shared strings (only columns with at most _SHARED_MOST distinct values keep them;
+text beyond that is written inline, for whole frames too), and what fusing would do (only
+its widest row matters: the slices rows are built in follow from it, and ISA-L's stream
+depends on how its input is cut). A second pass writes each piece's rows in those very
+slices. So a streamed sheet gives the whole frame's bytes, while memory follows the piece
+size and the distinct values the shared strings need, never the rows.
 """
 
 from __future__ import annotations
