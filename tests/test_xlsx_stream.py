@@ -111,7 +111,7 @@ def _cuts(n: int) -> st.SearchStrategy[list[int]]:
                      st.just(list(range(n))))  # a row a piece
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(data=st.data(), frame=_frames(), other=_frames(),
        limits=st.fixed_dictionaries({
            "_SHARED_MOST": st.sampled_from([2, 5, 1 << 16]),
@@ -119,6 +119,7 @@ def _cuts(n: int) -> st.SearchStrategy[list[int]]:
            "_FUSED_BYTES": st.sampled_from([64, 1 << 22]),
            "_WRAP_ABOVE": st.sampled_from([3, 4096]),
            "_CHUNK_BYTES": st.sampled_from([64, 400, 1000, 3000, 1 << 25]),
+           "_PAIRS_TABLE": st.sampled_from([1, 1 << 20]),
            "GATHER_BYTES": st.sampled_from([1, 1 << 16])}))
 def test_pieces_write_the_whole_frames_bytes(tmp_path_factory: pytest.TempPathFactory,
                                              data: st.DataObject, frame: pd.DataFrame,
