@@ -16,11 +16,14 @@ rows: seconds of the write step). Any zip or XLSX reader reads it as it read zli
 
 from __future__ import annotations
 
+import shutil
 import struct
+import tempfile
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO
 
 from isal import isal_zlib
 
@@ -34,30 +37,37 @@ _DOS_DATE = (1980, 1, 1, 0, 0, 0)
 #: Parts shorter than this are gathered before they are compressed: ISA-L's stream grows
 #: when it is fed many short inputs (a sheet's head, a few rows) one at a time.
 GATHER_BYTES = 1 << 16
+#: A spooled member's stream is moved from memory to its file in steps of this size.
+SPOOL_BYTES = 1 << 24
 
 
 @dataclass
 class Member:
     """One deflated member: its name, the CRC-32 and size of its content, and the raw
-    deflate stream in pieces."""
+    deflate stream in pieces; its start may be in ``spool`` (an unnamed temporary file)
+    instead, ``spooled`` bytes of it."""
 
     name: str
     crc: int = 0
     size: int = 0
     pieces: list[bytes] = field(default_factory=list)
+    spool: IO[bytes] | None = None
+    spooled: int = 0
 
     @property
     def compressed_size(self) -> int:
-        return sum(len(p) for p in self.pieces)
+        return self.spooled + sum(len(p) for p in self.pieces)
 
 
 def deflate(name: str, content: str | bytes | Iterable[bytes | memoryview],
-            level: int = 1, ahead: bool = True) -> Member:
+            level: int = 1, ahead: bool = True, spool: Path | None = None) -> Member:
     """``content`` (text as UTF-8, bytes, or parts) deflated as ``zipfile`` does it.
 
     With ``ahead``, each part of a generated ``content`` is built on a helper thread while
     the one before is checksummed and compressed here (Arrow kernels and the compressor release the
-    GIL); text and bytes are one part already, so they need no helper.
+    GIL); text and bytes are one part already, so they need no helper. With ``spool`` (a
+    folder), the stream is kept in an unnamed temporary file there once it is longer than
+    SPOOL_BYTES, rather than in memory: a member of any size then costs a bounded memory.
     """
     parts: Iterable[bytes | memoryview]
     if isinstance(content, str | bytes):
@@ -73,6 +83,12 @@ def deflate(name: str, content: str | bytes | Iterable[bytes | memoryview],
         out = compressor.compress(data)
         if out:
             member.pieces.append(out)
+            if spool is not None and member.compressed_size - member.spooled > SPOOL_BYTES:
+                if member.spool is None:
+                    member.spool = tempfile.TemporaryFile(dir=spool)
+                member.spool.writelines(member.pieces)
+                member.spooled = member.compressed_size
+                member.pieces.clear()
 
     def add(part: bytes | memoryview) -> None:
         member.crc = isal_zlib.crc32(part, member.crc)
@@ -126,6 +142,10 @@ def write_zip(path: Path, members: Iterable[Member], *, mode: int = 0o600,
                 "<IHHHHHIIIHH", 0x04034B50, version, flags, 8, time, date, member.crc,
                 _ALL_ONES_32 if big else packed, _ALL_ONES_32 if big else size, len(name),
                 len(local_extra)) + name + local_extra)
+            if member.spool is not None:
+                member.spool.seek(0)
+                shutil.copyfileobj(member.spool, out)
+                member.spool.close()
             for piece in member.pieces:
                 out.write(piece)
             wide = [v for v in (size, packed, offset) if v >= ZIP64_LIMIT]
