@@ -205,11 +205,17 @@ def as_text(values: pd.Series) -> pd.Series:
     """A column as Arrow-backed text. Python text can hold what UTF-8 cannot (a lone
     surrogate, say from a hand-made frame): that becomes U+FFFD, cleaned per distinct value,
     rather than stopping a writer half-way through a file."""
+    return _text_replacing(values, _ILLEGAL_PY)
+
+
+def _text_replacing(values: pd.Series, unwanted: re.Pattern[str]) -> pd.Series:
+    """``values`` as Arrow-backed text; if Arrow cannot hold some of it, ``unwanted``
+    characters (lone surrogates among them) are replaced by U+FFFD, per distinct value."""
     try:
         return values.astype("str")
     except UnicodeEncodeError:
         codes, uniques = pd.factorize(values)
-        cleaned = [_ILLEGAL_PY.sub(_REPLACEMENT, str(u)) for u in uniques]  # distinct only
+        cleaned = [unwanted.sub(_REPLACEMENT, str(u)) for u in uniques]  # distinct only
         return pd.Series(pd.array(cleaned, dtype="str").take(codes, allow_fill=True),
                          index=values.index, dtype="str")
 
@@ -342,13 +348,7 @@ def _as_text(values: pd.Series) -> pd.Series:
     """``as_text`` for the workbook: a lone surrogate becomes U+FFFD and nothing else changes
     (characters XML cannot hold are replaced as the XML is built), so each value's text does
     not depend on the other values of the frame or piece it came in."""
-    try:
-        return values.astype("str")
-    except UnicodeEncodeError:
-        codes, uniques = pd.factorize(values)
-        cleaned = [_SURROGATE.sub(_REPLACEMENT, str(u)) for u in uniques]  # distinct only
-        return pd.Series(pd.array(cleaned, dtype="str").take(codes, allow_fill=True),
-                         index=values.index, dtype="str")
+    return _text_replacing(values, _SURROGATE)
 
 
 def _flags(codes: pa.Array, distinct: pa.Array) -> _Column:
