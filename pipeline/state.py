@@ -71,8 +71,9 @@ class RunState:
     classified: Classified | None = None
     staged: StagedTables | None = None
     #: Output files encoded during classification, before the run folder exists (file name
-    #: -> future of its bytes): the write step lays them down instead of encoding them.
-    early: dict[str, Future[Any]] = field(default_factory=dict)
+    #: -> the frame encoded and the future of its bytes): the write step lays the bytes down
+    #: instead of encoding the frame again, if that frame is still the one to write.
+    early: dict[str, tuple[Any, Future[Any]]] = field(default_factory=dict)
 
     def patients(self) -> int:
         """Patients in the cohort (the partitioned tables' rows when the workers wrote

@@ -90,3 +90,27 @@ def test_rows_are_released_once_written(sample_extract: dict[str, Path], tmp_pat
     with pytest.raises(RuntimeError, match="written already"):
         write_outputs(state, tmp_path / "again", None)
     assert not (tmp_path / "again").exists()
+
+
+def test_results_encoded_while_classifying_are_the_table_written(
+        sample_extract: dict[str, Path], tmp_path: Path) -> None:
+    """The pandas engine encodes results.parquet during classification; the write step
+    uses those bytes only while the state still holds the table they came from, so a
+    caller that replaces the results gets its own table written."""
+    options = RunOptions(labs=str(sample_extract["labs"]),
+                         patients=str(sample_extract["patients"]),
+                         medications=str(sample_extract["medications"]))
+    early = prepare(options)
+    run_classification(early)
+    assert "results.parquet" in early.early
+    late = prepare(options)
+    run_classification(late)
+    late.early.clear()  # encoded in the write step, as a state built by hand would be
+    replaced = prepare(options)
+    run_classification(replaced)
+    replaced.classified.results = replaced.classified.results.iloc[:10].copy()
+    files = {name: write_outputs(state, tmp_path / name, None) / "results.parquet"
+             for name, state in (("early", early), ("late", late), ("replaced", replaced))}
+    assert files["early"].read_bytes() == files["late"].read_bytes()
+    assert pq.read_metadata(files["early"]).num_rows > 10
+    assert pq.read_metadata(files["replaced"]).num_rows == 10

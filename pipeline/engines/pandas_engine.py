@@ -67,7 +67,8 @@ def _encode_early(state: RunState) -> Callable[[pd.DataFrame], None]:
         from pipeline.outputs.write import results_bytes
 
         encoder = ThreadPoolExecutor(max_workers=1, thread_name_prefix="results.parquet")
-        state.early["results.parquet"] = encoder.submit(results_bytes, state, results)
+        state.early["results.parquet"] = (results,
+                                          encoder.submit(results_bytes, state, results))
         encoder.shutdown(wait=False)  # the thread ends with its one task
 
     return start

@@ -209,13 +209,13 @@ def _write_tables(state: RunState, tmp: Path, meta: dict[str, str],
         write_rejected(rejected, tmp, meta)
         return
     try:
-        early = state.early.pop("results.parquet", None)
-        if early is not None:  # encoded while the patients were classified
+        source, early = state.early.pop("results.parquet", (None, None))
+        if early is not None and source is classified.results:  # encoded while classifying
             write_bytes(early.result(), tmp / "results.parquet")
         else:
             write_frame(_results_file(classified.results), RESULTS_SCHEMA, meta,
                         tmp / "results.parquet")
-        del early
+        del source, early
         digests.add(tmp / "results.parquet")
         _release_rows(state)
     finally:

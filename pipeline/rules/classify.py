@@ -202,8 +202,8 @@ def classify(results: pd.DataFrame, patients: pd.DataFrame | None,
              on_results: Callable[[pd.DataFrame], None] | None = None) -> Classified:
     """Apply R1-R13 to every patient in ``cohort``; returns patient and result tables.
 
-    ``on_results`` is handed the result table (as ``Classified.results`` will hold it) as
-    soon as it is complete, before the per-patient rules run: a caller can write it
+    ``on_results`` is handed the result table (the very frame ``Classified.results`` will
+    hold) as soon as it is complete, before the per-patient rules run: a caller can write it
     meanwhile, on a core the rules leave idle much of the time.
 
     Row-level work (bands, the one sort) runs once; the per-patient rules then run on
@@ -219,8 +219,9 @@ def classify(results: pd.DataFrame, patients: pd.DataFrame | None,
         results = results.assign(pid=cohort_positions(cohort, results["patient_id"]))
     after = results["collected_at"].dt.floor("D") > pd.Timestamp(as_of)
     results = results.assign(after_as_of=after)
+    results_out = results.drop(columns=["pid", "sev"])  # as Classified.results holds it
     if on_results is not None:
-        on_results(_results_out(results))
+        on_results(results_out)
     # The rules need only these columns (text as categoricals), sorted once by patient and
     # analyte: every per-patient pick below then runs over contiguous segments, no sort.
     analyte = pd.Categorical(results["analyte"], categories=ANALYTES)
@@ -248,12 +249,7 @@ def classify(results: pd.DataFrame, patients: pd.DataFrame | None,
     del usable, attrs
     table = _without_bare(rows_in, meds, cohort, patients_at, results, rules, as_of, carry_sex,
                           parts)
-    return Classified(table, _results_out(results), int(after.sum()))
-
-
-def _results_out(results: pd.DataFrame) -> pd.DataFrame:
-    """The result table as classified: the working columns (``pid``, ``sev``) dropped."""
-    return results.drop(columns=["pid", "sev"])
+    return Classified(table, results_out, int(after.sum()))
 
 
 #: From this share of the cohort on, patients seen in no usable result, patients row or
