@@ -520,7 +520,7 @@ def validate_patients(raw: RawInput, fmt: ExtractFormat, as_of: date) -> Validat
                    "practice_id", "diet",
                    *YES_NO_COLUMNS, "ileal_resection_cm"):
         if column not in canon:
-            canon[column] = pd.Series("", index=canon.index, dtype="str")
+            canon[column] = _blank(canon.index)
     malformed = _malformed(canon)
     parsed_birth = hz.parse_dates(canon["birth_date"], day_first=spec.read.day_first,
                                   formats=spec.read.datetime_formats)
@@ -591,7 +591,7 @@ def validate_medications(raw: RawInput, fmt: ExtractFormat) -> Validated:
     canon = canonical_view(raw, spec)
     for column in ("end_date", "dose_mg_per_day"):
         if column not in canon:
-            canon[column] = pd.Series("", index=canon.index, dtype="str")
+            canon[column] = _blank(canon.index)
     malformed = _malformed(canon)
     classes = hz.medication_classes(canon["medication"], None, spec)
     skipped = ~classes.any(axis=1) & _nonempty(canon["medication"]) & ~malformed

@@ -26,7 +26,12 @@ import pandas as pd
 
 from pipeline.outputs.published import CohortFigures
 from pipeline.outputs.report import Histograms, combine_histograms, histogram_counts
-from pipeline.outputs.tables import PATIENTS_SCHEMA, RESULTS_SCHEMA, write_frame
+from pipeline.outputs.tables import (
+    PATIENTS_SCHEMA,
+    RESULTS_SCHEMA,
+    results_file,
+    write_frame,
+)
 from pipeline.outputs.worklists import LISTS, OPTIONAL_COLUMNS, WORKLIST_COLUMNS
 from pipeline.rules.classify import Classified
 
@@ -56,8 +61,8 @@ def prepare_folders(folder: Path) -> None:
 
 def write_part(classified: Classified, meta: dict[str, str], folder: Path, index: int) -> None:
     """One partition's patients and results as part ``index`` of each table (on a worker)."""
-    results = classified.results.rename(columns={"ambiguous": "censored_ambiguous"})
-    write_frame(results, RESULTS_SCHEMA, meta, folder / "results" / part_name(index))
+    write_frame(results_file(classified.results), RESULTS_SCHEMA, meta,
+                folder / "results" / part_name(index))
     write_frame(classified.patients, PATIENTS_SCHEMA, meta,
                 folder / "patients" / part_name(index))
 

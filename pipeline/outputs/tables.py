@@ -187,6 +187,11 @@ def write_frame(frame: pd.DataFrame, schema: pa.Schema, metadata: dict[str, str]
                                row_group_size=ROW_GROUP)
 
 
+def results_file(results: pd.DataFrame) -> pd.DataFrame:
+    """A classified result table under ``results.parquet``'s column names."""
+    return results.rename(columns={"ambiguous": "censored_ambiguous"})
+
+
 def encode_frame(frame: pd.DataFrame, schema: pa.Schema, metadata: dict[str, str]
                  ) -> pa.Buffer:
     """The bytes ``write_frame`` would write, in memory: a table can be encoded before its
@@ -194,11 +199,6 @@ def encode_frame(frame: pd.DataFrame, schema: pa.Schema, metadata: dict[str, str
     sink = pa.BufferOutputStream()
     write_frame(frame, schema, metadata, sink)
     return sink.getvalue()
-
-
-def write_bytes(data: pa.Buffer, path: Path) -> None:
-    with pa.OSFile(str(path), "wb") as sink:
-        sink.write(data)
 
 
 def write_rejected(rejected: pd.DataFrame, folder: Path,

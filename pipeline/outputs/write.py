@@ -50,7 +50,7 @@ from pipeline.outputs.tables import (
     neutralise,
     rejected_by_reason,
     rejected_frame,
-    write_bytes,
+    results_file,
     write_csv,
     write_frame,
     write_json,
@@ -211,9 +211,9 @@ def _write_tables(state: RunState, tmp: Path, meta: dict[str, str],
     try:
         source, early = state.early.pop("results.parquet", (None, None))
         if early is not None and source is classified.results:  # encoded while classifying
-            write_bytes(early.result(), tmp / "results.parquet")
+            (tmp / "results.parquet").write_bytes(early.result())
         else:
-            write_frame(_results_file(classified.results), RESULTS_SCHEMA, meta,
+            write_frame(results_file(classified.results), RESULTS_SCHEMA, meta,
                         tmp / "results.parquet")
         del source, early
         digests.add(tmp / "results.parquet")
@@ -225,15 +225,10 @@ def _write_tables(state: RunState, tmp: Path, meta: dict[str, str],
     write_rejected(rejected, tmp, meta)
 
 
-def _results_file(results: pd.DataFrame) -> pd.DataFrame:
-    """The classified result table under results.parquet's column names."""
-    return results.rename(columns={"ambiguous": "censored_ambiguous"})
-
-
 def results_bytes(state: RunState, results: pd.DataFrame) -> pa.Buffer:
     """results.parquet's bytes, from the classified result table (``classify``'s
     ``on_results``): the pandas engine encodes it while the patients are classified."""
-    return encode_frame(_results_file(results), RESULTS_SCHEMA, table_metadata(state))
+    return encode_frame(results_file(results), RESULTS_SCHEMA, table_metadata(state))
 
 
 def _release_rows(state: RunState) -> None:
