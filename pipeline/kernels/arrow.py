@@ -12,6 +12,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from pipeline.kernels.sort import stable_order
+
 __all__ = ["SORT_KEY_BYTES", "cell_edges", "text_buffers", "text_order"]
 
 
@@ -76,6 +78,11 @@ def text_order(text: pa.Array) -> np.ndarray:
     width = int(lengths.max())
     if width > SORT_KEY_BYTES or width == 0 or (data[offsets[0]:offsets[-1]] == 0).any():
         return pc.sort_indices(text).to_numpy()
+    if int(lengths.min()) == width:  # ids of one length (the usual): a byte matrix
+        padded = np.zeros((len(text), -(-width // 8) * 8), dtype=np.uint8)
+        padded[:, :width] = data[offsets[0]:offsets[-1]].reshape(len(text), width)
+        words = padded.view(">u8").astype(np.uint64)
+        return stable_order(*words.T)
     keys = []
     for first in range(0, width, 8):  # a handful of 8-byte words, each over every id
         key = np.zeros(len(text), dtype=np.uint64)
@@ -83,6 +90,4 @@ def text_order(text: pa.Array) -> np.ndarray:
             byte = data[np.minimum(starts + j, len(data) - 1)].astype(np.uint64)
             key = (key << np.uint64(8)) | np.where(j < lengths, byte, np.uint64(0))
         keys.append(key)
-    if len(keys) == 1:
-        return np.argsort(keys[0], kind="stable")
-    return np.lexsort(keys[::-1])
+    return stable_order(*keys)

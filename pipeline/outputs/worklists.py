@@ -22,6 +22,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from pipeline.kernels.sort import stable_order
+
 #: list name -> (patients column that puts a patient on it, what to do)
 LISTS: dict[str, tuple[str, str]] = {
     "urgent": ("urgent_review", "Urgent clinical review of B12 deficiency; treat if not treated"),
@@ -311,7 +313,7 @@ def _in_id_order(ids: pd.Series, rows: np.ndarray) -> np.ndarray:
         if not text.null_count and pc.all(pc.less(text[:-1], text[1:])).as_py() is not False:
             return rows
     codes, uniques = pd.factorize(pd.Series(values, copy=False), sort=True)
-    return rows[np.argsort(np.where(codes < 0, len(uniques), codes), kind="stable")]
+    return rows[stable_order(np.where(codes < 0, len(uniques), codes))]
 
 
 def _list_order(listed: dict[str, pd.api.extensions.ExtensionArray],
@@ -325,7 +327,7 @@ def _list_order(listed: dict[str, pd.api.extensions.ExtensionArray],
     result_at = np.where(np.isnat(index_at), np.asarray(listed["last_b12_test_at"]),
                          index_at).view(np.int64)
     result_at = np.where(result_at == np.iinfo(np.int64).min, np.iinfo(np.int64).max, result_at)
-    return np.lexsort((result_at, group))  # the last key sorts first; two keys beat three
+    return stable_order(group, result_at)  # two keys beat three
 
 
 def _true(flags: pd.api.extensions.ExtensionArray) -> np.ndarray:

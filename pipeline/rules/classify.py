@@ -29,6 +29,7 @@ from pipeline.ingest.harmonise import (
     words,
 )
 from pipeline.kernels.arrow import text_order
+from pipeline.kernels.sort import stable_order
 from pipeline.rules import actions, bands
 from pipeline.rules import index as idx
 from pipeline.rules.reasons import build_reasons
@@ -227,7 +228,7 @@ def classify(results: pd.DataFrame, patients: pd.DataFrame | None,
     analyte = pd.Categorical(results["analyte"], categories=ANALYTES)
     rows = np.flatnonzero(~after.to_numpy())
     key = results["pid"].to_numpy(dtype="int64")[rows] * len(ANALYTES) + analyte.codes[rows]
-    rows = rows[np.argsort(key, kind="stable")]
+    rows = rows[stable_order(key)]
     usable = pd.DataFrame({
         "pid": results["pid"].to_numpy()[rows],
         "analyte": analyte[rows],

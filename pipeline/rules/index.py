@@ -13,6 +13,7 @@ import pandas as pd
 
 from pipeline.config import ANALYTES
 from pipeline.ingest.harmonise import lookup, words
+from pipeline.kernels.sort import stable_order
 from pipeline.rules.bands import DEFICIENT, INDETERMINATE, UNLIKELY
 
 B12_ANALYTES = ("b12_total", "b12_active")
@@ -36,7 +37,7 @@ def _segments(group: np.ndarray) -> tuple[np.ndarray | None, np.ndarray, np.ndar
     group = np.asarray(group)
     order = None
     if len(group) > 1 and not (group[1:] >= group[:-1]).all():
-        order = np.argsort(group, kind="stable")
+        order = stable_order(group)
         group = group[order]
     starts = np.flatnonzero(np.concatenate([[True], group[1:] != group[:-1]])) if len(group) \
         else np.zeros(0, dtype=np.intp)
