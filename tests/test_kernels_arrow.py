@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipeline.kernels.arrow import cell_edges, text_buffers, text_order
+from pipeline.kernels.arrow import cell_edges, text_buffers, text_codes, text_order
 from pipeline.kernels.memory import trim_heap, use_prompt_memory_pool
 
 IDS = st.one_of(
@@ -60,3 +60,22 @@ def test_prompt_pool_is_jemalloc_returning_memory_at_once() -> None:
         assert pa.array(["kept"]).to_pylist() == ["kept"]
     finally:
         pa.set_memory_pool(before)
+
+
+@settings(max_examples=300, deadline=None)
+@given(ids=st.lists(st.one_of(st.none(), IDS), max_size=60), large=st.booleans(),
+       sliced=st.integers(0, 3))
+def test_text_codes_are_arrows_dictionary_encoding(ids: list[str | None], large: bool,
+                                                  sliced: int) -> None:
+    text = pa.array(ids, pa.large_string() if large else pa.string())[sliced:]
+    found = text_codes(text)
+    encoded = text.dictionary_encode()
+    short = all(v is None or len(v.encode()) <= 8 and "\u0000" not in v for v in ids[sliced:])
+    if not (short and len(text)):
+        assert found is None
+        return
+    assert found is not None
+    codes, values = found
+    assert codes.dtype == np.int32
+    np.testing.assert_array_equal(codes, pc.fill_null(encoded.indices, -1).to_numpy())
+    assert values.equals(encoded.dictionary)

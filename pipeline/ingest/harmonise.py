@@ -17,6 +17,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from pipeline.config import UNIT_SPELLINGS, InputSpec
+from pipeline.kernels.arrow import text_codes
 
 CENSORS = ("", "<", "<=", ">", ">=")
 #: Canonical unit of each analyte (SPEC "Analytes and units").
@@ -59,6 +60,11 @@ def factorize(series: pd.Series) -> tuple[np.ndarray, pd.Series]:
         # Arrow's hash kernel gives int32 codes directly: pd.factorize would widen them
         # to int64 first, a transient 80 MB per column of a 10M-row extract
         text = pa.array(series.array)
+        if isinstance(text, pa.ChunkedArray) and text.num_chunks == 1:
+            text = text.chunk(0)
+        short = None if isinstance(text, pa.ChunkedArray) else text_codes(text)
+        if short is not None:  # ids of up to 8 bytes: hashed as integers
+            return short[0], pd.Series(pd.array(short[1], dtype=series.dtype))
         encoded = (text if isinstance(text, pa.ChunkedArray) else pa.chunked_array([text])
                    ).dictionary_encode().combine_chunks()
         codes = pc.fill_null(encoded.indices, -1).to_numpy(zero_copy_only=False)
