@@ -23,6 +23,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from pipeline.errors import UserError
+from pipeline.kernels.arrow import text_order
 from pipeline.outputs.run_folder import is_temporary, read_manifest
 
 __all__ = [
@@ -165,7 +166,7 @@ def _by_list(state: pa.Table) -> dict[str | None, pa.Table]:
 
 def _first_per_patient(rows: pa.Table) -> pa.Table:
     """``rows`` sorted by patient id, keeping each patient's first row (as drop_duplicates)."""
-    order = pc.sort_indices(rows["patient_id"])  # stable; nulls last
+    order = pa.array(text_order(rows["patient_id"]))  # stable; nulls last
     ids = rows["patient_id"].take(order)
     if len(ids) > 1:
         head, tail = ids[:-1], ids[1:]
