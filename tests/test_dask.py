@@ -169,14 +169,41 @@ def test_progress_counts_the_clusters_tasks_and_the_manifest_times_each_step(
 @settings(max_examples=10, deadline=None, derandomize=True,
           suppress_health_check=[HealthCheck.too_slow])
 @given(n_patients=st.integers(1, 150), seed=st.integers(0, 2**16), messy=st.booleans(),
-       per_patient=st.sampled_from([0.5, 3.0, 8.0]), partitions=st.integers(1, 4))
+       per_patient=st.sampled_from([0.5, 3.0, 8.0]), partitions=st.integers(1, 4),
+       as_of=st.sampled_from([None, AS_OF, date(2026, 9, 15)]))
 def test_generated_extracts_screen_the_same_on_dask(
         scheduler: str, n_patients: int, seed: int, messy: bool, per_patient: float,
-        partitions: int) -> None:
+        partitions: int, as_of: date | None) -> None:
+    """Inferred as-of dates (every partition validated first) and given ones (each
+    partition validated within its classification task) alike."""
     with tempfile.TemporaryDirectory() as folder:
         paths = generate(Path(folder), n_patients=n_patients, seed=seed, messy=messy,
                          results_per_patient=per_patient, as_of=AS_OF)
-        _same_state(*_states(_options(paths), scheduler, partitions))
+        options = RunOptions(**{**vars(_options(paths)), "as_of": as_of})
+        _same_state(*_states(options, scheduler, partitions))
+
+
+@pytest.mark.parametrize("partitioned", [False, True], ids=["single-files", "partitioned"])
+def test_too_many_rejected_rows_with_a_given_as_of_stop_as_the_pandas_engine_does(
+        scheduler: str, tmp_path: Path, partitioned: bool) -> None:
+    """With --as-of each partition is validated by its classification task, so the
+    reject-rate limit is checked after classifying: the same message and exit code as the
+    pandas engine, and nothing left behind (no run folder, no staging folder)."""
+    paths = generate(tmp_path / "in", n_patients=200, seed=6, messy=True)
+    messages = []
+    for engine in (["--engine", "pandas"],
+                   ["--engine", "dask", "--scheduler", scheduler,
+                    *(["--partitioned"] if partitioned else [])]):
+        out = tmp_path / "runs" / engine[1]
+        result = invoke("run", paths["labs"], "--patients", paths["patients"],
+                        "--medications", paths["medications"], "--as-of", "2026-10-31",
+                        "--max-reject-rate", "0.001", "--out", out, "--quiet", *engine)
+        assert result.exit_code == 1, result.output
+        assert "Traceback" not in result.output
+        messages.append(result.stderr)
+    assert "rows rejected" in messages[0] and "above --max-reject-rate 0.1%" in messages[0]
+    assert messages[1] == messages[0]
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
 
 
 def test_a_bad_file_read_on_a_worker_stops_with_the_pandas_engines_message(

@@ -23,7 +23,12 @@ How it works
     3. **Validate.** Each labs partition is put back in input order (file, then row) and
        validated by :func:`pipeline.ingest.validate.validate_labs` itself; the counts, the latest
        collection date and the test-code tally come back, so the reject-rate limit and the
-       as-of date are decided over the whole extract, exactly as in the pandas engine.
+       as-of date are decided over the whole extract, exactly as in the pandas engine. Every
+       partition's validated rows wait on the workers meanwhile; so with ``--as-of`` given
+       (nothing to decide first) each partition is validated by its classification task
+       instead, and the reject-rate limit is checked once every partition is classified
+       (over the limit: the same message and exit, and nothing is written). Large extracts
+       on small workers need that: 20M rows did not fit 4 workers of 1.5 GiB otherwise.
     4. **Classify.** Each partition's patients and medications are validated, and the
        partition's cohort is classified by :func:`pipeline.rules.classify.classify` -- there is no
        second implementation of the rules. Patients come back in cohort order (sorted ids),
@@ -31,7 +36,8 @@ How it works
        pandas engine's.
 
     Timings: ``read`` covers step 1, ``validate`` steps 2-3 and ``classify`` step 4 (which
-    includes validating the patients and medications, as it needs the as-of date).
+    includes validating the patients and medications, as it needs the as-of date; with
+    ``--as-of``, the labs' validation too).
 
 Partitioned tables (``--partitioned``)
     Without it the partitions' tables come back to this process, which writes
@@ -430,18 +436,19 @@ def screen_dask(options: RunOptions, progress: Progress | None = None,
         n_parts = partitions or max(threads, math.ceil(inputs["labs"].rows / rows))
         with state.step("validate", progress):
             shuffled = {kind: _partitions(inp, n_parts) for kind, inp in inputs.items()}
-            labs_parts = client.compute(
-                [dask.delayed(_validate_labs)(part, inputs["labs"].layout.original, fmt,
-                                              rules, today, parquet["labs"])
-                 for part in shuffled["labs"]])
-            summaries = _gathered(client, client.map(_labs_summary, labs_parts, pure=False),
-                                  "validate", progress)
-            del shuffled["labs"]  # the raw lab rows are no longer needed on the workers
-            inputs["labs"].tables = []
-            labs = _merged("labs", summaries, inputs["labs"], fmt, rules)
-            state.inputs["labs"] = labs
-            check_reject_rate(state)
-            state.as_of = options.as_of or default_as_of(labs)
+            labs_parts = [dask.delayed(_validate_labs)(part, inputs["labs"].layout.original,
+                                                       fmt, rules, today, parquet["labs"])
+                          for part in shuffled.pop("labs")]
+            if options.as_of is None:  # inferred from every partition's latest date first
+                labs_parts = client.compute(labs_parts)
+                summaries = _gathered(client, client.map(_labs_summary, labs_parts,
+                                                         pure=False), "validate", progress)
+                inputs["labs"].tables = []  # the raw lab rows are no longer needed
+                state.inputs["labs"] = _merged("labs", summaries, inputs["labs"], fmt, rules)
+                check_reject_rate(state)
+                state.as_of = default_as_of(state.inputs["labs"])
+            else:  # each partition is validated by its classification task: none waits
+                state.as_of = options.as_of
         with state.step("classify", progress):
             originals = {kind: inp.layout.original for kind, inp in inputs.items()}
             none = [None] * n_parts
@@ -462,6 +469,7 @@ def screen_dask(options: RunOptions, progress: Progress | None = None,
                     remove_staging(state.staged.folder, state.staged.created)
                 raise
             del shuffled, labs_parts, tasks
+            inputs["labs"].tables = []
     try:
         for kind, inp in inputs.items():
             state.inputs[kind] = _merged(kind, [p.inputs[kind] for p in parts], inp, fmt,
