@@ -9,7 +9,8 @@ A ``LocalCluster`` of 4 worker processes (1 thread and ``--memory-limit`` each, 
 started in a subprocess, so that the ``b12screen`` process is only the client:
 
     b12screen run labs.parquet --patients patients.csv --medications medications.csv \\
-        --engine dask --partitioned --scheduler tcp://127.0.0.1:PORT --out WORK/partitioned
+        --as-of 2026-10-31 --engine dask --partitioned --scheduler tcp://127.0.0.1:PORT \\
+        --out WORK/partitioned
 
 The patients and medications CSVs are read as folders of files of ``--csv-rows`` rows (the
 Dask engine reads a CSV file per task). The same inputs are then run with the pandas engine.
@@ -144,6 +145,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--memory-limit", default="1.5GiB", help="per worker")
     parser.add_argument("--csv-rows", type=int, default=500_000,
                         help="rows per file of the patients and medications CSVs")
+    parser.add_argument("--as-of", default="2026-10-31",
+                        help="both runs' --as-of, as a monthly run gives it (the Dask engine "
+                             "then validates each partition within its classification task)")
     parser.add_argument("--no-pandas", action="store_true",
                         help="skip the pandas engine's run (and the comparison)")
     args = parser.parse_args(argv)
@@ -151,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
     work.mkdir(parents=True, exist_ok=True)
     extract = _extract(args.rows, args.shape, args.seed,
                        work / f"extract-{args.shape}-{args.rows}-seed{args.seed}")
-    inputs = ["run", str(extract / "labs.parquet"), "--quiet"]
+    inputs = ["run", str(extract / "labs.parquet"), "--as-of", args.as_of, "--quiet"]
     for kind in ("patients", "medications"):
         inputs += [f"--{kind}", str(_split_csv(extract / f"{kind}.csv", work / f"{kind}-split",
                                                args.csv_rows))]
