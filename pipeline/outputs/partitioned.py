@@ -60,11 +60,14 @@ TABLES = {"patients": PATIENTS_SCHEMA, "results": RESULTS_SCHEMA}
 #: The staging folder's folder of sorted worklist parts (left behind, never moved into the
 #: run folder: the staging folder is removed once the run folder is written).
 LIST_PARTS = "worklist-parts"
-#: Rows per block of a list's part file: the unit the merge reads.
-LIST_BLOCK_ROWS = 4096
-#: Rows the merge of a list holds in all (about; at least a block per part): each part
-#: gets its share, so memory follows this and the number of parts, not the list.
-MERGE_ROWS = 1 << 17
+#: Rows per block of a list's part file: the unit the merge reads, so at least what it
+#: holds of each part (small: a large extract has many partitions).
+LIST_BLOCK_ROWS = 1024
+#: Rows the merge of a list holds in all, each part its share (but at least a block, so
+#: at most this plus two blocks per part), and so about the rows of each piece it gives:
+#: memory follows this and the number of parts, never the list. Smaller pieces cost the
+#: workbook's writer time; larger ones, memory.
+MERGE_ROWS = 1 << 16
 #: Arrow files of the list parts: compressed (read once per pass, written once).
 _IPC = pa.ipc.IpcWriteOptions(compression="lz4")
 
@@ -121,9 +124,9 @@ class ListParts:
     timed: dict[str, set[str]]
 
     def pieces(self, name: str) -> Iterator[pd.DataFrame]:
-        """List ``name`` in its order, as frames of a few thousand rows each (at least
-        one, empty if the list is): the parts' blocks merged, without the order's own
-        columns. Each call reads the parts afresh (a workbook reads a list twice)."""
+        """List ``name`` in its order, as frames of at most about ``MERGE_ROWS`` rows (at
+        least one, empty if the list is): the parts' blocks merged, without the order's
+        own columns. Each call reads the parts afresh (a workbook reads a list twice)."""
         files = [pa.ipc.open_file(pa.memory_map(str(_list_part(self.folder, name, i))))
                  for i in range(self.parts)]
         schema = pa.unify_schemas([f.schema for f in files], promote_options="permissive")
