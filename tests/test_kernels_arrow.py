@@ -62,7 +62,7 @@ def test_prompt_pool_is_jemalloc_returning_memory_at_once() -> None:
         pa.set_memory_pool(before)
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=30, deadline=None)
 @given(data=st.data())
 def test_merge_sorted_is_a_sort_of_every_streams_rows(data: st.DataObject) -> None:
     """Streams sorted by the keys, cut into blocks of any size (empty ones too), merge into
