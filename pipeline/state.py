@@ -50,13 +50,15 @@ class StagedTables:
     folder, moved into the run folder when it is written. ``created``: the parent folders
     made for it (removed again if the run stops). ``outputs``: what the writing process
     keeps of the cohort instead of its rows (``pipeline.outputs.partitioned.PartOutputs``
-    combined: counts, and the patients on a worklist)."""
+    combined: counts); ``lists``: the worklists' sorted parts in ``folder``, which the write
+    step merges as it writes them (``pipeline.outputs.partitioned.ListParts``)."""
 
     folder: Path
     created: list[Path]
     parts: int
     patients: int
     outputs: Any = None
+    lists: Any = None
 
 
 @dataclass
@@ -77,7 +79,7 @@ class RunState:
 
     def patients(self) -> int:
         """Patients in the cohort (the partitioned tables' rows when the workers wrote
-        them, as the writing process then holds only the listed patients)."""
+        them, as the writing process then holds none of the patients' rows)."""
         if self.staged is not None:
             return self.staged.patients
         return len(self.classified.patients) if self.classified is not None else 0

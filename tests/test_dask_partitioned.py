@@ -112,24 +112,64 @@ def test_part_files_are_the_same_from_run_to_run(scheduler: str, tmp_path: Path,
 
 def test_month_on_month_worklists_as_unpartitioned(scheduler: str, tmp_path: Path,
                                                    months: dict[str, dict[str, Path]]) -> None:
-    """``--previous``: new, persisting and resolved as the pandas engine finds them."""
+    """``--previous``, in nine partitions: the worklists merged from the partitions' sorted
+    parts, new, persisting and resolved, and the worklist state are the pandas engine's,
+    byte for byte, with a list empty in some partitions only; the sorted parts are left
+    nowhere."""
     september = _run(months["2026-09"], tmp_path / "reports" / "2026-09")
     single = _run(months["2026-10"], tmp_path / "single" / "2026-10", "--previous", september)
-    parts = _run(months["2026-10"], tmp_path / "parts" / "2026-10", "--previous", september,
-                 "--engine", "dask", "--partitioned", "--scheduler", scheduler)
+    parts = _run_in_parts(months["2026-10"], tmp_path / "parts" / "2026-10", scheduler, 9,
+                          september)
     assert any("persisting" in p.read_text() for p in (single / "worklists").glob("*.csv"))
     assert len((single / "worklists" / "resolved.csv").read_text().splitlines()) > 1
     _same_as_single_files(single, parts)
+    per_part = _lists_per_part(parts)
+    assert any(0 in counts and max(counts) > 0 for counts in per_part.values()), per_part
+    assert not list(tmp_path.rglob("worklist-parts"))
+    assert [p.name for p in (tmp_path / "parts").iterdir()] == ["2026-10"]  # no staging left
+    manifest = json.loads((parts / "manifest.json").read_text())
+    assert not [name for name in manifest["outputs"] if "worklist-parts" in name]
 
 
 def test_labs_only_extract(scheduler: str, tmp_path: Path,
                            months: dict[str, dict[str, Path]]) -> None:
-    """No patients input: no age or sex breakdown, in either run."""
+    """No patients input: no age or sex breakdown, in either run; in five partitions, the
+    metformin and retest lists are empty in every one (header-only CSVs, empty sheets)."""
     labs = {"labs": months["2026-10"]["labs"]}
     single = _run(labs, tmp_path / "pandas")
-    parts = _run(labs, tmp_path / "parts", "--engine", "dask", "--partitioned",
-                 "--scheduler", scheduler)
+    parts = _run_in_parts(labs, tmp_path / "parts", scheduler, 5)
     _same_as_single_files(single, parts)
+    for name in ("metformin_monitoring", "retest"):
+        assert len((parts / "worklists" / f"{name}.csv").read_text().splitlines()) == 1
+
+
+def _run_in_parts(extract: dict[str, Path], out: Path, scheduler: str, partitions: int,
+                  previous: Path | None = None) -> Path:
+    """A partitioned run cut into ``partitions`` partitions (more than the cluster's threads,
+    as a large extract is), as ``b12screen run --engine dask --partitioned`` runs it."""
+    from pipeline.engines.dask_engine import screen_dask
+    from pipeline.outputs.write import write_outputs
+    from pipeline.state import RunOptions
+
+    options = RunOptions(labs=str(extract["labs"]),
+                         patients=str(extract["patients"]) if "patients" in extract else None,
+                         medications=(str(extract["medications"])
+                                      if "medications" in extract else None),
+                         out=out, engine="dask", scheduler=scheduler, previous=previous,
+                         partitioned=True)
+    state = screen_dask(options, partitions=partitions)
+    assert state.staged is not None and state.staged.parts == partitions
+    assert state.classified.patients.empty  # no patient row came back
+    return write_outputs(state, out, previous)
+
+
+def _lists_per_part(run: Path) -> dict[str, list[int]]:
+    """Each worklist's patients in each partition (from the patients dataset's parts)."""
+    from pipeline.outputs.worklists import LISTS
+
+    parts = [pd.read_parquet(p) for p in sorted((run / "patients").iterdir())]
+    return {name: [int(p[flag].fillna(False).sum()) for p in parts]
+            for name, (flag, _) in LISTS.items()}
 
 
 def test_partitioned_needs_the_dask_engine(tmp_path: Path,

@@ -79,3 +79,45 @@ def test_text_codes_are_arrows_dictionary_encoding(ids: list[str | None], large:
     assert codes.dtype == np.int32
     np.testing.assert_array_equal(codes, pc.fill_null(encoded.indices, -1).to_numpy())
     assert values.equals(encoded.dictionary)
+
+
+@settings(max_examples=30, deadline=None)
+@given(data=st.data())
+def test_merge_sorted_is_a_sort_of_every_streams_rows(data: st.DataObject) -> None:
+    """Streams sorted by the keys, cut into blocks of any size (empty ones too), merge into
+    the order one sort of all their rows gives, whatever rows each step holds."""
+    from pipeline.kernels.arrow import merge_sorted
+
+    n = data.draw(st.integers(0, 300))
+    groups = data.draw(st.lists(st.one_of(st.none(), st.sampled_from(["b", "a", "é", ""])),
+                                min_size=n, max_size=n))
+    urgent = data.draw(st.lists(st.integers(0, 1), min_size=n, max_size=n))
+    table = pa.table({"group": pa.array(groups, pa.string()),
+                      "urgent": pa.array(urgent, pa.uint8()),
+                      "id": pa.array([f"{i:04d}" for i in range(n)][::-1]),
+                      "row": pa.array(range(n), pa.int64())})
+    keys = [("group", "ascending"), ("urgent", "ascending"), ("id", "ascending")]
+    expected = table.take(pc.sort_indices(table, sort_keys=keys))
+    count = data.draw(st.integers(1, 6))
+    which = np.array(data.draw(st.lists(st.integers(0, count - 1), min_size=n, max_size=n)),
+                     dtype=np.int64)
+    streams = []
+    for k in range(count):
+        part = table.filter(pa.array(which == k)) if n else table
+        part = part.take(pc.sort_indices(part, sort_keys=keys))
+        cuts = sorted(data.draw(st.lists(st.integers(0, part.num_rows), max_size=5)))
+        edges = [0, *cuts, part.num_rows]
+        streams.append([part.slice(a, b - a) for a, b in zip(edges[:-1], edges[1:], strict=True)])
+    rows = data.draw(st.integers(1, 64))
+    merged = list(merge_sorted(streams, keys, rows))
+    got = pa.concat_tables(merged) if merged else table.slice(0, 0)
+    assert got.equals(expected)
+
+
+def test_merge_sorted_refuses_a_stream_out_of_order() -> None:
+    from pipeline.kernels.arrow import merge_sorted
+
+    keys = [("id", "ascending")]
+    streams = [[pa.table({"id": ["b", "a"]})], [pa.table({"id": ["c"]})]]
+    with pytest.raises(ValueError, match="not in the order"):
+        list(merge_sorted(streams, keys))

@@ -7,7 +7,8 @@ When to use it
     larger than one machine comfortably holds: the workers read, validate and classify their
     share of the rows, and only the results come back to this process, which writes the
     outputs (so the accepted results and the patients table must fit here; the raw extract
-    need not; with ``--partitioned`` only the patients on a worklist do). On a single
+    need not; with ``--partitioned`` neither must: this process then holds counts, last
+    month's worklist state and the listed patients' ids). On a single
     small machine it is slower than pandas: moving every row between
     workers costs more than the rules.
 
@@ -44,10 +45,12 @@ Partitioned tables (``--partitioned``)
     ``patients.parquet`` and ``results.parquet``. With it, step 4 also writes each
     partition's rows on its worker as ``patients/part-NNNNN.parquet`` and
     ``results/part-NNNNN.parquet`` (:mod:`pipeline.outputs.partitioned`) into a staging
-    folder beside the run folder, which the write step moves into the run folder; what
-    comes back is each partition's counts and its patients on a worklist, so this process's
-    memory follows the worklists, not the cohort. The workers must be able to write where
-    ``--out`` points (a shared file system, as for the inputs).
+    folder beside the run folder, which the write step moves into the run folder; each
+    partition also builds and sorts its own worklists and writes them as sorted parts into
+    the staging folder. What comes back is each partition's counts; the write step merges
+    the lists' parts block by block as it writes the CSVs and the workbook, so this
+    process's memory follows neither the cohort nor the worklists. The workers must be able
+    to write where ``--out`` points (a shared file system, as for the inputs).
 
 Pointing it at a cluster
     Without ``--scheduler`` a ``distributed.LocalCluster`` is started for the run and closed
@@ -118,7 +121,13 @@ from pipeline.ingest.validate import (
 from pipeline.kernels.arrow import text_order
 from pipeline.outputs import partitioned
 from pipeline.outputs.run_folder import check_out, remove_staging, staging_folder
-from pipeline.outputs.write import default_out, report_cutoffs, run_inputs, table_metadata
+from pipeline.outputs.write import (
+    default_out,
+    mma_addon_max_days,
+    report_cutoffs,
+    run_inputs,
+    table_metadata,
+)
 from pipeline.rules.classify import Classified, classify, cohort_ids
 from pipeline.state import Progress, RunOptions, RunState, StagedTables
 
@@ -240,6 +249,7 @@ class _Written:
     folder: Path
     meta: dict[str, str]
     cutoffs: dict[str, list[float]]
+    mma_addon_max_days: int
 
 
 def _screen_and_write(index: int, written: _Written, labs: Validated,
@@ -247,11 +257,13 @@ def _screen_and_write(index: int, written: _Written, labs: Validated,
                       originals: dict[str, list[str]], fmt: ExtractFormat,
                       rules: RulesProfile, as_of: date,
                       parquet: dict[str, frozenset[str]] | None = None) -> _Part:
-    """One partition screened, its tables written as part ``index``; only its counts and
-    listed patients come back."""
+    """One partition screened, its tables and sorted worklists written as part ``index``;
+    only its counts come back."""
     part = _screen_part(labs, patients, meds, originals, fmt, rules, as_of, parquet)
     partitioned.write_part(part.classified, written.meta, written.folder, index)
-    outputs = partitioned.part_outputs(part.classified, as_of, written.cutoffs)
+    timed = partitioned.write_lists(part.classified, as_of, written.mma_addon_max_days,
+                                    written.folder, index)
+    outputs = partitioned.part_outputs(part.classified, as_of, written.cutoffs, timed)
     return _Part(None, part.inputs, outputs)
 
 
@@ -482,9 +494,10 @@ def screen_dask(options: RunOptions, progress: Progress | None = None,
             remove_staging(state.staged.folder, state.staged.created)
         raise
     if state.staged is not None:
-        outputs = partitioned.combine([p.outputs for p in parts])
-        state.staged.outputs, state.staged.patients = outputs, outputs.figures.patients
-        state.classified = outputs.listed
+        outputs, lists = partitioned.combine([p.outputs for p in parts], state.staged.folder)
+        state.staged.outputs, state.staged.lists = outputs, lists
+        state.staged.patients = outputs.figures.patients
+        state.classified = Classified(pd.DataFrame(), pd.DataFrame(), outputs.rows_after_as_of)
     else:
         state.classified = _joined([p.classified for p in parts], inputs["labs"].files)
     return state
@@ -498,5 +511,6 @@ def _staging(state: RunState, n_parts: int) -> _Written:
     folder, created = staging_folder(out)
     partitioned.prepare_folders(folder)
     state.staged = StagedTables(folder, created, n_parts, 0)
-    return _Written(folder, table_metadata(state), report_cutoffs(state))
+    return _Written(folder, table_metadata(state), report_cutoffs(state),
+                    mma_addon_max_days(state))
 

@@ -1,5 +1,6 @@
 """Reading Arrow's buffers directly: text cells' bytes and offsets without copying the
-strings, their first and last bytes, and a sort of short text ids by integer keys.
+strings, their first and last bytes, and a sort of short text ids by integer keys; and a
+merge of sorted streams of tables, block by block.
 
 Millions of ids and text cells pass through these; Python-level string work on them was
 the slowest part of reading and classifying. Domain code calls these and never touches a
@@ -8,6 +9,8 @@ buffer itself.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator, Sequence
+
 import numpy as np
 import pandas as pd
 import pyarrow as pa
@@ -15,7 +18,8 @@ import pyarrow.compute as pc
 
 from pipeline.kernels.sort import stable_order
 
-__all__ = ["SORT_KEY_BYTES", "cell_edges", "text_buffers", "text_codes", "text_order"]
+__all__ = ["SORT_KEY_BYTES", "cell_edges", "merge_sorted", "text_buffers", "text_codes",
+           "text_order"]
 
 
 def text_buffers(text: pa.Array) -> tuple[np.ndarray, np.ndarray] | None:
@@ -129,3 +133,57 @@ def _byte_words(text: pa.Array, max_bytes: int) -> list[np.ndarray] | None:
             key = (key << np.uint64(8)) | np.where(j < lengths, byte, np.uint64(0))
         keys.append(key)
     return keys
+
+
+def merge_sorted(streams: Sequence[Iterable[pa.Table]], sort_keys: Sequence[tuple[str, str]],
+                 rows: int = 1) -> Iterator[pa.Table]:
+    """The rows of several streams of tables, each stream sorted by ``sort_keys`` (Arrow's
+    order, nulls last), as one sorted stream of tables: what sorting all their rows at once
+    gives, while only about ``rows`` rows of each stream are held at a time.
+
+    The keys must order the rows totally (no two rows with equal keys). Each step tops up
+    every unfinished stream to at least ``rows`` held rows, sorts what is held together and
+    hands out the rows up to the smallest of the unfinished streams' last keys (no later
+    row can come before them), keeping the rest. Topping up every stream, not only the one
+    used up, lets each step hand out most of what it sorted, so the merge sorts each row
+    about once. A stream out of order is an error (the result would not be sorted).
+    """
+    iterators = [iter(stream) for stream in streams]
+    held: list[pa.Table | None] = [None] * len(iterators)  # each stream's rows not yet given
+    finished = [False] * len(iterators)
+    names = [name for name, _ in sort_keys]
+    while True:
+        for i, iterator in enumerate(iterators):  # loops over streams and blocks, not rows
+            while not finished[i] and (held[i] is None or held[i].num_rows < max(rows, 1)):
+                block = next(iterator, None)
+                if block is None:
+                    finished[i] = True
+                else:
+                    held[i] = block if held[i] is None or held[i].num_rows == 0 else \
+                        pa.concat_tables([held[i], block])
+        live = [i for i, table in enumerate(held) if table is not None and table.num_rows]
+        if not live:
+            return
+        if len(live) == 1:  # every other stream is finished: this one is in order
+            only = live[0]
+            yield held[only]
+            held[only] = held[only].slice(held[only].num_rows)
+            continue
+        tables = [held[i] for i in live]
+        sizes = np.array([t.num_rows for t in tables], dtype=np.int64)
+        ends = np.cumsum(sizes)
+        keys = pa.concat_tables([t.select(names) for t in tables])
+        order = pc.sort_indices(keys, sort_keys=list(sort_keys)).to_numpy()  # nulls last
+        rank = np.empty(len(order), dtype=np.int64)
+        rank[order] = np.arange(len(order))
+        for start, end in zip(ends - sizes, ends, strict=True):
+            if (np.diff(rank[start:end]) < 0).any():
+                raise ValueError("a stream to merge is not in the order of its sort keys")
+        open_ends = [rank[end - 1] for i, end in zip(live, ends, strict=True)
+                     if not finished[i]]
+        cut = int(min(open_ends)) + 1 if open_ends else len(order)
+        yield pa.concat_tables(tables).take(order[:cut])
+        kept = np.bincount(np.searchsorted(ends, order[cut:], side="right"),
+                           minlength=len(tables))
+        for i, table, n in zip(live, tables, kept, strict=True):  # each stream's sorted tail
+            held[i] = table.slice(table.num_rows - int(n))

@@ -1,5 +1,6 @@
 """The analyst tables as Parquet datasets written by the workers (``--engine dask
---partitioned``), and what the process that writes the rest keeps of each partition.
+--partitioned``), the worklists as sorted parts merged as they are written, and what the
+process that writes the rest keeps of each partition.
 
 Each partition of the cohort writes its own ``patients/part-NNNNN.parquet`` and
 ``results/part-NNNNN.parquet`` (the partition's number, zero-padded, so the names are the
@@ -7,45 +8,68 @@ same from run to run), with the schema and key-value metadata of the single file
 part, patients are in id order and results in input order, as in the single files. Reading
 either folder with pandas, DuckDB or Spark gives the rows of the single file.
 
-No patient row comes back to the writing process except the patients on a worklist (and
-the index results the lists show): each partition returns the counts the shareable outputs
-need (``published.CohortFigures``, the report's histograms), which add up over partitions,
-and its listed patients, whose lists ``worklists.build_worklists`` sorts as it does for a
-whole cohort.
+Each partition also builds its own worklists with ``worklists.build_worklists``, the code
+the pandas engine runs on the whole cohort, and writes each list, sorted, as an Arrow file
+of small blocks (``worklist-parts/LIST/part-NNNNN.arrow``) in the staging folder, which
+never becomes part of the run folder. A list's order depends on each row alone (practice,
+urgency, oldest result, patient id: ``worklists.ORDER_KEYS``) and ids are unique, so
+``ListParts.pieces`` merges the sorted parts block by block (``kernels.arrow.merge_sorted``)
+into the whole list's order. The write step streams those pieces into the CSVs and the
+workbook, so the writing process holds a few blocks of each part, never a list.
+
+No patient row comes back to the writing process: each partition returns the counts the
+shareable outputs need (``published.CohortFigures``, the report's histograms), which add up
+over partitions, and what the CSV writer must know of its lists' whole columns (which date
+columns have a time of day).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
+import pyarrow as pa
 
+from pipeline.kernels.arrow import merge_sorted
 from pipeline.outputs.published import CohortFigures
 from pipeline.outputs.report import Histograms, combine_histograms, histogram_counts
 from pipeline.outputs.tables import (
     PATIENTS_SCHEMA,
     RESULTS_SCHEMA,
     results_file,
+    timed_columns,
     write_frame,
 )
-from pipeline.outputs.worklists import LISTS, OPTIONAL_COLUMNS, WORKLIST_COLUMNS
+from pipeline.outputs.worklists import (
+    LISTS,
+    NOT_URGENT,
+    ORDER_KEYS,
+    RESULT_AT,
+    build_worklists,
+)
 from pipeline.rules.classify import Classified
 
-__all__ = ["TABLES", "PartOutputs", "combine", "part_name", "prepare_folders", "write_part"]
+__all__ = ["LIST_PARTS", "TABLES", "ListParts", "PartOutputs", "combine", "part_name",
+           "prepare_folders", "write_lists", "write_part"]
 
 #: The partitioned tables: folder name -> schema.
 TABLES = {"patients": PATIENTS_SCHEMA, "results": RESULTS_SCHEMA}
-#: Results columns a worklist shows of a patient's index test (``worklists._reported``).
-_REPORTED = ("result_text", "source_unit", "specimen_id", "site_id")
-#: Patients columns the worklists are built from (``worklists.build_worklists``); the
-#: listed patients travel with these only.
-_LISTED = frozenset({*(flag for flag, _ in LISTS.values()), *WORKLIST_COLUMNS,
-                     *OPTIONAL_COLUMNS, "index_collected_at", "last_b12_test_at",
-                     "paediatric", "index_row", "as_of"})
+#: The staging folder's folder of sorted worklist parts (left behind, never moved into the
+#: run folder: the staging folder is removed once the run folder is written).
+LIST_PARTS = "worklist-parts"
+#: Rows per block of a list's part file: the unit the merge reads, so at least what it
+#: holds of each part (small: a large extract has many partitions).
+LIST_BLOCK_ROWS = 1024
+#: Rows the merge of a list holds in all, each part its share (but at least a block, so
+#: at most this plus two blocks per part), and so about the rows of each piece it gives:
+#: memory follows this and the number of parts, never the list. Smaller pieces cost the
+#: workbook's writer time; larger ones, memory.
+MERGE_ROWS = 1 << 16
+#: Arrow files of the list parts: compressed (read once per pass, written once).
+_IPC = pa.ipc.IpcWriteOptions(compression="lz4")
 
 
 def part_name(index: int) -> str:
@@ -67,51 +91,92 @@ def write_part(classified: Classified, meta: dict[str, str], folder: Path, index
                 folder / "patients" / part_name(index))
 
 
+def _list_part(folder: Path, name: str, index: int) -> Path:
+    return folder / LIST_PARTS / name / part_name(index).replace(".parquet", ".arrow")
+
+
+def write_lists(classified: Classified, as_of: date, mma_addon_max_days: int, folder: Path,
+                index: int) -> dict[str, set[str]]:
+    """One partition's worklists, each sorted and written as part ``index`` of its list (on
+    a worker), with the columns only the order needs; returns each list's date columns
+    with a time of day (the CSV writes those with their time, if any part has one)."""
+    lists = build_worklists(classified.patients, classified.results, as_of=as_of,
+                            mma_addon_max_days=mma_addon_max_days, order_keys=True)
+    timed = {}
+    for name, frame in lists.items():  # five lists
+        table = pa.Table.from_pandas(frame, preserve_index=False)
+        path = _list_part(folder, name, index)
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        with pa.OSFile(str(path), "wb") as sink, \
+                pa.ipc.new_file(sink, table.schema, options=_IPC) as writer:
+            writer.write_table(table, max_chunksize=LIST_BLOCK_ROWS)
+        timed[name] = timed_columns(frame)
+    return timed
+
+
+@dataclass
+class ListParts:
+    """The worklists' sorted parts written by the partitions (``write_lists``): ``parts``
+    files per list in ``folder``, and each list's date columns with a time of day."""
+
+    folder: Path
+    parts: int
+    timed: dict[str, set[str]]
+
+    def pieces(self, name: str) -> Iterator[pd.DataFrame]:
+        """List ``name`` in its order, as frames of at most about ``MERGE_ROWS`` rows (at
+        least one, empty if the list is): the parts' blocks merged, without the order's
+        own columns. Each call reads the parts afresh (a workbook reads a list twice)."""
+        files = [pa.ipc.open_file(pa.memory_map(str(_list_part(self.folder, name, i))))
+                 for i in range(self.parts)]
+        schema = pa.unify_schemas([f.schema for f in files], promote_options="permissive")
+        rows = max(LIST_BLOCK_ROWS, MERGE_ROWS // max(self.parts, 1))
+
+        def blocks(file: pa.ipc.RecordBatchFileReader) -> Iterator[pa.Table]:
+            for k in range(file.num_record_batches):  # blocks, not rows
+                yield pa.Table.from_batches([file.get_batch(k)]).cast(schema)
+
+        given = False
+        for table in merge_sorted([blocks(f) for f in files], ORDER_KEYS, rows):
+            given = True
+            yield _frame(table)
+        if not given:
+            yield _frame(schema.empty_table())
+
+
+def _frame(table: pa.Table) -> pd.DataFrame:
+    """A merged block as the list's frame (its pandas types restored, as written)."""
+    return table.drop_columns([NOT_URGENT, RESULT_AT]).to_pandas()
+
+
 @dataclass
 class PartOutputs:
-    """What a partition gives the writing process: its counts, and its listed patients
-    (with their index results, ``index_row`` pointing into those)."""
+    """What a partition gives the writing process: its counts, its results after the
+    as-of date, and which of its lists' date columns have a time of day."""
 
     figures: CohortFigures
     histograms: Histograms
-    listed: Classified
+    rows_after_as_of: int
+    timed: dict[str, set[str]]
 
 
 def part_outputs(classified: Classified, as_of: date,
-                 rules_cutoffs: Mapping[str, Sequence[float]]) -> PartOutputs:
-    """A partition's figures, histograms and listed patients (on a worker)."""
+                 rules_cutoffs: Mapping[str, Sequence[float]],
+                 timed: dict[str, set[str]]) -> PartOutputs:
+    """A partition's figures and histograms (on a worker)."""
     patients, results = classified.patients, classified.results
     classified_rows = ~results["after_as_of"].to_numpy(dtype=bool)
     histograms = histogram_counts(results.loc[classified_rows, ["analyte", "value"]],
                                   rules_cutoffs, additive=True)
-    on_a_list = np.logical_or.reduce(
-        [patients[flag].fillna(False).to_numpy(dtype=bool) for flag, _ in LISTS.values()])
-    listed = patients.loc[on_a_list, [c for c in patients.columns if c in _LISTED]]
-    listed = listed.reset_index(drop=True)
-    rows = listed["index_row"].to_numpy(dtype=np.int64)
-    shown = [c for c in _REPORTED if c in results.columns]
-    index_results = results[shown].take(rows[rows >= 0]).reset_index(drop=True)
-    moved = np.full(len(rows), -1, dtype=np.int64)
-    moved[rows >= 0] = np.arange(int((rows >= 0).sum()))
-    listed["index_row"] = moved
     return PartOutputs(CohortFigures.of(patients, as_of), histograms,
-                       Classified(listed, index_results, classified.rows_after_as_of))
+                       classified.rows_after_as_of, timed)
 
 
-def combine(parts: Sequence[PartOutputs]) -> PartOutputs:
-    """The partitions' outputs as one cohort's: counts added up, listed patients one
-    partition after another (``build_worklists`` puts them in id order itself), with
-    ``index_row`` pointing into their joined results. Not sorting here saves a copy of
-    every listed patient's row, the writing process's largest frame."""
-    offsets = np.cumsum([0] + [len(p.listed.results) for p in parts[:-1]])
-    frames = []
-    for part, offset in zip(parts, offsets, strict=True):  # one per partition
-        rows = part.listed.patients["index_row"].to_numpy(dtype=np.int64)
-        frames.append(part.listed.patients.assign(
-            index_row=np.where(rows >= 0, rows + offset, -1)))
-    patients = pd.concat(frames, ignore_index=True)
-    del frames
-    results = pd.concat([p.listed.results for p in parts], ignore_index=True)
-    listed = Classified(patients, results, sum(p.listed.rows_after_as_of for p in parts))
-    return PartOutputs(CohortFigures.combine([p.figures for p in parts]),
-                       combine_histograms([p.histograms for p in parts]), listed)
+def combine(parts: Sequence[PartOutputs], folder: Path) -> tuple[PartOutputs, ListParts]:
+    """The partitions' outputs as one cohort's (counts added up), and their worklist parts
+    in ``folder``."""
+    timed = {name: set().union(*(p.timed.get(name, set()) for p in parts)) for name in LISTS}
+    return (PartOutputs(CohortFigures.combine([p.figures for p in parts]),
+                        combine_histograms([p.histograms for p in parts]),
+                        sum(p.rows_after_as_of for p in parts), timed),
+            ListParts(folder, len(parts), timed))

@@ -8,6 +8,7 @@ no patient id.
 from __future__ import annotations
 
 import json
+from collections.abc import Collection, Iterable, Mapping
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from pipeline.kernels.arrow import cell_edges
-from pipeline.outputs.xlsx import as_text, write_workbook
+from pipeline.outputs.xlsx import SheetSource, as_text, write_workbook
 from pipeline.state import RunState
 
 _DANGEROUS = ("=", "+", "-", "@", "\t", "\r")
@@ -266,22 +267,75 @@ def write_csv(frame: pd.DataFrame, path: Path, *, bom: bool = False,
               neutralised: bool = False) -> None:
     """UTF-8, with a byte-order mark if ``bom`` (worklists, which lab managers open in Excel:
     without it Excel shows µg as Âµg); plain otherwise, so that data tools read clean header
-    names. Dates as ISO text; cells neutralised (``neutralised``: the caller did it already,
-    as for worklists written both as CSV and in the workbook).
+    names. Dates as ISO text (date and time in a column with a time of day); cells
+    neutralised (``neutralised``: the caller did it already, as for worklists written both
+    as CSV and in the workbook).
 
     Written by Arrow's C++ CSV writer: pandas' writer dominated large runs.
     """
     safe = frame if neutralised else neutralise(frame)
+    table = _csv_table(safe, timed_columns(safe))
+    with pa.OSFile(str(path), "wb") as sink:  # Arrow's own file: no copy through Python
+        if bom:
+            sink.write(BOM)
+        pacsv.write_csv(table, sink, write_options=_CSV_OPTIONS)
+
+
+def write_csv_pieces(pieces: Iterable[pd.DataFrame], path: Path, *, timed: Collection[str],
+                     bom: bool = False, neutralised: bool = False) -> None:
+    """``write_csv`` of the frame that ``pieces`` make one after another (at least one, all
+    with the same columns), holding one piece at a time: the same bytes. Whether a date
+    column is written with its time of day depends on all of its rows, so the caller says
+    which are (``timed``, as ``timed_columns`` of the whole frame). Each cell's text
+    depends on its value and its column's type alone, which is why pieces give the whole
+    frame's bytes; dictionaries are written as their text, as Arrow's writer does."""
+    with pa.OSFile(str(path), "wb") as sink:
+        if bom:
+            sink.write(BOM)
+        writer: pacsv.CSVWriter | None = None
+        for piece in pieces:
+            table = _csv_table(piece if neutralised else neutralise(piece), timed)
+            table = table.cast(pa.schema([
+                (f.name, f.type.value_type if pa.types.is_dictionary(f.type) else f.type)
+                for f in table.schema]))
+            if writer is None:
+                writer = pacsv.CSVWriter(sink, table.schema, write_options=_CSV_OPTIONS)
+                schema = table.schema
+            writer.write_table(table.cast(schema))
+        if writer is None:
+            raise ValueError(f"no piece of {Path(path).name} to write, not even an empty one")
+        writer.close()
+
+
+_CSV_OPTIONS = pacsv.WriteOptions(quoting_style="needed")
+
+
+def timed_columns(frame: pd.DataFrame) -> set[str]:
+    """The date columns with a time of day other than midnight in some row: ``write_csv``
+    writes those with their time, the others as dates."""
+    timed = set()
+    for name in frame.columns:
+        if pd.api.types.is_datetime64_any_dtype(frame[name].dtype):
+            stamps = pa.array(frame[name].astype("datetime64[us]"), pa.timestamp("us"),
+                              from_pandas=True)
+            midnight = pc.equal(stamps.cast(pa.date32()).cast(pa.timestamp("us")), stamps)
+            if not pc.fill_null(pc.all(midnight), True).as_py():
+                timed.add(str(name))
+    return timed
+
+
+def _csv_table(safe: pd.DataFrame, timed: Collection[str]) -> pa.Table:
+    """A frame's columns as Arrow arrays for the CSV writer: dates as ISO text (``timed``
+    columns with their time of day), text as Arrow text."""
     arrays, names = [], []
     for name in safe.columns:
         column = safe[name]
         if pd.api.types.is_datetime64_any_dtype(column.dtype):
             stamps = pa.array(column.astype("datetime64[us]"), pa.timestamp("us"),
                               from_pandas=True)
-            days = stamps.cast(pa.date32())
-            midnight = pc.equal(days.cast(pa.timestamp("us")), stamps)
-            if pc.fill_null(pc.all(midnight), True).as_py():
-                arrays.append(days.cast(pa.string()))  # as strftime "%Y-%m-%d", ~20x faster
+            if str(name) not in timed:
+                # as strftime "%Y-%m-%d", ~20x faster
+                arrays.append(stamps.cast(pa.date32()).cast(pa.string()))
             else:
                 arrays.append(pc.strftime(stamps, "%Y-%m-%dT%H:%M:%S"))
         elif column.dtype == "str" or column.dtype == object:
@@ -292,20 +346,18 @@ def write_csv(frame: pd.DataFrame, path: Path, *, bom: bool = False,
             except UnicodeEncodeError:  # Python text UTF-8 cannot hold (lone surrogates)
                 arrays.append(pa.array(as_text(column), pa.string(), from_pandas=True))
         names.append(str(name))
-    table = pa.Table.from_arrays(arrays, names=names) if arrays else pa.table({})
-    with pa.OSFile(str(path), "wb") as sink:  # Arrow's own file: no copy through Python
-        if bom:
-            sink.write(BOM)
-        pacsv.write_csv(table, sink, write_options=pacsv.WriteOptions(quoting_style="needed"))
+    return pa.Table.from_arrays(arrays, names=names) if arrays else pa.table({})
 
 
-def write_xlsx(sheets: dict[str, pd.DataFrame], path: Path,
+def write_xlsx(sheets: Mapping[str, pd.DataFrame | SheetSource], path: Path,
                as_of: date | None = None, *, neutralised: bool = False) -> list[str]:
-    """One sheet per list, neutralised (unless ``neutralised`` says the caller did it); long
-    lists continue on further sheets. Each printed page is headed by its list's name and the
-    run's as-of date, so a printed page says which list and which month it belongs to."""
+    """One sheet per list, neutralised (unless ``neutralised`` says the caller did it: a
+    sheet given as a source of pieces must be); long lists continue on further sheets. Each
+    printed page is headed by its list's name and the run's as-of date, so a printed page
+    says which list and which month it belongs to."""
     if not neutralised:
-        sheets = {name: neutralise(frame) for name, frame in sheets.items()}
+        sheets = {name: neutralise(frame) if isinstance(frame, pd.DataFrame) else frame
+                  for name, frame in sheets.items()}
     return write_workbook(sheets, path,
                           footer=DISCLAIMER[:200],
                           titles={name: f"b12screen worklist: {name}" for name in sheets},

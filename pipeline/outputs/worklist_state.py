@@ -29,6 +29,7 @@ from pipeline.outputs.run_folder import is_temporary, read_manifest
 __all__ = [
     "LIST_NAMES",
     "RESOLVED_COLUMNS",
+    "ListState",
     "STATE_COLUMNS",
     "STATE_FILE",
     "apply_state",
@@ -92,53 +93,81 @@ def apply_state(
     Returns (worklists with ``first_listed`` and ``change`` added, rows kept in their order;
     resolved patients with ``RESOLVED_COLUMNS``; the new state with ``STATE_COLUMNS``, to be
     saved as ``worklist_state.parquet``). Without a previous state everyone is ``new``.
+    """
+    state = ListState(as_of_month=as_of_month, previous_dir=previous_dir)
+    marked = {name: state.mark(name, worklist, record=True)
+              for name, worklist in worklists.items()}
+    resolved, new_state = state.finish()
+    return marked, resolved, new_state
+
+
+class ListState:
+    """``apply_state`` a piece of a list at a time, for lists too big to hold whole (sorted
+    parts merged as they are written): ``mark`` each piece, in its list's order, then
+    ``finish``. What is kept between pieces is per patient id (the listed patients' ids,
+    first month and practice, and which of the previous state's rows are listed again),
+    never a list's rows.
 
     Lists are matched one at a time with Arrow hash look-ups and sorted per list, because
     pandas map/merge/sort over every list's string ids together dominated large runs.
     """
-    if not _MONTH.match(as_of_month):
-        raise ValueError(f"as_of_month must be YYYY-MM, got {as_of_month!r}")
-    previous = read_state(previous_dir)
-    later = previous["last_listed"].dropna()
-    if len(later) and later.max() > as_of_month:
-        raise UserError(
-            f"previous run {previous_dir} is later ({later.max()}) than this run "
-            f"({as_of_month}); pass an earlier run with --previous"
-        )
-    before = _by_list(pa.Table.from_pandas(previous, preserve_index=False))
 
-    marked: dict[str, pd.DataFrame] = {}
-    current: dict[str, pa.Table] = {}
-    gone = dict(before)  # the previous rows of each list, less those listed again below
-    for name, worklist in worklists.items():  # five lists; the work per list is vectorised
+    def __init__(self, *, as_of_month: str, previous_dir: Path | None) -> None:
+        if not _MONTH.match(as_of_month):
+            raise ValueError(f"as_of_month must be YYYY-MM, got {as_of_month!r}")
+        previous = read_state(previous_dir)
+        later = previous["last_listed"].dropna()
+        if len(later) and later.max() > as_of_month:
+            raise UserError(
+                f"previous run {previous_dir} is later ({later.max()}) than this run "
+                f"({as_of_month}); pass an earlier run with --previous"
+            )
+        self.month = as_of_month
+        self.before = _by_list(pa.Table.from_pandas(previous, preserve_index=False))
+        #: per list: the previous rows listed again so far (a mask over ``before``'s rows)
+        self.again = {name: np.zeros(len(rows), dtype=bool) for name, rows in self.before.items()}
+        #: per list: the listed rows' id, first month and practice, piece by piece
+        self.current: dict[str | None, list[pa.Table]] = {}
+
+    def mark(self, name: str, worklist: pd.DataFrame, *, record: bool) -> pd.DataFrame:
+        """A list's piece (or the whole list) with ``first_listed`` and ``change``; with
+        ``record`` its patients count as listed now (each row recorded once: a piece marked
+        again, as a workbook's second pass does, is not recorded)."""
         missing = [c for c in ("patient_id", "practice_id") if c not in worklist.columns]
         if missing:
             raise ValueError(f"worklist {name!r} lacks column(s): {', '.join(missing)}")
         ids = _text(worklist["patient_id"])
         first = pa.nulls(len(ids), pa.large_string())
-        if name in before:
-            earlier = before[name]
+        if name in self.before:
+            earlier = self.before[name]
             at = pc.index_in(ids, value_set=earlier["patient_id"])  # null: not listed before
             first = earlier["first_listed"].take(at)
-            again = np.zeros(len(earlier), dtype=bool)
-            again[pc.drop_null(at).to_numpy()] = True
-            gone[name] = earlier.filter(pa.array(~again))
-        listed = pc.fill_null(first, as_of_month)
-        marked[name] = worklist.assign(
+            if record:
+                self.again[name][pc.drop_null(at).to_numpy()] = True
+        listed = pc.fill_null(first, self.month)
+        if record:
+            self.current.setdefault(name, []).append(pa.table(
+                {"patient_id": ids, "first_listed": listed,
+                 "practice_id": _text(worklist["practice_id"])}))
+        return worklist.assign(
             first_listed=_strings(listed),
             change=_strings(pc.if_else(pc.is_valid(first), "persisting", "new")),
         )
-        rows = pa.table({"patient_id": ids, "first_listed": listed,
-                         "practice_id": _text(worklist["practice_id"])})
-        current[name] = _first_per_patient(rows)
 
-    state = _stack(current, ("patient_id", "first_listed", "practice_id"),
-                   last_listed=as_of_month)[list(STATE_COLUMNS)]
-    gone = {name: rows.take(pc.sort_indices(  # stable; nulls last
-                rows, [("practice_id", "ascending"), ("patient_id", "ascending")]))
-            for name, rows in gone.items()}
-    resolved = _stack(gone, ("patient_id", "practice_id", "first_listed", "last_listed"))
-    return marked, resolved[list(RESOLVED_COLUMNS)], state
+    def finish(self) -> tuple[pd.DataFrame, pd.DataFrame]:
+        """(resolved patients with ``RESOLVED_COLUMNS``; the new state with
+        ``STATE_COLUMNS``), from what the recorded pieces listed."""
+        current = {name: _first_per_patient(pa.concat_tables(tables))
+                   for name, tables in self.current.items()}
+        state = _stack(current, ("patient_id", "first_listed", "practice_id"),
+                       last_listed=self.month)[list(STATE_COLUMNS)]
+        gone = {name: rows.filter(pa.array(~self.again[name])) if name in self.current
+                else rows for name, rows in self.before.items()}
+        gone = {name: rows.take(pc.sort_indices(  # stable; nulls last
+                    rows, [("practice_id", "ascending"), ("patient_id", "ascending")]))
+                for name, rows in gone.items()}
+        resolved = _stack(gone, ("patient_id", "practice_id", "first_listed", "last_listed"))
+        return resolved[list(RESOLVED_COLUMNS)], state
 
 
 def _text(column: pd.Series) -> pa.ChunkedArray:

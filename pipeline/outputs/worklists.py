@@ -68,6 +68,15 @@ OPTIONAL_COLUMNS: dict[str, tuple[str, tuple[str, ...]]] = {
     "on_b12_combination": ("metformin_risk", ("urgent", "supplementation",
                                               "metformin_monitoring")),
 }
+#: Columns that only order a list (``build_worklists(order_keys=True)``): 0 for urgent,
+#: 1 otherwise; the result's time as int64 (the largest for none).
+NOT_URGENT, RESULT_AT = "_not_urgent", "_result_at"
+#: A list's order as Arrow sort keys (nulls last): practice, urgent first, oldest result,
+#: then patient id (text in byte order, as the cohort's ids are sorted). It depends on each
+#: row alone and patient ids are unique within a list, so sorted parts of a list merge into
+#: the order ``build_worklists`` gives the whole list.
+ORDER_KEYS = (("practice_id", "ascending"), (NOT_URGENT, "ascending"),
+              (RESULT_AT, "ascending"), ("patient_id", "ascending"))
 PAEDIATRIC_NOTE = "Under 16: thresholds are for over-16s; specialist review"
 #: Worklist columns copied from the patients frame; the others are derived.
 _TAKEN = ("practice_id", "patient_id", "age_years", "urgent_review", "b12_status",
@@ -99,12 +108,15 @@ def worklist_columns(name: str, patients: pd.DataFrame) -> list[str]:
 
 def build_worklists(patients: pd.DataFrame, results: pd.DataFrame | None = None, *,
                     as_of: date | None = None,
-                    mma_addon_max_days: int = MMA_ADDON_MAX_DAYS) -> dict[str, pd.DataFrame]:
+                    mma_addon_max_days: int = MMA_ADDON_MAX_DAYS,
+                    order_keys: bool = False) -> dict[str, pd.DataFrame]:
     """Select, annotate and sort each list from the classified patients.
 
     ``results`` (the classified results) give each index test as reported and its sample;
     without them the result is spelt from the harmonised value. ``as_of`` (default: the
-    patients' ``as_of`` column, if any) dates the samples' age.
+    patients' ``as_of`` column, if any) dates the samples' age. ``order_keys`` adds the
+    columns of ``ORDER_KEYS`` that only the order needs (``NOT_URGENT``, ``RESULT_AT``), so
+    that lists built from parts of the cohort can be merged into the whole cohort's order.
 
     Only patients on some list are sorted, once, on integer keys; their columns are read
     once in row order and each list takes its rows from those. Sorting and copying the
@@ -126,7 +138,8 @@ def build_worklists(patients: pd.DataFrame, results: pd.DataFrame | None = None,
         else:
             few[c] = pd.factorize(values, sort=c == "practice_id")
         del values
-    order = _list_order(listed, few.get("practice_id")
+    not_urgent, result_at = _order_keys(listed)
+    order = _list_order(not_urgent, result_at, few.get("practice_id")
                         or pd.factorize(listed["practice_id"].to_numpy(), sort=True))
 
     def over_rows(c: str) -> pd.api.extensions.ExtensionArray:
@@ -172,8 +185,11 @@ def build_worklists(patients: pd.DataFrame, results: pd.DataFrame | None = None,
         columns["suggested_action"] = (mma_action.take(at) if name == "mma" else
                                        urgent_action.take(at) if name == "urgent" else
                                        _text([action], np.zeros(len(at), dtype=np.intp)))
+        if order_keys:
+            columns.update({NOT_URGENT: not_urgent.take(at), RESULT_AT: result_at.take(at)})
         lists[name] = pd.DataFrame({c: pd.Series(columns[c], dtype=columns[c].dtype, copy=False)
-                                    for c in worklist_columns(name, patients)})
+                                    for c in (*worklist_columns(name, patients),
+                                              *((NOT_URGENT, RESULT_AT) if order_keys else ()))})
     return lists
 
 
@@ -316,17 +332,27 @@ def _in_id_order(ids: pd.Series, rows: np.ndarray) -> np.ndarray:
     return rows[stable_order(np.where(codes < 0, len(uniques), codes))]
 
 
-def _list_order(listed: dict[str, pd.api.extensions.ExtensionArray],
-                practices: tuple[np.ndarray, pd.api.extensions.ExtensionArray]) -> np.ndarray:
-    """Positions of the listed patients (in id order) sorted by practice (missing last),
-    urgent first, then oldest result (none last); the sort is stable, so ties stay in id
-    order."""
-    codes, values = practices  # sorted codes; missing is -1
-    group = np.where(codes < 0, len(values), codes) * 2 + ~_true(listed["urgent_review"])
+def _order_keys(listed: dict[str, pd.api.extensions.ExtensionArray]
+                ) -> tuple[np.ndarray, np.ndarray]:
+    """Each listed patient's urgency (0 urgent, 1 not; unknown is not urgent) and the time
+    of the result the lists order by: the index test's, else the last B12 test's, as int64
+    in the columns' own unit (none: the largest int64, so last). Both depend on the row
+    alone."""
+    not_urgent = (~_true(listed["urgent_review"])).astype(np.uint8)
     index_at = np.asarray(listed["index_collected_at"])
     result_at = np.where(np.isnat(index_at), np.asarray(listed["last_b12_test_at"]),
                          index_at).view(np.int64)
     result_at = np.where(result_at == np.iinfo(np.int64).min, np.iinfo(np.int64).max, result_at)
+    return not_urgent, result_at
+
+
+def _list_order(not_urgent: np.ndarray, result_at: np.ndarray,
+                practices: tuple[np.ndarray, pd.api.extensions.ExtensionArray]) -> np.ndarray:
+    """Positions of the listed patients (in id order) sorted by practice (missing last),
+    urgent first, then oldest result (none last); the sort is stable, so ties stay in id
+    order: the order ``ORDER_KEYS`` give to Arrow's sort."""
+    codes, values = practices  # sorted codes; missing is -1
+    group = np.where(codes < 0, len(values), codes) * 2 + not_urgent
     return stable_order(group, result_at)  # two keys beat three
 
 

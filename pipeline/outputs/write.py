@@ -9,10 +9,12 @@ withheld cell with its exact count, why, and the rule).
 
 from __future__ import annotations
 
+import functools
 import platform
 import sys
 import threading
 import time
+from collections.abc import Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import date
 from pathlib import Path
@@ -52,14 +54,16 @@ from pipeline.outputs.tables import (
     rejected_frame,
     results_file,
     write_csv,
+    write_csv_pieces,
     write_frame,
     write_json,
     write_parquet,
     write_rejected,
     write_xlsx,
 )
-from pipeline.outputs.worklist_state import apply_state, find_previous_run
-from pipeline.outputs.worklists import MMA_ADDON_MAX_DAYS, build_worklists
+from pipeline.outputs.worklist_state import ListState, apply_state, find_previous_run
+from pipeline.outputs.worklists import LISTS, MMA_ADDON_MAX_DAYS, build_worklists
+from pipeline.outputs.xlsx import SheetSource
 from pipeline.state import RunState, input_specs
 
 WORKLISTS_README = f"""b12screen worklists
@@ -258,11 +262,15 @@ _RELEASED = "b12screen.released"
 RELEASE_FIRST_ROWS = 4_000_000
 
 
+def mma_addon_max_days(state: RunState) -> int:
+    """Days after collection within which the MMA list offers an add-on (profile's R7)."""
+    return state.rules.data["rules"].get("R7", {}).get("mma_addon_max_days", MMA_ADDON_MAX_DAYS)
+
+
 def _worklists(state: RunState, results: pd.DataFrame) -> dict[str, pd.DataFrame]:
     """The worklists, with each index test as reported and its sample from ``results``."""
-    r7 = state.rules.data["rules"].get("R7", {})
     return build_worklists(state.classified.patients, results, as_of=state.as_of,
-                           mma_addon_max_days=r7.get("mma_addon_max_days", MMA_ADDON_MAX_DAYS))
+                           mma_addon_max_days=mma_addon_max_days(state))
 
 
 def _write_worklists(state: RunState, worklists: dict[str, pd.DataFrame], tmp: Path,
@@ -293,8 +301,49 @@ def _write_worklists(state: RunState, worklists: dict[str, pd.DataFrame], tmp: P
     return sizes, workbook
 
 
-def _write_workbook(lists: dict[str, pd.DataFrame], path: Path, digests: _Digests,
-                    released: threading.Event, as_of: date) -> list[str]:
+def _write_merged_worklists(state: RunState, tmp: Path, previous: Path | None,
+                            pool: ThreadPoolExecutor, digests: _Digests,
+                            released: threading.Event, meta: dict[str, str]
+                            ) -> tuple[dict[str, Any], Future[list[str]]]:
+    """``_write_worklists`` for lists held as sorted parts (``--partitioned``): each list is
+    merged piece by piece, marked new or persisting and neutralised per piece, and
+    streamed into its CSV here and into the workbook on the pool (which reads it twice);
+    only the CSV's pass records who is listed. The same files, holding a few blocks of
+    each part rather than the lists."""
+    parts = state.staged.lists
+    tracker = ListState(as_of_month=f"{state.as_of:%Y-%m}", previous_dir=previous)
+    counts = {name: {"rows": 0, "new": 0, "persisting": 0} for name in LISTS}
+
+    def pieces(name: str, record: bool = False) -> Iterator[pd.DataFrame]:
+        for piece in parts.pieces(name):  # pieces of a few thousand rows, not rows
+            marked = tracker.mark(name, piece, record=record)
+            if record:
+                change = marked["change"]
+                counts[name]["rows"] += len(marked)
+                counts[name]["new"] += int((change == "new").sum())
+                counts[name]["persisting"] += int((change == "persisting").sum())
+            yield neutralise(marked)
+
+    (tmp / "worklists").mkdir(mode=0o700)
+    sources = {name: functools.partial(pieces, name) for name in LISTS}
+    workbook = pool.submit(_write_workbook, sources, tmp / "worklists.xlsx", digests, released,
+                           state.as_of)
+    (tmp / "worklists" / "README.txt").write_text(WORKLISTS_README, encoding="utf-8")
+    for name in LISTS:
+        write_csv_pieces(pieces(name, record=True), tmp / "worklists" / f"{name}.csv",
+                         timed=parts.timed[name], bom=True, neutralised=True)
+        digests.add(tmp / "worklists" / f"{name}.csv")
+    resolved, list_state = tracker.finish()
+    write_csv(resolved, tmp / "worklists" / "resolved.csv", bom=True)
+    write_parquet(with_metadata(pa.Table.from_pandas(list_state, preserve_index=False), meta),
+                  tmp / "worklist_state.parquet")
+    sizes = {name: {**counts[name], "resolved": int((resolved["list"] == name).sum())}
+             for name in LISTS}
+    return sizes, workbook
+
+
+def _write_workbook(lists: Mapping[str, pd.DataFrame | SheetSource], path: Path,
+                    digests: _Digests, released: threading.Event, as_of: date) -> list[str]:
     """The XLSX workbook, started once the per-row frames are released: its encoded
     columns and the results' row groups need not be in memory at once."""
     released.wait()
@@ -383,7 +432,7 @@ def _write_outputs(state: RunState, out: Path | None, previous: Path | None,
         out.resolve(), state.as_of, state.rules.name)
     results = state.classified.results
     # the report needs only two columns of the results classified (not after the as-of date);
-    # a partitioned run brings their histograms instead, and only its listed patients' rows
+    # a partitioned run brings their histograms instead, and none of its rows
     distributions = None if state.staged else results.loc[
         ~results["after_as_of"].to_numpy(dtype=bool), ["analyte", "value"]]
     sex = None if state.staged else patients_sex(state)  # before the rows are released
@@ -395,13 +444,16 @@ def _write_outputs(state: RunState, out: Path | None, previous: Path | None,
             go.set()
         rejected = rejected_frame(state)  # built once: written, and counted for the summary
         tables = pool.submit(_write_tables, state, tmp, meta, rejected, digests, released)
-        worklists = _worklists(state, results)  # beside results.parquet being written
-        del results  # the per-row frames are released once results.parquet is written
-        if state.staged is not None:  # its listed patients live on in the lists only
-            state.classified.patients = state.classified.patients.iloc[:0]
-        sizes, workbook = _write_worklists(state, worklists, tmp, prev, pool, digests, go,
-                                           meta)
-        del worklists
+        if state.staged is not None:  # the workers' sorted lists, merged as written
+            del results
+            sizes, workbook = _write_merged_worklists(state, tmp, prev, pool, digests, go,
+                                                      meta)
+        else:
+            worklists = _worklists(state, results)  # beside results.parquet being written
+            del results  # the per-row frames are released once results.parquet is written
+            sizes, workbook = _write_worklists(state, worklists, tmp, prev, pool, digests, go,
+                                               meta)
+            del worklists
         _write_aggregates(state, tmp, sizes, rejected_by_reason(rejected), distributions, sex,
                           meta, go)
         tables.result()
