@@ -70,7 +70,10 @@ _CHUNK_BYTES = 1 << 25  # XML assembled at a time (bounds memory; not visible in
 _FUSED, _FUSED_BYTES = 1 << 12, 1 << 22  # limits on the distinct rows of fused columns
 #: Text with more distinct values than this is written inline (in its cells), however often
 #: they repeat: the first pass over a streamed sheet counts a column's distinct values only
-#: this far, so that it never holds every id of a big worklist (``_is_inline``).
+#: this far, so that it never holds every id of a big worklist (``_is_inline``). It must be
+#: at least _FUSED: a column counted no further cannot be fused by a streamed sheet, while
+#: a whole frame fuses any column of up to _FUSED values, and the widest row each measures
+#: (which sets the slices the compressor is fed) would then differ.
 _SHARED_MOST = 1 << 16
 _PAIRS_TABLE = 1 << 20  # pairs of codes looked up in a table (not hashed) up to this many
 _ZIP_DATE = (1980, 1, 1, 0, 0, 0)  # fixed member timestamps: reruns are byte-identical
