@@ -166,7 +166,7 @@ def test_progress_counts_the_clusters_tasks_and_the_manifest_times_each_step(
         assert all(seconds >= 0 for seconds in timings.values())
 
 
-@settings(max_examples=10, deadline=None, derandomize=True,
+@settings(max_examples=8, deadline=None, derandomize=True,
           suppress_health_check=[HealthCheck.too_slow])
 @given(n_patients=st.integers(1, 150), seed=st.integers(0, 2**16), messy=st.booleans(),
        per_patient=st.sampled_from([0.5, 3.0, 8.0]), partitions=st.integers(1, 4),

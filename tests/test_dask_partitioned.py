@@ -36,7 +36,7 @@ SAME = ("rejected.parquet", "rejected.csv", "measures.parquet", "measures.csv",
 def months(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, Path]]:
     """Two months of a messy extract (the second compared with the first)."""
     root = tmp_path_factory.mktemp("months")
-    return {month: generate(root / month, n_patients=700, seed=seed, messy=True, as_of=as_of)
+    return {month: generate(root / month, n_patients=400, seed=seed, messy=True, as_of=as_of)
             for month, seed, as_of in (("2026-09", 3, date(2026, 9, 30)),
                                        ("2026-10", 4, date(2026, 10, 31)))}
 

@@ -62,7 +62,7 @@ def test_prompt_pool_is_jemalloc_returning_memory_at_once() -> None:
         pa.set_memory_pool(before)
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(ids=st.lists(st.one_of(st.none(), IDS), max_size=60), large=st.booleans(),
        sliced=st.integers(0, 3))
 def test_text_codes_are_arrows_dictionary_encoding(ids: list[str | None], large: bool,

@@ -31,7 +31,7 @@ def _keys(dtype: type, n: int) -> st.SearchStrategy[np.ndarray]:
     return st.lists(value, min_size=n, max_size=n).map(lambda v: np.array(v, dtype=dtype))
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(data=st.data(), n=st.integers(0, 80), n_keys=st.integers(1, 3))
 def test_stable_order_is_numpys_lexsort(data: st.DataObject, n: int, n_keys: int) -> None:
     keys = [data.draw(_keys(data.draw(st.sampled_from(DTYPES)), n)) for _ in range(n_keys)]
@@ -41,10 +41,10 @@ def test_stable_order_is_numpys_lexsort(data: st.DataObject, n: int, n_keys: int
 
 @pytest.mark.parametrize("spread", [3, 70_000, 2**40, 2**63], ids=["few", "two-digits",
                                                                     "wide", "full-range"])
-def test_stable_order_on_a_million_keys(spread: int) -> None:
+def test_stable_order_on_many_keys(spread: int) -> None:
     rng = np.random.default_rng(7)
     key = rng.integers(-spread // 2 if spread < 2**62 else -(2**62), spread // 2 + 1,
-                       1_000_000, dtype=np.int64)
+                       200_000, dtype=np.int64)
     np.testing.assert_array_equal(stable_order(key), np.argsort(key, kind="stable"))
 
 

@@ -111,7 +111,7 @@ def _cuts(n: int) -> st.SearchStrategy[list[int]]:
                      st.just(list(range(n))))  # a row a piece
 
 
-@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(data=st.data(), frame=_frames(), other=_frames(),
        limits=st.fixed_dictionaries({
            "_SHARED_MOST": st.sampled_from([2, 5, 1 << 16]),
