@@ -274,7 +274,7 @@ def write_csv(frame: pd.DataFrame, path: Path, *, bom: bool = False,
     Written by Arrow's C++ CSV writer: pandas' writer dominated large runs.
     """
     safe = frame if neutralised else neutralise(frame)
-    table = _csv_table(safe, timed_columns(safe))
+    table = _csv_table(safe, None)  # each date column's time of day decided from its rows
     with pa.OSFile(str(path), "wb") as sink:  # Arrow's own file: no copy through Python
         if bom:
             sink.write(BOM)
@@ -313,31 +313,33 @@ _CSV_OPTIONS = pacsv.WriteOptions(quoting_style="needed")
 def timed_columns(frame: pd.DataFrame) -> set[str]:
     """The date columns with a time of day other than midnight in some row: ``write_csv``
     writes those with their time, the others as dates."""
-    timed = set()
-    for name in frame.columns:
-        if pd.api.types.is_datetime64_any_dtype(frame[name].dtype):
-            stamps = pa.array(frame[name].astype("datetime64[us]"), pa.timestamp("us"),
-                              from_pandas=True)
-            midnight = pc.equal(stamps.cast(pa.date32()).cast(pa.timestamp("us")), stamps)
-            if not pc.fill_null(pc.all(midnight), True).as_py():
-                timed.add(str(name))
-    return timed
+    return {str(name) for name in frame.columns
+            if pd.api.types.is_datetime64_any_dtype(frame[name].dtype)
+            and _has_time(_stamps(frame[name]))}
 
 
-def _csv_table(safe: pd.DataFrame, timed: Collection[str]) -> pa.Table:
+def _stamps(column: pd.Series) -> pa.Array:
+    return pa.array(column.astype("datetime64[us]"), pa.timestamp("us"), from_pandas=True)
+
+
+def _has_time(stamps: pa.Array) -> bool:
+    midnight = pc.equal(stamps.cast(pa.date32()).cast(pa.timestamp("us")), stamps)
+    return not pc.fill_null(pc.all(midnight), True).as_py()
+
+
+def _csv_table(safe: pd.DataFrame, timed: Collection[str] | None) -> pa.Table:
     """A frame's columns as Arrow arrays for the CSV writer: dates as ISO text (``timed``
-    columns with their time of day), text as Arrow text."""
+    columns with their time of day; None: those of this frame that have one), text as
+    Arrow text."""
     arrays, names = [], []
     for name in safe.columns:
         column = safe[name]
         if pd.api.types.is_datetime64_any_dtype(column.dtype):
-            stamps = pa.array(column.astype("datetime64[us]"), pa.timestamp("us"),
-                              from_pandas=True)
-            if str(name) not in timed:
-                # as strftime "%Y-%m-%d", ~20x faster
-                arrays.append(stamps.cast(pa.date32()).cast(pa.string()))
-            else:
+            stamps = _stamps(column)
+            if str(name) in timed if timed is not None else _has_time(stamps):
                 arrays.append(pc.strftime(stamps, "%Y-%m-%dT%H:%M:%S"))
+            else:  # as strftime "%Y-%m-%d", ~20x faster
+                arrays.append(stamps.cast(pa.date32()).cast(pa.string()))
         elif column.dtype == "str" or column.dtype == object:
             arrays.append(pa.array(as_text(column), pa.string(), from_pandas=True))
         else:
