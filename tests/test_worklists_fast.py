@@ -207,15 +207,22 @@ def reference_write_csv(frame: pd.DataFrame, path: Path) -> None:
         pacsv.write_csv(table, fh, write_options=pacsv.WriteOptions(quoting_style="needed"))
 
 
+def _as_text(frame: pd.DataFrame) -> pd.DataFrame:
+    """Categoricals of text (the patients table's few-valued columns, and the lists' long
+    texts) as the text the writers write."""
+    frame = frame.copy()
+    for c in frame.columns:
+        if isinstance(frame[c].dtype, pd.CategoricalDtype):
+            assert frame[c].cat.categories.dtype == "str"
+            frame[c] = frame[c].astype("str")
+    return frame
+
+
 def assert_same(got: pd.DataFrame, want: pd.DataFrame) -> None:
     """Same lists; the few long texts (regimen, action, note) may be held as categoricals
     of text, which the writers write as the same text."""
     assert list(got.columns) == list(want.columns)
-    got = got.copy()
-    for c in got.columns:
-        if isinstance(got[c].dtype, pd.CategoricalDtype) and want[c].dtype == "str":
-            assert got[c].cat.categories.dtype == "str"
-            got[c] = got[c].astype("str")
+    got, want = _as_text(got), _as_text(want)
     assert list(got.dtypes) == list(want.dtypes)
     assert got.index.equals(want.index)
     assert got.equals(want)

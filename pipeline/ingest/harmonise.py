@@ -95,6 +95,18 @@ def words(codes: np.ndarray, vocabulary: Sequence[str], index: pd.Index | None =
     return pd.Series(pd.array(taken, dtype="str"), index=index)
 
 
+def labels(codes: np.ndarray, vocabulary: Sequence[str], index: pd.Index | None = None
+           ) -> pd.Series:
+    """Small integer codes to a categorical column over ``vocabulary`` (distinct words);
+    -1 gives a missing value. For the patients table's few-valued columns (status, unit,
+    regimen text): a byte per patient instead of the text, which at millions of patients was
+    a third of the table, and each file's writer recodes it without hashing text per row."""
+    codes = np.asarray(codes)
+    small = codes.astype("int8" if len(vocabulary) < 127 else "int32")
+    return pd.Series(pd.Categorical.from_codes(small, categories=pd.Index(
+        list(vocabulary), dtype="str")), index=index)
+
+
 def text_of(values: pd.Series) -> pd.Series:
     """A column as ``str``; a categorical one through its codes (no Python object per row,
     which ``astype("str")`` on a categorical makes)."""

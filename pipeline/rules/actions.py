@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from pipeline.ingest.harmonise import words
+from pipeline.ingest.harmonise import labels
 
 #: R8 reasons in the order ``supplementation_reason`` picks the first of (the same order as
 #: R9's: a resected ileum cannot absorb oral B12, so it comes before bariatric surgery).
@@ -98,8 +98,8 @@ def needs_supplementation(conditions: pd.DataFrame,
     cols = [conditions[c].to_numpy() for c in SUPPLEMENTATION_REASONS]
     needs = ~_flag(on_b12).to_numpy() & np.logical_or.reduce(cols)
     reason = np.where(needs, np.select(cols, range(len(cols)), -1), -1)
-    return pd.Series(needs, index=conditions.index), words(reason, SUPPLEMENTATION_REASONS,
-                                                          conditions.index)
+    return pd.Series(needs, index=conditions.index), labels(reason, SUPPLEMENTATION_REASONS,
+                                                           conditions.index)
 
 
 def regimen(needs: pd.Series, status: pd.Series, age: pd.Series, neuro: pd.Series,
@@ -177,7 +177,9 @@ def regimen_text(branch: pd.Series, autoimmune_gastritis: pd.Series, paediatric:
     b = branch.to_numpy().astype("int64")
     variant = (_flag(autoimmune_gastritis).to_numpy() * 4 + _flag(paediatric).to_numpy() * 2
                + _flag(pregnant).to_numpy())
-    return words(np.where(b >= 0, b * 8 + variant, -1), variants, branch.index)
+    # a categorical over the distinct texts (variants may coincide)
+    codes, distinct = pd.factorize(pd.Index(variants, dtype="str"))
+    return labels(np.where(b >= 0, codes[b * 8 + variant], -1), list(distinct), branch.index)
 
 
 def metformin_monitoring_due(on_metformin: pd.Series, last_b12_test: pd.Series,

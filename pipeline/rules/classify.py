@@ -24,9 +24,9 @@ from pipeline.ingest.harmonise import (
     CANONICAL_UNIT,
     CENSORS,
     categorical,
+    labels,
     lookup,
     text_of,
-    words,
 )
 from pipeline.kernels.arrow import text_order
 from pipeline.kernels.sort import stable_order
@@ -421,17 +421,18 @@ def _patients_table(usable: pd.DataFrame, attrs: pd.DataFrame, meds: pd.DataFram
     practice = practice.where(practice.fillna("") != "", lab_practice)
 
     analyte_code = np.asarray(pd.Categorical(index["analyte"], categories=ANALYTES).codes)
-    basis = words(np.where(by_mma.to_numpy(), 2, np.where(analyte_code < 0, 3, analyte_code)),
+    basis = labels(np.where(by_mma.to_numpy(), 2, np.where(analyte_code < 0, 3, analyte_code)),
                   (*ANALYTES, "none"), index.index)
     out = pd.DataFrame({
         "patient_id": pd.Series(cohort, dtype="str"),
         "practice_id": text_of(practice),
         "age_years": age.astype("Int16"),
-        "index_test": text_of(index["analyte"]),
+        "index_test": labels(analyte_code, idx.B12_ANALYTES, index.index),
         "index_value": index["value"].astype("float64"),
-        "index_unit": words(analyte_code, [CANONICAL_UNIT[a] for a in ANALYTES], index.index),
+        "index_unit": labels(analyte_code, [CANONICAL_UNIT[a] for a in idx.B12_ANALYTES],
+                             index.index),
         "index_collected_at": index["collected_at"].astype("datetime64[us]"),
-        "index_censor": text_of(index["censor"]),
+        "index_censor": pd.Series(categorical(index["censor"], CENSORS), index=index.index),
         "b12_total_ng_l": total["value"].astype("float64"),
         "b12_total_at": total["collected_at"].astype("datetime64[us]"),
         "b12_active_pmol_l": active["value"].astype("float64"),

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from pipeline.config import ANALYTES
-from pipeline.ingest.harmonise import lookup, words
+from pipeline.ingest.harmonise import labels, lookup
 from pipeline.kernels.sort import stable_order
 from pipeline.rules.bands import DEFICIENT, INDETERMINATE, UNLIKELY
 
@@ -222,7 +222,7 @@ def resolve_status(index_sev: pd.Series, mma_sev: pd.Series) -> tuple[pd.Series,
                      np.where(by_mma & (msev == 0), UNLIKELY, sev))
     code = np.select([final == DEFICIENT, final == INDETERMINATE, final == UNLIKELY], [0, 1, 2],
                      3)
-    return words(code, STATUSES, index_sev.index), pd.Series(by_mma, index=index_sev.index)
+    return labels(code, STATUSES, index_sev.index), pd.Series(by_mma, index=index_sev.index)
 
 
 def needs_mma(status: pd.Series) -> pd.Series:
