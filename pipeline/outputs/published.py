@@ -40,6 +40,7 @@ from pipeline.outputs.measures import (
     breakdowns,
     combine_counts,
     count_measures,
+    is_value,
     measure_cells,
     publish_measures,
 )
@@ -122,32 +123,40 @@ class CohortFigures:
     def of(cls, patients: pd.DataFrame, as_of: dt.date, sex: pd.Series | None = None,
            definitions: Sequence[Measure] = MEASURES) -> CohortFigures:
         """The figures of one cohort (or one part of it)."""
-        status = patients["b12_status"].astype("string")
-        masks = {f"b12_status/{value}/patients": status.eq(value).fillna(False)
-                 .to_numpy(dtype=bool) for value in STATUSES}
-        masks[NO_STATUS] = status.isna().to_numpy(dtype=bool)
-        statuses = {key.split("/")[1]: int(mask.sum()) for key, mask in masks.items()}
-        flags = {}
-        for flag in FLAGS:
-            if flag in patients.columns:
-                masks[f"flags/{flag}/patients"] = _flag(patients, flag)
-                flags[flag] = int(masks[f"flags/{flag}/patients"].sum())
-        measure_masks = {}
+        # Each cell's patients as packed bits (a bit per patient): a few dozen masks of a
+        # byte per patient were a quarter of a gigabyte at 8M patients.
+        masks: dict[str, np.ndarray] = {}
+
+        def count(key: str, mask: np.ndarray) -> int:
+            masks[key] = np.packbits(mask)
+            return int(np.count_nonzero(mask))
+
+        status = patients["b12_status"]
+        statuses = {value: count(f"b12_status/{value}/patients", is_value(status, value))
+                    for value in STATUSES}
+        statuses[NO_STATUS.split("/")[1]] = count(NO_STATUS, status.isna().to_numpy(dtype=bool))
+        flags = {flag: count(f"flags/{flag}/patients", _flag(patients, flag))
+                 for flag in FLAGS if flag in patients.columns}
+        measured = set()
         for measure in definitions:
             num, den = measure.masks(patients, as_of)
-            measure_masks[measure.id] = (np.asarray(num, bool), np.asarray(den, bool))
-            masks[f"measure/{measure.id}/overall/all/numerator"] = measure_masks[measure.id][0]
-            masks[f"measure/{measure.id}/overall/all/denominator"] = measure_masks[measure.id][1]
+            count(f"measure/{measure.id}/overall/all/numerator", np.asarray(num, bool))
+            count(f"measure/{measure.id}/overall/all/denominator", np.asarray(den, bool))
+            measured.add(measure.id)
+
+        def measure(name: str, part: str) -> np.ndarray:
+            return masks[f"measure/{name}/overall/all/{part}"]
+
         tested = [masks[f"b12_status/{s}/patients"] for s in STATUSES[:3]]
-        holds = {"tested": "deficient_among_tested" in measure_masks and _partition_holds(
-                     measure_masks["deficient_among_tested"][1], tested),
-                 "metformin": "metformin_testing" in measure_masks
+        holds = {"tested": "deficient_among_tested" in measured and _partition_holds(
+                     measure("deficient_among_tested", "denominator"), tested),
+                 "metformin": "metformin_testing" in measured
                  and "metformin_monitoring_due" in patients.columns and _partition_holds(
-                     measure_masks["metformin_testing"][1],
-                     [measure_masks["metformin_testing"][0],
-                      _flag(patients, "metformin_monitoring_due")])}
+                     measure("metformin_testing", "denominator"),
+                     [measure("metformin_testing", "numerator"),
+                      np.packbits(_flag(patients, "metformin_monitoring_due"))])}
         first: dict[bytes, int] = {}
-        group = np.array([first.setdefault(np.packbits(mask).tobytes(), i)
+        group = np.array([first.setdefault(mask.tobytes(), i)
                           for i, mask in enumerate(masks.values())])  # a few dozen masks
         if sex is None and "sex" in patients.columns:
             sex = patients["sex"]
@@ -327,9 +336,14 @@ def _flag(patients: pd.DataFrame, column: str) -> np.ndarray:
 
 
 def _partition_holds(total: np.ndarray, parts: Sequence[np.ndarray]) -> bool:
-    """True when the parts' patients are disjoint and together exactly the total's."""
-    stacked = np.sum(np.vstack([p.astype("int8") for p in parts]), axis=0)
-    return bool((stacked <= 1).all() and np.array_equal(stacked.astype(bool), total))
+    """True when the parts' patients are disjoint and together exactly the total's (each
+    set as packed bits)."""
+    union = np.zeros_like(total)
+    for part in parts:
+        if np.bitwise_and(union, part).any():
+            return False
+        union |= part
+    return bool(np.array_equal(union, total))
 
 
 def _equal_masks(cells: _Cells, figures: CohortFigures) -> None:

@@ -29,6 +29,7 @@ from pipeline.ingest.harmonise import (
     text_of,
 )
 from pipeline.kernels.arrow import text_order
+from pipeline.kernels.memory import trim_heap
 from pipeline.kernels.sort import stable_order
 from pipeline.rules import actions, bands
 from pipeline.rules import index as idx
@@ -242,57 +243,75 @@ def classify(results: pd.DataFrame, patients: pd.DataFrame | None,
 
     patients_at = (None if patients is None
                    else cohort_positions(cohort, patients["patient_id"]))
-    attrs = _patient_attributes(patients, cohort, patients_at)
     carry_sex = patients is not None  # only with a patients input (the same in every part)
     if meds is not None:
         meds = meds.assign(pid=cohort_positions(cohort, meds["patient_id"]))
+    shared = _bare_rows(len(cohort), usable["pid"].to_numpy(), patients_at,
+                        None if meds is None else meds["pid"].to_numpy())
+    rules_cohort = cohort
+    if shared is not None:  # the rules run on the busy patients and one bare one, for all
+        at, kept = shared
+        rules_cohort = cohort[kept]
+        # ``at`` rises over the busy patients, the only ones with results: still sorted
+        usable = usable.assign(pid=at[usable["pid"].to_numpy()])
+        if patients_at is not None:
+            patients_at = np.where(patients_at >= 0, at[patients_at], -1)
+        if meds is not None:
+            meds = meds.assign(pid=at[meds["pid"].to_numpy()])
+    attrs = _patient_attributes(patients, len(rules_cohort), patients_at)
     rows_in = {"usable": usable, "attrs": attrs}  # handed over: freed once the parts are done
     del usable, attrs
-    table = _without_bare(rows_in, meds, cohort, patients_at, results, rules, as_of, carry_sex,
-                          parts)
+    table = _cohort_table(rows_in, meds, rules_cohort, results, rules, as_of, carry_sex, parts)
+    if shared is not None:
+        table = _with_bare(table, shared[0], cohort)
     return Classified(table, results_out, int(after.sum()))
 
 
 #: From this share of the cohort on, patients seen in no usable result, patients row or
 #: prescription (other tests only, rejected rows, results after the as-of date) are not run
-#: through the rules one by one: see ``_without_bare``.
+#: through the rules one by one: see ``_bare_rows``.
 BARE_SHARE = 0.5
 
 
-def _without_bare(rows_in: dict[str, pd.DataFrame], meds: pd.DataFrame | None,
-                  cohort: pd.Index, patients_at: np.ndarray | None, results: pd.DataFrame,
-                  rules: RulesProfile, as_of: date, carry_sex: bool,
-                  parts: int | None) -> pd.DataFrame:
-    """The patients table, with the rules run once for all *bare* patients.
+def _bare_rows(n: int, *seen: np.ndarray | None) -> tuple[np.ndarray, np.ndarray] | None:
+    """(each patient's row in a table where every *bare* patient shares one row; the
+    patients the rows stand for), or None when fewer than ``BARE_SHARE`` of the cohort are
+    bare (``seen``: cohort positions, -1 for none, of the usable results, patients rows and
+    prescriptions).
 
     A bare patient has nothing the rules read (no usable result, no patients row, no
     prescription), so every column but ``patient_id`` is the same for all of them: the rules
     run on the other patients and on the first bare one, whose row every bare patient then
-    takes with their own id. In a chemistry extract most of the cohort is bare (patients
-    seen only in other tests), and the per-patient rules dominated classification.
+    takes with their own id (``_with_bare``). In a chemistry extract most of the cohort is
+    bare (patients seen only in other tests): the per-patient rules, and their attributes
+    (a row per patient even without a patients input), dominated classification.
+    The rows keep the cohort's order, the shared row being the first bare patient's place.
     """
-    n = len(cohort)
     busy = np.zeros(n, dtype=bool)
-    busy[rows_in["usable"]["pid"].to_numpy()] = True
-    for seen in (patients_at, None if meds is None else meds["pid"].to_numpy()):
-        if seen is not None:
-            busy[seen[seen >= 0]] = True
+    for positions in seen:
+        if positions is not None:
+            busy[positions[positions >= 0]] = True
     bare = np.flatnonzero(~busy)
     if len(bare) < max(1, BARE_SHARE * n):
-        return _cohort_table(rows_in, meds, cohort, results, rules, as_of, carry_sex, parts)
-    kept = np.append(np.flatnonzero(busy), bare[0])  # the first bare patient stands for all
-    at = np.full(n, len(kept) - 1, dtype=np.int64)  # bare: the last row
-    at[kept[:-1]] = np.arange(len(kept) - 1)
-    usable = rows_in.pop("usable")
-    rows_in["usable"] = usable.assign(pid=at[usable["pid"].to_numpy()])  # ``at`` rises: sorted
-    rows_in["attrs"] = rows_in.pop("attrs").iloc[kept].reset_index(drop=True)
-    del usable
-    if meds is not None:
-        meds = meds.assign(pid=at[meds["pid"].to_numpy()])
-    table = _cohort_table(rows_in, meds, cohort[kept], results, rules, as_of, carry_sex, parts)
-    table = table.take(at).reset_index(drop=True)
-    table["patient_id"] = pd.Series(cohort, dtype="str")
-    return table
+        return None
+    busy[bare[0]] = True  # the one bare patient the rules run on
+    rows = np.cumsum(busy) - 1
+    rows[~busy] = rows[bare[0]]
+    return rows, np.flatnonzero(busy)
+
+
+def _with_bare(table: pd.DataFrame, rows: np.ndarray, cohort: pd.Index) -> pd.DataFrame:
+    """The whole cohort's table from the rules' table (``_bare_rows``), which it empties:
+    each column taken by row as a plain array, and let go of once taken (a column apiece,
+    as ``_joined`` built it), so the two tables are never both held in full; and the
+    cohort's own ids (taking the rules' ids, then replacing them, cost a copy of the
+    column and half a second at 8M patients)."""
+    names = list(table.columns)
+    columns = {"patient_id": pd.Series(cohort, dtype="str")}
+    del table["patient_id"]
+    for name in (n for n in names if n != "patient_id"):
+        columns[name] = pd.Series(table.pop(name).array.take(rows), copy=False)
+    return pd.DataFrame(columns, copy=False)[names]
 
 
 def _cohort_table(rows_in: dict[str, pd.DataFrame], meds: pd.DataFrame | None,
@@ -324,6 +343,7 @@ def _cohort_table(rows_in: dict[str, pd.DataFrame], meds: pd.DataFrame | None,
     with ThreadPoolExecutor(max_workers=min(k, THREADS)) as pool:
         tables = list(pool.map(part, range(k)))
     rows_in.clear()  # before the parts are joined: memory (the parts read them till now)
+    trim_heap()  # and the pages the parts' intermediates held (half a gigabyte at 8M patients)
     return _joined(tables)
 
 
@@ -478,10 +498,10 @@ def _patients_table(usable: pd.DataFrame, attrs: pd.DataFrame, meds: pd.DataFram
     return out[[*PATIENT_COLUMNS, *CARRIED_COLUMNS]]
 
 
-def _patient_attributes(patients: pd.DataFrame | None, cohort: pd.Index,
+def _patient_attributes(patients: pd.DataFrame | None, n: int,
                         patients_at: np.ndarray | None) -> pd.DataFrame:
-    """Accepted patient rows aligned to the cohort (absent patients: all unknown);
-    ``patients_at``: each patients row's position in the cohort."""
+    """Accepted patient rows aligned to the ``n`` patients the rules run on (absent
+    patients: all unknown); ``patients_at``: each patients row's position among them."""
     columns = {
         "practice_id": "str", "age_years": "Int64", "diet": "str", "sex": "str",
         "autoimmune_gastritis": "boolean", "bariatric_surgery": "boolean",
@@ -490,7 +510,7 @@ def _patient_attributes(patients: pd.DataFrame | None, cohort: pd.Index,
     }
     if patients is None or patients.empty:
         return pd.DataFrame({c: pd.Series(pd.NA if t != "float64" else np.nan,
-                                          index=pd.RangeIndex(len(cohort)), dtype=t)
+                                          index=pd.RangeIndex(n), dtype=t)
                              for c, t in columns.items()})
-    frame = patients.set_axis(patients_at).reindex(pd.RangeIndex(len(cohort)))
+    frame = patients.set_axis(patients_at).reindex(pd.RangeIndex(n))
     return pd.DataFrame({c: frame[c].astype(t) for c, t in columns.items()})
