@@ -262,14 +262,14 @@ def _practice_codes(patients: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     if "practice_id" not in patients.columns:
         codes, groups = pd.factorize(_practice_labels(patients), sort=True)
         return codes, np.asarray(groups, dtype=object)
-    raw_codes, raw = pd.factorize(patients["practice_id"].astype("string"))  # missing: -1
+    raw_codes, raw = pd.factorize(patients["practice_id"])  # missing: -1
     distinct = pd.DataFrame({"practice_id": pd.Series(raw, dtype="string")})
     labels = _practice_labels(distinct)
     if (raw_codes < 0).any():
         labels = pd.concat([labels, pd.Series([UNKNOWN_PRACTICE], dtype="string")],
                            ignore_index=True)  # code -1 reads the last label
     codes, groups = pd.factorize(labels, sort=True)
-    return codes[raw_codes], np.asarray(groups, dtype=object)
+    return codes.astype(np.int32)[raw_codes], np.asarray(groups, dtype=object)
 
 
 def _age_band_codes(patients: pd.DataFrame, every: bool = False
@@ -283,11 +283,20 @@ def _age_band_codes(patients: pd.DataFrame, every: bool = False
     if not pd.api.types.is_numeric_dtype(age.dtype):  # numbers as text: read them
         age = pd.to_numeric(age, errors="coerce")
     known = age.to_numpy(dtype="float64", na_value=np.nan)
-    if not every and np.isnan(known).all():
+    missing = np.isnan(known)
+    if not every and missing.all():
         return None
-    codes = np.searchsorted(np.asarray(AGE_BAND_EDGES, float), known, side="right")
-    codes = np.where(np.isnan(known), len(AGE_BANDS), codes)
-    return codes.astype("int64"), np.asarray([*AGE_BANDS, UNKNOWN_GROUP], dtype=object)
+    edges = np.asarray(AGE_BAND_EDGES, float)
+    codes = np.empty(len(known), dtype=np.int8)
+    for start in range(0, len(known), _CHUNK):  # a million patients at a time: small temporaries
+        codes[start:start + _CHUNK] = np.searchsorted(edges, known[start:start + _CHUNK],
+                                                      side="right")
+    codes[missing] = len(AGE_BANDS)
+    return codes, np.asarray([*AGE_BANDS, UNKNOWN_GROUP], dtype=object)
+
+
+#: Patients per slice where a per-patient temporary would otherwise span the cohort.
+_CHUNK = 1 << 20
 
 
 def _sex_codes(sex: pd.Series | None, every: bool = False
@@ -297,13 +306,15 @@ def _sex_codes(sex: pd.Series | None, every: bool = False
     (``every``: the groups all the same, where a sex column is given)."""
     if sex is None:
         return None
-    text = sex.astype("string").str.strip().str.lower().fillna("")
-    if not every and not text.ne("").any():
-        return None
-    codes = np.select([text.isin(("f", "female")).to_numpy(bool),
+    raw, distinct = pd.factorize(sex)  # each distinct spelling read once; missing: -1
+    text = pd.Series(distinct, dtype="string").str.strip().str.lower().fillna("")
+    group = np.select([text.isin(("f", "female")).to_numpy(bool),
                        text.isin(("m", "male")).to_numpy(bool),
                        text.eq("").to_numpy(bool)], [0, 1, 3], default=2)
-    return codes.astype("int64"), np.asarray(SEX_GROUPS, dtype=object)
+    codes = np.append(group, 3).astype(np.int8)[raw]  # code -1 reads the last: unknown
+    if not every and (codes == 3).all():
+        return None
+    return codes, np.asarray(SEX_GROUPS, dtype=object)
 
 
 def breakdowns(patients: pd.DataFrame, sex: pd.Series | None = None, every: bool = False

@@ -362,6 +362,7 @@ def _write_aggregates(state: RunState, tmp: Path, sizes: dict[str, Any],
     The report waits for the per-row frames' release, as the workbook does: meanwhile the
     tables and the workbook keep both cores busy. A partitioned run (``state.staged``)
     publishes from its partitions' figures and histograms instead of the patients."""
+    trim_heap()  # the lists' and their files' intermediates, before the cohort's figures
     patients = state.classified.patients
     staged = state.staged.outputs if state.staged is not None else None
     small = state.rules.disclosure["small_count"]
