@@ -1,6 +1,6 @@
 """Patients the rules have nothing to read for (seen only in other tests, rejected rows or
 results after the as-of date, with no patients row and no prescription) are classified
-once for all (``pipeline.rules.classify._without_bare``): every output is byte for byte
+once for all (``pipeline.rules.classify._bare_rows``): every output is byte for byte
 what running the rules on each of them gives, whatever share of the cohort they are."""
 
 from __future__ import annotations
