@@ -11,6 +11,7 @@ import json
 import subprocess
 import sys
 import tempfile
+import time
 from datetime import date
 from pathlib import Path
 
@@ -35,6 +36,13 @@ AS_OF = date(2026, 10, 31)
 TABLES = ("patients.parquet", "results.parquet", "rejected.parquet", "rejected.csv",
           "worklists/urgent.csv", "worklists/mma.csv", "worklists/supplementation.csv",
           "worklists/metformin_monitoring.csv", "worklists/retest.csv", "measures.csv")
+
+
+@pytest.fixture(autouse=True)
+def _short_stall_limit(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A run whose cluster stops running its tasks fails its test within a minute instead of
+    holding the suite for the product's five minutes (slow tasks never trip it)."""
+    monkeypatch.setattr(engine_dask, "STALL_SECONDS", 60.0)
 
 
 def _run(labs: Path, patients: Path, medications: Path, out: Path, *engine: str) -> Path:
@@ -270,3 +278,39 @@ def test_a_bad_file_on_the_default_cluster_gives_one_line(tmp_path: Path,
     assert len(pandas_run.stderr.strip().splitlines()) == 1
     assert dask_run.stderr == pandas_run.stderr
     assert not (tmp_path / "dask").exists()
+
+
+def test_a_cluster_that_runs_no_task_stops_the_run_with_one_line(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A cluster whose tasks never run (here: no worker at all) stops the run with one
+    line and exit 1 once nothing has run for the stall limit, instead of waiting for
+    ever; nothing is written."""
+    monkeypatch.setattr(engine_dask, "STALL_SECONDS", 1.0)
+    monkeypatch.setattr(engine_dask, "CHECK_SECONDS", 0.2)
+    paths = generate(tmp_path / "in", n_patients=5, seed=3)
+    with distributed.LocalCluster(n_workers=0, processes=False,
+                                  dashboard_address="127.0.0.1:0",
+                                  scheduler_kwargs={"dashboard": False}) as cluster:
+        result = invoke("run", paths["labs"], "--engine", "dask", "--scheduler",
+                        cluster.scheduler_address, "--out", tmp_path / "out", "--quiet")
+    assert result.exit_code == 1, result.output
+    assert "Traceback" not in result.output
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert "the Dask cluster ran no task for" in result.stderr
+    assert "read step waited for 1 of 1 tasks (0 workers connected)" in result.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_slow_task_is_waited_for_however_long_it_runs(
+        scheduler: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The stall limit counts time in which no task runs: a task running longer than it
+    is waited for, and its progress is reported when it finishes."""
+    monkeypatch.setattr(engine_dask, "STALL_SECONDS", 0.3)
+    monkeypatch.setattr(engine_dask, "CHECK_SECONDS", 0.1)
+    calls: list[tuple] = []
+    with distributed.Client(scheduler) as client:
+        futures = client.map(time.sleep, [1.0, 0.0], pure=False)
+        got = engine_dask._gathered(client, futures, "classify",
+                                    lambda *call: calls.append(call))
+    assert got == [None, None]
+    assert calls[0] == ("classify", 0, 2) and calls[-1] == ("classify", 2, 2)

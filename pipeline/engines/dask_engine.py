@@ -64,13 +64,17 @@ Pointing it at a cluster
     and see the input files at the same paths (a shared file system): they read them. The
     client only connects to the scheduler; it never shuts down a cluster it did not start.
     Patient-level rows travel between workers, so use a cluster inside the same trusted
-    environment as the extract.
+    environment as the extract. A run never waits for ever on a cluster that has stopped
+    working for it: once no task has run on any worker for ``STALL_SECONDS`` (five minutes)
+    while the run waits, it stops with a one-line error (exit 1); a slow task is running,
+    and is waited for however long it takes.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
@@ -148,6 +152,14 @@ MIN_ROWS_PER_PARTITION = 100_000
 LOCAL_CLUSTER: dict[str, Any] = {"processes": False, "dashboard_address": "127.0.0.1:0",
                                  "scheduler_kwargs": {"dashboard": False},
                                  "silence_logs": logging.CRITICAL}
+#: A run waiting on the cluster checks this often whether any task is processing on any
+#: worker, and stops with an error once none has for ``STALL_SECONDS`` and none of the tasks
+#: it waits for has finished meanwhile (a cluster left without workers, or one that lost
+#: track of a task, would otherwise keep the run waiting for ever). Slow tasks are
+#: processing: a task that takes an hour never trips it.
+CHECK_SECONDS = 5.0
+STALL_SECONDS = 300.0
+POLL_SECONDS = 0.05  # how often the client looks for finished tasks between checks
 _PART = "_b12screen_part"  # the partition of the row's patient: the shuffle key
 _FILE = "_b12screen_file"  # the position of the row's file in its input, for input order
 
@@ -322,7 +334,7 @@ def _read(client: Client, kind: str, path: str, spec: InputSpec,
     located: list[str] = []
     pieces = plan_pieces(path, kind, rows_per_piece, spec, located)
     tables = client.map(_read_piece, pieces, spec=spec, pure=False)
-    described = client.gather(client.map(_describe, tables, pure=False))
+    described = _gathered(client, client.map(_describe, tables, pure=False), "read", None)
     for d in described:  # the first problem, in file order, as the pandas engine finds it
         if isinstance(d, UserError):
             raise d
@@ -418,12 +430,49 @@ def _gathered(client: Client, futures: list[Future], step: str,
               progress: Progress | None) -> list[Any]:
     """The futures' results in their order; meanwhile ``progress(step, done, total)`` each
     time the cluster finishes one of them (a failed one counts as done, and its error is
-    raised by the gather)."""
+    raised by the gather).
+
+    Never waits forever: a cluster on which no task has run for ``STALL_SECONDS`` while
+    some of these are unfinished (no workers, or nothing left that any worker will run)
+    stops the run with a one-line error. A slow task never does: the cluster is asked
+    every ``CHECK_SECONDS`` whether any task is processing."""
+    total = len(futures)
     if progress:
-        progress(step, 0, len(futures))
-        for done, _ in enumerate(as_completed(futures), start=1):
-            progress(step, done, len(futures))
+        progress(step, 0, total)
+    # the run's own client and loop: ``as_completed`` would otherwise wait on the loop of
+    # whichever client was made last in this process
+    completed = as_completed(futures, loop=client.loop)
+    done = 0
+    now = time.monotonic()
+    last_active = last_check = now
+    while done < total:
+        finished = len(completed.next_batch(block=False))
+        now = time.monotonic()
+        if finished:
+            last_active = now
+            if progress:  # one call per finished task
+                for count in range(done + 1, done + finished + 1):
+                    progress(step, count, total)
+            done += finished
+            continue
+        if now - last_check >= CHECK_SECONDS:
+            last_check = now
+            if any(client.processing().values()):
+                last_active = now
+            elif now - last_active >= STALL_SECONDS:
+                raise _stalled(client, step, total - done, total, now - last_active)
+        time.sleep(POLL_SECONDS)
     return client.gather(futures)
+
+
+def _stalled(client: Client, step: str, waiting: int, total: int,
+             seconds: float) -> UserError:
+    """The message for a cluster that has stopped running the run's tasks."""
+    workers = len(client.nthreads())
+    return UserError(
+        f"the Dask cluster ran no task for {seconds:.0f} s while the {step} step waited for "
+        f"{waiting} of {total} tasks ({workers} workers connected); stopped instead of "
+        f"waiting for ever: check the cluster's workers, then run again")
 
 
 def screen_dask(options: RunOptions, progress: Progress | None = None,
