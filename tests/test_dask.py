@@ -297,7 +297,7 @@ def test_a_cluster_that_runs_no_task_stops_the_run_with_one_line(
     assert "Traceback" not in result.output
     assert len(result.stderr.strip().splitlines()) == 1
     assert "the Dask cluster ran no task for" in result.stderr
-    assert "read step waited for 1 of 1 tasks (0 workers connected)" in result.stderr
+    assert "read step waited for 1 of 1 tasks (workers connected: 0)" in result.stderr
     assert not (tmp_path / "out").exists()
 
 

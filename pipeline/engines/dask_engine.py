@@ -471,7 +471,7 @@ def _stalled(client: Client, step: str, waiting: int, total: int,
     workers = len(client.nthreads())
     return UserError(
         f"the Dask cluster ran no task for {seconds:.0f} s while the {step} step waited for "
-        f"{waiting} of {total} tasks ({workers} workers connected); stopped instead of "
+        f"{waiting} of {total} tasks (workers connected: {workers}); stopped instead of "
         f"waiting for ever: check the cluster's workers, then run again")
 
 
