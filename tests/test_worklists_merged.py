@@ -15,9 +15,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from pipeline.engines import screen
+from pipeline.outputs import worklist_state
 from pipeline.outputs.partitioned import ListParts, write_lists
 from pipeline.outputs.tables import (
     neutralise,
@@ -29,6 +31,7 @@ from pipeline.outputs.tables import (
 )
 from pipeline.outputs.worklist_state import ListState, apply_state
 from pipeline.outputs.worklists import LISTS, build_worklists
+from pipeline.outputs.write import write_parquet_groups
 from pipeline.rules.classify import Classified
 from pipeline.sample_data import generate
 from pipeline.state import RunOptions
@@ -176,6 +179,60 @@ def test_state_marked_in_pieces_is_the_whole_lists(cohort: Classified, tmp_path:
     pd.testing.assert_frame_equal(got_resolved, resolved)
     pd.testing.assert_frame_equal(got_state, state)
     assert len(resolved) >= 15
+
+
+@pytest.mark.parametrize("rows", [64, 1 << 20])
+def test_spilled_state_is_the_whole_state_file(cohort: Classified, tmp_path: Path,
+                                               monkeypatch: pytest.MonkeyPatch,
+                                               rows: int) -> None:
+    """Listed patients spilled in sorted runs (small runs here, and a patient listed twice)
+    and written a row group at a time give the whole lists' worklist_state.parquet, byte
+    for byte, and the same resolved patients; the runs are gone afterwards."""
+    monkeypatch.setattr(worklist_state, "SPILL_ROWS", 40)
+    monkeypatch.setattr(worklist_state, "SPILL_BLOCK_ROWS", 8)
+    whole = _whole(cohort)
+    twice = whole["mma"]["patient_id"].iloc[-1]
+    whole["mma"] = pd.concat([whole["mma"].iloc[:5], whole["mma"][lambda f: f["patient_id"]
+                                                                   == twice],
+                              whole["mma"].iloc[5:]], ignore_index=True)
+    whole["retest"] = whole["retest"].iloc[:0]
+    previous = tmp_path / "previous"
+    previous.mkdir()
+    write_parquet(pa.Table.from_pandas(pd.DataFrame(
+        {"patient_id": [*whole["urgent"]["patient_id"].iloc[::3], "gone-1", "gone-2"],
+         "list": "urgent", "first_listed": "2026-08", "practice_id": "P1",
+         "last_listed": "2026-09"}).astype("string"), preserve_index=False),
+        previous / "worklist_state.parquet")
+    _, resolved, state = apply_state(whole, as_of_month="2026-10", previous_dir=previous)
+    pq.write_table(pa.Table.from_pandas(state, preserve_index=False), tmp_path / "whole.parquet",
+                   row_group_size=rows, compression="zstd")
+    tracker = ListState(as_of_month="2026-10", previous_dir=previous, spill=tmp_path / "runs")
+    for name, frame in whole.items():
+        for start in range(0, max(len(frame), 1), 33):
+            tracker.mark(name, frame.iloc[start:start + 33], record=True)
+    pd.testing.assert_frame_equal(tracker.resolved(), resolved)
+    schema, groups = tracker.finish_groups(rows)
+    with pq.ParquetWriter(tmp_path / "spilled.parquet", schema, compression="zstd") as writer:
+        for group in groups:
+            writer.write_table(group, row_group_size=rows)
+    data = [(tmp_path / f).read_bytes() for f in ("whole.parquet", "spilled.parquet")]
+    assert data[0] == data[1] and len(state) > 100
+    assert not list((tmp_path / "runs").iterdir())
+
+
+def test_empty_state_written_in_groups(tmp_path: Path) -> None:
+    """No one listed: the state file written a row group at a time is the whole one's."""
+    lists = {name: pd.DataFrame({"patient_id": pd.Series(dtype="string"),
+                                 "practice_id": pd.Series(dtype="string")}) for name in LISTS}
+    _, _, state = apply_state(lists, as_of_month="2026-10", previous_dir=None)
+    write_parquet(pa.Table.from_pandas(state, preserve_index=False), tmp_path / "whole.parquet")
+    tracker = ListState(as_of_month="2026-10", previous_dir=None, spill=tmp_path / "runs")
+    for name, frame in lists.items():
+        tracker.mark(name, frame, record=True)
+    schema, groups = tracker.finish_groups()
+    write_parquet_groups(groups, schema, tmp_path / "groups.parquet")
+    assert ((tmp_path / "groups.parquet").read_bytes()
+            == (tmp_path / "whole.parquet").read_bytes())
 
 
 def test_merged_workbook_is_the_whole_lists(cohort: Classified, tmp_path: Path) -> None:

@@ -25,6 +25,7 @@ columns have a time of day).
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date
@@ -127,21 +128,25 @@ class ListParts:
         """List ``name`` in its order, as frames of at most about ``MERGE_ROWS`` rows (at
         least one, empty if the list is): the parts' blocks merged, without the order's
         own columns. Each call reads the parts afresh (a workbook reads a list twice)."""
-        files = [pa.ipc.open_file(pa.memory_map(str(_list_part(self.folder, name, i))))
-                 for i in range(self.parts)]
-        schema = pa.unify_schemas([f.schema for f in files], promote_options="permissive")
-        rows = max(LIST_BLOCK_ROWS, MERGE_ROWS // max(self.parts, 1))
+        with contextlib.ExitStack() as opened:
+            # read, not memory-mapped: a mapped file's pages stay in the process's memory
+            # until it is closed, and three passes over a list would hold its parts whole
+            files = [pa.ipc.open_file(opened.enter_context(
+                         pa.OSFile(str(_list_part(self.folder, name, i)))))
+                     for i in range(self.parts)]
+            schema = pa.unify_schemas([f.schema for f in files], promote_options="permissive")
+            rows = max(LIST_BLOCK_ROWS, MERGE_ROWS // max(self.parts, 1))
 
-        def blocks(file: pa.ipc.RecordBatchFileReader) -> Iterator[pa.Table]:
-            for k in range(file.num_record_batches):  # blocks, not rows
-                yield pa.Table.from_batches([file.get_batch(k)]).cast(schema)
+            def blocks(file: pa.ipc.RecordBatchFileReader) -> Iterator[pa.Table]:
+                for k in range(file.num_record_batches):  # blocks, not rows
+                    yield pa.Table.from_batches([file.get_batch(k)]).cast(schema)
 
-        given = False
-        for table in merge_sorted([blocks(f) for f in files], ORDER_KEYS, rows):
-            given = True
-            yield _frame(table)
-        if not given:
-            yield _frame(schema.empty_table())
+            given = False
+            for table in merge_sorted([blocks(f) for f in files], ORDER_KEYS, rows):
+                given = True
+                yield _frame(table)
+            if not given:
+                yield _frame(schema.empty_table())
 
 
 def _frame(table: pa.Table) -> pd.DataFrame:

@@ -22,6 +22,7 @@ from typing import Any
 
 import pandas as pd
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from pipeline import __version__
 from pipeline.ingest.read import sha256_file
@@ -45,9 +46,12 @@ from pipeline.outputs.run_folder import (
     restrict,
 )
 from pipeline.outputs.tables import (
+    _PARQUET,
     DISCLAIMER,
     PATIENTS_SCHEMA,
     RESULTS_SCHEMA,
+    ROW_GROUP,
+    _statistics,
     encode_frame,
     neutralise,
     rejected_by_reason,
@@ -308,10 +312,12 @@ def _write_merged_worklists(state: RunState, tmp: Path, previous: Path | None,
     """``_write_worklists`` for lists held as sorted parts (``--partitioned``): each list is
     merged piece by piece, marked new or persisting and neutralised per piece, and
     streamed into its CSV here and into the workbook on the pool (which reads it twice);
-    only the CSV's pass records who is listed. The same files, holding a few blocks of
-    each part rather than the lists."""
+    only the CSV's pass records who is listed, spilling them in sorted runs to the staging
+    folder, from which worklist_state.parquet is written a row group at a time. The same
+    files, holding a few blocks of each part rather than the lists."""
     parts = state.staged.lists
-    tracker = ListState(as_of_month=f"{state.as_of:%Y-%m}", previous_dir=previous)
+    tracker = ListState(as_of_month=f"{state.as_of:%Y-%m}", previous_dir=previous,
+                        spill=state.staged.folder / STATE_RUNS)
     counts = {name: {"rows": 0, "new": 0, "persisting": 0} for name in LISTS}
 
     def pieces(name: str, record: bool = False) -> Iterator[pd.DataFrame]:
@@ -333,13 +339,28 @@ def _write_merged_worklists(state: RunState, tmp: Path, previous: Path | None,
         write_csv_pieces(pieces(name, record=True), tmp / "worklists" / f"{name}.csv",
                          timed=parts.timed[name], bom=True, neutralised=True)
         digests.add(tmp / "worklists" / f"{name}.csv")
-    resolved, list_state = tracker.finish()
+    resolved = tracker.resolved()
     write_csv(resolved, tmp / "worklists" / "resolved.csv", bom=True)
-    write_parquet(with_metadata(pa.Table.from_pandas(list_state, preserve_index=False), meta),
-                  tmp / "worklist_state.parquet")
+    schema, groups = tracker.finish_groups(ROW_GROUP)
+    write_parquet_groups(groups, with_metadata(schema.empty_table(), meta).schema,
+                         tmp / "worklist_state.parquet")
     sizes = {name: {**counts[name], "resolved": int((resolved["list"] == name).sum())}
              for name in LISTS}
     return sizes, workbook
+
+
+#: The staging folder's folder of the listed patients' sorted runs (``ListState`` spill).
+STATE_RUNS = "worklist-state"
+
+
+def write_parquet_groups(groups: Iterator[pa.Table], schema: pa.Schema, path: Path) -> None:
+    """``write_parquet`` of the table whose row groups (of ``ROW_GROUP`` rows, the last
+    shorter; at least one) ``groups`` gives one at a time: the same file, without the
+    whole table in memory."""
+    with pq.ParquetWriter(path, schema, write_statistics=_statistics(schema),
+                          **_PARQUET) as writer:
+        for group in groups:
+            writer.write_table(group, row_group_size=ROW_GROUP)
 
 
 def _write_workbook(lists: Mapping[str, pd.DataFrame | SheetSource], path: Path,

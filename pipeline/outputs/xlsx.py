@@ -36,6 +36,7 @@ from __future__ import annotations
 import functools
 import itertools
 import re
+import threading
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -47,6 +48,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from pipeline.kernels.memory import trim_heap
 from pipeline.kernels.ziparchive import Member, deflate, write_zip
 
 MAX_ROWS = 1_048_576
@@ -1023,7 +1025,11 @@ def _write_streamed(source: SheetSource, survey: _Survey, bounds: list[tuple[int
 def _streamed_xml(survey: _Survey, pieces: Iterator[pd.DataFrame], n: int, widest: int,
                   page: _Page) -> Iterator[bytes | memoryview]:
     """A streamed sheet's XML for its next n rows, a piece at a time, in the very slices of
-    rows its whole frame's XML comes in (``_rows``), so that it compresses the same."""
+    rows its whole frame's XML comes in (``_rows``), so that it compresses the same.
+
+    The C heap is trimmed after each slice: a slice's tens of megabytes of XML, freed,
+    raise glibc's threshold for giving memory back, so the pieces' smaller buffers after
+    it stay in the heap; over a 20M-row run's lists that kept 0.15 GiB more resident."""
     head, tail = _sheet_ends(survey.names, n, page)
     yield head
     step = _step(n, 2, widest)
@@ -1036,6 +1042,7 @@ def _streamed_xml(survey: _Survey, pieces: Iterator[pd.DataFrame], n: int, wides
             if done % step == 0 or done == n:
                 yield b"".join([*held, part]) if held else part
                 held = []
+                trim_heap()  # the slice's buffers, freed: see below
             else:
                 held.append(part)
     yield tail
@@ -1107,6 +1114,7 @@ def write_workbook(sheets: Mapping[str, pd.DataFrame | SheetSource], path: Path,
     for sheet in encoded.values():
         for tally in sheet.tallies if isinstance(sheet, _Survey) else []:
             tally.shared()
+    streaming = threading.Lock()  # one streamed sheet written at a time (_one_at_a_time)
     parts: list[tuple[str, list[str], int]] = []  # each sheet's name, columns and rows
     # how many sheets each writer writes, and the writer (given its first sheet's number)
     writers: list[tuple[int, Callable[[int], list[Member]]]] = []
@@ -1124,8 +1132,8 @@ def write_workbook(sheets: Mapping[str, pd.DataFrame | SheetSource], path: Path,
         parts += [(name if k == 0 else f"{name} ({k + 1})", names, stop - start)
                   for k, (start, stop) in enumerate(bounds)]
         if isinstance(columns, _Survey):
-            writers.append((count, functools.partial(_write_streamed, sheet, columns, bounds,
-                                                     page, Path(path).parent)))
+            writers.append((count, functools.partial(_one_at_a_time, streaming, functools.partial(
+                _write_streamed, sheet, columns, bounds, page, Path(path).parent))))
             continue
         groups = _fuse(columns)
         writers += [(1, functools.partial(_write_sheet, _sheet_xml(names, groups, start, stop,
@@ -1162,6 +1170,17 @@ def write_workbook(sheets: Mapping[str, pd.DataFrame | SheetSource], path: Path,
         write_zip(path, (member for done in deflated for member in done.result()),
                   date_time=_ZIP_DATE)
     return notes
+
+
+def _one_at_a_time(lock: threading.Lock, write: Callable[[int], list[Member]],
+                   number: int) -> list[Member]:
+    """A streamed sheet's writer, run while no other streamed sheet is written: each holds
+    its source's merge, a piece's encoding and two slices of XML (one being compressed,
+    the next being built), which side by side were most of a partitioned run's peak
+    memory. Its own helper thread still keeps both cores busy; frames' sheets, already in
+    memory, are written side by side as before."""
+    with lock:
+        return write(number)
 
 
 def _deflate_one(name: str, content: str | Iterator[bytes | memoryview]) -> list[Member]:
