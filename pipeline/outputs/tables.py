@@ -8,7 +8,7 @@ no patient id.
 from __future__ import annotations
 
 import json
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Collection, Iterable, Iterator, Mapping
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -172,6 +172,16 @@ def _statistics(schema: pa.Schema) -> list[str]:
 def write_parquet(table: pa.Table, path: Path) -> None:
     pq.write_table(table, path, row_group_size=ROW_GROUP,
                    write_statistics=_statistics(table.schema), **_PARQUET)
+
+
+def write_parquet_groups(groups: Iterator[pa.Table], schema: pa.Schema, path: Path) -> None:
+    """``write_parquet`` of the table whose row groups (of ``ROW_GROUP`` rows, the last
+    shorter; at least one) ``groups`` gives one at a time: the same file, without the
+    whole table in memory."""
+    with pq.ParquetWriter(path, schema, write_statistics=_statistics(schema),
+                          **_PARQUET) as writer:
+        for group in groups:
+            writer.write_table(group, row_group_size=ROW_GROUP)
 
 
 def write_frame(frame: pd.DataFrame, schema: pa.Schema, metadata: dict[str, str],

@@ -22,7 +22,6 @@ from typing import Any
 
 import pandas as pd
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from pipeline import __version__
 from pipeline.ingest.read import sha256_file
@@ -46,12 +45,10 @@ from pipeline.outputs.run_folder import (
     restrict,
 )
 from pipeline.outputs.tables import (
-    _PARQUET,
     DISCLAIMER,
     PATIENTS_SCHEMA,
     RESULTS_SCHEMA,
     ROW_GROUP,
-    _statistics,
     encode_frame,
     neutralise,
     rejected_by_reason,
@@ -62,6 +59,7 @@ from pipeline.outputs.tables import (
     write_frame,
     write_json,
     write_parquet,
+    write_parquet_groups,
     write_rejected,
     write_xlsx,
 )
@@ -351,16 +349,6 @@ def _write_merged_worklists(state: RunState, tmp: Path, previous: Path | None,
 
 #: The staging folder's folder of the listed patients' sorted runs (``ListState`` spill).
 STATE_RUNS = "worklist-state"
-
-
-def write_parquet_groups(groups: Iterator[pa.Table], schema: pa.Schema, path: Path) -> None:
-    """``write_parquet`` of the table whose row groups (of ``ROW_GROUP`` rows, the last
-    shorter; at least one) ``groups`` gives one at a time: the same file, without the
-    whole table in memory."""
-    with pq.ParquetWriter(path, schema, write_statistics=_statistics(schema),
-                          **_PARQUET) as writer:
-        for group in groups:
-            writer.write_table(group, row_group_size=ROW_GROUP)
 
 
 def _write_workbook(lists: Mapping[str, pd.DataFrame | SheetSource], path: Path,
