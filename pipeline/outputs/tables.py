@@ -7,6 +7,7 @@ no patient id.
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections.abc import Collection, Iterable, Iterator, Mapping
 from datetime import date
@@ -174,7 +175,8 @@ def write_parquet(table: pa.Table, path: Path) -> None:
                    write_statistics=_statistics(table.schema), **_PARQUET)
 
 
-def write_parquet_groups(groups: Iterator[pa.Table], schema: pa.Schema, path: Path) -> None:
+def write_parquet_groups(groups: Iterator[pa.Table], schema: pa.Schema,
+                         path: Path | pa.NativeFile) -> None:
     """``write_parquet`` of the table whose row groups (of ``ROW_GROUP`` rows, the last
     shorter; at least one) ``groups`` gives one at a time: the same file, without the
     whole table in memory."""
@@ -190,12 +192,9 @@ def write_frame(frame: pd.DataFrame, schema: pa.Schema, metadata: dict[str, str]
     held as Arrow at once (the same file as converting it whole). ``path`` may be an open
     Arrow sink (see ``encode_frame``)."""
     first = to_arrow(frame.iloc[:ROW_GROUP], schema, metadata)
-    with pq.ParquetWriter(path, first.schema, write_statistics=_statistics(first.schema),
-                          **_PARQUET) as writer:
-        writer.write_table(first, row_group_size=ROW_GROUP)
-        for start in range(ROW_GROUP, len(frame), ROW_GROUP):
-            writer.write_table(to_arrow(frame.iloc[start:start + ROW_GROUP], schema, metadata),
-                               row_group_size=ROW_GROUP)
+    rest = (to_arrow(frame.iloc[start:start + ROW_GROUP], schema, metadata)
+            for start in range(ROW_GROUP, len(frame), ROW_GROUP))
+    write_parquet_groups(itertools.chain([first], rest), first.schema, path)
 
 
 def results_file(results: pd.DataFrame) -> pd.DataFrame:
