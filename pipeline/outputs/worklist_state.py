@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -64,24 +64,36 @@ def _previous_month(previous_dir: Path) -> str | None:
 
 def read_state(previous_dir: Path | None) -> pd.DataFrame:
     """The previous run's worklist state (empty when there is no previous run or no state)."""
-    if previous_dir is None:
-        return _empty_state()
-    path = Path(previous_dir) / STATE_FILE
-    if not path.is_file():
+    path = _state_file(previous_dir)
+    if path is None:
         return _empty_state()
     try:
         state = pd.read_parquet(path)
     except (OSError, ValueError) as exc:
         raise UserError(f"cannot read previous worklist state {path}: {exc}") from exc
-    missing = [c for c in ("patient_id", "list", "first_listed") if c not in state.columns]
-    if missing:
-        raise UserError(f"previous worklist state {path} lacks column(s): {', '.join(missing)}")
+    _check_columns(path, state.columns)
     if "practice_id" not in state.columns:
         state["practice_id"] = pd.NA
     if "last_listed" not in state.columns:
         state["last_listed"] = _previous_month(Path(previous_dir))
     state = state[list(STATE_COLUMNS)].astype("string")
     return state.drop_duplicates(["list", "patient_id"], keep="first").reset_index(drop=True)
+
+
+def _state_file(previous_dir: Path | None) -> Path | None:
+    """The previous run's state file, or None when there is no previous run or no state."""
+    if previous_dir is None:
+        return None
+    path = Path(previous_dir) / STATE_FILE
+    return path if path.is_file() else None
+
+
+def _check_columns(path: Path, columns: Iterable[str]) -> None:
+    """A previous state without the columns a run needs is an error, never a silent reset."""
+    found = set(columns)
+    missing = [c for c in ("patient_id", "list", "first_listed") if c not in found]
+    if missing:
+        raise UserError(f"previous worklist state {path} lacks column(s): {', '.join(missing)}")
 
 
 def apply_state(
@@ -368,10 +380,8 @@ def _read_state_table(previous_dir: Path | None) -> pa.Table:
     """``read_state`` as Arrow, holding little: the file's text columns read as dictionaries
     (``list``, months, practices repeat), duplicates dropped per list, ids in id order
     within each list (``resolved`` sorts what it gives, so the order is not kept)."""
-    if previous_dir is None:
-        return _arrow_state(_empty_state())
-    path = Path(previous_dir) / STATE_FILE
-    if not path.is_file():
+    path = _state_file(previous_dir)
+    if path is None:
         return _arrow_state(_empty_state())
     try:
         schema = pq.read_schema(path)
@@ -380,9 +390,7 @@ def _read_state_table(previous_dir: Path | None) -> pa.Table:
         table = pq.read_table(path, columns=names, read_dictionary=coded)
     except (OSError, ValueError, pa.ArrowException) as exc:
         raise UserError(f"cannot read previous worklist state {path}: {exc}") from exc
-    missing = [c for c in ("patient_id", "list", "first_listed") if c not in table.column_names]
-    if missing:
-        raise UserError(f"previous worklist state {path} lacks column(s): {', '.join(missing)}")
+    _check_columns(path, table.column_names)
     columns = {}
     for c in STATE_COLUMNS:
         if c in table.column_names:
