@@ -262,7 +262,12 @@ def _practice_codes(patients: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     if "practice_id" not in patients.columns:
         codes, groups = pd.factorize(_practice_labels(patients), sort=True)
         return codes, np.asarray(groups, dtype=object)
-    raw_codes, raw = pd.factorize(patients["practice_id"])  # missing: -1
+    practice = patients["practice_id"]
+    if isinstance(practice.dtype, pd.CategoricalDtype):  # its codes as they are held
+        practice = practice.cat.remove_unused_categories()  # a part may lack some
+        raw_codes, raw = practice.cat.codes.to_numpy(), practice.cat.categories
+    else:
+        raw_codes, raw = pd.factorize(practice)  # missing: -1
     distinct = pd.DataFrame({"practice_id": pd.Series(raw, dtype="string")})
     labels = _practice_labels(distinct)
     if (raw_codes < 0).any():

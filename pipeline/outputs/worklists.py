@@ -91,6 +91,9 @@ _FEW_VALUES = ("practice_id", "b12_status", "index_test", "index_unit", "index_c
 _PER_LIST = ("reasons",)
 #: Few-valued text columns that the lists hold as categoricals (long texts: the regimen).
 _AS_CATEGORIES = ("suggested_regimen",)
+#: Few-valued columns that the lists hold as text, however the patients table holds them:
+#: the practice, which a list's readers (its state, merged parts) compare as text.
+_AS_TEXT = ("practice_id",)
 
 
 def worklist_columns(name: str, patients: pd.DataFrame) -> list[str]:
@@ -136,7 +139,10 @@ def build_worklists(patients: pd.DataFrame, results: pd.DataFrame | None = None,
         if isinstance(values, pd.arrays.NumpyExtensionArray):  # object: as it is
             listed[c] = values
         else:
-            few[c] = pd.factorize(values, sort=c == "practice_id")
+            codes, distinct = pd.factorize(values, sort=c == "practice_id")
+            if c in _AS_TEXT and isinstance(distinct, pd.Categorical):
+                distinct = pd.array(np.asarray(distinct, dtype=object), dtype="str")
+            few[c] = codes, distinct
         del values
     not_urgent, result_at = _order_keys(listed)
     order = _list_order(not_urgent, result_at, few.get("practice_id")

@@ -24,8 +24,10 @@ from pipeline.ingest.harmonise import (
     CANONICAL_UNIT,
     CENSORS,
     categorical,
+    joined_column,
     labels,
     lookup,
+    sorted_categorical,
     text_of,
 )
 from pipeline.kernels.arrow import text_order
@@ -360,7 +362,7 @@ def _joined(parts: list[pd.DataFrame]) -> pd.DataFrame:
             columns[name] = pd.Series(pd.array(pa.concat_arrays(chunks), dtype="str"))
             del pieces, chunks
         else:
-            columns[name] = pd.concat([part[name] for part in parts], ignore_index=True)
+            columns[name] = joined_column([part[name] for part in parts])
     return pd.DataFrame(columns, copy=False)
 
 
@@ -445,7 +447,7 @@ def _patients_table(usable: pd.DataFrame, attrs: pd.DataFrame, meds: pd.DataFram
                   (*ANALYTES, "none"), index.index)
     out = pd.DataFrame({
         "patient_id": pd.Series(cohort, dtype="str"),
-        "practice_id": text_of(practice),
+        "practice_id": sorted_categorical(text_of(practice)),
         "age_years": age.astype("Int16"),
         "index_test": labels(analyte_code, idx.B12_ANALYTES, index.index),
         "index_value": index["value"].astype("float64"),
@@ -491,8 +493,9 @@ def _patients_table(usable: pd.DataFrame, attrs: pd.DataFrame, meds: pd.DataFram
     out["on_b12_combination"] = med["on_b12_combination"].astype(bool)
     out["regimen_branch"] = branch
     out["check_from"] = check_day.astype("datetime64[us]")
-    out["reasons"], out["rule_ids"] = build_reasons(out, attrs, supp_conditions, risk_factors,
-                                                   limbs, r9, r10)
+    out["reasons"], rule_ids = build_reasons(out, attrs, supp_conditions, risk_factors, limbs,
+                                             r9, r10)
+    out["rule_ids"] = sorted_categorical(rule_ids)
     out["sex"] = attrs["sex"]
     out["index_row"] = index["row"].fillna(-1).to_numpy(dtype=np.int64)
     return out[[*PATIENT_COLUMNS, *CARRIED_COLUMNS]]
