@@ -28,12 +28,14 @@ from pipeline.ingest.read import sha256_file
 from pipeline.kernels.memory import trim_heap
 from pipeline.outputs.measures import MEASURES
 from pipeline.outputs.partitioned import TABLES
-from pipeline.outputs.published import WORKLIST_COLUMNS, Published, publish
+from pipeline.outputs.published import WORKLIST_COLUMNS, CohortFigures, Published, publish
 from pipeline.outputs.report import (
     ACCOUNTING_LABELS,
     FLAG_LABELS,
     STATUS_LABELS,
     WORKLIST_LABELS,
+    Histograms,
+    histogram_counts,
     render_report,
 )
 from pipeline.outputs.run_folder import (
@@ -362,25 +364,22 @@ def _write_workbook(lists: Mapping[str, pd.DataFrame | SheetSource], path: Path,
 
 
 def _write_aggregates(state: RunState, tmp: Path, sizes: dict[str, Any],
-                      reasons: dict[str, int], distributions: pd.DataFrame | None,
-                      sex: pd.Series | None, meta: dict[str, str],
+                      reasons: dict[str, int], figures: CohortFigures,
+                      histograms: Histograms, meta: dict[str, str],
                       released: threading.Event) -> None:
-    """Shareable outputs: measures, summary.json and report.html (``distributions``: the
-    analyte and value of each classified result, for the report's histograms), all read
-    from one disclosure decision; and the owner-only disclosure_log.csv that records it.
-    The report waits for the per-row frames' release, as the workbook does: meanwhile the
-    tables and the workbook keep both cores busy. A partitioned run (``state.staged``)
-    publishes from its partitions' figures and histograms instead of the patients."""
-    trim_heap()  # the lists' and their files' intermediates, before the cohort's figures
-    patients = state.classified.patients
-    staged = state.staged.outputs if state.staged is not None else None
+    """Shareable outputs: measures, summary.json and report.html, all read from one
+    disclosure decision; and the owner-only disclosure_log.csv that records it. ``figures``
+    and ``histograms``: the cohort's counts and the report's counts of the classified
+    results' values, worked out before the lists (``_cohort_counts``). The report waits for
+    the per-row frames' release, as the workbook does: meanwhile the tables and the
+    workbook keep both cores busy."""
+    trim_heap()  # the lists' and their files' intermediates
     small = state.rules.disclosure["small_count"]
     rounding = state.rules.disclosure["rounding"]
     exact_accounting = state.accounting()
-    published = publish(patients=None if staged else patients,
-                        figures=staged.figures if staged else None,
+    published = publish(figures=figures,
                         as_of=state.as_of, accounting=exact_accounting,
-                        worklist_sizes=sizes, reasons=reasons, sex=sex,
+                        worklist_sizes=sizes, reasons=reasons,
                         small_count=small, rounding=rounding)
     measures = published.measures
     write_parquet(with_metadata(pa.Table.from_pandas(measures, preserve_index=False), meta),
@@ -400,8 +399,7 @@ def _write_aggregates(state: RunState, tmp: Path, sizes: dict[str, Any],
                                status_labels=STATUS_LABELS, flag_labels=FLAG_LABELS,
                                list_labels=WORKLIST_LABELS,
                                accounting_labels=ACCOUNTING_LABELS)},
-                  patients=patients, results=distributions,
-                  histograms=staged.histograms if staged else None,
+                  patients=state.classified.patients, histograms=histograms,
                   measures=measures, definitions=MEASURES,
                   rules_cutoffs=report_cutoffs(state),
                   small_count=small, rounding=rounding)
@@ -441,10 +439,7 @@ def _write_outputs(state: RunState, out: Path | None, previous: Path | None,
     prev = previous if previous is not None else find_previous_run(
         out.resolve(), state.as_of, state.rules.name)
     results = state.classified.results
-    # the report needs only two columns of the results classified (not after the as-of date);
-    # a partitioned run brings their histograms instead, and none of its rows
-    distributions = None if state.staged else results.loc[
-        ~results["after_as_of"].to_numpy(dtype=bool), ["analyte", "value"]]
+    histograms = _histograms(state)
     sex = None if state.staged else patients_sex(state)  # before the rows are released
     with replacing(out) as tmp, ThreadPoolExecutor(max_workers=2) as pool:
         digests, released = _Digests(pool), threading.Event()
@@ -454,6 +449,8 @@ def _write_outputs(state: RunState, out: Path | None, previous: Path | None,
             go.set()
         rejected = rejected_frame(state)  # built once: written, and counted for the summary
         tables = pool.submit(_write_tables, state, tmp, meta, rejected, digests, released)
+        figures = _figures(state, sex)
+        del sex
         if state.staged is not None:  # the workers' sorted lists, merged as written
             del results
             sizes, workbook = _write_merged_worklists(state, tmp, prev, pool, digests, go,
@@ -464,14 +461,36 @@ def _write_outputs(state: RunState, out: Path | None, previous: Path | None,
             sizes, workbook = _write_worklists(state, worklists, tmp, prev, pool, digests, go,
                                                meta)
             del worklists
-        _write_aggregates(state, tmp, sizes, rejected_by_reason(rejected), distributions, sex,
-                          meta, go)
+        _write_aggregates(state, tmp, sizes, rejected_by_reason(rejected), figures,
+                          histograms, meta, go)
         tables.result()
         state.warnings += workbook.result()
         state.timings["write"] = round(time.perf_counter() - started, 3)
         write_json(manifest(state, prev, digests.of(tmp)), tmp / "manifest.json")
         restrict(tmp, SHAREABLE)
     return out
+
+
+def _histograms(state: RunState) -> Histograms:
+    """The report's counts of the values classified (not after the as-of date), counted
+    before anything is written rather than holding the values till the report is (80 MB at
+    10M rows); a partitioned run brings them from its parts, and none of its rows."""
+    if state.staged is not None:
+        return state.staged.outputs.histograms
+    results = state.classified.results
+    classified = ~results["after_as_of"].to_numpy(dtype=bool)
+    return histogram_counts(results.loc[classified, ["analyte", "value"]],
+                            report_cutoffs(state))
+
+
+def _figures(state: RunState, sex: pd.Series | None) -> CohortFigures:
+    """The cohort's shareable counts, worked out before the lists and the workbook are:
+    their memory (a few hundred MB at 8M patients) then adds to the patients table's
+    writer alone, not to the workbook's as well. A partitioned run brings them from its
+    parts."""
+    if state.staged is not None:
+        return state.staged.outputs.figures
+    return CohortFigures.of(state.classified.patients, state.as_of, sex=sex)
 
 
 TOTAL_KEYS = ("rows_read", "rows_accepted", "rows_rejected", "rows_skipped_other_tests",
