@@ -283,7 +283,7 @@ def random_patients(seed: int, n: int = 3000, cohort_order: bool = True) -> pd.D
 
 @pytest.mark.parametrize("seed, cohort_order, text_dtype", [
     (0, True, None), (1, False, None), (2, False, None), (3, True, None),
-    (4, False, object), (5, True, object), (6, False, "category"),
+    (4, False, object), (5, True, object), (6, False, "category"), (7, False, "unsorted"),
 ])
 def test_build_worklists_matches_reference(seed: int, cohort_order: bool,
                                            text_dtype: object) -> None:
@@ -291,8 +291,15 @@ def test_build_worklists_matches_reference(seed: int, cohort_order: bool,
     if text_dtype is not None:  # hand-made frames: text as object or categorical columns
         text = ["practice_id", "patient_id", "b12_status", "index_test", "index_unit",
                 "suggested_regimen", "reasons"]
-        patients[text] = patients[text].astype(text_dtype)
-    got, want = build_worklists(patients), reference_build(patients)
+        patients[text] = patients[text].astype(
+            "category" if text_dtype == "unsorted" else text_dtype)
+    want = reference_build(patients)
+    if text_dtype == "unsorted":  # practices out of the text's order: lists still by text
+        practice = patients["practice_id"]
+        want = reference_build(patients.assign(practice_id=practice.astype("str")))
+        patients["practice_id"] = practice.cat.reorder_categories(
+            practice.cat.categories[::-1])
+    got = build_worklists(patients)
     assert list(got) == list(want)
     for name in want:
         assert_same(got[name], want[name])

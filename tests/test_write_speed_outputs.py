@@ -17,6 +17,7 @@ import pytest
 import pipeline.outputs.xlsx as xlsx
 from pipeline.engines.pandas_engine import run_classification
 from pipeline.engines.steps import prepare
+from pipeline.ingest.harmonise import joined_column, sorted_categorical
 from pipeline.outputs.measures import _practice_codes, _practice_labels
 from pipeline.outputs.write import write_outputs
 from pipeline.state import RunOptions
@@ -56,15 +57,37 @@ def test_wrapped_inline_text_writes_the_same_workbook(tmp_path: Path, seed: int,
 
 @pytest.mark.parametrize("values", [
     ["B2", " A1", "A1", "", None, "  ", "Ä", "a"], ["X", "Y"], [None, None], ["", "Z"]])
-@pytest.mark.parametrize("dtype", ["str", "string", object, "category"])
+@pytest.mark.parametrize("dtype", ["str", "string", object, "category", "unused", "sorted"])
 def test_practice_codes_match_the_labels(values: list[str | None], dtype: object) -> None:
     rng = np.random.default_rng(len(values))
     column = pd.Series(np.array(values, dtype=object)[rng.integers(0, len(values), 400)])
-    patients = pd.DataFrame({"practice_id": column.astype(dtype)})
+    if dtype == "unused":  # a part of a cohort: categories no patient of the part has
+        practice = column.astype("category").cat.add_categories(["A0", "ZZ"])
+    elif dtype == "sorted":  # as the classified patients hold it
+        practice = sorted_categorical(column.astype("str"))
+    else:
+        practice = column.astype(dtype)
+    patients = pd.DataFrame({"practice_id": practice})
     codes, groups = _practice_codes(patients)
-    want_codes, want_groups = pd.factorize(_practice_labels(patients), sort=True)
+    want_codes, want_groups = pd.factorize(_practice_labels(column.to_frame("practice_id")),
+                                           sort=True)
     assert np.array_equal(codes, want_codes)
     assert list(groups) == list(want_groups)
+
+
+@pytest.mark.parametrize("parts", [
+    [["b", None, "a"], ["c", "a"]],  # different values: joined over their union, sorted
+    [["a", "b"], ["a", "b"]],  # the same values
+    [[None, None], ["x"]],  # a part without any value
+    [["b"], [], ["a"]],  # an empty part
+])
+def test_parts_of_a_few_valued_column_join_as_the_whole(parts: list[list[str | None]]) -> None:
+    pieces = [sorted_categorical(pd.Series(p, dtype="str")) for p in parts]
+    joined = joined_column(pieces)
+    whole = sorted_categorical(pd.Series([v for p in parts for v in p], dtype="str"))
+    assert isinstance(joined.dtype, pd.CategoricalDtype)
+    assert list(joined.cat.categories) == sorted(joined.cat.categories)
+    assert joined.astype("str").equals(whole.astype("str"))
 
 
 def test_manifest_hashes_every_output(sample_run: Path) -> None:

@@ -141,7 +141,10 @@ def build_worklists(patients: pd.DataFrame, results: pd.DataFrame | None = None,
         else:
             codes, distinct = pd.factorize(values, sort=c == "practice_id")
             if c in _AS_TEXT and isinstance(distinct, pd.Categorical):
-                distinct = pd.array(np.asarray(distinct, dtype=object), dtype="str")
+                # as text, in the text's order (a categorical sorts by its categories' order)
+                text = pd.array(np.asarray(distinct, dtype=object), dtype="str")
+                at, distinct = pd.factorize(text, sort=True)
+                codes = np.where(codes >= 0, at[codes], -1)
             few[c] = codes, distinct
         del values
     not_urgent, result_at = _order_keys(listed)

@@ -48,6 +48,11 @@ def test_cohort_cut_into_parts_on_threads_agrees_on_every_spec_case(
     (tmp_path / "parts").mkdir()
     parts = run_cli(tmp_path / "parts", labs, patients, medications)
     assert (parts / "patients.parquet").read_bytes() == (whole / "patients.parquet").read_bytes()
+    # the parts' practices (and rule ids) are joined over the union of their values: the
+    # lists' practice order and the practice breakdowns must not notice
+    for name in ("measures.csv", *(f"worklists/{p.name}" for p in (whole / "worklists").glob(
+            "*.csv"))):
+        assert (parts / name).read_bytes() == (whole / name).read_bytes(), name
     pd.testing.assert_frame_equal(  # the input files' paths differ, nothing else may
         pd.read_parquet(parts / "results.parquet").drop(columns="source_file"),
         pd.read_parquet(whole / "results.parquet").drop(columns="source_file"))
