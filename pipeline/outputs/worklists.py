@@ -215,7 +215,7 @@ def _reported(patients: pd.DataFrame, rows: np.ndarray,
     columns = ("result_text", "source_unit", "specimen_id", "site_id")
     if "index_row" not in patients.columns or results is None:
         return {c: pa.nulls(len(rows), pa.string()) for c in columns}
-    found = patients["index_row"].to_numpy(dtype=np.int64)[rows]
+    found = patients["index_row"].to_numpy()[rows].astype(np.int64)
     found = np.where(found < len(results), found, -1)
     return {c: (_arrow_text(results[c].array.take(found, allow_fill=True))
                 if c in results.columns else pa.nulls(len(rows), pa.string()))

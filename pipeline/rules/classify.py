@@ -497,7 +497,9 @@ def _patients_table(usable: pd.DataFrame, attrs: pd.DataFrame, meds: pd.DataFram
                                              r9, r10)
     out["rule_ids"] = sorted_categorical(rule_ids)
     out["sex"] = attrs["sex"]
-    out["index_row"] = index["row"].fillna(-1).to_numpy(dtype=np.int64)
+    # a result row fits 32 bits in any extract one machine holds: half the column's memory
+    row_type = np.int32 if len(results) < 2**31 else np.int64
+    out["index_row"] = index["row"].fillna(-1).to_numpy(dtype=row_type)
     return out[[*PATIENT_COLUMNS, *CARRIED_COLUMNS]]
 
 
