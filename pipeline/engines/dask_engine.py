@@ -133,7 +133,7 @@ from pipeline.outputs.write import (
     run_inputs,
     table_metadata,
 )
-from pipeline.rules.classify import Classified, classify, cohort_ids
+from pipeline.rules.classify import Classified, classify, cohort_ids, row_type
 from pipeline.state import Progress, RunOptions, RunState, StagedTables
 
 __all__ = ["screen_dask"]
@@ -418,7 +418,7 @@ def _joined(parts: list[Classified], files: list[FileInfo]) -> Classified:
     for part, offset in zip(parts, offsets, strict=True):  # a handful of partitions
         if "index_row" in part.patients.columns:
             local = part.patients["index_row"].to_numpy(dtype=np.int64)
-            joined = np.full(len(local), -1, dtype=np.int64)
+            joined = np.full(len(local), -1, dtype=row_type(len(results)))
             joined[local >= 0] = moved[local[local >= 0] + offset]
             part.patients["index_row"] = joined
     patients = pd.DataFrame({c: joined_column([p.patients[c] for p in parts])

@@ -497,10 +497,14 @@ def _patients_table(usable: pd.DataFrame, attrs: pd.DataFrame, meds: pd.DataFram
                                              r9, r10)
     out["rule_ids"] = sorted_categorical(rule_ids)
     out["sex"] = attrs["sex"]
-    # a result row fits 32 bits in any extract one machine holds: half the column's memory
-    row_type = np.int32 if len(results) < 2**31 else np.int64
-    out["index_row"] = index["row"].fillna(-1).to_numpy(dtype=row_type)
+    out["index_row"] = index["row"].fillna(-1).to_numpy(dtype=row_type(len(results)))
     return out[[*PATIENT_COLUMNS, *CARRIED_COLUMNS]]
+
+
+def row_type(rows: int) -> type[np.signedinteger]:
+    """``index_row``'s type for a result table of ``rows`` rows: 32 bits for any extract one
+    machine holds (half the column's memory), else 64."""
+    return np.int32 if rows < 2**31 else np.int64
 
 
 def _patient_attributes(patients: pd.DataFrame | None, n: int,
