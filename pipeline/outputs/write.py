@@ -370,9 +370,9 @@ def _write_aggregates(state: RunState, tmp: Path, sizes: dict[str, Any],
     """Shareable outputs: measures, summary.json and report.html, all read from one
     disclosure decision; and the owner-only disclosure_log.csv that records it. ``figures``
     and ``histograms``: the cohort's counts and the report's counts of the classified
-    results' values, worked out before the lists (``_cohort_counts``). The report waits for
-    the per-row frames' release, as the workbook does: meanwhile the tables and the
-    workbook keep both cores busy."""
+    results' values, worked out before the lists (``_figures``, ``_histograms``). The
+    report waits for the per-row frames' release, as the workbook does: meanwhile the
+    tables and the workbook keep both cores busy."""
     trim_heap()  # the lists' and their files' intermediates
     small = state.rules.disclosure["small_count"]
     rounding = state.rules.disclosure["rounding"]
