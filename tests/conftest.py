@@ -46,11 +46,12 @@ def sample_run(sample_extract: dict[str, Path], tmp_path_factory: pytest.TempPat
     return out
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def scheduler() -> Iterator[str]:
-    """A real Dask LocalCluster with two single-threaded worker processes, started once for
-    the tests that ask for it (they run in one xdist group, so one test process starts it);
-    yields its address."""
+    """A real Dask LocalCluster with two single-threaded worker processes, one per test
+    module that asks for it; yields its address. Closed with its module: its scheduler runs
+    in the test process, and left running it would allocate memory while later tests
+    measure the process's peak (test_xlsx_stream)."""
     import distributed  # only the Dask tests pay for the import
 
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,

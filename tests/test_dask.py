@@ -1,9 +1,8 @@
 """The Dask engine gives the pandas engine's answers, on a real two-worker LocalCluster.
 
 One cluster (two worker processes, so every piece and partition really travels between
-processes as it would on a remote cluster) serves this module and test_dask_partitioned
-through ``--scheduler``; some tests use the default cluster that the engine starts and closes
-itself.
+processes as it would on a remote cluster) serves the module through ``--scheduler``;
+some tests use the default cluster that the engine starts and closes itself.
 """
 
 from __future__ import annotations
@@ -32,7 +31,8 @@ from tests.conftest import invoke
 distributed = pytest.importorskip("distributed")
 import pipeline.engines.dask_engine as engine_dask  # noqa: E402
 
-#: One xdist group: the tests share one cluster of worker processes, started once.
+#: One xdist group: the Dask tests that start clusters of worker processes run in one test
+#: process, not both at once on a two-core machine.
 pytestmark = [pytest.mark.dask, pytest.mark.xdist_group("cluster")]
 AS_OF = date(2026, 10, 31)
 TABLES = ("patients.parquet", "results.parquet", "rejected.parquet", "rejected.csv",
