@@ -50,7 +50,7 @@ def sample_run(sample_extract: dict[str, Path], tmp_path_factory: pytest.TempPat
 def scheduler() -> Iterator[str]:
     """A real Dask LocalCluster with two single-threaded worker processes, one per test
     module that asks for it; yields its address. Closed with its module: its scheduler runs
-    in the test process, and left running it would allocate memory while later tests
+    in the test process, and left running it could allocate memory while later tests
     measure the process's peak (test_xlsx_stream)."""
     import distributed  # only the Dask tests pay for the import
 
