@@ -11,6 +11,13 @@ from typer.testing import CliRunner
 from pipeline.cli import app
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests of an xdist group run first: with ``--dist loadgroup`` one test process starts on
+    the group (the longest unit) while the other takes the remaining tests, instead of the
+    group starting late and running alone at the end."""
+    items.sort(key=lambda item: item.get_closest_marker("xdist_group") is None)
+
+
 @pytest.fixture(scope="session")
 def runner() -> CliRunner:
     return CliRunner()
@@ -42,7 +49,9 @@ def sample_run(sample_extract: dict[str, Path], tmp_path_factory: pytest.TempPat
 @pytest.fixture(scope="module")
 def scheduler() -> Iterator[str]:
     """A real Dask LocalCluster with two single-threaded worker processes, one per test
-    module that asks for it; yields its address."""
+    module that asks for it; yields its address. Closed with its module: its scheduler runs
+    in the test process, and left running it could allocate memory while later tests
+    measure the process's peak (test_xlsx_stream)."""
     import distributed  # only the Dask tests pay for the import
 
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,

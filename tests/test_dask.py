@@ -1,8 +1,8 @@
 """The Dask engine gives the pandas engine's answers, on a real two-worker LocalCluster.
 
 One cluster (two worker processes, so every piece and partition really travels between
-processes as it would on a remote cluster) serves the module through ``--scheduler``; one
-test uses the default cluster that the engine starts and closes itself.
+processes as it would on a remote cluster) serves the module through ``--scheduler``;
+some tests use the default cluster that the engine starts and closes itself.
 """
 
 from __future__ import annotations
@@ -31,7 +31,9 @@ from tests.conftest import invoke
 distributed = pytest.importorskip("distributed")
 import pipeline.engines.dask_engine as engine_dask  # noqa: E402
 
-pytestmark = pytest.mark.dask
+#: One xdist group: the Dask tests that start clusters of worker processes run in one test
+#: process, not both at once on a two-core machine.
+pytestmark = [pytest.mark.dask, pytest.mark.xdist_group("cluster")]
 AS_OF = date(2026, 10, 31)
 TABLES = ("patients.parquet", "results.parquet", "rejected.parquet", "rejected.csv",
           "worklists/urgent.csv", "worklists/mma.csv", "worklists/supplementation.csv",

@@ -21,7 +21,9 @@ from tests.conftest import invoke
 
 distributed = pytest.importorskip("distributed")
 
-pytestmark = pytest.mark.dask
+#: One xdist group: the Dask tests that start clusters of worker processes run in one test
+#: process, not both at once on a two-core machine.
+pytestmark = [pytest.mark.dask, pytest.mark.xdist_group("cluster")]
 #: Sort keys that make the single file's rows and the dataset's comparable.
 KEYS = {"patients": ["patient_id"], "results": ["source_file", "source_row"]}
 #: Files that must be the unpartitioned run's, byte for byte.
