@@ -144,7 +144,7 @@ def build_worklists(patients: pd.DataFrame, results: pd.DataFrame | None = None,
                 # as text, in the text's order (a categorical sorts by its categories' order)
                 text = pd.array(np.asarray(distinct, dtype=object), dtype="str")
                 at, distinct = pd.factorize(text, sort=True)
-                codes = np.where(codes >= 0, at[codes], -1)
+                codes = np.append(at, -1)[codes]  # code -1 (missing) reads the last
             few[c] = codes, distinct
         del values
     not_urgent, result_at = _order_keys(listed)
