@@ -361,18 +361,20 @@ def _csv_table(safe: pd.DataFrame, timed: Collection[str] | None) -> pa.Table:
 
 
 def write_xlsx(sheets: Mapping[str, pd.DataFrame | SheetSource], path: Path,
-               as_of: date | None = None, *, neutralised: bool = False) -> list[str]:
+               as_of: date | None = None, *, neutralised: bool = False,
+               release: bool = False) -> list[str]:
     """One sheet per list, neutralised (unless ``neutralised`` says the caller did it: a
     sheet given as a source of pieces must be); long lists continue on further sheets. Each
     printed page is headed by its list's name and the run's as-of date, so a printed page
-    says which list and which month it belongs to."""
+    says which list and which month it belongs to. ``release``: ``sheets`` is a dict the
+    caller hands over, emptied of its frames as they are encoded (``write_workbook``)."""
     if not neutralised:
         sheets = {name: neutralise(frame) if isinstance(frame, pd.DataFrame) else frame
                   for name, frame in sheets.items()}
-    return write_workbook(sheets, path,
-                          footer=DISCLAIMER[:200],
-                          titles={name: f"b12screen worklist: {name}" for name in sheets},
-                          subtitle=f"As of {as_of:%Y-%m-%d}" if as_of else "")
+    titles = {name: f"b12screen worklist: {name}" for name in sheets}
+    return write_workbook(sheets, path, footer=DISCLAIMER[:200], titles=titles,
+                          subtitle=f"As of {as_of:%Y-%m-%d}" if as_of else "",
+                          release=release)
 
 
 def write_json(data: dict[str, Any], path: Path) -> None:

@@ -14,7 +14,7 @@ import platform
 import sys
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import date
 from pathlib import Path
@@ -289,8 +289,8 @@ def _write_worklists(state: RunState, worklists: dict[str, pd.DataFrame], tmp: P
     # neutralised once for both the CSVs and the workbook
     lists = {name: neutralise(frame) for name, frame in lists.items()}
     (tmp / "worklists").mkdir(mode=0o700)
-    workbook = pool.submit(_write_workbook, lists, tmp / "worklists.xlsx", digests, released,
-                           state.as_of)
+    workbook = pool.submit(_write_workbook, dict(lists), tmp / "worklists.xlsx", digests,
+                           released, state.as_of)
     (tmp / "worklists" / "README.txt").write_text(WORKLISTS_README, encoding="utf-8")
     for name, frame in lists.items():
         write_csv(frame, tmp / "worklists" / f"{name}.csv", bom=True, neutralised=True)
@@ -353,12 +353,14 @@ def _write_merged_worklists(state: RunState, tmp: Path, previous: Path | None,
 STATE_RUNS = "worklist-state"
 
 
-def _write_workbook(lists: Mapping[str, pd.DataFrame | SheetSource], path: Path,
+def _write_workbook(lists: dict[str, pd.DataFrame | SheetSource], path: Path,
                     digests: _Digests, released: threading.Event, as_of: date) -> list[str]:
     """The XLSX workbook, started once the per-row frames are released: its encoded
-    columns and the results' row groups need not be in memory at once."""
+    columns and the results' row groups need not be in memory at once. ``lists`` is handed
+    over: emptied of its frames as they are encoded, so that each goes once its CSV is
+    written too."""
     released.wait()
-    notes = write_xlsx(lists, path, as_of=as_of, neutralised=True)
+    notes = write_xlsx(lists, path, as_of=as_of, neutralised=True, release=True)
     digests.add(path)
     return notes
 

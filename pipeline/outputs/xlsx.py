@@ -1092,22 +1092,34 @@ class _Pieces:
 
 def write_workbook(sheets: Mapping[str, pd.DataFrame | SheetSource], path: Path,
                    footer: str = "", titles: dict[str, str] | None = None,
-                   subtitle: str = "") -> list[str]:
+                   subtitle: str = "", release: bool = False) -> list[str]:
     """Write one sheet per frame (or ``SheetSource``); a sheet longer than MAX_ROWS - 1 rows
     continues on further sheets.
 
     Each printed page's header shows the sheet's title (``titles``, default its name), the
     ``subtitle`` (say the run's date) and the page number; ``footer`` closes every page.
+    ``release``: the caller hands the frames over (``sheets`` a dict of its own), and each
+    is taken out of it once encoded, so that its memory can go before the sheets' XML is
+    built (a quarter of a gigabyte of lists at 10M rows).
     """
     notes: list[str] = []
     per_sheet = MAX_ROWS - 1
     titles = titles or {}
+    order = list(sheets)
     encoded: dict[str, list[_Column] | _Survey] = {}
+    shapes: dict[str, tuple[list[str], int]] = {}  # each frame's column names and rows
     with ThreadPoolExecutor(max_workers=2) as pool:  # Arrow's kernels release the GIL
-        for name, sheet in sheets.items():
-            encoded[name] = (list(pool.map(_encode, (sheet.iloc[:, i]
-                                                     for i in range(sheet.shape[1]))))
-                             if isinstance(sheet, pd.DataFrame) else _survey(name, sheet, pool))
+        for name in order:
+            sheet = sheets[name]
+            if not isinstance(sheet, pd.DataFrame):
+                encoded[name] = _survey(name, sheet, pool)
+                continue
+            encoded[name] = list(pool.map(_encode, (sheet.iloc[:, i]
+                                                    for i in range(sheet.shape[1]))))
+            shapes[name] = list(sheet.columns), len(sheet)
+            del sheet
+            if release:
+                del sheets[name]  # type: ignore[attr-defined]
     strings, text_cells = _shared_strings(
         [c for sheet in encoded.values()
          for c in (sheet.tallies if isinstance(sheet, _Survey) else sheet)])
@@ -1118,12 +1130,12 @@ def write_workbook(sheets: Mapping[str, pd.DataFrame | SheetSource], path: Path,
     parts: list[tuple[str, list[str], int]] = []  # each sheet's name, columns and rows
     # how many sheets each writer writes, and the writer (given its first sheet's number)
     writers: list[tuple[int, Callable[[int], list[Member]]]] = []
-    for name, sheet in sheets.items():
+    for name in order:
         columns = encoded.pop(name)
         if isinstance(columns, _Survey):
             names, chars, rows = columns.names, [t.chars for t in columns.tallies], columns.rows
         else:
-            names, chars, rows = list(sheet.columns), [c.chars for c in columns], len(sheet)
+            (names, rows), chars = shapes[name], [c.chars for c in columns]
         page = _page(name, names, chars, footer, titles, subtitle)
         count = max(1, int(np.ceil(rows / per_sheet)))
         if count > 1:
@@ -1133,7 +1145,7 @@ def write_workbook(sheets: Mapping[str, pd.DataFrame | SheetSource], path: Path,
                   for k, (start, stop) in enumerate(bounds)]
         if isinstance(columns, _Survey):
             writers.append((count, functools.partial(_one_at_a_time, streaming, functools.partial(
-                _write_streamed, sheet, columns, bounds, page, Path(path).parent))))
+                _write_streamed, sheets[name], columns, bounds, page, Path(path).parent))))
             continue
         groups = _fuse(columns)
         writers += [(1, functools.partial(_write_sheet, _sheet_xml(names, groups, start, stop,
