@@ -129,6 +129,18 @@ def test_long_frame_continues_on_further_sheets(tmp_path: Path,
     _check_rows(sheets["other"], frame.iloc[:3])
 
 
+def test_frames_handed_over_are_let_go_and_write_the_same_workbook(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(xlsx, "MAX_ROWS", 6)  # a frame continued on further sheets too
+    frame = _frame()
+    kept, handed = tmp_path / "kept.xlsx", tmp_path / "handed.xlsx"
+    notes = write_workbook({"list": frame, "other": frame.iloc[:3]}, kept, footer="f")
+    sheets = {"list": frame.copy(), "other": frame.iloc[:3].copy()}
+    assert write_workbook(sheets, handed, footer="f", release=True) == notes
+    assert sheets == {}  # each frame taken out once encoded: its memory can go
+    assert handed.read_bytes() == kept.read_bytes()
+
+
 def test_rerun_is_byte_identical(tmp_path: Path) -> None:
     frame = pd.concat([_frame()] * 5, ignore_index=True)
     first, second = tmp_path / "a.xlsx", tmp_path / "b.xlsx"
