@@ -451,7 +451,7 @@ def _write_outputs(state: RunState, out: Path | None, previous: Path | None,
             go.set()
         rejected = rejected_frame(state)  # built once: written, and counted for the summary
         tables = pool.submit(_write_tables, state, tmp, meta, rejected, digests, released)
-        figures = _figures(state, sex)
+        figures = pool.submit(_figures, state, sex)  # beside the lists being built
         del sex
         if state.staged is not None:  # the workers' sorted lists, merged as written
             del results
@@ -463,7 +463,7 @@ def _write_outputs(state: RunState, out: Path | None, previous: Path | None,
             sizes, workbook = _write_worklists(state, worklists, tmp, prev, pool, digests, go,
                                                meta)
             del worklists
-        _write_aggregates(state, tmp, sizes, rejected_by_reason(rejected), figures,
+        _write_aggregates(state, tmp, sizes, rejected_by_reason(rejected), figures.result(),
                           histograms, meta, go)
         tables.result()
         state.warnings += workbook.result()
@@ -486,10 +486,10 @@ def _histograms(state: RunState) -> Histograms:
 
 
 def _figures(state: RunState, sex: pd.Series | None) -> CohortFigures:
-    """The cohort's shareable counts, worked out before the lists and the workbook are:
-    their memory (a few hundred MB at 8M patients) then adds to the patients table's
-    writer alone, not to the workbook's as well. A partitioned run brings them from its
-    parts."""
+    """The cohort's shareable counts, worked out on the pool while the lists are built,
+    before the workbook starts: their memory (a few hundred MB at 8M patients) then never
+    adds to the workbook's, and the workbook starts no later. A partitioned run brings
+    them from its parts."""
     if state.staged is not None:
         return state.staged.outputs.figures
     return CohortFigures.of(state.classified.patients, state.as_of, sex=sex)
