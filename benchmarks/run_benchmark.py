@@ -263,8 +263,9 @@ def agreement(outs: dict[str, Path]) -> dict[str, str]:
 
 
 def tools(before: Before | None, shape: str = "classic") -> tuple[str, ...]:
-    """The processes timed: the current tree's b12screen, the --compare one right after it,
-    and on the typed shape the minimal DuckDB script beside the full reference."""
+    """The processes timed: the current tree's b12screen, the --compare one right after it
+    (right before it every other repeat: ``_in_turn``), and on the typed shape the minimal
+    DuckDB script beside the full reference."""
     timed = TOOLS if before is None else (TOOLS[0], BEFORE, *TOOLS[1:])
     return (*timed[:-1], MINIMAL, timed[-1]) if shape == "typed" else timed
 
