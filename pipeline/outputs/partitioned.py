@@ -36,7 +36,7 @@ import pyarrow as pa
 
 from pipeline.kernels.arrow import merge_sorted
 from pipeline.outputs.published import CohortFigures
-from pipeline.outputs.report import Histograms, combine_histograms, histogram_counts
+from pipeline.outputs.report import Histograms, classified_histograms, combine_histograms
 from pipeline.outputs.tables import (
     PATIENTS_SCHEMA,
     RESULTS_SCHEMA,
@@ -170,9 +170,7 @@ def part_outputs(classified: Classified, as_of: date,
                  timed: dict[str, set[str]]) -> PartOutputs:
     """A partition's figures and histograms (on a worker)."""
     patients, results = classified.patients, classified.results
-    classified_rows = ~results["after_as_of"].to_numpy(dtype=bool)
-    histograms = histogram_counts(results.loc[classified_rows, ["analyte", "value"]],
-                                  rules_cutoffs, additive=True)
+    histograms = classified_histograms(results, rules_cutoffs, additive=True)
     return PartOutputs(CohortFigures.of(patients, as_of), histograms,
                        classified.rows_after_as_of, timed)
 

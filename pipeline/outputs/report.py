@@ -492,6 +492,15 @@ def histogram_counts(results: pd.DataFrame, rules_cutoffs: Mapping[str, Sequence
     return counts
 
 
+def classified_histograms(results: pd.DataFrame, rules_cutoffs: Mapping[str, Sequence[float]],
+                          additive: bool = False) -> Histograms:
+    """``histogram_counts`` of the results classified (not after the as-of date) among a
+    run's classified results (``Classified.results``), of the whole run or a partition."""
+    classified = ~results["after_as_of"].to_numpy(dtype=bool)
+    return histogram_counts(results.loc[classified, ["analyte", "value"]], rules_cutoffs,
+                            additive=additive)
+
+
 def combine_histograms(parts: Sequence[Histograms]) -> Histograms:
     """Parts' distribution counts added up (``histogram_counts(..., additive=True)``)."""
     names = list(dict.fromkeys(a for p in parts for a in p))

@@ -35,7 +35,7 @@ from pipeline.outputs.report import (
     STATUS_LABELS,
     WORKLIST_LABELS,
     Histograms,
-    histogram_counts,
+    classified_histograms,
     render_report,
 )
 from pipeline.outputs.run_folder import (
@@ -479,10 +479,7 @@ def _histograms(state: RunState) -> Histograms:
     10M rows); a partitioned run brings them from its parts, and none of its rows."""
     if state.staged is not None:
         return state.staged.outputs.histograms
-    results = state.classified.results
-    classified = ~results["after_as_of"].to_numpy(dtype=bool)
-    return histogram_counts(results.loc[classified, ["analyte", "value"]],
-                            report_cutoffs(state))
+    return classified_histograms(state.classified.results, report_cutoffs(state))
 
 
 def _figures(state: RunState, sex: pd.Series | None) -> CohortFigures:
