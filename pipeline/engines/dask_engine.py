@@ -92,7 +92,6 @@ from distributed import Client, Future, LocalCluster, as_completed
 from pipeline.config import ExtractFormat, InputSpec, RulesProfile
 from pipeline.engines.steps import check_reject_rate, default_as_of, new_state
 from pipeline.errors import UserError
-from pipeline.ingest.harmonise import joined_column
 from pipeline.ingest.read import (
     MALFORMED_COLUMNS,
     SOURCE_FILE,
@@ -133,7 +132,13 @@ from pipeline.outputs.write import (
     run_inputs,
     table_metadata,
 )
-from pipeline.rules.classify import Classified, classify, cohort_ids, row_type
+from pipeline.rules.classify import (
+    Classified,
+    classify,
+    cohort_ids,
+    joined_parts,
+    row_type,
+)
 from pipeline.state import Progress, RunOptions, RunState, StagedTables
 
 __all__ = ["screen_dask"]
@@ -421,8 +426,7 @@ def _joined(parts: list[Classified], files: list[FileInfo]) -> Classified:
             joined = np.full(len(local), -1, dtype=row_type(len(results)))
             joined[local >= 0] = moved[local[local >= 0] + offset]
             part.patients["index_row"] = joined
-    patients = pd.DataFrame({c: joined_column([p.patients[c] for p in parts])
-                             for c in parts[0].patients.columns}, copy=False)
+    patients = joined_parts([p.patients for p in parts])
     order = text_order(pa.array(patients["patient_id"].astype("str"), pa.string()))
     patients = patients.take(order).reset_index(drop=True)
     return Classified(patients, results, sum(p.rows_after_as_of for p in parts))

@@ -305,7 +305,7 @@ def _bare_rows(n: int, *seen: np.ndarray | None) -> tuple[np.ndarray, np.ndarray
 def _with_bare(table: pd.DataFrame, rows: np.ndarray, cohort: pd.Index) -> pd.DataFrame:
     """The whole cohort's table from the rules' table (``_bare_rows``), which it empties:
     each column taken by row as a plain array, and let go of once taken (a column apiece,
-    as ``_joined`` built it), so the two tables are never both held in full; and the
+    as ``joined_parts`` built it), so the two tables are never both held in full; and the
     cohort's own ids (taking the rules' ids, then replacing them, cost a copy of the
     column and half a second at 8M patients)."""
     names = list(table.columns)
@@ -346,11 +346,12 @@ def _cohort_table(rows_in: dict[str, pd.DataFrame], meds: pd.DataFrame | None,
         tables = list(pool.map(part, range(k)))
     rows_in.clear()  # before the parts are joined: memory (the parts read them till now)
     trim_heap()  # and the pages the parts' intermediates held (half a gigabyte at 8M patients)
-    return _joined(tables)
+    return joined_parts(tables)
 
 
-def _joined(parts: list[pd.DataFrame]) -> pd.DataFrame:
-    """The parts' rows as one frame, built column by column: each text column as one
+def joined_parts(parts: list[pd.DataFrame]) -> pd.DataFrame:
+    """The parts' rows (the threads' ranges of the cohort, or the Dask engine's
+    partitions) as one frame, built column by column: each text column as one
     contiguous Arrow array (a chunked column would be joined again by every later ``take``),
     and each part's column let go once copied, so the parts and the whole table are never
     both held in full (a 3M-patient table is about a gigabyte)."""
