@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
@@ -177,6 +178,37 @@ def test_paths_that_give_nothing(tmp_path: Path, make, message: str) -> None:
 
 
 # ---------------------------------------------------------------------------------- Parquet
+
+
+TYPED_CELLS = {  # values whose text a careless encoding could merge or change
+    "result": pa.array([0.0, -0.0, float("nan"), None, 1e20, 231.0, 0.1 + 0.2, 231.0, -0.0],
+                       pa.float64()),
+    "collected_at": pa.array([pd.Timestamp("2026-10-01"), None, pd.Timestamp("1900-01-01"),
+                              pd.Timestamp("2026-10-01"), pd.Timestamp("2026-10-02"),
+                              pd.Timestamp("2026-10-01"), pd.Timestamp("2262-01-01"),
+                              pd.Timestamp("2026-10-01"), pd.Timestamp("2026-10-03")],
+                             pa.date32()),
+    "unit": pa.array([1.5, 2.5, None, 1.5, 2.5, 3.0, 1.5, 2.5, 3.0], pa.float32()),
+}
+
+
+@pytest.mark.parametrize("column", sorted(TYPED_CELLS))
+def test_typed_results_and_dates_read_as_the_text_of_each_cell(tmp_path: Path, canonical,
+                                                               column: str) -> None:
+    """A typed extract's results, dates and units are written as text on their distinct
+    values: each cell reads as its own value's text (0 and -0 apart, NaN, missing as ''),
+    across row groups, exactly as the plain cast of every row reads."""
+    cells = TYPED_CELLS[column]
+    table = pa.table({"patient_id": pa.array([str(i) for i in range(len(cells))]),
+                      "collected_at": pa.array(["2026-10-01"] * len(cells)),
+                      "test_code": pa.array(["B12"] * len(cells)),
+                      "result": pa.array(["231"] * len(cells)),
+                      "unit": pa.array(["ng/L"] * len(cells))})
+    table = table.set_column(table.schema.get_field_index(column), column, cells)
+    pq.write_table(table, tmp_path / "labs.parquet", row_group_size=4)
+    raw = read_input(tmp_path / "labs.parquet", canonical.labs)
+    expected = pc.fill_null(pc.cast(cells, pa.string()), "").to_pylist()
+    assert raw.frame[column].astype("str").tolist() == expected
 
 
 def test_parquet_physical_types_become_text(tmp_path: Path, canonical) -> None:

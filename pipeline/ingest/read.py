@@ -506,7 +506,7 @@ def _parquet_text(path: Path, kind: str, row_groups: tuple[int, ...] | None, fir
                 if pa.types.is_integer(f.type)}
     columns, kept, notes = [], [], []
     for name, column in zip(names, table.columns, strict=True):
-        text = _as_text(column)
+        text = _as_text(column, encode=name.lower() in dictionary)
         if text is None:
             notes.append(f"{kind}: column {name} in {path} has type {column.type}, which has "
                          "no text form; it was not read")
@@ -521,8 +521,14 @@ def _parquet_text(path: Path, kind: str, row_groups: tuple[int, ...] | None, fir
     return table, integers, notes
 
 
-def _as_text(column: pa.ChunkedArray) -> pa.ChunkedArray | None:
-    """One Parquet column as text: numbers as written, timestamps as wall-clock ISO text."""
+def _as_text(column: pa.ChunkedArray, encode: bool = False) -> pa.ChunkedArray | None:
+    """One Parquet column as text: numbers as written, timestamps as wall-clock ISO text.
+
+    With ``encode`` a typed column (a typed extract's results and dates) is
+    dictionary-encoded on its values first and only its distinct values are written as
+    text: the same text per cell, without formatting and then hashing every row's (at
+    10M rows about a second each for the results and the dates).
+    """
     typ = column.type
     if pa.types.is_dictionary(typ) and _is_text(typ.value_type):
         typ = pa.dictionary(pa.int32(), typ.value_type)  # room for the '' of missing cells
@@ -531,6 +537,11 @@ def _as_text(column: pa.ChunkedArray) -> pa.ChunkedArray | None:
         column, typ = column.cast(typ.value_type), typ.value_type
     if pa.types.is_timestamp(typ) and typ.tz is not None:
         column = pc.local_timestamp(column)
+    if encode and not (_is_text(typ) or pa.types.is_binary(typ)
+                       or pa.types.is_large_binary(typ)):
+        encoded = _encoded_text(column)
+        if encoded is not None:
+            return encoded
     try:
         if pa.types.is_binary(typ) or pa.types.is_large_binary(typ):
             column = column.cast(pa.string())
@@ -539,6 +550,20 @@ def _as_text(column: pa.ChunkedArray) -> pa.ChunkedArray | None:
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
         return None
     return pc.fill_null(column, "")
+
+
+def _encoded_text(column: pa.ChunkedArray) -> pa.ChunkedArray | None:
+    """A typed column as a text dictionary (missing cells ''), or None where Arrow cannot
+    encode or write its type. Arrow encodes floating point by its bits (0 and -0 apart),
+    so each distinct value keeps the text its rows would have had."""
+    try:
+        encoded = column.dictionary_encode()
+        text = [pa.DictionaryArray.from_arrays(c.indices, pc.cast(c.dictionary, pa.string()))
+                for c in encoded.chunks]
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        return None
+    typ = pa.dictionary(pa.int32(), pa.string())
+    return pa.chunked_array([_blank_nulls(c) for c in text], typ)
 
 
 def _is_text(typ: pa.DataType) -> bool:
