@@ -12,10 +12,10 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Sequence
 
 import numpy as np
-import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from pipeline.kernels.hashing import factorize_keys
 from pipeline.kernels.sort import stable_order
 
 __all__ = ["SORT_KEY_BYTES", "cell_edges", "merge_sorted", "text_buffers", "text_codes",
@@ -95,14 +95,12 @@ def text_codes(text: pa.Array) -> tuple[np.ndarray, pa.Array] | None:
         return None
     missing = text.is_null().to_numpy(zero_copy_only=False) if text.null_count else None
     key = words[0] if missing is None else np.where(missing, _MISSING_KEY, words[0])
-    codes, _ = pd.factorize(key)
-    # codes number the values as they first appear, so a new value raises the running max
-    first = np.flatnonzero(np.diff(np.maximum.accumulate(codes), prepend=-1) > 0)
+    codes, first = factorize_keys(key)  # numbered as the values first appear
     if missing is not None:
         gap = codes[np.argmax(missing)]  # the code the missing cells were given
-        codes = np.where(missing, -1, codes - (codes > gap))
+        codes = np.where(missing, np.int32(-1), codes - (codes > gap))
         first = np.delete(first, gap)
-    return codes.astype(np.int32), text.take(pa.array(first))
+    return codes, text.take(pa.array(first))
 
 
 def _byte_words(text: pa.Array, max_bytes: int) -> list[np.ndarray] | None:
