@@ -12,7 +12,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipeline.kernels.arrow import cell_edges, text_buffers, text_codes, text_order
+from pipeline.kernels.arrow import (
+    cell_edges,
+    take_text,
+    text_buffers,
+    text_codes,
+    text_order,
+)
 from pipeline.kernels.memory import trim_heap, use_prompt_memory_pool
 
 IDS = st.one_of(
@@ -27,6 +33,29 @@ def test_text_order_is_arrows_string_order(ids: list[str], large: bool, sliced: 
     text = pa.array(ids, pa.large_string() if large else pa.string())[sliced:]
     np.testing.assert_array_equal(text_order(text), pc.sort_indices(text).to_numpy())
 
+
+
+@settings(max_examples=200, deadline=None)
+@given(data=st.data(), large=st.booleans(), sliced=st.integers(0, 3), ids=st.one_of(
+    st.lists(st.one_of(st.none(), IDS), max_size=40),
+    st.integers(1, 9).flatmap(lambda n: st.lists(st.text("0123456789", min_size=n,  # one length
+                                                         max_size=n), max_size=40))))
+def test_take_text_is_arrows_take(data: st.DataObject, ids: list[str | None], large: bool,
+                                  sliced: int) -> None:
+    """Cells of one length are taken as fixed-size cells; any other text as Arrow does."""
+    text = pa.array(ids, pa.large_string() if large else pa.string())[sliced:]
+    positions = np.array(data.draw(st.lists(st.integers(0, max(len(text) - 1, 0)),
+                                            max_size=50 if len(text) else 0)), dtype=np.intp)
+    taken = take_text(text, positions)
+    assert taken.type == text.type
+    assert taken.equals(text.take(pa.array(positions, pa.int64())))
+
+
+def test_take_text_of_millions_of_ids_of_one_length() -> None:
+    ids = pa.array([f"{i:08d}" for i in np.random.default_rng(2).permutation(200_000)])
+    order = text_order(ids)
+    assert take_text(ids, order).equals(ids.take(pa.array(order)))
+    assert take_text(ids, order).to_pylist() == sorted(ids.to_pylist())
 
 @pytest.mark.parametrize(("cells", "firsts", "lasts"), [
     (["ab", "", "c", None, "=x "], b"ac=", b"bc "),

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
+import numpy as np
 import pandas as pd
 
 from pipeline.kernels.memory import trim_heap
@@ -34,8 +35,9 @@ def run_classification(state: RunState, progress: Progress | None = None) -> Cla
 
 
 def _classify_pandas(state: RunState) -> Classified:
-    """The cohort is sorted on a second thread while the results are banded (the sort
-    releases the GIL); the patient codes from validation then give each row's position."""
+    """The cohort is sorted on a second thread while the results are banded and
+    results.parquet's encoding starts (the sort releases the GIL); the patient codes from
+    validation then give each row's position."""
     labs = state.inputs["labs"]
     patients = state.inputs.get("patients")
     meds = state.inputs.get("medications")
@@ -45,15 +47,19 @@ def _classify_pandas(state: RunState) -> Classified:
         else:
             cohort_at = pool.submit(lambda: (cohort_ids(*(v.ids for v in
                                                           state.inputs.values())), None))
+
+        def positioned() -> tuple[pd.Index, np.ndarray]:
+            cohort, at = cohort_at.result()
+            if labs.id_codes is None:
+                return cohort, cohort_positions(cohort, labs.accepted["patient_id"])
+            if at is None:  # ids were factorised once, at validation
+                at = cohort_positions(cohort, labs.id_values)
+            return cohort, at[labs.id_codes]
+
         results = band_results(labs.accepted, state.rules)
-        cohort, at = cohort_at.result()
-    if labs.id_codes is not None:  # ids were factorised once, at validation
-        if at is None:
-            at = cohort_positions(cohort, labs.id_values)
-        results = results.assign(pid=at[labs.id_codes])
-    return classify(results, patients.accepted if patients else None,
-                    meds.accepted if meds else None, cohort, state.rules, state.as_of,
-                    on_results=_encode_early(state))
+        return classify(results, patients.accepted if patients else None,
+                        meds.accepted if meds else None, positioned, state.rules,
+                        state.as_of, on_results=_encode_early(state))
 
 
 def _encode_early(state: RunState) -> Callable[[pd.DataFrame], None]:

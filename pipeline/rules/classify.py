@@ -30,7 +30,7 @@ from pipeline.ingest.harmonise import (
     sorted_categorical,
     text_of,
 )
-from pipeline.kernels.arrow import text_order
+from pipeline.kernels.arrow import take_text, text_order
 from pipeline.kernels.memory import trim_heap
 from pipeline.kernels.sort import stable_order
 from pipeline.rules import actions, bands
@@ -95,11 +95,11 @@ def sorted_cohort(ids: pd.Series) -> tuple[pd.Index, np.ndarray]:
     text = pa.array(ids.astype("str"), pa.string(), from_pandas=True)
     present = np.flatnonzero(pc.fill_null(pc.not_equal(text, ""), False).to_numpy(
         zero_copy_only=False))
-    kept = text.take(pa.array(present))
+    kept = text if len(present) == len(text) else take_text(text, present)
     order = text_order(kept)
     positions = np.full(len(text), -1, dtype=np.int64)
     positions[present[order]] = np.arange(len(order))
-    return pd.Index(pd.array(kept.take(pa.array(order)), dtype="str")), positions
+    return pd.Index(pd.array(take_text(kept, order), dtype="str")), positions
 
 
 def cohort_positions(cohort: pd.Index, ids: pd.Series) -> np.ndarray:
@@ -201,14 +201,17 @@ def _medication_features(meds: pd.DataFrame | None, n: int, as_of: date,
 
 
 def classify(results: pd.DataFrame, patients: pd.DataFrame | None,
-             meds: pd.DataFrame | None, cohort: pd.Index, rules: RulesProfile,
-             as_of: date, parts: int | None = None,
+             meds: pd.DataFrame | None,
+             cohort: pd.Index | Callable[[], tuple[pd.Index, np.ndarray]],
+             rules: RulesProfile, as_of: date, parts: int | None = None,
              on_results: Callable[[pd.DataFrame], None] | None = None) -> Classified:
     """Apply R1-R13 to every patient in ``cohort``; returns patient and result tables.
 
     ``on_results`` is handed the result table (the very frame ``Classified.results`` will
     hold) as soon as it is complete, before the per-patient rules run: a caller can write it
-    meanwhile, on a core the rules leave idle much of the time.
+    meanwhile, on a core the rules leave idle much of the time. ``cohort`` may be a function
+    giving the cohort and each result's position in it, called only after that: the caller
+    can sort the cohort meanwhile, beside the writing of the results.
 
     Row-level work (bands, the one sort) runs once; the per-patient rules then run on
     ``parts`` contiguous ranges of the cohort, one per thread at a time (default: one per
@@ -219,13 +222,16 @@ def classify(results: pd.DataFrame, patients: pd.DataFrame | None,
     """
     if "sev" not in results.columns:  # else already banded by the caller
         results = band_results(results, rules)
-    if "pid" not in results.columns:  # else given: the patient's position in ``cohort``
-        results = results.assign(pid=cohort_positions(cohort, results["patient_id"]))
     after = results["collected_at"].dt.floor("D") > pd.Timestamp(as_of)
     results = results.assign(after_as_of=after)
-    results_out = results.drop(columns=["pid", "sev"])  # as Classified.results holds it
-    if on_results is not None:
+    results_out = results.drop(columns=[c for c in ("pid", "sev") if c in results.columns])
+    if on_results is not None:  # as Classified.results holds it
         on_results(results_out)
+    if callable(cohort):
+        cohort, pid = cohort()
+        results = results.assign(pid=pid)
+    elif "pid" not in results.columns:  # else given: the patient's position in ``cohort``
+        results = results.assign(pid=cohort_positions(cohort, results["patient_id"]))
     # The rules need only these columns (text as categoricals), sorted once by patient and
     # analyte: every per-patient pick below then runs over contiguous segments, no sort.
     analyte = pd.Categorical(results["analyte"], categories=ANALYTES)
