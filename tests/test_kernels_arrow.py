@@ -12,6 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from pipeline.kernels import arrow
 from pipeline.kernels.arrow import (
     cell_edges,
     take_text,
@@ -64,9 +65,15 @@ def test_take_text_of_millions_of_ids_of_one_length() -> None:
     (["µg"], "µ".encode()[:1], b"g"),
 ], ids=["mixed", "no-rows", "only-empty", "multibyte"])
 @pytest.mark.parametrize("typ", [pa.string(), pa.large_string()])
+@pytest.mark.parametrize("per_slice", [None, 2], ids=["whole", "in-slices"])
 def test_cell_edges_are_each_non_empty_cells_first_and_last_byte(
-        cells: list, firsts: bytes, lasts: bytes, typ: pa.DataType) -> None:
-    first, last = cell_edges(pa.chunked_array([pa.array(cells, typ)], typ))
+        cells: list, firsts: bytes, lasts: bytes, typ: pa.DataType, per_slice: int | None,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    if per_slice:  # slices of a chunk, and a chunk split across slices, as at 10M cells
+        monkeypatch.setattr(arrow, "EDGE_SLICE", per_slice)
+    text = pa.array(cells, typ)
+    chunked = pa.chunked_array([text[:1], text[1:]] if len(cells) > 1 else [text], typ)
+    first, last = cell_edges(chunked)
     assert (first.tobytes(), last.tobytes()) == (firsts, lasts)
 
 
