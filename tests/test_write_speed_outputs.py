@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
@@ -19,6 +20,7 @@ from pipeline.engines.pandas_engine import run_classification
 from pipeline.engines.steps import prepare
 from pipeline.ingest.harmonise import joined_column, sorted_categorical
 from pipeline.outputs.measures import _practice_codes, _practice_labels
+from pipeline.outputs.tables import PATIENTS_SCHEMA, to_arrow
 from pipeline.outputs.write import write_outputs
 from pipeline.state import RunOptions
 
@@ -137,3 +139,22 @@ def test_results_encoded_while_classifying_are_the_table_written(
     assert files["early"].read_bytes() == files["late"].read_bytes()
     assert pq.read_metadata(files["early"]).num_rows > 10
     assert pq.read_metadata(files["replaced"]).num_rows == 10
+
+
+@pytest.mark.parametrize("categories", [
+    ["deficient", "indeterminate", "unlikely", "not_tested"],  # the fixed ones, as the rules
+    ["unlikely", "deficient", "not_tested", "indeterminate"],  # another order
+    ["unlikely", "deficient", "unheard_of"],  # fewer, and one not among them
+], ids=["fixed", "reordered", "other"])
+def test_a_categorical_status_is_written_as_its_text_would_be(categories: list[str]) -> None:
+    """A dictionary column from a categorical reads its fixed categories by value, whatever
+    the categorical's own order (codes are used as they are only when they already match)."""
+    values = ["unlikely", None, "deficient", "unlikely", None]
+    values = [v if v in categories else None for v in values] + [categories[-1]]
+    as_text = pd.DataFrame({"b12_status": pd.array(values, dtype="str")})
+    as_codes = pd.DataFrame({"b12_status": pd.Categorical(values, categories=categories)})
+    schema = pa.schema([PATIENTS_SCHEMA.field("b12_status")])
+    from_codes = to_arrow(as_codes, schema, {}).column("b12_status")
+    assert from_codes.equals(to_arrow(as_text, schema, {}).column("b12_status"))
+    known = {"deficient", "indeterminate", "unlikely", "not_tested"}
+    assert from_codes.to_pylist() == [v if v in known else None for v in values]

@@ -122,8 +122,11 @@ def _from_categorical(column: pd.Series, typ: pa.DataType, name: str) -> pa.Arra
     if pa.types.is_dictionary(typ):
         cats = pa.array(CATEGORIES[name], pa.string())
         recode = pc.fill_null(pc.index_in(values, value_set=cats), -1).to_numpy()
-        recoded = np.append(recode, -1)[codes]  # code -1 (missing) reads the last entry
-        indices = pa.array(recoded.astype(np.int8), mask=recoded < 0)
+        if np.array_equal(recode, np.arange(len(recode))):  # the fixed categories already
+            recoded = codes  # (how the rules build them): the codes as they are
+        else:
+            recoded = np.append(recode, -1)[codes]  # code -1 (missing) reads the last entry
+        indices = pa.array(recoded.astype(np.int8, copy=False), mask=recoded < 0)
         return pa.DictionaryArray.from_arrays(indices, cats)
     indices = pa.array(codes.astype(np.int32), mask=missing)
     return pa.DictionaryArray.from_arrays(indices, values).cast(typ)
