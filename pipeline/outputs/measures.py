@@ -44,6 +44,7 @@ __all__ = [
     "combine_counts",
     "count_measures",
     "definitions_table",
+    "is_flagged",
     "measure_by_id",
     "measure_cells",
     "publish_measures",
@@ -106,7 +107,7 @@ class Measure:
         }
 
 
-def _flag(patients: pd.DataFrame, column: str) -> np.ndarray:
+def is_flagged(patients: pd.DataFrame, column: str) -> np.ndarray:
     """A yes/no column as a plain bool array; a missing value counts as no."""
     return patients[column].fillna(False).to_numpy(dtype=bool)
 
@@ -123,8 +124,8 @@ def is_value(column: pd.Series, value: str) -> np.ndarray:
 
 
 def _metformin_testing(patients: pd.DataFrame, as_of: dt.date) -> Masks:
-    den = _flag(patients, "on_metformin")
-    return den & ~_flag(patients, "metformin_monitoring_due"), den
+    den = is_flagged(patients, "on_metformin")
+    return den & ~is_flagged(patients, "metformin_monitoring_due"), den
 
 
 def _deficient_among_tested(patients: pd.DataFrame, as_of: dt.date) -> Masks:
@@ -145,18 +146,18 @@ def _deficient_untreated(patients: pd.DataFrame, as_of: dt.date) -> Masks:
     otherwise approximated from the other columns."""
     den = _status(patients, "deficient")
     if "untreated_too_long" in patients.columns:
-        return den & _flag(patients, "untreated_too_long"), den
+        return den & is_flagged(patients, "untreated_too_long"), den
     collected = pd.to_datetime(patients["index_collected_at"])
     if collected.dt.tz is not None:
         collected = collected.dt.tz_localize(None)
     age = pd.Timestamp(as_of) - collected
     old = (age > pd.Timedelta(days=UNTREATED_DAYS)).fillna(False).to_numpy(dtype=bool)
-    return den & old & ~_flag(patients, "on_b12_treatment"), den
+    return den & old & ~is_flagged(patients, "on_b12_treatment"), den
 
 
 def _retest_overdue(patients: pd.DataFrame, as_of: dt.date) -> Masks:
-    den = _flag(patients, "on_b12_treatment")
-    return den & _flag(patients, "retest_due"), den
+    den = is_flagged(patients, "on_b12_treatment")
+    return den & is_flagged(patients, "retest_due"), den
 
 
 MEASURES: tuple[Measure, ...] = (

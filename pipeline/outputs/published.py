@@ -40,6 +40,7 @@ from pipeline.outputs.measures import (
     breakdowns,
     combine_counts,
     count_measures,
+    is_flagged,
     is_value,
     measure_cells,
     publish_measures,
@@ -330,9 +331,10 @@ class Published:
 
 
 def _flag(patients: pd.DataFrame, column: str) -> np.ndarray:
+    """``is_flagged``, where a flag the table does not hold counts as no."""
     if column not in patients.columns:
         return np.zeros(len(patients), dtype=bool)
-    return patients[column].fillna(False).to_numpy(dtype=bool)
+    return is_flagged(patients, column)
 
 
 def _partition_holds(total: np.ndarray, parts: Sequence[np.ndarray]) -> bool:
