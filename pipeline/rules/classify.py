@@ -85,7 +85,7 @@ def cohort_ids(*id_series: pd.Series) -> pd.Index:
     chunks = [pa.array(s.astype("str"), pa.string(), from_pandas=True) for s in id_series]
     ids = pc.unique(pa.chunked_array(chunks, pa.string()))
     ids = ids.filter(pc.and_(pc.is_valid(ids), pc.not_equal(ids, "")))
-    ids = ids.take(pa.array(text_order(ids)))
+    ids = take_text(ids, text_order(ids))
     return pd.Index(pd.array(ids, dtype="str"))
 
 
