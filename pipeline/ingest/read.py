@@ -537,13 +537,12 @@ def _as_text(column: pa.ChunkedArray, encode: bool = False) -> pa.ChunkedArray |
         column, typ = column.cast(typ.value_type), typ.value_type
     if pa.types.is_timestamp(typ) and typ.tz is not None:
         column = pc.local_timestamp(column)
-    if encode and not (_is_text(typ) or pa.types.is_binary(typ)
-                       or pa.types.is_large_binary(typ)):
+    if encode and not (_is_text(typ) or _is_binary(typ)):
         encoded = _encoded_text(column)
         if encoded is not None:
             return encoded
     try:
-        if pa.types.is_binary(typ) or pa.types.is_large_binary(typ):
+        if _is_binary(typ):
             column = column.cast(pa.string())
         elif not pa.types.is_string(typ):
             column = pc.cast(column, pa.string())
@@ -568,6 +567,10 @@ def _encoded_text(column: pa.ChunkedArray) -> pa.ChunkedArray | None:
 
 def _is_text(typ: pa.DataType) -> bool:
     return pa.types.is_string(typ) or pa.types.is_large_string(typ)
+
+
+def _is_binary(typ: pa.DataType) -> bool:
+    return pa.types.is_binary(typ) or pa.types.is_large_binary(typ)
 
 
 def _blank_nulls(chunk: pa.DictionaryArray) -> pa.DictionaryArray:
