@@ -89,6 +89,17 @@ def _typed(kind: str) -> tuple[pa.Table, str]:
     elif kind == "dictionaries":
         for c in ("test_code", "unit", "practice_id", "result", "collected_at"):
             columns[c] = columns[c].dictionary_encode()
+    elif kind == "dictionaries_unused":  # dictionaries as a database keeps them: entries
+        # no row uses (before and among the used ones), and a missing practice
+        for c in ("test_code", "unit", "practice_id", "result", "collected_at"):
+            values = text[c].tolist()
+            if c == "practice_id":
+                values[3] = None
+            dictionary = ["unused-0"] + sorted({v for v in values if v is not None},
+                                               reverse=True) + ["unused-1"]
+            indices = pa.array([None if v is None else dictionary.index(v) for v in values],
+                               pa.int16())
+            columns[c] = pa.DictionaryArray.from_arrays(indices, pa.array(dictionary))
     else:
         raise AssertionError(kind)
     return pa.table(columns), stamp
@@ -101,14 +112,17 @@ def _run(labs: Path, out: Path) -> Path:
 
 
 KINDS = ["result_double", "result_decimal", "ids_int64", "dates_date32", "timestamps",
-         "timestamps_tz", "dictionaries"]
+         "timestamps_tz", "dictionaries", "dictionaries_unused"]
 
 
 @pytest.mark.parametrize("kind", KINDS)
 def test_typed_parquet_gives_the_patients_table_of_its_text(tmp_path: Path, kind: str) -> None:
     table, stamp = _typed(kind)
     pq.write_table(table, tmp_path / "labs.parquet")
-    _text_extract(stamp).to_csv(tmp_path / "labs.csv", index=False)
+    text_form = _text_extract(stamp)
+    if kind == "dictionaries_unused":
+        text_form.loc[3, "practice_id"] = ""
+    text_form.to_csv(tmp_path / "labs.csv", index=False)
     typed = _run(tmp_path / "labs.parquet", tmp_path / "typed")
     text = _run(tmp_path / "labs.csv", tmp_path / "text")
     assert (typed / "patients.parquet").read_bytes() == (text / "patients.parquet").read_bytes()

@@ -184,7 +184,9 @@ def _byte_words(text: pa.Array, max_bytes: int) -> list[np.ndarray] | None:
     if int(lengths.min()) == width:  # cells of one length (the usual ids): a byte matrix
         padded = np.zeros((len(text), -(-width // 8) * 8), dtype=np.uint8)
         padded[:, :width] = data[offsets[0]:offsets[-1]].reshape(len(text), width)
-        return list(padded.view(">u8").astype(np.uint64).T)
+        words = padded.view(">u8")  # big-endian words, made native in place: no copy
+        words.byteswap(inplace=True)
+        return list(words.view("<u8").astype(np.uint64, copy=False).T)
     keys = []
     for first in range(0, width, 8):  # a handful of 8-byte words, each over every cell
         key = np.zeros(len(text), dtype=np.uint64)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 __all__ = ["factorize_keys"]
 
@@ -36,9 +37,14 @@ def factorize_keys(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         codes = pd.factorize(keys)[0]
         return codes.astype(np.int32), _first_positions(codes)
     bits = int(min(16, max(1, round(np.log2(n / _KEYS_PER_BUCKET)))))
-    bucket = ((keys * _GOLDEN) >> np.uint64(64 - bits)).astype(np.uint16)
+    # temporaries are reused in place and widened nowhere: each fresh array of 10M keys
+    # costs its pages, which at this size is much of the time
+    spread = keys * _GOLDEN
+    spread >>= np.uint64(64 - bits)
+    bucket = spread.astype(np.uint16)
+    del spread
     order = np.argsort(bucket, kind="stable")  # a counting sort: positions kept in order
-    bounds = np.concatenate([[0], np.cumsum(np.bincount(bucket, minlength=1 << bits))])
+    bounds = np.searchsorted(bucket[order], np.arange((1 << bits) + 1))
     del bucket
     grouped = keys[order]
     local = np.empty(n, dtype=np.int32)  # codes numbered bucket after bucket
@@ -49,15 +55,18 @@ def factorize_keys(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
             continue
         codes = pd.factorize(grouped[lo:hi])[0]
         local[lo:hi] = codes + base
-        firsts.append(_first_positions(codes) + lo)
+        firsts.append(order[lo:hi][_first_positions(codes)])
         base += int(codes.max()) + 1
     del grouped
-    first = order[np.concatenate(firsts)]  # where each value first appears in ``keys``
+    first = np.concatenate(firsts)  # where each value first appears in ``keys``
     seen = np.zeros(n, dtype=bool)
     seen[first] = True
-    rank = (np.cumsum(seen, dtype=np.int32) - 1)[first]  # values by first appearance
+    rank = np.cumsum(seen, dtype=np.int32)
+    del seen
+    rank -= 1
+    rank = rank[first]  # values by first appearance
     codes = np.empty(n, dtype=np.int32)
-    codes[order] = rank[local]
+    codes[order] = pa.array(rank).take(pa.array(local)).to_numpy()  # no 64-bit copy of local
     positions = np.empty(len(first), dtype=np.int64)
     positions[rank] = first
     return codes, positions
