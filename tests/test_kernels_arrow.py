@@ -6,6 +6,7 @@ are the cells' own bytes."""
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
@@ -19,6 +20,7 @@ from pipeline.kernels.arrow import (
     text_buffers,
     text_codes,
     text_order,
+    used_codes,
 )
 from pipeline.kernels.memory import trim_heap, use_prompt_memory_pool
 
@@ -157,3 +159,22 @@ def test_merge_sorted_refuses_a_stream_out_of_order() -> None:
     streams = [[pa.table({"id": ["b", "a"]})], [pa.table({"id": ["c"]})]]
     with pytest.raises(ValueError, match="not in the order"):
         list(merge_sorted(streams, keys))
+
+
+@settings(max_examples=200, deadline=None)
+@given(values=st.lists(st.sampled_from(["b", "a", "c", None]), max_size=40),
+       extra=st.lists(st.sampled_from(["z", "y", "x", "w"]), max_size=4, unique=True),
+       narrow=st.booleans())
+def test_used_codes_are_pandas_without_unused_categories(values: list[str | None],
+                                                         extra: list[str],
+                                                         narrow: bool) -> None:
+    """Categories no row uses (before, among and after the used ones) are dropped and the
+    codes renumbered in the categories' order, as ``remove_unused_categories`` does."""
+    categories = extra[:2] + ["c", "a"] + extra[2:] + ["b"]
+    column = pd.Categorical(values, categories=categories)
+    codes = column.codes if narrow else column.codes.astype(np.int64)
+    got, used = used_codes(codes, len(categories))
+    want = column.remove_unused_categories()
+    assert got.dtype == np.int32
+    np.testing.assert_array_equal(got, want.codes)
+    assert list(np.asarray(categories)[used]) == list(want.categories)

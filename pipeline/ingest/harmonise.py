@@ -18,7 +18,7 @@ import pyarrow.compute as pc
 from pandas.api.types import union_categoricals
 
 from pipeline.config import UNIT_SPELLINGS, InputSpec
-from pipeline.kernels.arrow import text_codes
+from pipeline.kernels.arrow import text_codes, used_codes
 
 CENSORS = ("", "<", "<=", ">", ">=")
 #: Canonical unit of each analyte (SPEC "Analytes and units").
@@ -50,18 +50,8 @@ def factorize(series: pd.Series) -> tuple[np.ndarray, pd.Series]:
     Done once per column so every converter below works on the distinct values only.
     """
     if isinstance(series.dtype, pd.CategoricalDtype):  # codes already: keep the used ones
-        narrow = series.cat.codes.to_numpy()
-        codes = narrow.astype(np.int32)
-        # which codes occur, by Arrow's hash of the narrow codes: a bincount would first
-        # widen every row's code to 64 bits (at 10M rows, 130 MB of fresh pages per column)
-        used = np.zeros(len(series.cat.categories) + 1, dtype=bool)
-        used[pc.unique(pa.array(narrow)).to_numpy()] = True  # -1 (missing) marks the last
-        used = used[:-1]
-        values = pd.Series(series.cat.categories[used], dtype="str")
-        if not used.all():
-            remap = np.append(np.cumsum(used, dtype=np.int32) - 1, np.int32(-1))
-            codes = remap[codes]
-        return codes, values
+        codes, used = used_codes(series.cat.codes.to_numpy(), len(series.cat.categories))
+        return codes, pd.Series(series.cat.categories[used], dtype="str")
     if series.dtype == "str" and getattr(series.dtype, "storage", "") == "pyarrow":
         # Arrow's hash kernel gives int32 codes directly: pd.factorize would widen them
         # to int64 first, a transient 80 MB per column of a 10M-row extract

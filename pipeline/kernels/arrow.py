@@ -19,6 +19,7 @@ from pipeline.kernels.hashing import factorize_keys
 from pipeline.kernels.sort import stable_order
 
 __all__ = ["SORT_KEY_BYTES", "cell_edges", "merge_sorted", "take_text", "text_buffers",
+           "used_codes",
            "text_codes", "text_order"]
 
 
@@ -142,6 +143,25 @@ def take_text(text: pa.Array, positions: np.ndarray) -> pa.Array:
                 [None, pa.py_buffer(data[offsets[0]:offsets[-1]])])
             return cells.take(pa.array(positions)).cast(pa.binary()).cast(text.type)
     return text.take(pa.array(positions))
+
+
+def used_codes(codes: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """(``codes`` as int32, renumbered over the ones that occur, -1 (missing) kept; which of
+    the ``n`` codes occur): a categorical's codes without its unused categories.
+
+    Which codes occur is found by Arrow's hash of the codes as they are held (a byte or two
+    each): ``np.unique`` sorts them, and ``np.bincount`` first widens every one to 64 bits,
+    at 10M rows 0.3-0.6 s of sorting or fresh pages against 0.05 s.
+    """
+    narrow = np.asarray(codes)
+    used = np.zeros(n + 1, dtype=bool)
+    used[pc.unique(pa.array(narrow)).to_numpy()] = True  # -1 (missing) marks the last
+    used = used[:-1]
+    wide = narrow.astype(np.int32)
+    if not used.all():
+        remap = np.append(np.cumsum(used, dtype=np.int32) - 1, np.int32(-1))
+        wide = remap[wide]
+    return wide, used
 
 
 def text_codes(text: pa.Array) -> tuple[np.ndarray, pa.Array] | None:

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from pipeline.kernels.arrow import used_codes
 from pipeline.outputs.disclosure import (
     PRIMARY,
     ROUNDING_MULTIPLE,
@@ -265,8 +266,9 @@ def _practice_codes(patients: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
         return codes, np.asarray(groups, dtype=object)
     practice = patients["practice_id"]
     if isinstance(practice.dtype, pd.CategoricalDtype):  # its codes as they are held
-        practice = practice.cat.remove_unused_categories()  # a part may lack some
-        raw_codes, raw = practice.cat.codes.to_numpy(), practice.cat.categories
+        raw_codes, used = used_codes(practice.cat.codes.to_numpy(),  # a part may lack some
+                                     len(practice.cat.categories))
+        raw = practice.cat.categories[used]
     else:
         raw_codes, raw = pd.factorize(practice)  # missing: -1
     distinct = pd.DataFrame({"practice_id": pd.Series(raw, dtype="string")})
