@@ -168,6 +168,35 @@ def test_paediatric_rows_say_thresholds_are_for_over_16s(run: Path) -> None:
     assert "over-16s" in rows.loc["WL_child", "suggested_regimen"]
 
 
+#: Results without a unit, whose test code the format reads in pmol/L (LOINC 14685-2).
+LABS_NO_UNIT = """
+    patient_id    | collected_at | test_code | result | unit   | practice_id
+    WL_no_unit    | 2026-10-20   | 14685-2   | 157    |        | A81001
+    WL_no_unit_lt | 2026-10-21   | 14685-2   | <111   |        | A81001
+    WL_unit_given | 2026-10-22   | 14685-2   | 160    | pmol/L | A81001
+"""
+
+
+def test_index_result_without_a_unit_shows_the_unit_it_was_read_in(tmp_path: Path) -> None:
+    """157 read as pmol/L (212.7 ng/L, indeterminate) must not be shown as "157 ng/L",
+    which a reader would take for deficient."""
+    out = run_cli(tmp_path, rows_of(LABS_NO_UNIT))
+    mma = read_list(out, "mma").set_index("patient_id")
+    assert mma.loc["WL_no_unit", "index_result"] == "157 pmol/L"
+    assert mma.loc["WL_no_unit", "index_value"] == "212.7"  # 157 x 1.355
+    assert mma.loc["WL_unit_given", "index_result"] == "160 pmol/L"
+    supplementation = read_list(out, "supplementation").set_index("patient_id")
+    assert supplementation.loc["WL_no_unit_lt", "index_result"] == "<111 pmol/L"
+    sheet = openpyxl.load_workbook(out / "worklists.xlsx", read_only=True)["mma"]
+    shown = [[cell.value for cell in row] for row in sheet.iter_rows()]
+    header = next(i for i, row in enumerate(shown) if "index_result" in row)
+    column = shown[header].index("index_result")
+    assert "157 pmol/L" in [row[column] for row in shown[header + 1:]]
+    results = pd.read_parquet(out / "results.parquet").set_index("patient_id")
+    assert results.loc["WL_no_unit", "source_unit"] == ""  # the file keeps what was given
+    assert "unit_read" not in results.columns
+
+
 def test_index_result_as_reported_and_value_rounded_as_reported(run: Path) -> None:
     mma = read_list(run, "mma").set_index("patient_id")
     assert mma.loc["WL_converted", "index_result"] == "151 pmol/L"

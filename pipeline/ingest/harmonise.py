@@ -23,6 +23,9 @@ from pipeline.kernels.arrow import text_codes, used_codes
 CENSORS = ("", "<", "<=", ">", ">=")
 #: Canonical unit of each analyte (SPEC "Analytes and units").
 CANONICAL_UNIT = {"b12_total": "ng/L", "b12_active": "pmol/L", "mma": "µmol/L"}
+#: An accepted result's unit as read: the reported one, or the format's unit for its test code
+#: where the lab gave none (a column of the accepted rows, not of any file).
+UNIT_READ = "unit_read"
 
 _RESULT = r"^(<=|>=|=<|=>|<|>|=)?\s*([+-]?(?:\d+(?:\.\d*)?|\.\d+))$"
 _TIME, _ZONE_DESIGNATOR = r"\d:\d\d(?::\d\d(?:\.\d+)?)?", r"\s*(?:Z|[+-]\d\d:?\d\d)$"

@@ -316,6 +316,7 @@ def validate_labs(raw: RawInput, fmt: ExtractFormat, rules: RulesProfile,
     pair_unit = unit_u.take(pairs // (len(codes_u) + 1)).reset_index(drop=True)
     pair_default = default_u.take(pairs % (len(codes_u) + 1)).reset_index(drop=True)
     pair_text = pair_unit.where(pair_unit != "", pair_default)
+    read_code, read_u = pd.factorize(pair_text)  # the unit each pair's result is read in
     norm_u = hz.normalise_unit(pair_text)
     table = np.full((len(analytes) + 1, len(pairs) + 1), np.nan)
     for i, a in enumerate(analytes):
@@ -323,7 +324,6 @@ def validate_labs(raw: RawInput, fmt: ExtractFormat, rules: RulesProfile,
                                                                  na_value=np.nan)
     a_row = np.where(a_work < 0, len(analytes), a_work)  # no analyte: the last row of NaN
     factor = table[a_row, pair_code]
-    del pair_code
     value = np.round(number * factor, 6)
     earliest = np.datetime64(h["earliest_date"], "us")
     tomorrow = np.datetime64(today, "us") + np.timedelta64(1, "D")
@@ -386,6 +386,9 @@ def validate_labs(raw: RawInput, fmt: ExtractFormat, rules: RulesProfile,
         "censor": pd.Categorical.from_codes(censor[ok], categories=hz.CENSORS),
         "result_text": _categorical(result_code[take], result_u),
         "source_unit": _categorical(unit_code[take], unit_u),
+        # as reported, or the format's unit for the test code where the lab gave none:
+        # what the worklists show beside the result as reported (not written to a file)
+        hz.UNIT_READ: _categorical(read_code[pair_code[ok]], read_u),
         "practice_id": _taken(canon["practice_id"], take),
         "site_id": _taken(canon["site_id"], take),
         "specimen_id": text["specimen_id"],

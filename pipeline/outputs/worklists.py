@@ -22,6 +22,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from pipeline.ingest.harmonise import UNIT_READ
 from pipeline.kernels.sort import stable_order
 
 #: list name -> (patients column that puts a patient on it, what to do)
@@ -208,25 +209,29 @@ _OverRows = Callable[[str], pd.api.extensions.ExtensionArray]
 
 def _reported(patients: pd.DataFrame, rows: np.ndarray,
               results: pd.DataFrame | None) -> dict[str, pa.Array]:
-    """Each listed patient's index test as reported (``result_text``, ``source_unit``) and
-    its sample (``specimen_id``, ``site_id``), taken by position from the classified
-    results: classification carries each index test's row (``index_row``, -1 for none).
-    Null where the patient has no index test, or no results are given."""
-    columns = ("result_text", "source_unit", "specimen_id", "site_id")
+    """Each listed patient's index test as reported (``result_text``, and as ``source_unit``
+    the unit it was read in: the reported one, or the format's unit for its test code where
+    the lab gave none) and its sample (``specimen_id``, ``site_id``), taken by position from
+    the classified results: classification carries each index test's row (``index_row``,
+    -1 for none). Null where the patient has no index test, or no results are given."""
+    columns = {"result_text": "result_text",
+               "source_unit": UNIT_READ if results is not None and UNIT_READ in results
+               else "source_unit", "specimen_id": "specimen_id", "site_id": "site_id"}
     if "index_row" not in patients.columns or results is None:
         return {c: pa.nulls(len(rows), pa.string()) for c in columns}
     found = patients["index_row"].to_numpy()[rows].astype(np.int64)
     found = np.where(found < len(results), found, -1)
-    return {c: (_arrow_text(results[c].array.take(found, allow_fill=True))
-                if c in results.columns else pa.nulls(len(rows), pa.string()))
-            for c in columns}
+    return {c: (_arrow_text(results[held].array.take(found, allow_fill=True))
+                if held in results.columns else pa.nulls(len(rows), pa.string()))
+            for c, held in columns.items()}
 
 
 def _as_reported(values: pd.api.extensions.ExtensionArray, reported: dict[str, pa.Array],
                  over_rows: _OverRows) -> dict[str, pd.api.extensions.ExtensionArray]:
-    """``index_result`` as reported (text and unit; the canonical unit where the lab gave
-    none), ``index_value`` rounded to the decimal places it was reported with (a converted
-    value to one), and the index sample's ``specimen_id`` and ``site_id``.
+    """``index_result`` as reported (text and unit; where the lab gave no unit, the format's
+    unit for the test code, which the value was read in; the canonical unit only where
+    neither is known), ``index_value`` rounded to the decimal places it was reported with
+    (a converted value to one), and the index sample's ``specimen_id`` and ``site_id``.
 
     A result's decimals are read per distinct result text; without a reported result the
     value is spelt from the harmonised value and censor and left unrounded.
@@ -251,7 +256,7 @@ def _as_reported(values: pd.api.extensions.ExtensionArray, reported: dict[str, p
     u_trimmed = pc.utf8_trim_whitespace(u_distinct)
     has_unit = np.r_[np.asarray(pc.fill_null(pc.greater(pc.utf8_length(u_trimmed), 0), False)),
                      False][u_codes]
-    # the unit shown: the reported one (trimmed) where there is one, else the canonical one
+    # the unit shown: the one read (trimmed) where there is one, else the canonical one
     units = pa.concat_arrays([u_trimmed.cast(pa.string()),
                               c_distinct.cast(pa.string()), pa.nulls(1, pa.string())])
     unit_at = np.where(has_unit, u_codes, np.where(c_codes >= 0, len(u_distinct) + c_codes,
