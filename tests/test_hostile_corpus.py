@@ -1067,13 +1067,27 @@ def test_header_only_optional_input_is_a_valid_empty_month(empty_month_run, kind
     assert counts["rows_read"] == 0 and counts["balanced"] is True
 
 
-@pytest.mark.parametrize("case", ["ids_in_code_column", "unmapped_real_codes"])
+@pytest.mark.parametrize("case", ["ids_in_code_column", "swapped_id_and_code",
+                                  "results_in_code_column", "unmapped_real_codes"])
 def test_unmapped_codes_warning_prints_no_id(tmp_path: Path, case: str) -> None:
-    """Mislabelled columns (ids where the codes should be): the warning names no code,
-    so no id; real but unmapped codes seen for enough patients are named."""
+    """Mislabelled columns (ids or results where the codes should be): the warning names
+    no code, so no id or result; real but unmapped codes seen for enough patients are
+    named. With the id and code columns swapped, each id is "seen" for as many "patients"
+    as it had tests (here 8, above small_count): the distinct counts give it away."""
     if case == "ids_in_code_column":
         labs = _mislabelled(tmp_path)
-        written, phrase = 20, "no code is shown, as the column may hold ids or results"
+        written, phrase = 20, ("no code is shown: the test code column has as many distinct"
+                               " values (20) as there are patients (1) or more")
+    elif case == "swapped_id_and_code":
+        rows = [(f"T{t:02d}", "2026-10-01", f"ZQX{i:03d}", "100", "ng/L")
+                for i in range(12) for t in range(8)]
+        labs = _write(tmp_path / "labs.csv", _csv_text(LABS_HEADER, rows))
+        written, phrase = 96, ("the test code column has as many distinct values (12) as "
+                               "there are patients (8) or more")
+    elif case == "results_in_code_column":  # a common result, 987.654, for 9 patients
+        rows = [(f"P{i:03d}", "2026-10-01", "987.654", "B12", "ng/L") for i in range(9)]
+        labs = _write(tmp_path / "labs.csv", _csv_text(LABS_HEADER, rows))
+        written, phrase = 9, "no code is shown, as the column may hold ids or results"
     else:
         rows = [(f"ZQX{i:03d}", "2026-10-01", "FERR", "987.654", "ug/L") for i in range(8)]
         labs = _write(tmp_path / "labs.csv", _csv_text(LABS_HEADER, rows))

@@ -446,13 +446,14 @@ def _categorical(codes: np.ndarray, uniques: pd.Series) -> pd.Categorical:
 class CodeTally:
     """Labs: rows per non-empty test code, and how many rows with a code were kept (mapped,
     or malformed): enough to warn that a format maps nothing, also summed over partitions.
-    ``patients`` counts distinct patients per code, only where nothing was kept (the
-    warning names a code only when it cannot be an id); partitions hold disjoint patients,
-    so the counts add up."""
+    ``patients`` counts distinct patients per code and ``ids`` distinct patients with a
+    code, only where nothing was kept (the warning names a code only when it cannot be an
+    id); partitions hold disjoint patients, so the counts add up."""
 
     counts: pd.Series
     kept: int
     patients: pd.Series | None = None
+    ids: int = 0
 
     @classmethod
     def sum(cls, tallies: list[CodeTally]) -> CodeTally:
@@ -462,7 +463,7 @@ class CodeTally:
         if not kept and all(t.patients is not None for t in tallies):
             patients = pd.concat([t.patients for t in tallies]).groupby(
                 level=0, sort=False).sum().astype("int64")
-        return cls(counts.astype("int64"), kept, patients)
+        return cls(counts.astype("int64"), kept, patients, sum(t.ids for t in tallies))
 
 
 def _code_tally(code_of: np.ndarray, codes_u: pd.Series, has_code: np.ndarray,
@@ -472,7 +473,7 @@ def _code_tally(code_of: np.ndarray, codes_u: pd.Series, has_code: np.ndarray,
     index = pd.Index(codes_u[keep], dtype="str")
     tally = pd.Series(counts[keep], index=index, dtype="int64")
     kept = int((has_code & ~skipped).sum())
-    patients = None
+    patients, ids = None, 0
     if not kept and pid_code is not None:  # nothing maps: the warning will name codes
         rows = (code_of >= 0) & (pid_code >= 0)
         pairs = np.unique(code_of[rows].astype(np.int64) * (int(pid_code.max(initial=0)) + 1)
@@ -480,34 +481,49 @@ def _code_tally(code_of: np.ndarray, codes_u: pd.Series, has_code: np.ndarray,
         per_code = np.bincount(pairs // (int(pid_code.max(initial=0)) + 1),
                                minlength=len(codes_u))
         patients = pd.Series(per_code[keep], index=index, dtype="int64")
-    return CodeTally(tally, kept, patients)
+        ids = int(np.count_nonzero(np.bincount(pid_code[rows])))
+    return CodeTally(tally, kept, patients, ids)
 
 
 #: A code longer than this may be an id, and is never printed.
 MAX_PRINTED_CODE = 8
+#: A code that reads as a number may be a result or a numeric id, and is never printed.
+_NUMBER_LIKE = r"^\s*[<>=]*\s*[+-]?[0-9]*[.,]?[0-9]+\s*$"
 
 
 def unmapped_warning(tally: CodeTally, fmt: ExtractFormat, small_count: int = 7) -> list[str]:
     """A labs input where no row has a mapped code is likely the wrong format: say so.
 
     The most common codes are named to help fix the format, but only codes that cannot be
-    ids (at most 8 characters, seen for at least ``small_count`` distinct patients): with
-    mislabelled columns the "codes" may be patient ids or results.
+    ids or results: at most 8 characters, not a number, seen for at least ``small_count``
+    distinct patients, and only when the column has fewer distinct codes than there are
+    patients. With mislabelled columns the "codes" may be patient ids or results; with the
+    id and code columns swapped, each "patient" is a test code, so an id is "seen" for as
+    many of them as that patient had tests, and only the distinct counts give it away.
     """
     total = int(tally.counts.sum())
     if not total or tally.kept:
         return []
     counts = tally.counts
-    printable = counts.index.str.len() <= MAX_PRINTED_CODE
-    if tally.patients is not None:
+    printable = ((counts.index.str.len() <= MAX_PRINTED_CODE)
+                 & ~counts.index.str.match(_NUMBER_LIKE))
+    swapped = tally.patients is not None and len(counts) >= tally.ids
+    if tally.patients is not None and not swapped:
         seen = tally.patients.reindex(counts.index, fill_value=0)
         printable &= (seen >= max(small_count, 1)).to_numpy()
     else:
         printable &= False
     shown = counts[printable].sort_values(ascending=False, kind="stable").index[:5]
-    common = (f"; most common codes: {', '.join(shown)}" if len(shown) else
-              "; no code is shown, as the column may hold ids or results (check that the"
-              " columns are labelled as the format expects)")
+    if len(shown):
+        common = f"; most common codes: {', '.join(shown)}"
+    elif swapped:
+        common = (f"; no code is shown: the test code column has as many distinct values "
+                  f"({len(counts)}) as there are patients ({tally.ids}) or more, as patient "
+                  "ids would (check that the patient id and test code columns are not "
+                  "swapped)")
+    else:
+        common = ("; no code is shown, as the column may hold ids or results (check that the"
+                  " columns are labelled as the format expects)")
     return [f"labs: none of the {total} rows has a test code mapped by format "
             f"'{fmt.name}' ({fmt.path}){common}"]
 
