@@ -152,3 +152,34 @@ def test_resolved_list_neutralises_ids_carried_from_last_month(tmp_path: Path) -
     gone = resolved[resolved["patient_id"].str.contains("HYPERLINK")]
     assert set(gone["patient_id"]) == {"'" + risky}
     assert set(gone["practice_id"]) == {"'=SUM(1)"}
+
+
+def test_an_edited_profile_of_the_same_name_is_not_compared(sample_extract: dict[str, Path],
+                                                            tmp_path: Path) -> None:
+    """A copy of the profile with another cut-off keeps its name: its month's lists were
+    drawn with other cut-offs, so the next month with the standard profile compares with
+    the month before it (as ``trend`` keeps the two apart), and both runs say why."""
+    standard = Path(__file__).resolve().parent.parent / "configs/rules/nice-ng239.toml"
+    edited = tmp_path / "edited.toml"
+    edited.write_text(standard.read_text(encoding="utf-8").replace(
+        "deficient_below = 180.0", "deficient_below = 250.0", 1), encoding="utf-8")
+    reports = tmp_path / "reports"
+    manifests, messages = {}, {}
+    for as_of, month, rules in (("2026-08-31", "2026-08", []),
+                                ("2026-09-30", "2026-09", ["--rules", edited]),
+                                ("2026-10-31", "2026-10", [])):
+        result = invoke("run", sample_extract["labs"], "--as-of", as_of,
+                        "--out", reports / month, "--quiet", *rules)
+        assert result.exit_code == 0, result.output
+        manifests[month] = json.loads((reports / month / "manifest.json").read_text())
+        messages[month] = result.stderr
+    assert manifests["2026-09"]["rules"]["name"] == manifests["2026-08"]["rules"]["name"]
+    assert manifests["2026-09"]["options"]["previous_run"] is None
+    assert "run folder 2026-08 used rules profile 'nice-ng239' with other settings" \
+        in messages["2026-09"]
+    assert "every listed patient is new" in messages["2026-09"]
+    assert manifests["2026-10"]["options"]["previous_run"].endswith("2026-08")
+    note = next(w for w in manifests["2026-10"]["warnings"] if "other settings" in w)
+    assert "run folder 2026-09" in note and "compared with 2026-08 instead" in note
+    first_listed = set(_list(reports / "2026-09", "supplementation")["first_listed"])
+    assert first_listed == {"2026-09"}

@@ -36,6 +36,7 @@ __all__ = [
     "STATE_FILE",
     "apply_state",
     "find_previous_run",
+    "other_settings_note",
     "read_state",
 ]
 
@@ -479,8 +480,9 @@ def _stack(tables: dict[str | None, pa.Table], columns: tuple[str, ...],
     return pd.DataFrame(frame, index=pd.RangeIndex(int(sizes.sum())), copy=False)
 
 
-def find_previous_run(out_dir: Path, as_of: dt.date, rules_name: str) -> Path | None:
-    """The latest run folder beside ``out_dir`` with an earlier as-of date and the same rules.
+def _earlier_runs(out_dir: Path, as_of: dt.date) -> list[tuple[dt.date, str, str, str, Path]]:
+    """The run folders beside ``out_dir`` with an earlier as-of date: (as-of, folder name,
+    rules name, rules sha256 or '' where the manifest has none, folder), latest last.
 
     Only b12screen run folders count: folders without b12screen's manifest (an interrupted
     or foreign folder), validate folders, and dot-folders (a run's temporary folder, or a
@@ -489,9 +491,8 @@ def find_previous_run(out_dir: Path, as_of: dt.date, rules_name: str) -> Path | 
     out_dir = Path(out_dir)
     parent = out_dir.parent
     if not parent.is_dir():
-        return None
-    best: tuple[dt.date, str] | None = None
-    found: Path | None = None
+        return []
+    runs = []
     for folder in sorted(parent.iterdir()):  # sibling run folders, one per month
         if (not folder.is_dir() or is_temporary(folder)
                 or folder.resolve() == out_dir.resolve()):
@@ -503,10 +504,37 @@ def find_previous_run(out_dir: Path, as_of: dt.date, rules_name: str) -> Path | 
             run_as_of = dt.date.fromisoformat(str(manifest["as_of"])[:10])
             rules = manifest.get("rules") or {}
             name = rules.get("name") if isinstance(rules, dict) else rules
+            sha = str(rules.get("sha256") or "") if isinstance(rules, dict) else ""
         except (ValueError, KeyError, TypeError, AttributeError):
             continue
-        if run_as_of >= as_of or name != rules_name:
-            continue
-        if best is None or (run_as_of, folder.name) > best:
-            best, found = (run_as_of, folder.name), folder
-    return found
+        if run_as_of < as_of:
+            runs.append((run_as_of, folder.name, name, sha, folder))
+    return sorted(runs, key=lambda run: run[:2])
+
+
+def find_previous_run(out_dir: Path, as_of: dt.date, rules_name: str,
+                      rules_sha256: str | None = None) -> Path | None:
+    """The latest run folder beside ``out_dir`` with an earlier as-of date and the same
+    rules profile: the same name and, given ``rules_sha256``, the same settings (as
+    ``trend`` compares months), so that new and persisting compare lists drawn with the same
+    cut-offs. A manifest without the profile's hash is matched by name."""
+    same = [run for run in _earlier_runs(out_dir, as_of) if run[2] == rules_name
+            and (rules_sha256 is None or run[3] in ("", rules_sha256))]
+    return same[-1][4] if same else None
+
+
+def other_settings_note(out_dir: Path, as_of: dt.date, rules_name: str, rules_sha256: str,
+                        previous: Path | None) -> str | None:
+    """A warning when a later run than ``previous`` used a profile of the same name with
+    other settings (an edited copy): its lists are not what this month's are compared with."""
+    runs = _earlier_runs(out_dir, as_of)
+    later = [run[4] for run in runs].index(previous) + 1 if previous is not None else 0
+    skipped = [run for run in runs[later:] if run[2] == rules_name
+               and run[3] not in ("", rules_sha256)]
+    if not skipped:
+        return None
+    compared = (f"compared with {previous.name} instead" if previous is not None
+                else "every listed patient is new")
+    return (f"worklist changes: run folder {skipped[-1][1]} used rules profile "
+            f"'{rules_name}' with other settings, so its lists are not compared "
+            f"({compared}); pass --previous {skipped[-1][4]} to compare with it anyway")

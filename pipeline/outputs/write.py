@@ -65,7 +65,12 @@ from pipeline.outputs.tables import (
     write_rejected,
     write_xlsx,
 )
-from pipeline.outputs.worklist_state import ListState, apply_state, find_previous_run
+from pipeline.outputs.worklist_state import (
+    ListState,
+    apply_state,
+    find_previous_run,
+    other_settings_note,
+)
 from pipeline.outputs.worklists import LISTS, MMA_ADDON_MAX_DAYS, build_worklists
 from pipeline.outputs.xlsx import SheetSource
 from pipeline.state import RunState, input_specs
@@ -438,8 +443,14 @@ def _write_outputs(state: RunState, out: Path | None, previous: Path | None,
         progress("write")
     started = time.perf_counter()
     trim_heap()
-    prev = previous if previous is not None else find_previous_run(
-        out.resolve(), state.as_of, state.rules.name)
+    prev = previous
+    if previous is None:  # the latest earlier run with the same rules (name and settings)
+        prev = find_previous_run(out.resolve(), state.as_of, state.rules.name,
+                                 state.rules.sha256)
+        note = other_settings_note(out.resolve(), state.as_of, state.rules.name,
+                                   state.rules.sha256, prev)
+        if note:
+            state.warnings.append(note)
     results = state.classified.results
     histograms = _histograms(state)
     sex = None if state.staged else patients_sex(state)  # before the rows are released
