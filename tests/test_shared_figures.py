@@ -138,7 +138,17 @@ def relations(keys: set[str]) -> list[tuple[list[str], list[str]]]:
             continue
         total = f"measure/{measure}/overall/all/{column}"
         out.append(([total], measures[cells.index].tolist()))
+    # deficient patients, split by the same groups in two measures: the same count twice
+    for key in measures[measures.str.startswith(DEFICIENT_NUMERATOR[0])]:
+        if key.endswith(DEFICIENT_NUMERATOR[1]):
+            out.append(([key], [key.replace(DEFICIENT_NUMERATOR[0], DEFICIENT_DENOMINATOR[0])
+                                .replace(DEFICIENT_NUMERATOR[1], DEFICIENT_DENOMINATOR[1])]))
     return [(t, p) for t, p in out if all(k in keys for k in (*t, *p))]
+
+
+#: (prefix, suffix) of the two measures' cells that count deficient patients.
+DEFICIENT_NUMERATOR = ("measure/deficient_among_tested/", "/numerator")
+DEFICIENT_DENOMINATOR = ("measure/deficient_untreated_90d/", "/denominator")
 
 
 def reader_interval(value: object, kind: str, floor_zero: bool) -> tuple[float, float]:
@@ -263,9 +273,11 @@ def test_no_withheld_count_can_be_recovered_from_the_shareable_files(reports: Pa
         log = pd.read_csv(folder / "disclosure_log.csv", keep_default_na=False)
         kinds = dict(zip(log["cell"], log["suppression"], strict=True))
         exact = dict(zip(log["cell"], log["value"], strict=True))
-        # a numerator withheld with its denominator may be anything from 0
+        # a numerator withheld with its denominator may be anything from 0, and so may the
+        # same count where another table shows it
         floor_zero = {k for k in kinds if k.endswith("/numerator")
                       and kinds.get(k[: -len("numerator")] + "denominator")}
+        floor_zero |= set(log.loc[log["why"].str.startswith("the same count as"), "cell"])
         rels = relations(set(values))
         assert len(rels) > 30
         own = {k: list(reader_interval(values[k], kinds.get(k, ""), k in floor_zero))
@@ -313,3 +325,22 @@ def test_report_shows_the_same_decision(reports: Path) -> None:
                     kind, f"{counts[column]:,}" if counts[column] is not None else "")
                 assert text == expected, (folder.name, name, column)
         assert "rounding is why" in page or "may not" in page
+
+
+def test_a_count_in_two_measures_breakdowns_is_one_decision(reports: Path) -> None:
+    """Deficient patients under 16 (or of one sex, or one practice) are the numerator of
+    "deficient among tested" and the denominator of "deficient and untreated": withheld in
+    both or published as the same value in both, in every file."""
+    trend = pd.read_csv(reports / "trend.csv", dtype={"group": str}, keep_default_na=False,
+                        na_values=[""])
+    compared = 0
+    for folder in run_folders(reports):
+        values = published_values(folder, trend)
+        for key, seen in values.items():
+            if (key.startswith(DEFICIENT_NUMERATOR[0]) and key.endswith(DEFICIENT_NUMERATOR[1])
+                    and "/overall/" not in key):
+                twin = key.replace(DEFICIENT_NUMERATOR[0], DEFICIENT_DENOMINATOR[0]).replace(
+                    DEFICIENT_NUMERATOR[1], DEFICIENT_DENOMINATOR[1])
+                assert set(seen) | set(values[twin]) == set(seen), (key, seen, values[twin])
+                compared += 1
+    assert compared > 20

@@ -348,18 +348,69 @@ def _partition_holds(total: np.ndarray, parts: Sequence[np.ndarray]) -> bool:
     return bool(np.array_equal(union, total))
 
 
-def _equal_masks(cells: _Cells, figures: CohortFigures) -> None:
+#: The name of every relation between two cells that count the same patients.
+SAME_PATIENTS = "same patients: "
+
+
+def _equal_masks(cells: _Cells, figures: CohortFigures, measure_keys: pd.Index) -> None:
     """Cells counting exactly the same patients are one relation ``a = b``: a count shown
-    in two tables must be hidden in both or neither."""
+    in two tables must be hidden in both or neither. Two measures' overall cells that count
+    the same patients (deficient patients: the numerator of "deficient among tested" and
+    the denominator of "deficient and untreated") split them by the same groups, so each of
+    their breakdown cells (``measure_keys``) is tied to its namesake likewise."""
     at = {key: i for i, key in enumerate(figures.mask_keys)}
     keys = [k for k in figures.mask_keys if k != NO_STATUS or figures.statuses["no_status"]]
     groups: dict[str, list[str]] = {}
     for key in keys:  # a few dozen cells
         first = next((g for g in groups if figures.same[at[g], at[key]]), key)
         groups.setdefault(first, []).append(key)
+    known = set(measure_keys)
+    overall = "/overall/all/"
     for members in groups.values():
         for other in members[1:]:
-            cells.relate(f"same patients: {members[0]} = {other}", members[0], [other])
+            cells.relate(f"{SAME_PATIENTS}{members[0]} = {other}", members[0], [other])
+        measured = [k for k in members if k.startswith("measure/") and overall in k]
+        for other in measured[1:]:  # the same patients, split by the same groups
+            head, tail = measured[0].split(overall), other.split(overall)
+            for key in sorted(k for k in known if k.startswith(head[0] + "/")
+                              and k.endswith("/" + head[1]) and overall not in k):
+                split = key[len(head[0]):-len(head[1])]  # "/age_band/<16/"
+                twin = tail[0] + split + tail[1]
+                if twin in known:
+                    cells.relate(f"{SAME_PATIENTS}{key} = {twin}", key, [twin])
+
+
+def _one_decision_for_the_same_count(decided: pd.DataFrame, relations: pd.DataFrame,
+                                     ties: pd.DataFrame) -> tuple[pd.DataFrame, pd.Series]:
+    """Cells counting the same patients (``_equal_masks``) withheld in both tables or in
+    neither. ``protect`` already withholds the twin of a withheld non-zero count; a zero
+    count withheld only as the numerator of a withheld denominator would still be shown as
+    0 in the other table. It is withheld there too (secondary: a withheld 0 tells nothing),
+    with the numerators that follow it (``ties``). Returns the decision and, per cell
+    withheld here, the cell it follows."""
+    same = relations[relations["relation"].str.startswith(SAME_PATIENTS)]
+    pairs = same.pivot(index="relation", columns="role", values="cell")
+    if pairs.empty:
+        return decided, pd.Series(dtype=object)
+    a = np.r_[pairs["total"].to_numpy(), pairs["part"].to_numpy(), ties["cell"].to_numpy()]
+    b = np.r_[pairs["part"].to_numpy(), pairs["total"].to_numpy(), ties["follows"].to_numpy()]
+    hidden = decided["suppressed"].copy()
+    follows: dict[str, str] = {}
+    for _ in range(len(a)):  # along chains of equal and tied cells
+        newly = hidden.reindex(b).to_numpy() & ~hidden.reindex(a).to_numpy()
+        if not newly.any():
+            break
+        for cell, twin in zip(a[newly], b[newly], strict=True):
+            follows.setdefault(cell, twin)
+        hidden[a[newly]] = True
+    if not follows:
+        return decided, pd.Series(dtype=object)
+    cells = list(follows)
+    decided = decided.copy()
+    decided.loc[cells, "count"] = pd.NA
+    decided.loc[cells, "suppressed"] = True
+    decided.loc[cells, "suppression"] = SECONDARY
+    return decided, pd.Series(follows, dtype=object)
 
 
 def _cohort_cells(cells: _Cells, figures: CohortFigures) -> None:
@@ -454,7 +505,7 @@ def publish(
     table = figures.measure_table(definitions)
     m_values, m_relations, ties = measure_cells(table)
     _measure_relations(cells, figures)
-    _equal_masks(cells, figures)
+    _equal_masks(cells, figures, m_values.index)
 
     frame = pd.DataFrame(cells.rows, columns=["key", "table", "row", "column", "value"])
     measure_keys = m_values.index.to_series()
@@ -469,10 +520,12 @@ def publish(
     unpublished = pd.Series(frame.index == overlap, index=frame.index)
     decided = protect(frame["value"], relations, ties=ties, unpublished=unpublished,
                       small_count=small_count, rounding=rounding)
+    decided, twins = _one_decision_for_the_same_count(decided, relations, ties)
     frame = frame.join(decided)
     frame["text"] = [format_count(c, small_count=small_count, suppression=k)
                      for c, k in zip(frame["count"], frame["suppression"], strict=True)]
     frame["why"] = _why(frame, relations, ties, small_count, rounding)
+    frame.loc[twins.index, "why"] = "the same count as a withheld cell (" + twins + ")"
     frame["balanced"] = frame["table"].map(balanced)
     frame = frame[~unpublished.to_numpy()]
     return Published(cells=frame, measures=publish_measures(table, decided),
@@ -493,7 +546,8 @@ def _why(frame: pd.DataFrame, relations: pd.DataFrame, ties: pd.DataFrame, small
     member = member[member["relation"].map(protecting).fillna(False).to_numpy(bool)]
     reasons = member.groupby("cell")["relation"].agg(lambda r: "; ".join(sorted(set(r))))
     why[reasons.index] = "protects a withheld count in: " + reasons
-    tied = ties[ties["cell"].isin(secondary)].set_index("cell")["follows"]
+    tied = ties[ties["cell"].isin(secondary) & ties["follows"].isin(frame.index[
+        frame["suppressed"].to_numpy(dtype=bool)])].set_index("cell")["follows"]
     tied = tied[why.reindex(tied.index).eq("").to_numpy()]
     why[tied.index] = "numerator of a withheld denominator (" + tied + ")"
     rest = (frame["suppression"] == SECONDARY) & why.eq("")
