@@ -344,3 +344,23 @@ def test_a_count_in_two_measures_breakdowns_is_one_decision(reports: Path) -> No
                 assert set(seen) | set(values[twin]) == set(seen), (key, seen, values[twin])
                 compared += 1
     assert compared > 20
+
+
+def test_the_distribution_plot_counts_results_under_the_same_decision(tmp_path: Path) -> None:
+    """100 accepted B12 results and 3 rejected rows: the rejected count is withheld, and the
+    accepted count with it (read - accepted would give it away); the distribution plot
+    draws exactly the accepted results, so its caption withholds the same count."""
+    rows = ["patient_id,collected_at,test_code,result,unit"]
+    rows += [f"P{i:03d},2026-10-01,B12,{200 + i},ng/L" for i in range(100)]
+    rows += [f"Q{i:03d},2026-13-01,B12,250,ng/L" for i in range(3)]
+    (tmp_path / "labs.csv").write_text("\n".join(rows) + "\n", encoding="utf-8")
+    result = invoke("run", tmp_path / "labs.csv", "--out", tmp_path / "out", "--quiet",
+                    "--max-reject-rate", "1")
+    assert result.exit_code == 0, result.output
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text(encoding="utf-8"))
+    assert summary["accounting"]["labs"]["rows_rejected"] is None
+    assert summary["accounting"]["labs"]["rows_accepted"] is None
+    page = (tmp_path / "out" / "report.html").read_text(encoding="utf-8")
+    captions = re.findall(r"<figcaption>\s*(.*?) results;", page, flags=re.S)
+    assert captions == ["[c]"]
+    assert "100 results" not in page

@@ -297,6 +297,8 @@ class Published:
                         "reasons": self.report_rows("rejected_by_reason", "rows", {}),
                         "note": self.note},
             "worklists": worklists,
+            "distribution_totals": {row: self.text(f"distributions/{row}/results")
+                                    for row in self.table("distributions")["row"]},
             "measure_counts": self._measure_texts(),
             "breakdowns": self.breakdowns(definitions),
         }
@@ -348,28 +350,32 @@ def _partition_holds(total: np.ndarray, parts: Sequence[np.ndarray]) -> bool:
     return bool(np.array_equal(union, total))
 
 
-#: The name of every relation between two cells that count the same patients.
+#: The names of the relations between two cells that count the same patients: found by
+#: their patients, and (``SAME_GROUP``) the same group of two such cells' breakdowns.
 SAME_PATIENTS = "same patients: "
+SAME_GROUP = "same patients in one group: "
 
 
-def _equal_masks(cells: _Cells, figures: CohortFigures, measure_keys: pd.Index) -> None:
+def _equal_masks(cells: _Cells, figures: CohortFigures, measure_values: pd.Series) -> None:
     """Cells counting exactly the same patients are one relation ``a = b``: a count shown
     in two tables must be hidden in both or neither. Two measures' overall cells that count
     the same patients (deficient patients: the numerator of "deficient among tested" and
     the denominator of "deficient and untreated") split them by the same groups, so each of
-    their breakdown cells (``measure_keys``) is tied to its namesake likewise."""
+    their breakdown cells (``measure_values``' keys) is tied to its namesake likewise
+    (``SAME_GROUP``), when they count anyone: every empty cell counts "the same" nobody."""
     at = {key: i for i, key in enumerate(figures.mask_keys)}
     keys = [k for k in figures.mask_keys if k != NO_STATUS or figures.statuses["no_status"]]
     groups: dict[str, list[str]] = {}
     for key in keys:  # a few dozen cells
         first = next((g for g in groups if figures.same[at[g], at[key]]), key)
         groups.setdefault(first, []).append(key)
-    known = set(measure_keys)
+    known = set(measure_values.index)
     overall = "/overall/all/"
     for members in groups.values():
         for other in members[1:]:
             cells.relate(f"{SAME_PATIENTS}{members[0]} = {other}", members[0], [other])
-        measured = [k for k in members if k.startswith("measure/") and overall in k]
+        measured = [k for k in members if k.startswith("measure/") and overall in k
+                    and measure_values.get(k, 0) > 0]
         for other in measured[1:]:  # the same patients, split by the same groups
             head, tail = measured[0].split(overall), other.split(overall)
             for key in sorted(k for k in known if k.startswith(head[0] + "/")
@@ -377,18 +383,19 @@ def _equal_masks(cells: _Cells, figures: CohortFigures, measure_keys: pd.Index) 
                 split = key[len(head[0]):-len(head[1])]  # "/age_band/<16/"
                 twin = tail[0] + split + tail[1]
                 if twin in known:
-                    cells.relate(f"{SAME_PATIENTS}{key} = {twin}", key, [twin])
+                    cells.relate(f"{SAME_GROUP}{key} = {twin}", key, [twin])
 
 
 def _one_decision_for_the_same_count(decided: pd.DataFrame, relations: pd.DataFrame,
                                      ties: pd.DataFrame) -> tuple[pd.DataFrame, pd.Series]:
-    """Cells counting the same patients (``_equal_masks``) withheld in both tables or in
-    neither. ``protect`` already withholds the twin of a withheld non-zero count; a zero
-    count withheld only as the numerator of a withheld denominator would still be shown as
-    0 in the other table. It is withheld there too (secondary: a withheld 0 tells nothing),
-    with the numerators that follow it (``ties``). Returns the decision and, per cell
-    withheld here, the cell it follows."""
-    same = relations[relations["relation"].str.startswith(SAME_PATIENTS)]
+    """A group's cells in two breakdowns that count the same patients (``SAME_GROUP``)
+    withheld in both tables or in neither. ``protect`` already withholds the twin of a
+    withheld non-zero count; a zero withheld only as the numerator of a withheld
+    denominator (0 deficient among the few under-16s tested) would still be shown as 0 in
+    the other table (0 deficient under-16s), which tells the same. It is withheld there
+    too (secondary), with the numerators that follow it (``ties``). Returns the decision
+    and, per cell withheld here, the cell it follows."""
+    same = relations[relations["relation"].str.startswith(SAME_GROUP)]
     pairs = same.pivot(index="relation", columns="role", values="cell")
     if pairs.empty:
         return decided, pd.Series(dtype=object)
@@ -411,6 +418,25 @@ def _one_decision_for_the_same_count(decided: pd.DataFrame, relations: pd.DataFr
     decided.loc[cells, "suppressed"] = True
     decided.loc[cells, "suppression"] = SECONDARY
     return decided, pd.Series(follows, dtype=object)
+
+
+def _distribution_cells(cells: _Cells, distributions: Mapping[str, int] | None) -> str | None:
+    """The report's count of results per analyte plot, tied to the labs' accepted rows (the
+    rest, dated after the as-of date, is never published): with one analyte and nothing
+    after the as-of date it is the accepted count itself. Returns the unpublished rest."""
+    accepted = "accounting/labs/rows_accepted/rows"
+    exact = {row[0]: row[4] for row in cells.rows}
+    if not distributions or accepted not in exact:
+        return None
+    drawn = [cells.add("distributions", analyte, "results", int(n))
+             for analyte, n in distributions.items()]
+    rest = exact[accepted] - sum(int(n) for n in distributions.values())
+    if rest < 0:  # not the same rows (never for a run's own counts): no relation to declare
+        return None
+    not_drawn = cells.add("distributions", "_not_drawn", "results", rest)
+    cells.relate("labs: accepted rows = results drawn + rows after the as-of date", accepted,
+                 [*drawn, not_drawn])
+    return not_drawn
 
 
 def _cohort_cells(cells: _Cells, figures: CohortFigures) -> None:
@@ -451,13 +477,16 @@ def publish(
     small_count: int = SUPPRESSION_THRESHOLD,
     rounding: int = ROUNDING_MULTIPLE,
     definitions: Sequence[Measure] = MEASURES,
+    distributions: Mapping[str, int] | None = None,
 ) -> Published:
     """Declare every shareable cell and relation of a run and decide suppression once.
 
     ``accounting``: per input, its row counts (``rows_read`` = the others; ``balanced``);
     ``worklist_sizes``: per list, ``rows``/``new``/``persisting``/``resolved``;
     ``reasons``: rejected rows per reason code (a row may have several reasons);
-    ``figures``: the cohort's figures (``CohortFigures``) in place of ``patients``.
+    ``figures``: the cohort's figures (``CohortFigures``) in place of ``patients``;
+    ``distributions``: per analyte, the results the report's distribution plot draws (the
+    accepted labs rows, but those dated after the as-of date, which are never published).
     """
     if figures is None:
         figures = CohortFigures.of(patients, as_of, sex=sex, definitions=definitions)
@@ -502,10 +531,11 @@ def publish(
         cells.relate("reasons = rejected rows + rows with several reasons",
                      [*rejected_total, overlap], reason_keys)
 
+    not_drawn = _distribution_cells(cells, distributions)
     table = figures.measure_table(definitions)
     m_values, m_relations, ties = measure_cells(table)
     _measure_relations(cells, figures)
-    _equal_masks(cells, figures, m_values.index)
+    _equal_masks(cells, figures, m_values)
 
     frame = pd.DataFrame(cells.rows, columns=["key", "table", "row", "column", "value"])
     measure_keys = m_values.index.to_series()
@@ -517,7 +547,7 @@ def publish(
     frame = frame.set_index("key")
     relations = pd.concat([pd.DataFrame(cells.relations, columns=["relation", "cell", "role"]),
                            m_relations], ignore_index=True)
-    unpublished = pd.Series(frame.index == overlap, index=frame.index)
+    unpublished = pd.Series(frame.index.isin([overlap, not_drawn]), index=frame.index)
     decided = protect(frame["value"], relations, ties=ties, unpublished=unpublished,
                       small_count=small_count, rounding=rounding)
     decided, twins = _one_decision_for_the_same_count(decided, relations, ties)

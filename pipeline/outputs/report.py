@@ -518,12 +518,19 @@ def _distribution_section(
     rules_cutoffs: Mapping[str, Sequence[float]],
     small_count: int,
     rounding: int,
+    totals: Mapping[str, str] | None = None,
 ) -> list[dict[str, Any]]:
+    """One plot per analyte; ``totals``: each plot's count of results as published (the
+    run's one disclosure decision), else suppressed here."""
     order = list(ANALYTE_LABELS)
     order += sorted(a for a in counts if a not in ANALYTE_LABELS)
-    return [_histogram(analyte, sorted(float(c) for c in rules_cutoffs.get(analyte, [])),
-                       *counts.get(analyte, (0, None)), small_count, rounding)
-            for analyte in order]
+    sections = [_histogram(analyte, sorted(float(c) for c in rules_cutoffs.get(analyte, [])),
+                           *counts.get(analyte, (0, None)), small_count, rounding)
+                for analyte in order]
+    for section in sections:
+        if totals and section["analyte"] in totals:
+            section["total"] = totals[section["analyte"]]
+    return sections
 
 
 def _funnel(
@@ -747,7 +754,8 @@ def render_report(
             summary, small_count, rounding),
         "distributions": _distribution_section(
             histograms if histograms is not None else histogram_counts(results, rules_cutoffs),
-            rules_cutoffs, small_count, rounding),
+            rules_cutoffs, small_count, rounding,
+            published.get("distribution_totals") if published else None),
         "funnels": [
             _funnel(measures, by_id[m], small_count, rounding)
             for m in FUNNEL_MEASURES

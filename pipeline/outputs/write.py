@@ -387,7 +387,8 @@ def _write_aggregates(state: RunState, tmp: Path, sizes: dict[str, Any],
     published = publish(figures=figures,
                         as_of=state.as_of, accounting=exact_accounting,
                         worklist_sizes=sizes, reasons=reasons,
-                        small_count=small, rounding=rounding)
+                        small_count=small, rounding=rounding,
+                        distributions={a: n for a, (n, _) in histograms.items()})
     measures = published.measures
     write_parquet(with_metadata(pa.Table.from_pandas(measures, preserve_index=False), meta),
                   tmp / "measures.parquet")
