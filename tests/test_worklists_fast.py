@@ -124,7 +124,9 @@ def reference_reported(patients: pd.DataFrame, results: pd.DataFrame) -> pd.Data
         out.loc[hit.index, column] = hit[column].astype(str).to_numpy()
     for pos, row in hit.iterrows():  # a reference: one patient at a time, plainly
         text = str(row["result_text"]).strip()
-        unit = str(row["source_unit"]).strip() or patients["index_unit"].iloc[pos]
+        # the unit it was read in: as reported, or the format's for its test code
+        read = row["unit_read"] if "unit_read" in row.index else row["source_unit"]
+        unit = str(read).strip() or patients["index_unit"].iloc[pos]
         out.loc[pos, "index_result"] = f"{text} {unit}"
         number = float(re.sub(r"[^0-9.,]", "", text).replace(",", "."))
         if not np.isclose(number, row["value"], rtol=1e-9, atol=0):
