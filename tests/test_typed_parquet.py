@@ -100,6 +100,8 @@ def _typed(kind: str) -> tuple[pa.Table, str]:
             indices = pa.array([None if v is None else dictionary.index(v) for v in values],
                                pa.int16())
             columns[c] = pa.DictionaryArray.from_arrays(indices, pa.array(dictionary))
+    elif kind == "null_practice":  # pandas writes an all-None column with Arrow type null
+        columns["practice_id"] = pa.nulls(len(frame))
     else:
         raise AssertionError(kind)
     return pa.table(columns), stamp
@@ -112,7 +114,8 @@ def _run(labs: Path, out: Path) -> Path:
 
 
 KINDS = ["result_double", "result_decimal", "ids_int64", "dates_date32", "timestamps",
-         "timestamps_tz", "dictionaries", "dictionaries_unused"]
+         "timestamps_tz", "dictionaries", "dictionaries_unused",
+         "null_practice"]
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -122,6 +125,8 @@ def test_typed_parquet_gives_the_patients_table_of_its_text(tmp_path: Path, kind
     text_form = _text_extract(stamp)
     if kind == "dictionaries_unused":
         text_form.loc[3, "practice_id"] = ""
+    if kind == "null_practice":
+        text_form["practice_id"] = ""
     text_form.to_csv(tmp_path / "labs.csv", index=False)
     typed = _run(tmp_path / "labs.parquet", tmp_path / "typed")
     text = _run(tmp_path / "labs.csv", tmp_path / "text")
@@ -133,3 +138,26 @@ def test_typed_parquet_gives_the_patients_table_of_its_text(tmp_path: Path, kind
     assert len(results) == 11  # sodium, potassium and calcium rows are other tests
     values = pd.read_parquet(text / "results.parquet")["value"]
     assert results["value"].tolist() == values.tolist()
+
+
+def test_a_folder_of_parts_with_all_missing_columns_stacks(tmp_path: Path) -> None:
+    """One part's practice is a dictionary and another's all missing (Arrow type null): the
+    parts stack; a part without units has its B12 rows rejected as ``unknown_unit``."""
+    base = {"patient_id": ["1", "2"], "collected_at": ["2026-10-01"] * 2,
+            "test_code": ["B12"] * 2, "result": ["150", "300"]}
+    (tmp_path / "parts").mkdir()
+    pq.write_table(pa.table({**base, "unit": ["ng/L"] * 2,
+                             "practice_id": pa.array(["P1", "P2"]).dictionary_encode(),
+                             "site_id": pa.nulls(2)}), tmp_path / "parts" / "a.parquet")
+    pq.write_table(pa.table({**base, "patient_id": ["3", "4"], "unit": pa.nulls(2),
+                             "practice_id": pa.nulls(2),
+                             "site_id": pa.array(["S1", "S1"]).dictionary_encode()}),
+                   tmp_path / "parts" / "b.parquet")
+    result = invoke("run", tmp_path / "parts", "--as-of", AS_OF, "--out", tmp_path / "out",
+                    "--quiet", "--max-reject-rate", "1")
+    assert result.exit_code == 0, result.output
+    patients = pd.read_parquet(tmp_path / "out" / "patients.parquet").set_index("patient_id")
+    assert patients.loc["1", "practice_id"] == "P1" and pd.isna(patients.loc["3", "practice_id"])
+    rejected = pd.read_parquet(tmp_path / "out" / "rejected.parquet")
+    assert rejected["reasons"].tolist() == ["unknown_unit", "unknown_unit"]
+    assert set(rejected["source_file"].map(lambda f: Path(f).name)) == {"b.parquet"}

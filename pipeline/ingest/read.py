@@ -530,6 +530,8 @@ def _as_text(column: pa.ChunkedArray, encode: bool = False) -> pa.ChunkedArray |
     10M rows about a second each for the results and the dates).
     """
     typ = column.type
+    if pa.types.is_null(typ):  # every cell missing: how pandas writes an all-None column
+        return pc.fill_null(column.cast(pa.string()), "")
     if pa.types.is_dictionary(typ) and _is_text(typ.value_type):
         typ = pa.dictionary(pa.int32(), typ.value_type)  # room for the '' of missing cells
         return pa.chunked_array([_blank_nulls(c) for c in column.cast(typ).chunks], typ)
