@@ -31,9 +31,11 @@ MEDICATION_CLASSES = ("metformin", "b12_oral", "b12_injection", "acid_suppressan
 
 
 def _resolve(name_or_path: str, folder: Path, what: str) -> Path:
-    """A bare name means a shipped file; anything else is a path."""
+    """A bare name means a shipped file; anything else is a path. A folder of the same name
+    in the current directory (``omop/`` holding the OMOP tables) does not hide the shipped
+    file: only an existing file, a ``.toml`` name or a name with a ``/`` is a path."""
     candidate = Path(name_or_path)
-    if candidate.suffix == ".toml" or candidate.exists() or "/" in name_or_path:
+    if candidate.suffix == ".toml" or candidate.is_file() or "/" in name_or_path:
         if not candidate.is_file():
             raise UserError(f"{what} file not found: {name_or_path}", EXIT_USAGE)
         return candidate

@@ -457,3 +457,21 @@ def _only_unused_columns_reported(manifest: dict) -> None:
     """The only warnings are the one-line reports of columns the format does not use."""
     assert all("column(s) not used by the format" in w for w in manifest["warnings"]), \
         manifest["warnings"]
+
+
+def test_a_folder_named_like_a_shipped_format_does_not_hide_it(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """OMOP tables kept in ./omop/ and a ./nice-ng239/ folder: --format omop and
+    --rules nice-ng239 still name the shipped files; an explicit path stays a path."""
+    (tmp_path / "omop").mkdir()
+    (tmp_path / "nice-ng239").mkdir()
+    for name in SAMPLE_FILES["omop"]:
+        (tmp_path / "omop" / name).write_bytes((SAMPLES / "omop" / name).read_bytes())
+    monkeypatch.chdir(tmp_path)
+    labs, patients, meds = (f"omop/{f}" for f in SAMPLE_FILES["omop"])
+    manifest = _run(labs, tmp_path / "out", "--patients", patients, "--medications", meds,
+                    "--format", "omop", "--rules", "nice-ng239", "--max-reject-rate", "0.1")
+    assert manifest["format"]["name"] == "omop"
+    assert manifest["rules"]["name"] == "nice-ng239"
+    result = invoke("run", labs, "--format", "omop/", "--out", tmp_path / "out2", "--quiet")
+    assert result.exit_code == 2 and "format file not found: omop/" in result.stderr
