@@ -701,6 +701,8 @@ def _text(delim: str = ",", end: str = "\n", header=LABS_HEADER, rows=BASELINE_R
 VARIANTS: dict[str, tuple[str, Callable[[], bytes], str | None]] = {
     "utf16_bom": ("labs.csv", lambda: _text().encode("utf-16"), None),
     "utf16_bom_crlf": ("labs.csv", lambda: _text(end="\r\n").encode("utf-16"), None),
+    "utf16le_no_bom": ("labs.csv", lambda: _text(end="\r\n").encode("utf-16-le"), None),
+    "utf16be_no_bom": ("labs.csv", lambda: _text().encode("utf-16-be"), None),
     "cp1252_micro_sign": ("labs.csv", lambda: _text().encode("cp1252"), None),
     "utf8_bom_crlf": ("labs.csv", lambda: b"\xef\xbb\xbf" + _text(end="\r\n").encode(), None),
     "semicolon": ("labs.csv", lambda: _text(";").encode(), None),

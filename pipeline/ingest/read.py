@@ -6,9 +6,9 @@ line number in a CSV (header = line 1; exact with blank lines and quoted line br
 row number in a Parquet file, so a person can open the file at that line. Malformed CSV lines
 are kept as rejected rows, never dropped.
 
-Real exports are untidy, so the reader detects what it can: gzip, the encoding (UTF-8 with or
-without BOM, UTF-16 with BOM, else cp1252), the delimiter among ``,`` ``;`` tab ``|``, CRLF,
-blank header cells, and Parquet whatever its physical types. Whole-input problems (nothing
+Real exports are untidy, so the reader detects what it can: gzip, the encoding (UTF-8 or
+UTF-16, each with or without BOM, else cp1252), the delimiter among ``,`` ``;`` tab ``|``,
+CRLF, blank header cells, and Parquet whatever its physical types. Whole-input problems (nothing
 to read, a required column missing) are ``UserError``s naming the file and column.
 """
 
@@ -213,7 +213,8 @@ def _raw_bytes(path: Path, kind: str) -> bytes:
 def _decode(data: bytes, encoding: str, path: Path, kind: str) -> tuple[bytes, str, list[str]]:
     """Return UTF-8 bytes, the encoding used and any warning.
 
-    ``auto``: a BOM decides (UTF-8 or UTF-16); valid UTF-8 is UTF-8; text that is mostly UTF-8
+    ``auto``: a BOM decides (UTF-8 or UTF-16); so do NUL bytes in every second byte (UTF-16
+    without a BOM); valid UTF-8 is UTF-8; text that is mostly UTF-8
     with a few stray bytes keeps its UTF-8 and the stray bytes become U+FFFD (with a warning);
     anything else is cp1252 (latin-1 for the five bytes cp1252 leaves undefined).
     """
@@ -223,6 +224,8 @@ def _decode(data: bytes, encoding: str, path: Path, kind: str) -> tuple[bytes, s
             encoding = "utf-8-sig"
         elif data.startswith((b"\xff\xfe", b"\xfe\xff")):
             encoding = "utf-16"
+        elif (wide := _utf16_without_bom(data)) is not None:
+            encoding = wide
         else:
             try:
                 data.decode("utf-8")
@@ -254,6 +257,24 @@ def _decode(data: bytes, encoding: str, path: Path, kind: str) -> tuple[bytes, s
     except LookupError as exc:  # config checks names; kept for direct callers
         raise UserError(f"{kind}: unknown encoding '{encoding}'") from exc
     return text.lstrip("\ufeff").encode("utf-8"), encoding, notes
+
+
+def _utf16_without_bom(data: bytes) -> str | None:
+    """``utf-16-le`` or ``utf-16-be`` for UTF-16 text without a byte-order mark (SQL Server's
+    ``bcp -w`` writes it so), else None: text never holds NUL bytes, and UTF-16 of the
+    Latin letters, digits and punctuation an extract is made of has one in every second
+    byte (the odd bytes little-endian, the even ones big-endian)."""
+    sample = data[:4096]
+    sample = sample[:len(sample) - len(sample) % 2]
+    if len(sample) < 4:
+        return None
+    even, odd = sample[0::2].count(0), sample[1::2].count(0)
+    half = len(sample) // 2
+    if odd >= 0.9 * half and even <= 0.1 * half:
+        return "utf-16-le"
+    if even >= 0.9 * half and odd <= 0.1 * half:
+        return "utf-16-be"
+    return None
 
 
 def _utf8_sequences(data: bytes) -> int:
