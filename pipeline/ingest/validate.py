@@ -506,7 +506,8 @@ def unmapped_warning(tally: CodeTally, fmt: ExtractFormat, small_count: int = 7)
         return []
     counts = tally.counts
     printable = ((counts.index.str.len() <= MAX_PRINTED_CODE)
-                 & ~counts.index.str.match(_NUMBER_LIKE))
+                 & ~counts.index.str.match(_NUMBER_LIKE)
+                 & ~counts.index.str.contains(r"[\x00-\x1f\x7f]"))  # nothing a terminal runs
     swapped = tally.patients is not None and len(counts) >= tally.ids
     if tally.patients is not None and not swapped:
         seen = tally.patients.reindex(counts.index, fill_value=0)
