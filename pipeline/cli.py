@@ -152,6 +152,7 @@ def run(labs: LabsArg, patients: PatientsOpt = None, medications: MedsOpt = None
     from pipeline.state import RunOptions
 
     _tune_process()
+    writers = None
     try:
         if engine not in ("pandas", "dask"):
             raise UserError("--engine must be pandas or dask", EXIT_USAGE)
@@ -173,8 +174,12 @@ def run(labs: LabsArg, patients: PatientsOpt = None, medications: MedsOpt = None
             from pipeline.outputs.write import write_outputs
 
             folder = write_outputs(state, options.out, previous, progress)
-    except UserError as exc:
-        _fail(exc)
+    except BaseException as exc:
+        if writers is not None:  # an import still running as the interpreter shuts down
+            writers.join()  # can abort the process (exit 134 instead of the error's code)
+        if isinstance(exc, UserError):
+            _fail(exc)
+        raise
     for note in state.warnings:
         err.print(f"warning: {note}", markup=False, soft_wrap=True)
     acc = state.accounting()["labs"]
