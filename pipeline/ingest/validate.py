@@ -324,6 +324,9 @@ def validate_labs(raw: RawInput, fmt: ExtractFormat, rules: RulesProfile,
                                                                  na_value=np.nan)
     a_row = np.where(a_work < 0, len(analytes), a_work)  # no analyte: the last row of NaN
     factor = table[a_row, pair_code]
+    # each row's unit as read, as a narrow code: a byte per row, not 64-bit temporaries
+    unit_read = read_code.astype(np.int8 if len(read_u) < 127 else np.int32)[pair_code]
+    del pair_code
     value = np.round(number * factor, 6)
     earliest = np.datetime64(h["earliest_date"], "us")
     tomorrow = np.datetime64(today, "us") + np.timedelta64(1, "D")
@@ -388,7 +391,7 @@ def validate_labs(raw: RawInput, fmt: ExtractFormat, rules: RulesProfile,
         "source_unit": _categorical(unit_code[take], unit_u),
         # as reported, or the format's unit for the test code where the lab gave none:
         # what the worklists show beside the result as reported (not written to a file)
-        hz.UNIT_READ: _categorical(read_code[pair_code[ok]], read_u),
+        hz.UNIT_READ: _categorical(unit_read[ok], read_u),
         "practice_id": _taken(canon["practice_id"], take),
         "site_id": _taken(canon["site_id"], take),
         "specimen_id": text["specimen_id"],
