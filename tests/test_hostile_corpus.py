@@ -716,6 +716,13 @@ VARIANTS: dict[str, tuple[str, Callable[[], bytes], str | None]] = {
         "\n", "\n\n").replace(",", " , ")).encode(), None),
     "trailing_delimiter": ("labs.csv", lambda: _text(extra_cell="").encode(),
                            "1 column(s) not used by the format: column_6"),
+    # some exports end the data lines, or the header alone, with a delimiter
+    "trailing_delimiter_data_lines_only": ("labs.csv", lambda: (
+        _text().split("\n", 1)[0] + "\n" + _text(extra_cell="").split("\n", 1)[1]).encode(),
+        "1 column(s) not used by the format: column_6"),
+    "trailing_delimiter_header_only": ("labs.csv", lambda: (
+        _text(extra_cell="").split("\n", 1)[0] + "\n" + _text().split("\n", 1)[1]).encode(),
+        None),
     "blank_header_cell": ("labs.csv", lambda: _csv_text(
         (*LABS_HEADER, ""), [(*r, "note") for r in BASELINE_ROWS]).encode(),
         "1 column(s) not used by the format: column_6"),

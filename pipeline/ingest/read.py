@@ -344,6 +344,50 @@ def column_names(names: list[str]) -> list[str]:
     return [n or f"column_{i + 1}" for i, n in enumerate(cleaned)]
 
 
+#: Data lines looked at to tell a trailing delimiter on the data lines or the header alone.
+_TRAILING_SAMPLE = 200
+
+
+def _trailing_delimiter(data: bytes, delimiter: str, columns: list[str]) -> list[str]:
+    """The header's columns, fitted to data lines that end with a delimiter the header does
+    not end with, or the reverse (some exports write one or the other so): each of the first
+    ``_TRAILING_SAMPLE`` data lines has one field more, and it is empty (an unused column
+    ``column_<n>`` is added), or one field fewer than a header whose last cell is blank
+    (that cell is dropped). Every row would otherwise be rejected as malformed."""
+    blank_last = columns[-1] == f"column_{len(columns)}"
+    more = _sample(data, delimiter, len(columns) + 1)
+    if more is not None and pc.all(pc.equal(pc.utf8_trim_whitespace(
+            more.column(len(columns))), "")).as_py():
+        return [*columns, f"column_{len(columns) + 1}"]
+    if blank_last and len(columns) > 1 and _sample(data, delimiter,
+                                                   len(columns) - 1) is not None:
+        return columns[:-1]
+    return columns
+
+
+def _sample(data: bytes, delimiter: str, fields: int) -> pa.Table | None:
+    """The first data lines parsed as ``fields`` fields each, or None where any has another
+    number (or a quoted field runs beyond the sample)."""
+    head = data[:1 << 20]  # not the whole file: splitting it would copy it
+    lines = head.split(b"\n")[1:]
+    if len(head) < len(data):
+        lines = lines[:-1]  # complete lines only
+    lines = lines[:_TRAILING_SAMPLE]
+    sample = b"\n".join(line for line in lines if line.strip(b"\r \t"))
+    if not sample:
+        return None
+    names = [f"f{i}" for i in range(fields)]
+    try:
+        return pacsv.read_csv(
+            io.BytesIO(sample + b"\n"),
+            read_options=pacsv.ReadOptions(column_names=names),
+            parse_options=pacsv.ParseOptions(delimiter=delimiter),
+            convert_options=pacsv.ConvertOptions(column_types=dict.fromkeys(names, pa.string()),
+                                                 strings_can_be_null=False))
+    except pa.ArrowInvalid:
+        return None
+
+
 def _check_duplicates(names: list[str], path: Path | str, kind: str) -> None:
     lowered = pd.Series([n.lower() for n in names])
     repeated = lowered.duplicated(keep=False).to_numpy()
@@ -375,6 +419,7 @@ def _read_csv(path: Path, spec: InputSpec, kind: str) -> tuple[pa.Table, FileInf
         delimiter = _sniff_delimiter(data)
     info.delimiter = delimiter
     columns = _header(data, delimiter, path, kind)
+    columns = _trailing_delimiter(data, delimiter, columns)
     # records found before Arrow parses: a stray quote or an oversized field costs its own
     # record, and Arrow reads one row (or one invalid row) per record of ``records.data``
     records = split_records(data, delimiter, len(columns))
