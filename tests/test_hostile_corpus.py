@@ -716,6 +716,10 @@ VARIANTS: dict[str, tuple[str, Callable[[], bytes], str | None]] = {
         "\n", "\n\n").replace(",", " , ")).encode(), None),
     "trailing_delimiter": ("labs.csv", lambda: _text(extra_cell="").encode(),
                            "1 column(s) not used by the format: column_6"),
+    # a repeated column the format does not use is read under a second name, not a stop
+    "repeated_unused_column": ("labs.csv", lambda: _csv_text(
+        (*LABS_HEADER, "comment", "Comment"), [(*r, "a", "b") for r in BASELINE_ROWS]).encode(),
+        "read as Comment -> Comment_2"),
     # some exports end the data lines, or the header alone, with a delimiter
     "trailing_delimiter_data_lines_only": ("labs.csv", lambda: (
         _text().split("\n", 1)[0] + "\n" + _text(extra_cell="").split("\n", 1)[1]).encode(),

@@ -317,8 +317,10 @@ def _sniff_delimiter(data: bytes) -> str:
 # ------------------------------------------------------------------------- parsing CSV
 
 
-def _header(data: bytes, delimiter: str, path: Path, kind: str) -> list[str]:
-    """Header names, stripped; blank ones become ``column_<n>``; duplicates are an error."""
+def _header(data: bytes, delimiter: str, path: Path, kind: str,
+            mapped: frozenset[str] | None = None) -> tuple[list[str], list[str]]:
+    """Header names, stripped; blank ones become ``column_<n>``; a repeated name is an
+    error where the format maps it, else renamed (``_check_duplicates``); and notes."""
     first = data.split(b"\n", 1)[0].rstrip(b"\r") + b"\n"
     try:
         row = pacsv.read_csv(
@@ -330,8 +332,7 @@ def _header(data: bytes, delimiter: str, path: Path, kind: str) -> list[str]:
     except (pa.ArrowInvalid, IndexError) as exc:
         raise UserError(f"{kind}: cannot read the header line of {path}") from exc
     names = column_names(["" if v is None else str(v) for v in row.values()])
-    _check_duplicates(names, path, kind)
-    return names
+    return _check_duplicates(names, path, kind, mapped)
 
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
@@ -388,12 +389,33 @@ def _sample(data: bytes, delimiter: str, fields: int) -> pa.Table | None:
         return None
 
 
-def _check_duplicates(names: list[str], path: Path | str, kind: str) -> None:
+def _check_duplicates(names: list[str], path: Path | str, kind: str,
+                      mapped: frozenset[str] | None = None) -> tuple[list[str], list[str]]:
+    """(the names, each unique; a note per file that had repeats): a repeated name that
+    the format maps (lower case, in ``mapped``; every name when None) stops the run, as
+    either column could be meant; a repeated name the format does not use (two
+    ``comment`` columns) is read as ``comment``, ``comment_2`` and reported as unused."""
     lowered = pd.Series([n.lower() for n in names])
     repeated = lowered.duplicated(keep=False).to_numpy()
-    if repeated.any():
-        shown = list(dict.fromkeys(n for n, r in zip(names, repeated, strict=True) if r))
+    if not repeated.any():
+        return names, []
+    fatal = [r and (mapped is None or n.lower() in mapped)
+             for n, r in zip(names, repeated, strict=True)]
+    if any(fatal):
+        shown = list(dict.fromkeys(n for n, f in zip(names, fatal, strict=True) if f))
         raise UserError(f"{kind}: {path} has duplicate column name(s): {', '.join(shown)}")
+    taken = set(lowered)
+    unique, seen = [], set()
+    for name in names:  # a handful of header cells
+        new, k = name, 1
+        while new.lower() in seen or (k > 1 and new.lower() in taken):
+            k += 1
+            new = f"{name}_{k}"
+        seen.add(new.lower())
+        unique.append(new)
+    renamed = [f"{n} -> {u}" for n, u in zip(names, unique, strict=True) if n != u]
+    return unique, [f"{kind}: {path} has repeated column name(s) that the format does not "
+                    f"use; read as {', '.join(renamed)}"]
 
 
 def describe_file(path: str | Path, rows: int) -> FileInfo:
@@ -418,7 +440,8 @@ def _read_csv(path: Path, spec: InputSpec, kind: str) -> tuple[pa.Table, FileInf
     if delimiter == "auto":
         delimiter = _sniff_delimiter(data)
     info.delimiter = delimiter
-    columns = _header(data, delimiter, path, kind)
+    columns, renamed = _header(data, delimiter, path, kind, mapped_names(spec))
+    notes += renamed
     columns = _trailing_delimiter(data, delimiter, columns)
     # records found before Arrow parses: a stray quote or an oversized field costs its own
     # record, and Arrow reads one row (or one invalid row) per record of ``records.data``
@@ -533,7 +556,8 @@ def plan_pieces(spec_path: str | Path, kind: str, rows_per_piece: int,
 
 
 def _read_parquet(path: Path, kind: str, row_groups: tuple[int, ...] | None = None,
-                  first_row: int = 1, dictionary: frozenset[str] = frozenset()
+                  first_row: int = 1, dictionary: frozenset[str] = frozenset(),
+                  mapped: frozenset[str] | None = None
                   ) -> tuple[pa.Table, FileInfo, set[str], list[str]]:
     """Any Parquet file as text columns, the names of its integer columns, and notes.
 
@@ -545,21 +569,22 @@ def _read_parquet(path: Path, kind: str, row_groups: tuple[int, ...] | None = No
     """
     with ThreadPoolExecutor(max_workers=1) as pool:  # hashed while it is read
         digest = pool.submit(_file_info, path) if row_groups is None else None
-        table, integers, notes = _parquet_text(path, kind, row_groups, first_row, dictionary)
+        table, integers, notes = _parquet_text(path, kind, row_groups, first_row, dictionary,
+                                               mapped)
     info = digest.result() if digest else FileInfo(str(path), "", 0, 0)
     info.rows = table.num_rows
     return table, info, integers, notes
 
 
 def _parquet_text(path: Path, kind: str, row_groups: tuple[int, ...] | None, first_row: int,
-                  dictionary: frozenset[str]) -> tuple[pa.Table, set[str], list[str]]:
+                  dictionary: frozenset[str], mapped: frozenset[str] | None = None
+                  ) -> tuple[pa.Table, set[str], list[str]]:
     unreadable = _unreadable(path, kind)
     try:
         schema = pq.read_schema(path)
     except (pa.ArrowException, OSError) as exc:
         raise UserError(unreadable) from exc
-    names = column_names(schema.names)
-    _check_duplicates(names, path, kind)
+    names, renamed = _check_duplicates(column_names(schema.names), path, kind, mapped)
     as_dictionary = [f.name for n, f in zip(names, schema, strict=True)
                      if n.lower() in dictionary and _is_text(f.type)]
     try:
@@ -570,7 +595,7 @@ def _parquet_text(path: Path, kind: str, row_groups: tuple[int, ...] | None, fir
         raise UserError(unreadable) from exc
     integers = {n.lower() for n, f in zip(names, schema, strict=True)
                 if pa.types.is_integer(f.type)}
-    columns, kept, notes = [], [], []
+    columns, kept, notes = [], [], renamed
     for name, column in zip(names, table.columns, strict=True):
         text = _as_text(column, encode=name.lower() in dictionary)
         if text is None:
@@ -704,7 +729,7 @@ def read_file(path: Path, spec: InputSpec, row_groups: tuple[int, ...] | None = 
         dictionary = frozenset(source.lower() for canon in DICTIONARY_COLUMNS.get(kind, ())
                                for source in spec.columns.get(canon, ()))
         table, info, integers, notes = _read_parquet(path, kind, row_groups, first_row,
-                                                     dictionary)
+                                                     dictionary, mapped_names(spec))
         if not spec.read.integer_ids:
             id_sources = {s.lower() for s in spec.columns.get("patient_id", ())}
             integer_ids = [(c, str(path)) for c in sorted(integers & id_sources)]
@@ -804,10 +829,15 @@ def read_input(spec_path: str | Path, spec: InputSpec) -> RawInput:
 # --------------------------------------------------------------------- columns reported
 
 
+def mapped_names(spec: InputSpec) -> frozenset[str]:
+    """The column names (lower case) the format maps to a canonical column."""
+    return frozenset(s.lower() for sources in spec.columns.values() for s in sources)
+
+
 def unused_columns(spec: InputSpec, original: list[str]) -> list[str]:
     """The input's columns that the format maps to no canonical column (SPEC rev 2: every
     column is used or reported)."""
-    mapped = {s.lower() for sources in spec.columns.values() for s in sources}
+    mapped = mapped_names(spec)
     return [c for c in original if c.lower() not in mapped]
 
 
