@@ -401,18 +401,19 @@ def _one_decision_for_the_same_count(decided: pd.DataFrame, relations: pd.DataFr
         return decided, pd.Series(dtype=object)
     a = np.r_[pairs["total"].to_numpy(), pairs["part"].to_numpy(), ties["cell"].to_numpy()]
     b = np.r_[pairs["part"].to_numpy(), pairs["total"].to_numpy(), ties["follows"].to_numpy()]
+    twin = np.arange(len(a)) < 2 * len(pairs)  # else a numerator with its denominator
     hidden = decided["suppressed"].copy()
     follows: dict[str, str] = {}
     for _ in range(len(a)):  # along chains of equal and tied cells
         newly = hidden.reindex(b).to_numpy() & ~hidden.reindex(a).to_numpy()
         if not newly.any():
             break
-        for cell, twin in zip(a[newly], b[newly], strict=True):
-            follows.setdefault(cell, twin)
+        for cell, other in zip(a[newly & twin], b[newly & twin], strict=True):
+            follows.setdefault(cell, other)  # a tied numerator: ``_why`` says so itself
         hidden[a[newly]] = True
-    if not follows:
+    cells = hidden.index[hidden.to_numpy(dtype=bool) & ~decided["suppressed"].to_numpy(bool)]
+    if not len(cells):
         return decided, pd.Series(dtype=object)
-    cells = list(follows)
     decided = decided.copy()
     decided.loc[cells, "count"] = pd.NA
     decided.loc[cells, "suppressed"] = True
