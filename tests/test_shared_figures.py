@@ -364,3 +364,24 @@ def test_the_distribution_plot_counts_results_under_the_same_decision(tmp_path: 
     captions = re.findall(r"<figcaption>\s*(.*?) results;", page, flags=re.S)
     assert captions == ["[c]"]
     assert "100 results" not in page
+
+
+def test_a_withheld_zero_is_withheld_where_it_is_the_same_count(tmp_path: Path) -> None:
+    """Five patients tested, none deficient: "deficient among tested" withholds its
+    numerator with its small denominator, so the status table must not show the same
+    count, 0 deficient, either (nor the other measure's denominator of deficient patients)."""
+    rows = ["patient_id,collected_at,test_code,result,unit"]
+    rows += [f"T{i:03d},2026-10-01,B12,400,ng/L" for i in range(5)]
+    rows += [f"N{i:03d},2026-10-01,NA,140,mmol/L" for i in range(40)]
+    (tmp_path / "labs.csv").write_text("\n".join(rows) + "\n", encoding="utf-8")
+    result = invoke("run", tmp_path / "labs.csv", "--out", tmp_path / "out", "--quiet")
+    assert result.exit_code == 0, result.output
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text(encoding="utf-8"))
+    measures = {m["measure"]: m for m in summary["measures"]}
+    assert measures["deficient_among_tested"]["denominator"] is None  # 5 tested: withheld
+    assert measures["deficient_among_tested"]["numerator"] is None
+    assert summary["cohort"]["by_status"]["deficient"] is None
+    assert measures["deficient_untreated_90d"]["denominator"] is None
+    log = pd.read_csv(tmp_path / "out" / "disclosure_log.csv", keep_default_na=False)
+    why = dict(zip(log["cell"], log["why"], strict=True))
+    assert why["b12_status/deficient/patients"].startswith("the same count as a withheld cell")

@@ -351,9 +351,21 @@ def _partition_holds(total: np.ndarray, parts: Sequence[np.ndarray]) -> bool:
 
 
 #: The names of the relations between two cells that count the same patients: found by
-#: their patients, and (``SAME_GROUP``) the same group of two such cells' breakdowns.
+#: their patients, and (``SAME_GROUP``) the same group of two such cells' breakdowns, or
+#: two cells that count the same patients by their definitions (``SAME_BY_DEFINITION``).
 SAME_PATIENTS = "same patients: "
 SAME_GROUP = "same patients in one group: "
+#: Cells that count the same patients by definition (R7; the measures' words), tied even
+#: when they count nobody: a 0 withheld in one (the numerator of a withheld denominator)
+#: must not be shown as 0 in the other. Each pair is tied only when the patients agree.
+SAME_BY_DEFINITION = (
+    ("flags/needs_mma/patients", "b12_status/indeterminate/patients"),
+    ("b12_status/deficient/patients", "measure/deficient_among_tested/overall/all/numerator"),
+    ("b12_status/deficient/patients",
+     "measure/deficient_untreated_90d/overall/all/denominator"),
+    ("flags/on_metformin/patients", "measure/metformin_testing/overall/all/denominator"),
+    ("flags/on_b12_treatment/patients", "measure/retest_overdue/overall/all/denominator"),
+)
 
 
 def _equal_masks(cells: _Cells, figures: CohortFigures, measure_values: pd.Series) -> None:
@@ -369,6 +381,9 @@ def _equal_masks(cells: _Cells, figures: CohortFigures, measure_values: pd.Serie
     for key in keys:  # a few dozen cells
         first = next((g for g in groups if figures.same[at[g], at[key]]), key)
         groups.setdefault(first, []).append(key)
+    for a, b in SAME_BY_DEFINITION:
+        if a in at and b in at and figures.same[at[a], at[b]]:
+            cells.relate(f"{SAME_GROUP}{a} = {b}", a, [b])
     known = set(measure_values.index)
     overall = "/overall/all/"
     for members in groups.values():
@@ -388,13 +403,13 @@ def _equal_masks(cells: _Cells, figures: CohortFigures, measure_values: pd.Serie
 
 def _one_decision_for_the_same_count(decided: pd.DataFrame, relations: pd.DataFrame,
                                      ties: pd.DataFrame) -> tuple[pd.DataFrame, pd.Series]:
-    """A group's cells in two breakdowns that count the same patients (``SAME_GROUP``)
-    withheld in both tables or in neither. ``protect`` already withholds the twin of a
-    withheld non-zero count; a zero withheld only as the numerator of a withheld
-    denominator (0 deficient among the few under-16s tested) would still be shown as 0 in
-    the other table (0 deficient under-16s), which tells the same. It is withheld there
-    too (secondary), with the numerators that follow it (``ties``). Returns the decision
-    and, per cell withheld here, the cell it follows."""
+    """A group's cells in two breakdowns that count the same patients, and cells the same
+    by definition (``SAME_GROUP``), withheld in both tables or in neither. ``protect``
+    already withholds the twin of a withheld non-zero count; a zero withheld only as the
+    numerator of a withheld denominator (0 deficient among the few under-16s tested) would
+    still be shown as 0 in the other table (0 deficient under-16s), which tells the same.
+    It is withheld there too (secondary), with the numerators that follow it (``ties``).
+    Returns the decision and, per cell withheld here, the cell it follows."""
     same = relations[relations["relation"].str.startswith(SAME_GROUP)]
     pairs = same.pivot(index="relation", columns="role", values="cell")
     if pairs.empty:
