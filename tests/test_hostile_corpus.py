@@ -1081,6 +1081,7 @@ def test_header_only_optional_input_is_a_valid_empty_month(empty_month_run, kind
 
 
 @pytest.mark.parametrize("case", ["ids_in_code_column", "swapped_id_and_code",
+                                  "swapped_in_a_small_extract", "control_characters",
                                   "results_in_code_column", "unmapped_real_codes"])
 def test_unmapped_codes_warning_prints_no_id(tmp_path: Path, case: str) -> None:
     """Mislabelled columns (ids or results where the codes should be): the warning names
@@ -1089,14 +1090,23 @@ def test_unmapped_codes_warning_prints_no_id(tmp_path: Path, case: str) -> None:
     as it had tests (here 8, above small_count): the distinct counts give it away."""
     if case == "ids_in_code_column":
         labs = _mislabelled(tmp_path)
-        written, phrase = 20, ("no code is shown: the test code column has as many distinct"
-                               " values (20) as there are patients (1) or more")
+        written, phrase = 20, ("no code is shown: the test code column has 20 distinct "
+                               "values for 1 patients")
     elif case == "swapped_id_and_code":
+        rows = [(f"T{t:02d}", "2026-10-01", f"ZQX{i:03d}", "100", "ng/L")
+                for i in range(20) for t in range(8)]
+        labs = _write(tmp_path / "labs.csv", _csv_text(LABS_HEADER, rows))
+        written, phrase = 160, "the test code column has 20 distinct values for 8 patients"
+    elif case == "swapped_in_a_small_extract":  # 12 ids, 8 tests: not clearly swapped
         rows = [(f"T{t:02d}", "2026-10-01", f"ZQX{i:03d}", "100", "ng/L")
                 for i in range(12) for t in range(8)]
         labs = _write(tmp_path / "labs.csv", _csv_text(LABS_HEADER, rows))
-        written, phrase = 96, ("the test code column has as many distinct values (12) as "
-                               "there are patients (8) or more")
+        written, phrase = 96, "no code is shown, as the column may hold ids or results"
+    elif case == "control_characters":  # C1 control and a bidi override, 9 patients each
+        rows = [(f"P{i:03d}", "2026-10-01", code, "1", "ng/L") for i in range(9)
+                for code in ("AB\u009b31m", "X\u202eYZ")]
+        labs = _write(tmp_path / "labs.csv", _csv_text(LABS_HEADER, rows))
+        written, phrase = 18, "no code is shown, as the column may hold ids or results"
     elif case == "results_in_code_column":  # a common result, 987.654, for 9 patients
         rows = [(f"P{i:03d}", "2026-10-01", "987.654", "B12", "ng/L") for i in range(9)]
         labs = _write(tmp_path / "labs.csv", _csv_text(LABS_HEADER, rows))
@@ -1108,3 +1118,16 @@ def test_unmapped_codes_warning_prints_no_id(tmp_path: Path, case: str) -> None:
     result = _small_run(tmp_path, labs, "--max-reject-rate", "1", written={"labs": written})
     assert "labs: none of the " + str(written) + " rows has a test code mapped" in result.stderr
     assert phrase in result.stderr
+
+
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-16-le", "utf-16-be"])
+def test_a_utf16_extract_in_a_folder_is_read_as_alone(tmp_path: Path, encoding: str) -> None:
+    """A file that reads on its own reads in a folder too: UTF-16 (with a BOM, or without
+    one as bcp -w writes it) is not taken for a file of notes."""
+    folder = tmp_path / "labs"
+    folder.mkdir()
+    _write(folder / "labs.csv", _text(end="\r\n").encode(encoding))
+    _write(folder / "notes.txt", b"not an extract\n")
+    _small_run(tmp_path, folder, written={"labs": len(BASELINE_ROWS)})
+    inputs = _manifest(tmp_path / "out")["inputs"]["labs"]
+    assert [Path(i["path"]).name for i in inputs] == ["labs.csv"]

@@ -161,7 +161,10 @@ def _is_extract(path: Path, spec: InputSpec) -> bool:
         return True  # let the reader report it
     if head[:2] == b"\x1f\x8b":
         return True
-    text = head.decode("utf-8", "replace").lstrip("\ufeff\r\n \t")
+    wide = ("utf-16" if head.startswith((b"\xff\xfe", b"\xfe\xff"))
+            else _utf16_without_bom(head))  # read as the reader will read it
+    head = head[:len(head) - len(head) % 2] if wide else head
+    text = head.decode(wide or "utf-8", "replace").lstrip("\ufeff\r\n \t")
     first = text.split("\n", 1)[0].lower()
     cells = {c.strip().strip('"').strip() for c in re.split(r"[,;\t|]", first)}
     known = {s.lower() for sources in spec.columns.values() for s in sources}

@@ -490,6 +490,9 @@ def _code_tally(code_of: np.ndarray, codes_u: pd.Series, has_code: np.ndarray,
 
 #: A code longer than this may be an id, and is never printed.
 MAX_PRINTED_CODE = 8
+#: Control and format characters (C0, C1, zero-width, bidirectional overrides, BOM): a code
+#: holding one is never printed, as a terminal may act on it.
+_UNPRINTABLE = "[\x00-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u2069\ufeff]"
 #: A code that reads as a number may be a result or a numeric id, and is never printed.
 _NUMBER_LIKE = r"^\s*[<>=]*\s*[+-]?[0-9]*[.,]?[0-9]+\s*$"
 
@@ -498,11 +501,13 @@ def unmapped_warning(tally: CodeTally, fmt: ExtractFormat, small_count: int = 7)
     """A labs input where no row has a mapped code is likely the wrong format: say so.
 
     The most common codes are named to help fix the format, but only codes that cannot be
-    ids or results: at most 8 characters, not a number, seen for at least ``small_count``
-    distinct patients, and only when the column has fewer distinct codes than there are
-    patients. With mislabelled columns the "codes" may be patient ids or results; with the
-    id and code columns swapped, each "patient" is a test code, so an id is "seen" for as
-    many of them as that patient had tests, and only the distinct counts give it away.
+    ids or results: at most 8 characters, not a number, no control character, seen for at
+    least ``small_count`` distinct patients, and only when the column has fewer distinct
+    codes than there are patients. With mislabelled columns the "codes" may be patient ids
+    or results; with the id and code columns swapped, each "patient" is a test code, so an
+    id is "seen" for as many of them as that patient had tests, and only the distinct
+    counts give it away. At twice as many codes as patients the warning says the columns
+    look swapped; between the two (a small extract of many tests) it shows no code.
     """
     total = int(tally.counts.sum())
     if not total or tally.kept:
@@ -510,9 +515,10 @@ def unmapped_warning(tally: CodeTally, fmt: ExtractFormat, small_count: int = 7)
     counts = tally.counts
     printable = ((counts.index.str.len() <= MAX_PRINTED_CODE)
                  & ~counts.index.str.match(_NUMBER_LIKE)
-                 & ~counts.index.str.contains(r"[\x00-\x1f\x7f]"))  # nothing a terminal runs
-    swapped = tally.patients is not None and len(counts) >= tally.ids
-    if tally.patients is not None and not swapped:
+                 & ~counts.index.str.contains(_UNPRINTABLE))  # nothing a terminal runs
+    many = tally.patients is not None and len(counts) >= tally.ids  # as many codes as ids
+    swapped = many and len(counts) >= 2 * tally.ids  # clearly: say so
+    if tally.patients is not None and not many:
         seen = tally.patients.reindex(counts.index, fill_value=0)
         printable &= (seen >= max(small_count, 1)).to_numpy()
     else:
@@ -521,10 +527,9 @@ def unmapped_warning(tally: CodeTally, fmt: ExtractFormat, small_count: int = 7)
     if len(shown):
         common = f"; most common codes: {', '.join(shown)}"
     elif swapped:
-        common = (f"; no code is shown: the test code column has as many distinct values "
-                  f"({len(counts)}) as there are patients ({tally.ids}) or more, as patient "
-                  "ids would (check that the patient id and test code columns are not "
-                  "swapped)")
+        common = (f"; no code is shown: the test code column has {len(counts)} distinct "
+                  f"values for {tally.ids} patients, as patient ids would (check that the "
+                  "patient id and test code columns are not swapped)")
     else:
         common = ("; no code is shown, as the column may hold ids or results (check that the"
                   " columns are labelled as the format expects)")
