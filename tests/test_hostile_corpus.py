@@ -1131,3 +1131,19 @@ def test_a_utf16_extract_in_a_folder_is_read_as_alone(tmp_path: Path, encoding: 
     _small_run(tmp_path, folder, written={"labs": len(BASELINE_ROWS)})
     inputs = _manifest(tmp_path / "out")["inputs"]["labs"]
     assert [Path(i["path"]).name for i in inputs] == ["labs.csv"]
+
+
+def test_a_stray_quote_among_trailing_delimiters_costs_its_own_row(tmp_path: Path) -> None:
+    """Data lines ending with a delimiter the header lacks, and one line among them with a
+    stray quote: the trailing field is still read as an unused column, and the stray quote
+    rejects only its own line (SPEC "Malformed CSV")."""
+    header, body = _text(extra_cell="").split("\n", 1)
+    lines = body.rstrip("\n").split("\n")
+    lines.insert(2, 'ZQXS01,2026-10-01,B12,"250,ng/L,')
+    text = _text().split("\n", 1)[0] + "\n" + "\n".join(lines) + "\n"
+    labs = _write(tmp_path / "labs.csv", text.encode())
+    _small_run(tmp_path, labs, "--max-reject-rate", "1", written={"labs": len(lines)})
+    rejected = pd.read_csv(tmp_path / "out" / "rejected.csv", dtype=str, keep_default_na=False)
+    malformed = rejected[rejected["reasons"].str.contains("malformed_row")]
+    assert malformed["source_row"].tolist() == ["4"]  # header is line 1
+    assert _manifest(tmp_path / "out")["unused_columns"]["labs"] == ["column_6"]

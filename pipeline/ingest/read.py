@@ -14,6 +14,7 @@ to read, a required column missing) are ``UserError``s naming the file and colum
 
 from __future__ import annotations
 
+import csv
 import glob
 import gzip
 import hashlib
@@ -348,48 +349,50 @@ def column_names(names: list[str]) -> list[str]:
     return [n or f"column_{i + 1}" for i, n in enumerate(cleaned)]
 
 
-#: Data lines looked at to tell a trailing delimiter on the data lines or the header alone.
+#: Data lines looked at to tell a trailing delimiter on the data lines or the header alone
+#: (a fixed sample: the loops below run over at most this many lines, never over rows).
 _TRAILING_SAMPLE = 200
 
 
 def _trailing_delimiter(data: bytes, delimiter: str, columns: list[str]) -> list[str]:
     """The header's columns, fitted to data lines that end with a delimiter the header does
-    not end with, or the reverse (some exports write one or the other so): each of the first
-    ``_TRAILING_SAMPLE`` data lines has one field more, and it is empty (an unused column
-    ``column_<n>`` is added), or one field fewer than a header whose last cell is blank
-    (that cell is dropped). Every row would otherwise be rejected as malformed."""
-    blank_last = columns[-1] == f"column_{len(columns)}"
-    more = _sample(data, delimiter, len(columns) + 1)
-    if more is not None and pc.all(pc.equal(pc.utf8_trim_whitespace(
-            more.column(len(columns))), "")).as_py():
-        return [*columns, f"column_{len(columns) + 1}"]
-    if blank_last and len(columns) > 1 and _sample(data, delimiter,
-                                                   len(columns) - 1) is not None:
+    not end with, or the reverse (some exports write one or the other so): most of the
+    first ``_TRAILING_SAMPLE`` data lines have one field more, and it is empty (an unused
+    column ``column_<n>`` is added), or one field fewer than a header whose last cell is
+    blank (that cell is dropped). Every row would otherwise be rejected as malformed; a
+    stray quote or a bad line among them still costs only its own row."""
+    fields = _sample_fields(data, delimiter)
+    if not fields:
+        return columns
+    n = len(columns)
+    more = sum(len(f) == n + 1 and not f[-1].strip() for f in fields)
+    if more * 2 > len(fields):
+        return [*columns, f"column_{n + 1}"]
+    fewer = sum(len(f) == n - 1 for f in fields)
+    if columns[-1] == f"column_{n}" and n > 1 and fewer * 2 > len(fields):
         return columns[:-1]
     return columns
 
 
-def _sample(data: bytes, delimiter: str, fields: int) -> pa.Table | None:
-    """The first data lines parsed as ``fields`` fields each, or None where any has another
-    number (or a quoted field runs beyond the sample)."""
+def _sample_fields(data: bytes, delimiter: str) -> list[list[str]]:
+    """The fields of each of the first non-blank data lines, each line parsed on its own
+    (so a stray quote spoils only its line): at most ``_TRAILING_SAMPLE`` lines of the
+    first MiB."""
     head = data[:1 << 20]  # not the whole file: splitting it would copy it
     lines = head.split(b"\n")[1:]
     if len(head) < len(data):
         lines = lines[:-1]  # complete lines only
-    lines = lines[:_TRAILING_SAMPLE]
-    sample = b"\n".join(line for line in lines if line.strip(b"\r \t"))
-    if not sample:
-        return None
-    names = [f"f{i}" for i in range(fields)]
+    text = [line.decode("utf-8", "replace").rstrip("\r") for line in lines
+            if line.strip(b"\r \t")][:_TRAILING_SAMPLE]
+    return [_line_fields(line, delimiter) for line in text]
+
+
+def _line_fields(line: str, delimiter: str) -> list[str]:
+    """One line's fields, or none where it is not delimited text (NULs, a lone CR)."""
     try:
-        return pacsv.read_csv(
-            io.BytesIO(sample + b"\n"),
-            read_options=pacsv.ReadOptions(column_names=names),
-            parse_options=pacsv.ParseOptions(delimiter=delimiter),
-            convert_options=pacsv.ConvertOptions(column_types=dict.fromkeys(names, pa.string()),
-                                                 strings_can_be_null=False))
-    except pa.ArrowInvalid:
-        return None
+        return next(csv.reader([line], delimiter=delimiter), [])
+    except csv.Error:
+        return []
 
 
 def _check_duplicates(names: list[str], path: Path | str, kind: str,
