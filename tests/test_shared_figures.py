@@ -385,3 +385,24 @@ def test_a_withheld_zero_is_withheld_where_it_is_the_same_count(tmp_path: Path) 
     log = pd.read_csv(tmp_path / "out" / "disclosure_log.csv", keep_default_na=False)
     why = dict(zip(log["cell"], log["why"], strict=True))
     assert why["b12_status/deficient/patients"].startswith("the same count as a withheld cell")
+
+
+def test_a_plot_whose_count_is_withheld_is_not_drawn(tmp_path: Path) -> None:
+    """Ten MMA results beside three active B12 results (withheld): the MMA plot's count is
+    withheld to protect them, so its bars, which would add up to it, are not drawn."""
+    rows = ["patient_id,collected_at,test_code,result,unit"]
+    rows += [f"P{i:03d},2026-10-01,B12,{200 + i % 300},ng/L" for i in range(500)]
+    rows += [f"A{i:03d},2026-10-01,HOLOTC,50,pmol/L" for i in range(3)]
+    rows += [f"M{i:03d},2026-10-01,MMA,0.30,umol/L" for i in range(10)]
+    (tmp_path / "labs.csv").write_text("\n".join(rows) + "\n", encoding="utf-8")
+    result = invoke("run", tmp_path / "labs.csv", "--out", tmp_path / "out", "--quiet")
+    assert result.exit_code == 0, result.output
+    log = pd.read_csv(tmp_path / "out" / "disclosure_log.csv", keep_default_na=False)
+    kinds = dict(zip(log["cell"], log["suppression"], strict=True))
+    assert kinds.get("distributions/mma/results") == "secondary"
+    page = (tmp_path / "out" / "report.html").read_text(encoding="utf-8")
+    figures = dict(re.findall(r'<figure id="distribution-([a-z_0-9]+)">(.*?)</figure>', page,
+                              flags=re.S))
+    assert "<svg" not in figures["mma"] and "[c] results: not drawn" in figures["mma"]
+    assert "<svg" not in figures["b12_active"] and "too few to draw" in figures["b12_active"]
+    assert "<svg" in figures["b12_total"]

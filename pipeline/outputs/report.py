@@ -530,6 +530,9 @@ def _distribution_section(
     for section in sections:
         if totals and section["analyte"] in totals:
             section["total"] = totals[section["analyte"]]
+            if section["total"] == "[c]" or section["total"].startswith("≤"):  # withheld:
+                section["svg"] = None  # its bars would add up to it: not drawn
+                section["withheld"] = section["total"] == "[c]"  # else too few to draw
     return sections
 
 
