@@ -361,9 +361,10 @@ def test_the_distribution_plot_counts_results_under_the_same_decision(tmp_path: 
     assert summary["accounting"]["labs"]["rows_rejected"] is None
     assert summary["accounting"]["labs"]["rows_accepted"] is None
     page = (tmp_path / "out" / "report.html").read_text(encoding="utf-8")
-    captions = re.findall(r"<figcaption>\s*(.*?) results;", page, flags=re.S)
-    assert captions == ["[c]"]
-    assert "100 results" not in page
+    figures = dict(re.findall(r'<figure id="distribution-([a-z_0-9]+)">(.*?)</figure>', page,
+                              flags=re.S))
+    assert "[c] results: not drawn" in figures["b12_total"]
+    assert "<svg" not in figures["b12_total"] and "100 results" not in page
 
 
 def test_a_withheld_zero_is_withheld_where_it_is_the_same_count(tmp_path: Path) -> None:

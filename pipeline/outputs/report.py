@@ -440,6 +440,7 @@ def _histogram(
         "total": _published_total(total, small_count, rounding),
         "cutoffs": ", ".join(f"{c:g}" for c in cutoffs),
         "svg": None,
+        "withheld": False,  # the count withheld to protect another ([c]): nothing drawn
     }
     if total <= small_count or bins is None:
         return section
