@@ -407,3 +407,17 @@ def test_a_plot_whose_count_is_withheld_is_not_drawn(tmp_path: Path) -> None:
     assert "<svg" not in figures["mma"] and "[c] results: not drawn" in figures["mma"]
     assert "<svg" not in figures["b12_active"] and "too few to draw" in figures["b12_active"]
     assert "<svg" in figures["b12_total"]
+
+
+def test_the_log_says_a_withheld_zero_follows_another_cell(reports: Path) -> None:
+    """A 0 is never withheld to protect a relation (hiding it hides nothing): the log names
+    the denominator or the twin it follows, which is what a reviewer signs off."""
+    zeros = 0
+    for folder in run_folders(reports):
+        log = pd.read_csv(folder / "disclosure_log.csv", keep_default_na=False)
+        for cell, reason in zip(log.loc[log["value"] == 0, "cell"],
+                                log.loc[log["value"] == 0, "why"], strict=True):
+            assert reason.startswith(("numerator of a withheld denominator",
+                                      "the same count as a withheld cell")), (cell, reason)
+            zeros += 1
+    assert zeros > 0

@@ -585,7 +585,9 @@ def _why(frame: pd.DataFrame, relations: pd.DataFrame, ties: pd.DataFrame, small
     why = pd.Series("", index=frame.index, dtype=object)
     why[frame["suppression"] == PRIMARY] = f"count between 1 and {small}"
     secondary = frame.index[frame["suppression"] == SECONDARY]
-    member = relations[relations["cell"].isin(secondary)]
+    # a 0 is never withheld to protect a relation (hiding it hides nothing): only as a
+    # numerator with its denominator, or as the same count as a withheld cell
+    member = relations[relations["cell"].isin(secondary[frame.loc[secondary, "value"] > 0])]
     hidden_primary = set(frame.index[frame["suppression"] == PRIMARY])
     relation_has = relations.assign(primary=relations["cell"].isin(hidden_primary))
     protecting = relation_has.groupby("relation")["primary"].any()
