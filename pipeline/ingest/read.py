@@ -162,8 +162,7 @@ def _is_extract(path: Path, spec: InputSpec) -> bool:
         return True  # let the reader report it
     if head[:2] == b"\x1f\x8b":
         return True
-    wide = ("utf-16" if head.startswith((b"\xff\xfe", b"\xfe\xff"))
-            else _utf16_without_bom(head))  # read as the reader will read it
+    wide = _utf16(head)  # read as the reader will read it
     head = head[:len(head) - len(head) % 2] if wide else head
     text = head.decode(wide or "utf-8", "replace").lstrip("\ufeff\r\n \t")
     first = text.split("\n", 1)[0].lower()
@@ -226,9 +225,7 @@ def _decode(data: bytes, encoding: str, path: Path, kind: str) -> tuple[bytes, s
     if encoding == "auto":
         if data.startswith(b"\xef\xbb\xbf"):
             encoding = "utf-8-sig"
-        elif data.startswith((b"\xff\xfe", b"\xfe\xff")):
-            encoding = "utf-16"
-        elif (wide := _utf16_without_bom(data)) is not None:
+        elif (wide := _utf16(data)) is not None:
             encoding = wide
         else:
             try:
@@ -263,11 +260,14 @@ def _decode(data: bytes, encoding: str, path: Path, kind: str) -> tuple[bytes, s
     return text.lstrip("\ufeff").encode("utf-8"), encoding, notes
 
 
-def _utf16_without_bom(data: bytes) -> str | None:
-    """``utf-16-le`` or ``utf-16-be`` for UTF-16 text without a byte-order mark (SQL Server's
-    ``bcp -w`` writes it so), else None: text never holds NUL bytes, and UTF-16 of the
-    Latin letters, digits and punctuation an extract is made of has one in every second
-    byte (the odd bytes little-endian, the even ones big-endian)."""
+def _utf16(data: bytes) -> str | None:
+    """The UTF-16 codec for ``data``, or None where it is not UTF-16: ``utf-16`` with a
+    byte-order mark; ``utf-16-le`` or ``utf-16-be`` without one (SQL Server's ``bcp -w``
+    writes it so): text never holds NUL bytes, and UTF-16 of the Latin letters, digits and
+    punctuation an extract is made of has one in every second byte (the odd bytes
+    little-endian, the even ones big-endian)."""
+    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
+        return "utf-16"
     sample = data[:4096]
     sample = sample[:len(sample) - len(sample) % 2]
     if len(sample) < 4:

@@ -19,8 +19,7 @@ from pipeline.kernels.hashing import factorize_keys
 from pipeline.kernels.sort import stable_order
 
 __all__ = ["SORT_KEY_BYTES", "cell_edges", "merge_sorted", "take_text", "text_buffers",
-           "used_codes",
-           "text_codes", "text_order"]
+           "text_codes", "text_order", "used_codes"]
 
 
 def text_buffers(text: pa.Array) -> tuple[np.ndarray, np.ndarray] | None:
