@@ -297,8 +297,10 @@ class Published:
                         "reasons": self.report_rows("rejected_by_reason", "rows", {}),
                         "note": self.note},
             "worklists": worklists,
-            "distribution_totals": {row: self.text(f"distributions/{row}/results")
-                                    for row in self.table("distributions")["row"]},
+            "distribution_totals": {  # per plot: its count as text, and how it is withheld
+                row: (self.text(key), str(self.cells.at[key, "suppression"]))
+                for row in self.table("distributions")["row"]
+                for key in [f"distributions/{row}/results"]},
             "measure_counts": self._measure_texts(),
             "breakdowns": self.breakdowns(definitions),
         }

@@ -24,6 +24,7 @@ from markupsafe import Markup
 from pipeline import __version__
 from pipeline.outputs.disclosure import (
     ROUNDING_MULTIPLE,
+    SECONDARY,
     SUPPRESSION_THRESHOLD,
     format_count,
     format_ratio,
@@ -519,10 +520,11 @@ def _distribution_section(
     rules_cutoffs: Mapping[str, Sequence[float]],
     small_count: int,
     rounding: int,
-    totals: Mapping[str, str] | None = None,
+    totals: Mapping[str, tuple[str, str]] | None = None,
 ) -> list[dict[str, Any]]:
-    """One plot per analyte; ``totals``: each plot's count of results as published (the
-    run's one disclosure decision), else suppressed here."""
+    """One plot per analyte; ``totals``: each plot's count of results as published and its
+    suppression ('', primary, secondary: the run's one disclosure decision), else
+    suppressed here."""
     order = list(ANALYTE_LABELS)
     order += sorted(a for a in counts if a not in ANALYTE_LABELS)
     sections = [_histogram(analyte, sorted(float(c) for c in rules_cutoffs.get(analyte, [])),
@@ -530,10 +532,10 @@ def _distribution_section(
                 for analyte in order]
     for section in sections:
         if totals and section["analyte"] in totals:
-            section["total"] = totals[section["analyte"]]
-            if section["total"] == "[c]" or section["total"].startswith("≤"):  # withheld:
-                section["svg"] = None  # its bars would add up to it: not drawn
-                section["withheld"] = section["total"] == "[c]"  # else too few to draw
+            section["total"], suppression = totals[section["analyte"]]
+            if suppression:  # withheld: its bars would add up to it, so none are drawn
+                section["svg"] = None
+                section["withheld"] = suppression == SECONDARY  # else too few to draw
     return sections
 
 
