@@ -36,7 +36,7 @@ __all__ = [
     "STATE_FILE",
     "apply_state",
     "find_previous_run",
-    "other_settings_note",
+    "previous_run",
     "read_state",
 ]
 
@@ -518,23 +518,25 @@ def find_previous_run(out_dir: Path, as_of: dt.date, rules_name: str,
     rules profile: the same name and, given ``rules_sha256``, the same settings (as
     ``trend`` compares months), so that new and persisting compare lists drawn with the same
     cut-offs. A manifest without the profile's hash is matched by name."""
-    same = [run for run in _earlier_runs(out_dir, as_of) if run[2] == rules_name
-            and (rules_sha256 is None or run[3] in ("", rules_sha256))]
-    return same[-1][4] if same else None
+    return previous_run(out_dir, as_of, rules_name, rules_sha256)[0]
 
 
-def other_settings_note(out_dir: Path, as_of: dt.date, rules_name: str, rules_sha256: str,
-                        previous: Path | None) -> str | None:
-    """A warning when a later run than ``previous`` used a profile of the same name with
-    other settings (an edited copy): its lists are not what this month's are compared with."""
+def previous_run(out_dir: Path, as_of: dt.date, rules_name: str,
+                 rules_sha256: str | None = None) -> tuple[Path | None, str | None]:
+    """``find_previous_run``, and a warning when a later run than the one found used a
+    profile of the same name with other settings (an edited copy): its lists are not what
+    this month's are compared with. The sibling folders are read once for both."""
     runs = _earlier_runs(out_dir, as_of)
-    later = [run[4] for run in runs].index(previous) + 1 if previous is not None else 0
-    skipped = [run for run in runs[later:] if run[2] == rules_name
-               and run[3] not in ("", rules_sha256)]
-    if not skipped:
-        return None
-    compared = (f"compared with {previous.name} instead" if previous is not None
+    named = [(i, run) for i, run in enumerate(runs) if run[2] == rules_name]
+    same = [(i, run) for i, run in named if rules_sha256 is None or run[3] in ("", rules_sha256)]
+    found = same[-1] if same else None
+    skipped = [run for i, run in named
+               if run[3] not in ("", rules_sha256) and (found is None or i > found[0])]
+    if rules_sha256 is None or not skipped:
+        return (found[1][4] if found else None), None
+    compared = (f"compared with {found[1][1]} instead" if found is not None
                 else "every listed patient is new")
-    return (f"worklist changes: run folder {skipped[-1][1]} used rules profile "
-            f"'{rules_name}' with other settings, so its lists are not compared "
-            f"({compared}); pass --previous {skipped[-1][4]} to compare with it anyway")
+    return (found[1][4] if found else None), (
+        f"worklist changes: run folder {skipped[-1][1]} used rules profile "
+        f"'{rules_name}' with other settings, so its lists are not compared "
+        f"({compared}); pass --previous {skipped[-1][4]} to compare with it anyway")

@@ -68,8 +68,7 @@ from pipeline.outputs.tables import (
 from pipeline.outputs.worklist_state import (
     ListState,
     apply_state,
-    find_previous_run,
-    other_settings_note,
+    previous_run,
 )
 from pipeline.outputs.worklists import LISTS, MMA_ADDON_MAX_DAYS, build_worklists
 from pipeline.outputs.xlsx import SheetSource
@@ -446,10 +445,8 @@ def _write_outputs(state: RunState, out: Path | None, previous: Path | None,
     trim_heap()
     prev = previous
     if previous is None:  # the latest earlier run with the same rules (name and settings)
-        prev = find_previous_run(out.resolve(), state.as_of, state.rules.name,
-                                 state.rules.sha256)
-        note = other_settings_note(out.resolve(), state.as_of, state.rules.name,
-                                   state.rules.sha256, prev)
+        prev, note = previous_run(out.resolve(), state.as_of, state.rules.name,
+                                  state.rules.sha256)
         if note:
             state.warnings.append(note)
     results = state.classified.results
