@@ -68,6 +68,8 @@ def random_args(n: int, seed: int) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataF
         "index_censor": _pick(rng, n, ["", "<", ">", None], "str"),
         "b12_total_ng_l": _numbers(rng, n, numbers),
         "b12_active_pmol_l": _numbers(rng, n, numbers),
+        "total_censor": _pick(rng, n, ["", "<", ">=", None], "str"),
+        "active_censor": _pick(rng, n, ["", ">", "<=", None], "str"),
         "mma_umol_l": _numbers(rng, n, numbers),
         "mma_at": stamp_column(),
         "b12_status": _pick(rng, n, ["unlikely", "deficient", "indeterminate", None, ""],
@@ -153,8 +155,9 @@ def reference(p: pd.DataFrame, attrs: pd.DataFrame, supplementation: pd.DataFram
             chain.append("R3 censored result spans a cut-off: indeterminate")
         same_day = [num("b12_total_ng_l"), num("b12_active_pmol_l")]
         if has_index and row["discordant"] and None not in same_day:
-            chain.append(f"R4 same-day total B12 {same_day[0]} ng/L and active B12 "
-                         f"{same_day[1]} pmol/L disagree: more severe band used")
+            chain.append(f"R4 same-day total B12 {text('total_censor')}{same_day[0]} ng/L and "
+                         f"active B12 {text('active_censor')}{same_day[1]} pmol/L disagree: "
+                         "more severe band used")
         mma = [num("mma_umol_l"), day("mma_at"), band("mma_sev", R._MMA_BAND)]
         if has_mma and None not in mma:
             status = (R.ARROW + row["b12_status"]

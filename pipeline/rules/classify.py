@@ -499,6 +499,8 @@ def _patients_table(usable: pd.DataFrame, attrs: pd.DataFrame, meds: pd.DataFram
     out["index_sev"] = index["sev"]
     out["mma_sev"] = mma["sev"].where(has_index)
     out["mma_censor"] = text_of(mma["censor"])
+    out["total_censor"] = total["censor"]  # R4's same-day pair as reported (read where
+    out["active_censor"] = active["censor"]  # discordant only, so kept as the codes)
     out["metformin_interval"] = r10["metformin_test_interval_days"]
     out["untreated_too_long"] = untreated.astype(bool)
     out["untreated_days"] = r12["untreated_days"]

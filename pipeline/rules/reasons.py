@@ -70,8 +70,8 @@ CLAUSES = (
     Clause("R3", when="censored_ambiguous", join=LINK,
            text="R3 censored result spans a cut-off: indeterminate"),
     Clause("R4", when="discordant", fires="has_index", join=LINK,
-           text="R4 same-day total B12 {same_day_total} ng/L and active B12 "
-                "{same_day_active} pmol/L disagree: more severe band used"),
+           text="R4 same-day total B12 {total_censor}{same_day_total} ng/L and active B12 "
+                "{active_censor}{same_day_active} pmol/L disagree: more severe band used"),
     Clause("R5", when="has_mma", fires="status_by_mma", join=LINK,
            text="R5 MMA {mma_censor}{mma_value} µmol/L ({mma_day}) {mma_band}"
                 "[ → {status_by_mma}]"),
@@ -107,7 +107,9 @@ def _slots(r9: dict[str, Any], r10: dict[str, Any]) -> dict[str, Slot]:
         "index_unit": Word("index_unit", string, missing=""),
         "index_day": Value("index_collected_at", day),
         "index_band": Word("index_sev", lookup(_B12_BAND)),
+        "total_censor": Word("total_censor", string, missing=""),
         "same_day_total": Value("b12_total_ng_l", number),
+        "active_censor": Word("active_censor", string, missing=""),
         "same_day_active": Value("b12_active_pmol_l", number),
         "mma_censor": Word("mma_censor", string, missing=""),
         "mma_value": Value("mma_umol_l", number),

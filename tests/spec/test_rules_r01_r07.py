@@ -117,6 +117,8 @@ R4_LABS = """
     R4_disc_total       | 2026-10-01       | HOLOTC    | 50     | pmol/L
     R4_disc_times       | 2026-10-01T08:00 | B12       | 150    | ng/L    # same day, not same time
     R4_disc_times       | 2026-10-01T16:30 | HOLOTC    | 80     | pmol/L
+    R4_disc_censored    | 2026-10-01T09:00 | B12       | <200   | ng/L
+    R4_disc_censored    | 2026-10-01T08:00 | HOLOTC    | 20     | pmol/L
     R4_agree            | 2026-10-01       | B12       | 400    | ng/L
     R4_agree            | 2026-10-01       | HOLOTC    | 80     | pmol/L
     R4_same_time_lower  | 2026-10-01T09:00 | B12       | 400    | ng/L
@@ -139,6 +141,7 @@ R4_EXPECTED = """
     R4_disc_active      | deficient  | b12_active | 20          |              | 2026-10-01         | T          | 400
     R4_disc_total       | deficient  | b12_total  | 150         |              | 2026-10-01         | T          | 150
     R4_disc_times       | deficient  | b12_total  | 150         |              | 2026-10-01         | T          | 150
+    R4_disc_censored    | deficient  | b12_active | 20          |              | 2026-10-01         | T          | 200
     R4_agree            | unlikely   | b12_total  | 400         |              | 2026-10-01         | F          | 400
     R4_same_time_lower  | deficient  | b12_total  | 170         |              | 2026-10-01         | F          | 170
     R4_same_time_censor | deficient  | b12_total  | 150         | <            | 2026-10-01         | F          | 150
@@ -330,3 +333,6 @@ def test_reasons_sentence_names_rules_values_and_dates(patients: pd.DataFrame) -
     assert ("R4 same-day total B12 400 ng/L and active B12 20 pmol/L disagree: more severe "
             "band used") in patients.loc["R4_disc_active", "reasons"]
     assert patients.loc["R4_disc_active", "rule_ids"] == "R1 R2 R4 R8 R9"
+    # the compared pair as reported: a censored total keeps its "<"
+    assert ("R4 same-day total B12 <200 ng/L and active B12 20 pmol/L disagree"
+            in patients.loc["R4_disc_censored", "reasons"])
