@@ -265,17 +265,21 @@ def retest_due(on_b12: pd.Series, treatment_start: pd.Series, check_day: pd.Seri
     return _flag(on_b12) & long_enough & ~checked
 
 
-def not_responding(on_b12: pd.Series, status: pd.Series, index_at: pd.Series,
-                   check_day: pd.Series) -> pd.Series:
-    """R12: deficient on R11's check test while still on the course (adherence,
+def not_responding(status: pd.Series, index_at: pd.Series,
+                   tested_check_day: pd.Series) -> pd.Series:
+    """R12: deficient on R11's check test, taken while on the course (adherence,
     absorption or route needs review).
 
-    The check test is the latest B12 test on or after ``check_day``: the index test (R4's
-    most recent in the look-back) whenever it is that late, so the status it gave is the
-    check's result.
+    The check test is the latest B12 test on or after the course's ``check_from`` day:
+    the index test (R4's most recent in the look-back) whenever it is that late, so the
+    status it gave is the check's result. ``tested_check_day`` is that day for the course
+    the index test was taken in (missing when it was taken off treatment). Where the SPEC
+    is silent: a course that has lapsed since does not clear the flag. The patient did not
+    respond and is now untreated too; waiting for the untreated limb's 90 days would delay
+    the review of someone already shown not to respond.
     """
-    on_check = (index_at.dt.floor("D") >= check_day).fillna(False).astype(bool)
-    return _flag(on_b12) & (status == "deficient") & on_check
+    on_check = (index_at.dt.floor("D") >= tested_check_day).fillna(False).astype(bool)
+    return (status == "deficient") & on_check
 
 
 def untreated_too_long(status: pd.Series, index_at: pd.Series, on_b12: pd.Series,

@@ -152,8 +152,11 @@ def band_results(results: pd.DataFrame, rules: RulesProfile) -> pd.DataFrame:
 
 
 def _medication_features(meds: pd.DataFrame | None, n: int, as_of: date,
-                         gap_days: int) -> pd.DataFrame:
-    """Per-patient prescription facts on the as-of date.
+                         gap_days: int, index_day: pd.Series) -> pd.DataFrame:
+    """Per-patient prescription facts on the as-of date, and the start of the B12 course
+    the index test was taken in (``tested_course_start``; missing when it was taken off
+    treatment), which R12's not-responding limb reads whether or not that course is still
+    running.
 
     A prescription may come as several rows, one per class it belongs to (a metformin
     combination product is a ``metformin`` row and a ``b12_combination`` row), so each fact
@@ -167,6 +170,7 @@ def _medication_features(meds: pd.DataFrame | None, n: int, as_of: date,
         out["metformin_dose"] = np.nan
         out["first_metformin"] = empty_time
         out["treatment_start"] = empty_time
+        out["tested_course_start"] = empty_time
         return out
     ts = pd.Timestamp(as_of)
     started = meds["start_date"] <= ts
@@ -197,6 +201,16 @@ def _medication_features(meds: pd.DataFrame | None, n: int, as_of: date,
     current = course_start.groupby(b12["pid"]).last()
     out["treatment_start"] = current.reindex(out.index).astype("datetime64[us]")
     out.loc[~out["on_b12"], "treatment_start"] = pd.NaT
+    # the course holding the index test's day (courses never overlap: at most one each)
+    course = new_course.cumsum()
+    spans = pd.DataFrame({"pid": b12["pid"], "start": course_start, "end": end}) \
+        .groupby(course.to_numpy(), sort=False).agg(pid=("pid", "first"),
+                                                    start=("start", "first"),
+                                                    end=("end", "max"))
+    day = index_day.dt.floor("D").to_numpy()[spans["pid"].to_numpy(dtype=np.int64)]
+    held = spans[(spans["start"].to_numpy() <= day) & (day <= spans["end"].to_numpy())]
+    out["tested_course_start"] = pd.Series(held["start"].to_numpy(), index=held["pid"]) \
+        .reindex(out.index).astype("datetime64[us]")
     return out
 
 
@@ -402,7 +416,8 @@ def _patients_table(usable: pd.DataFrame, attrs: pd.DataFrame, meds: pd.DataFram
     # only report the MMA that R5 considered
     has_index = index["analyte"].notna()
 
-    med = _medication_features(meds, n, as_of, rules.rule("R11")["treatment_gap_days"])
+    med = _medication_features(meds, n, as_of, rules.rule("R11")["treatment_gap_days"],
+                               index["collected_at"])
     b12_rows = codes != 2
     tested, last_at = idx.group_max(usable["pid"].to_numpy()[b12_rows],
                                     idx.times(usable["collected_at"])[b12_rows])
@@ -430,17 +445,19 @@ def _patients_table(usable: pd.DataFrame, attrs: pd.DataFrame, meds: pd.DataFram
         age_years=r10["risk_age_years"], dose_mg=r10["risk_dose_mg_per_day"],
         years=r10["risk_years_on_metformin"])
     risk = actions.metformin_risk(risk_factors)
-    check_day = actions.check_from(
-        med["treatment_start"], attrs["pregnant"], after_days=r11["retest_after_days"],
-        after_days_pregnant=r11["retest_after_days_pregnant"],
-        early_days=r11["retest_early_days"], early_days_pregnant=r11["retest_early_days_pregnant"])
+    check_settings = {"after_days": r11["retest_after_days"],
+                      "after_days_pregnant": r11["retest_after_days_pregnant"],
+                      "early_days": r11["retest_early_days"],
+                      "early_days_pregnant": r11["retest_early_days_pregnant"]}
+    check_day = actions.check_from(med["treatment_start"], attrs["pregnant"], **check_settings)
     retest = actions.retest_due(med["on_b12"], med["treatment_start"], check_day, last_test,
                                 attrs["pregnant"], as_of, after_days=r11["retest_after_days"],
                                 after_days_pregnant=r11["retest_after_days_pregnant"])
     untreated = actions.untreated_too_long(status, index["collected_at"], med["on_b12"], as_of,
                                            r12["untreated_days"])
-    not_responding = actions.not_responding(med["on_b12"], status, index["collected_at"],
-                                            check_day)
+    not_responding = actions.not_responding(
+        status, index["collected_at"],
+        actions.check_from(med["tested_course_start"], attrs["pregnant"], **check_settings))
     limbs = actions.urgent_limbs(status, attrs["neurological_symptoms"], attrs["pregnant"],
                                  untreated, not_responding)
     urgent = actions.urgent_review(limbs)
