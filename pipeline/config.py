@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import codecs
 import copy
+import dataclasses
 import hashlib
 import json
 import re
@@ -299,6 +300,9 @@ class InputSpec:
     no: tuple[str, ...] = ("false", "no", "n", "0")
     classes: tuple[tuple[str, str], ...] = ()
     class_codes: dict[str, str] = field(default_factory=dict)
+    #: the format's column map of each other input: a file given as the wrong input is
+    #: recognised by the names this format gives that input's columns
+    others: dict[str, dict[str, tuple[str, ...]]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -512,6 +516,9 @@ def load_format(name_or_path: str | None = None) -> ExtractFormat:
         if missing:
             raise UserError(f"format {path} does not map required {kind} column(s): "
                             f"{', '.join(missing)}", EXIT_USAGE)
+    specs = {kind: dataclasses.replace(spec, others={other: specs[other].columns
+                                                     for other in KINDS if other != kind})
+             for kind, spec in specs.items()}
     name = raw.get("format", {}).get("name", path.stem)
     digest = hashlib.sha256(path.read_bytes())
     if borrowed:

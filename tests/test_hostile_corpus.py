@@ -41,6 +41,8 @@ import pytest
 
 from tests.conftest import invoke
 
+SAMPLES = Path(__file__).resolve().parents[1] / "sample_data"
+
 AS_OF = "2026-10-31"
 #: planted in every input: a patient id prefix and a result value that must never be shown
 PLANTED = ("ZQX", "987.654")
@@ -559,6 +561,20 @@ STOPS: dict[str, tuple[Callable[[Path], list], str, int]] = {
                                 "looks like a patients file", 1),
     "patients_as_labs": (lambda t: [_write(t / "p.csv", PATIENTS_CSV)],
                          "looks like a patients file", 1),
+    # recognised by the names the format gives the other input's columns, not only canonical
+    "uk_lab_medications_as_patients": (lambda t: [
+        SAMPLES / "uk-lab" / "labs.csv", "--format", "uk-lab",
+        "--patients", SAMPLES / "uk-lab" / "medications.csv"],
+        "looks like a medications file (it has Drug, Start Date), not patients; give it as "
+        "the medications input (--medications)", 1),
+    "omop_drug_exposure_as_patients": (lambda t: [
+        SAMPLES / "omop" / "measurement.csv", "--format", "omop",
+        "--patients", SAMPLES / "omop" / "drug_exposure.csv"],
+        "looks like a medications file", 1),
+    "omop_person_as_medications": (lambda t: [
+        SAMPLES / "omop" / "measurement.csv", "--format", "omop",
+        "--medications", SAMPLES / "omop" / "person.csv"],
+        "looks like a patients file", 1),
     "no_such_file": (lambda t: [t / "nosuch.csv"], "no such file or folder", 1),
     "glob_matches_nothing": (lambda t: [f"{t}/nothing-*.csv"], "no files match", 1),
     "folder_of_notes_only": (lambda t: [_write(t / "in" / "notes.txt", "ZQX001 987.654\n")

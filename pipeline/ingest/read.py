@@ -935,7 +935,10 @@ def _check_required(kind: str, spec: InputSpec, found: list[str], where: str) ->
     if not any(has(c) for c in own):
         for other in REQUIRED_COLUMNS:
             signature, needed = _signature(other)
-            theirs = [c for c in signature if c.lower() in lower]
+            names = spec.others.get(other, {})  # what this format calls that input's columns
+            theirs = [next(n for n in (*names.get(c, ()), c) if n.lower() in lower)
+                      for c in signature
+                      if any(n.lower() in lower for n in (*names.get(c, ()), c))]
             if other != kind and len(theirs) >= needed:
                 raise UserError(f"{kind}: {where} looks like a {other} file (it has "
                                 f"{', '.join(theirs)}), not {kind}; give it as the "
