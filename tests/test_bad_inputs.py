@@ -19,6 +19,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+import pipeline
 from pipeline.ingest.validate import LAB_REASONS, MEDICATION_REASONS, PATIENT_REASONS
 from tests.conftest import invoke
 
@@ -153,9 +154,16 @@ WHOLE_INPUT: dict[str, Case] = {
         "labs: {t}/labs.csv is not valid UTF-8 (line 2, byte 71); declare its encoding in the "
         "format's [read] table", 1),
     "no_usable_results_and_no_as_of": (
-        lambda t: [_write(t / "labs.csv", HEADER + "0001,2026-10-01,FERRITIN,40,ug/L\n")],
+        lambda t: [_write(t / "labs.csv", HEADER + "0001,2026-10-01,B12,abc,ng/L\n"),
+                   "--max-reject-rate", "1"],
         "labs: no usable B12 or MMA results, so the as-of date cannot be inferred; give "
         "--as-of", 1),
+    "no_code_mapped_and_no_as_of": (  # the format is what to fix, not the missing --as-of
+        lambda t: [_write(t / "labs.csv", HEADER + "0001,2026-10-01,FERRITIN,40,ug/L\n")],
+        "labs: none of the 1 rows has a test code mapped by format 'canonical' ({configs}/"
+        "formats/canonical.toml); no code is shown, as the column may hold ids or results "
+        "(check that the columns are labelled as the format expects); so there is no B12 or "
+        "MMA result to infer the as-of date from: check --format (docs/formats.md)", 1),
     "unknown_format_name": (lambda t: [_write(t / "labs.csv", HEADER + GOOD),
                                        "--format", "lims9"],
                             "unknown format 'lims9' (shipped: canonical, omop, uk-lab)", 2),
@@ -191,7 +199,8 @@ def test_whole_input_failure(tmp_path: Path, case: str) -> None:
     assert result.exit_code == code, result.output
     assert "Traceback" not in result.output
     lines = [ln for ln in result.stderr.splitlines() if ln.strip()]
-    assert lines == [f"b12screen: error: {message.format(t=tmp_path)}"]
+    configs = Path(pipeline.__file__).resolve().parents[1] / "configs"
+    assert lines == [f"b12screen: error: {message.format(t=tmp_path, configs=configs)}"]
     assert not out.exists()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".out")]
 

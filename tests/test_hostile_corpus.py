@@ -580,7 +580,7 @@ STOPS: dict[str, tuple[Callable[[Path], list], str, int]] = {
     "folder_of_notes_only": (lambda t: [_write(t / "in" / "notes.txt", "ZQX001 987.654\n")
                                         .parent], "holds no .csv or .parquet files", 1),
     "mislabelled_without_as_of": (lambda t: [_mislabelled(t), "--max-reject-rate", "1"],
-                                  "no usable B12 or MMA results", 1),
+                                  "has a test code mapped by format 'canonical'", 1),
     "every_row_rejected": (lambda t: [_write(t / "labs.csv", _csv_text(LABS_HEADER, [
         ("ZQX001", "2026-10-01", "B12", "abc", "ng/L"),
         ("ZQX002", "2026-10-01", "B12", "987.654", "furlongs")]))],

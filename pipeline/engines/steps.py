@@ -107,6 +107,12 @@ def default_as_of(labs: Validated) -> date:
     reproducible: any row's date counts (other tests too), unless it is unparseable,
     before 1900 or after today (those rows are rejected for their date)."""
     if not labs.counts["rows_accepted"] or labs.latest_collected is None:
+        from pipeline.ingest.validate import NO_CODE_MAPPED  # loaded: it validated labs
+
+        wrong_format = [w for w in labs.warnings if w.startswith(NO_CODE_MAPPED)]
+        if wrong_format:  # the cause to fix first: --as-of would only date an empty month
+            raise UserError(f"{wrong_format[0]}; so there is no B12 or MMA result to infer "
+                            "the as-of date from: check --format (docs/formats.md)")
         raise UserError("labs: no usable B12 or MMA results, so the as-of date cannot be"
                         " inferred; give --as-of")
     return labs.latest_collected.date()

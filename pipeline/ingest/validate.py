@@ -488,6 +488,8 @@ def _code_tally(code_of: np.ndarray, codes_u: pd.Series, has_code: np.ndarray,
     return CodeTally(tally, kept, patients, ids)
 
 
+#: How the warning for an extract without one mapped test code begins (a wrong format).
+NO_CODE_MAPPED = "labs: none of the "
 #: A code longer than this may be an id, and is never printed.
 MAX_PRINTED_CODE = 8
 #: Control and format characters (C0, C1, zero-width, bidirectional overrides, BOM): a code
@@ -533,7 +535,7 @@ def unmapped_warning(tally: CodeTally, fmt: ExtractFormat, small_count: int = 7)
     else:
         common = ("; no code is shown, as the column may hold ids or results (check that the"
                   " columns are labelled as the format expects)")
-    return [f"labs: none of the {total} rows has a test code mapped by format "
+    return [f"{NO_CODE_MAPPED}{total} rows has a test code mapped by format "
             f"'{fmt.name}' ({fmt.path}){common}"]
 
 
