@@ -187,8 +187,9 @@ def test_index_result_without_a_unit_shows_the_unit_it_was_read_in(tmp_path: Pat
     assert mma.loc["WL_unit_given", "index_result"] == "160 pmol/L"
     supplementation = read_list(out, "supplementation").set_index("patient_id")
     assert supplementation.loc["WL_no_unit_lt", "index_result"] == "<111 pmol/L"
-    sheet = openpyxl.load_workbook(out / "worklists.xlsx", read_only=True)["mma"]
-    shown = [[cell.value for cell in row] for row in sheet.iter_rows()]
+    book = openpyxl.load_workbook(out / "worklists.xlsx", read_only=True)
+    shown = [[cell.value for cell in row] for row in book["mma"].iter_rows()]
+    book.close()  # read-only keeps the file open: unclosed, a later test's GC warns
     header = next(i for i, row in enumerate(shown) if "index_result" in row)
     column = shown[header].index("index_result")
     assert "157 pmol/L" in [row[column] for row in shown[header + 1:]]
