@@ -164,6 +164,18 @@ WHOLE_INPUT: dict[str, Case] = {
         "formats/canonical.toml); no code is shown, as the column may hold ids or results "
         "(check that the columns are labelled as the format expects); so there is no B12 or "
         "MMA result to infer the as-of date from: check --format (docs/formats.md)", 1),
+    "canonical_columns_under_another_format": (  # the reader reads the format's names only
+        lambda t: [_write(t / "labs.csv", HEADER + GOOD), "--format", "omop"],
+        "labs: required column person_id, measurement_datetime or measurement_date, "
+        "measurement_source_value or measurement_concept_id, value_as_number or "
+        "value_source_value missing in {t}/labs.csv; columns found: patient_id, collected_at, "
+        "test_code, result, unit; its columns are those of the canonical format (--format "
+        "canonical, the default)", 1),
+    "one_canonical_name_under_another_format": (
+        lambda t: [_write(t / "labs.csv", "patient_id;Sample Date;Test;Result;Units\n"
+                          "0001;01/10/2026;B12;150;ng/L\n"), "--format", "uk-lab"],
+        "labs: required column Patient ID missing in {t}/labs.csv; columns found: patient_id, "
+        "Sample Date, Test, Result, Units", 1),
     "unknown_format_name": (lambda t: [_write(t / "labs.csv", HEADER + GOOD),
                                        "--format", "lims9"],
                             "unknown format 'lims9' (shipped: canonical, omop, uk-lab)", 2),

@@ -922,13 +922,15 @@ def _check_required(kind: str, spec: InputSpec, found: list[str], where: str) ->
     columns but another input's (medications given as ``--patients``)."""
     lower = {c.lower() for c in found}
 
-    def has(canon: str, kind_spec: InputSpec | None = None) -> bool:
-        sources = (kind_spec or spec).columns.get(canon, (canon,))
-        return any(s.lower() in lower for s in (*sources, canon))
+    def has(canon: str) -> bool:  # the column as named by the format, or by its own name
+        return mapped(canon) or canon.lower() in lower
+
+    def mapped(canon: str) -> bool:  # what the reader will read: the format's names only
+        return any(s.lower() in lower for s in spec.columns.get(canon, (canon,)))
 
     missing = []
     for canon in REQUIRED_COLUMNS[kind]:
-        if not has(canon):
+        if not mapped(canon):
             sources = spec.columns.get(canon, (canon,))
             missing.append(sources[0] if len(sources) == 1 else " or ".join(sources))
     own = [c for c in CANONICAL_COLUMNS[kind] if c not in SHARED_KEYS]
@@ -951,8 +953,11 @@ def _check_required(kind: str, spec: InputSpec, found: list[str], where: str) ->
                         f"like data); add a first line naming the columns, e.g. "
                         f"{', '.join(REQUIRED_COLUMNS[kind])}")
     shown = ", ".join(found) if found else "(none)"
+    hint = ("; its columns are those of the canonical format (--format canonical, the "
+            "default)") if all(c.lower() in lower for c in REQUIRED_COLUMNS[kind]) \
+        else ""
     raise UserError(f"{kind}: required column {', '.join(missing)} missing in {where};"
-                    f" columns found: {shown}")
+                    f" columns found: {shown}{hint}")
 
 
 def _signature(kind: str) -> tuple[list[str], int]:
