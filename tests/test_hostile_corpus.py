@@ -45,7 +45,9 @@ SAMPLES = Path(__file__).resolve().parents[1] / "sample_data"
 
 AS_OF = "2026-10-31"
 #: planted in every input: a patient id prefix and a result value that must never be shown
-PLANTED = ("ZQX", "987.654")
+#: a UUID pseudonym (hex, so it cannot hold "ZQX")
+UUID_ID = "e7b9a4c2-5d1f-4a8e-9b3c-2f6d8e1a0c4b"
+PLANTED = ("ZQX", "987.654", UUID_ID)
 LABS_HEADER = ("patient_id", "collected_at", "test_code", "result", "unit")
 PATIENTS_HEADER = ("patient_id", "birth_date", "age_years", "sex", "diet", "pregnant",
                    "neurological_symptoms", "ileal_resection_cm")
@@ -517,6 +519,10 @@ STOPS: dict[str, tuple[Callable[[Path], list], str, int]] = {
     "headerless_patients": (lambda t: [_labs(t / "labs.csv"), "--patients",
                                        _write(t / "p.csv", "ZQX001,1950-01-01,F,vegan\n")],
                             "seems to have no header row", 1),
+    "headerless_patients_uuid_ids": (lambda t: [_labs(t / "labs.csv"), "--patients", _write(
+        t / "p.csv", f"{UUID_ID},F,vegan,no,no,no,yes,no\n")], "seems to have no header row", 1),
+    "headerless_patients_long_ids": (lambda t: [_labs(t / "labs.csv"), "--patients", _write(
+        t / "p.csv", "ZQXab12cd34,yes,no\n")], "seems to have no header row", 1),
     "header_only_labs": (lambda t: [_write(t / "labs.csv", ",".join(LABS_HEADER) + "\n")],
                          "no data rows", 1),
     "header_only_labs_parquet": (lambda t: [_parquet(t / "labs.parquet", LABS_HEADER, [])],

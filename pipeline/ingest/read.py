@@ -970,12 +970,20 @@ def _signature(kind: str) -> tuple[list[str], int]:
     return [c for c in CANONICAL_COLUMNS[kind] if c not in SHARED_KEYS], 2
 
 
-_DATA_LIKE = re.compile(r"^[<>=\s]*[+-]?\d|^[A-Za-z]{0,4}\d{3,}")
+_DATA_LIKE = re.compile(
+    r"^[<>=\s]*[+-]?\d"  # a number, a date, a result
+    r"|^[A-Za-z]{0,4}\d{3,}"  # an id: letters then digits (P000123)
+    r"|^[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-"  # a UUID pseudonym
+    r"|^(?=[\w.-]{8,}$)(?=(?:\D*\d){3})[\w.-]*[A-Za-z]"  # a long token of letters and digits
+    r"|^(?:y|n|yes|no|true|false|m|f|male|female|vegan|vegetarian|omnivore)$",  # values
+    re.IGNORECASE)
 
 
 def looks_like_data(names: list[str]) -> bool:
-    """Whether a header line holds data rather than names: a cell that is a number, a date
-    or an id-like code (letters then digits, ``P000123``). Column names rarely are."""
+    """Whether a header line holds data rather than names: a cell that is a number, a date,
+    an id-like code (letters then digits, a UUID, a long mix of letters and digits) or a
+    yes/no, sex or diet value. Column names rarely are; printing a data line would print a
+    patient's id."""
     return any(_DATA_LIKE.search(n.strip()) for n in names)
 
 
