@@ -84,9 +84,12 @@ def _as_of(text: str | None) -> date | None:
     if text is None:
         return None
     try:
-        return datetime.strptime(text, "%Y-%m-%d").date()
+        day = datetime.strptime(text, "%Y-%m-%d").date()
     except ValueError as exc:
         raise UserError(f"--as-of must be a date YYYY-MM-DD, got '{text}'", EXIT_USAGE) from exc
+    if day.year < 1900:  # a typo (0026 for 2026): no result that old is read either
+        raise UserError(f"--as-of must be a date from 1900 on, got '{text}'", EXIT_USAGE)
+    return day
 
 
 @contextmanager
