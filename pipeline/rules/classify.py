@@ -173,6 +173,10 @@ def _medication_features(meds: pd.DataFrame | None, n: int, as_of: date,
         out["tested_course_start"] = empty_time
         return out
     ts = pd.Timestamp(as_of)
+    # by calendar day, as the as-of date is: a course started at 09:00 on the as-of date
+    # is active on it (OMOP's drug_exposure_start_datetime carries a time)
+    meds = meds.assign(start_date=meds["start_date"].dt.floor("D"),
+                       end_date=meds["end_date"].dt.floor("D"))
     started = meds["start_date"] <= ts
     active = started & (meds["end_date"].isna() | (meds["end_date"] >= ts))
     cls = meds["med_class"]

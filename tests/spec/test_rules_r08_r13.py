@@ -380,6 +380,7 @@ R12_LABS = """
     R12_deficient_day_10    | 2026-05-11   | B12       | 150    | ng/L    # day 10: not the check
     R12_check_then_lapsed   | 2026-08-10   | B12       | 150    | ng/L    # day 101; course ends 10-15
     R12_test_after_lapse    | 2026-07-20   | B12       | 150    | ng/L    # course ended 05-31
+    R12_started_as_of_09h   | 2026-06-01   | B12       | 150    | ng/L
     R12_check_indeterminate | 2026-08-01   | B12       | 250    | ng/L
     R12_indeterminate_pregnant | 2026-10-03 | B12      | 250    | ng/L
     R12_unlikely_neuro      | 2026-10-03   | B12       | 400    | ng/L
@@ -411,6 +412,7 @@ R12_MEDICATIONS = """
     R12_deficient_day_10    | Cyanocobalamin 1mg tablets | 2026-05-01 |
     R12_check_then_lapsed   | Cyanocobalamin 1mg tablets | 2026-05-01 | 2026-10-15
     R12_test_after_lapse    | Cyanocobalamin 1mg tablets | 2026-03-01 | 2026-05-31
+    R12_started_as_of_09h   | Cyanocobalamin 1mg tablets | 2026-10-31T09:00:00 |
     R12_check_indeterminate | Cyanocobalamin 1mg tablets | 2026-05-01 |
     R12_combination_only    | Metformin 500 mg + methylcobalamin 500 micrograms | 2026-01-01 |
 """
@@ -436,6 +438,7 @@ R12_EXPECTED = """
     R12_deficient_day_10    | deficient     | F             | F                  | F
     R12_check_then_lapsed   | deficient     | T             | F                  | T    # did not respond, now untreated too
     R12_test_after_lapse    | deficient     | T             | T                  | F    # tested off treatment
+    R12_started_as_of_09h   | deficient     | F             | F                  | F    # started on the as-of day
     R12_check_indeterminate | indeterminate | F             | F                  | F
     R12_indeterminate_pregnant | indeterminate | F          | F                  | F    # pregnancy: urgent when deficient
     R12_unlikely_neuro      | unlikely      | F             | F                  | F
