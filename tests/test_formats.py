@@ -24,7 +24,7 @@ from pipeline.config import (
     shipped_formats,
 )
 from pipeline.errors import UserError
-from pipeline.ingest.harmonise import unit_factors
+from pipeline.ingest.harmonise import medication_classes, unit_factors
 from tests.conftest import invoke
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -475,3 +475,39 @@ def test_a_folder_named_like_a_shipped_format_does_not_hide_it(
     assert manifest["rules"]["name"] == "nice-ng239"
     result = invoke("run", labs, "--format", "omop/", "--out", tmp_path / "out2", "--quiet")
     assert result.exit_code == 2 and "format file not found: omop/" in result.stderr
+
+
+#: (prescription name as a UK record writes it, the classes it must count in)
+MEDICATION_NAMES = [
+    ("Hydroxocobalamin 1mg/1ml solution for injection ampoules", {"b12_injection"}),
+    ("Neo-Cytamen 1000micrograms/1ml solution for injection ampoules", {"b12_injection"}),
+    ("Cobalin-H 1mg/1ml solution for injection ampoules", {"b12_injection"}),
+    ("Cytamen 1000micrograms/1ml injection", {"b12_injection"}),
+    ("Vit B12 1mg/1ml inj", {"b12_injection"}),
+    ("B12 injection", {"b12_injection"}),
+    ("Cyanocobalamin 1mg tablets", {"b12_oral"}),
+    ("Vit. B12 1000microgram tablets", {"b12_oral"}),
+    ("Cytacon 50micrograms tablets", {"b12_oral"}),
+    ("Orobalin 1mg tablets", {"b12_oral"}),
+    ("Metformin 500mg modified-release tablets", {"metformin"}),
+    ("Glucophage SR 500mg prolonged-release tablets", {"metformin"}),
+    ("Janumet 50mg/1000mg tablets", {"metformin"}),
+    ("Metformin 500 mg + methylcobalamin 500 micrograms", {"metformin", "b12_combination"}),
+    ("Losec 20mg gastro-resistant capsules", {"acid_suppressant"}),
+    ("Nexium 40mg tablets", {"acid_suppressant"}),
+    ("Omeprazole 20mg gastro-resistant capsules", {"acid_suppressant"}),
+    ("Aripiprazole 10mg tablets", set()),  # an antipsychotic, though it ends in -prazole
+    ("Folic acid 5mg tablets", set()),
+    ("Ab12 cream", set()),  # 'b12' inside a word is not B12
+]
+
+
+@pytest.mark.parametrize("name", ["canonical", "uk-lab", "omop"])
+def test_shipped_formats_class_uk_prescription_names(name: str) -> None:
+    """Brand and abbreviated names (Neo-Cytamen, Cobalin-H, Vit B12 inj, Glucophage, Losec)
+    count as their medicine: an unrecognised B12 injection made its patient look untreated
+    (urgent) and left them off the retest list."""
+    names = pd.Series([n for n, _ in MEDICATION_NAMES], dtype="str")
+    found = medication_classes(names, None, load_format(name).medications)
+    got = [{c for c in found.columns if found.iloc[i][c]} for i in range(len(names))]
+    assert dict(zip(names, got, strict=True)) == dict(MEDICATION_NAMES)
