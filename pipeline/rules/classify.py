@@ -110,12 +110,14 @@ def cohort_positions(cohort: pd.Index, ids: pd.Series) -> np.ndarray:
 
 
 def _site_thresholds(site: pd.Series, rules: RulesProfile, rule_id: str, key: str) -> np.ndarray:
-    """Per-row threshold: the performing lab's profile if it has one, else the default."""
+    """Per-row threshold: the performing lab's profile if it has one, else the default.
+    Site ids match as codes and units do, whatever their case and surrounding spaces."""
     default = float(rules.rule(rule_id)[key])
     if not rules.sites:
         return np.full(len(site), default)
-    mapping = {s: float(p.rule(rule_id)[key]) for s, p in rules.sites.items()}
-    return lookup(site, mapping, "float64").fillna(default).to_numpy()
+    mapping = {s.strip().upper(): float(p.rule(rule_id)[key]) for s, p in rules.sites.items()}
+    return lookup(site.astype("str").str.strip().str.upper(), mapping, "float64") \
+        .fillna(default).to_numpy()
 
 
 def _censor_array(censor: pd.Series) -> np.ndarray:

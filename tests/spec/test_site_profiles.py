@@ -29,6 +29,7 @@ PROFILE = """
 LABS = """
     patient_id          | collected_at | test_code | result | unit   | site_id
     SITE_labx_190       | 2026-10-03   | B12       | 190    | ng/L   | LABX
+    SITE_labx_lower     | 2026-10-03   | B12       | 190    | ng/L   | labx    # as codes: any case
     SITE_laby_190       | 2026-10-03   | B12       | 190    | ng/L   | LABY    # not mapped
     SITE_none_190       | 2026-10-03   | B12       | 190    | ng/L   |
     SITE_labx_200       | 2026-10-03   | B12       | 200    | ng/L   | LABX
@@ -44,6 +45,7 @@ LABS = """
 EXPECTED = """
     patient_id       | b12_status    | status_basis | needs_mma | discordant
     SITE_labx_190    | deficient     | b12_total    | F         | F
+    SITE_labx_lower  | deficient     | b12_total    | F         | F
     SITE_laby_190    | indeterminate | b12_total    | T         | F
     SITE_none_190    | indeterminate | b12_total    | T         | F
     SITE_labx_200    | indeterminate | b12_total    | T         | F
