@@ -281,6 +281,8 @@ PATIENT_LINES = [
     (",1950-01-01,F,vegan,no,no,0", "missing_patient_id"),
     ("PA08,1950-01-01,F,VEGAN,YES,N,", "accepted"),
     ("PA09,1950-01-01,F", "malformed_row"),
+    ("PA10,1950-01-01,F,omnivore,no,no,30cm", "accepted"),  # the column's own unit
+    ("PA11,1950-01-01,F,omnivore,no,no,30 mm", "bad_number"),  # another unit
 ]
 MEDICATION_LINES = [
     ("patient_id,medication,start_date,end_date,dose_mg_per_day", "header"),
@@ -291,6 +293,8 @@ MEDICATION_LINES = [
     ("PA05,Cyanocobalamin 50mcg tablets,not a date,,", "bad_date"),
     ("PA06,Paracetamol 500mg tablets,2026-01-01,,", "skipped"),
     (",Metformin 500mg tablets,2026-01-01,,", "missing_patient_id"),
+    ("PA07,Metformin 500mg tablets,2025-01-01,,1000 mg/day", "accepted"),
+    ("PA08,Metformin 1g tablets,2025-01-01,,1 g", "bad_number"),
 ]
 
 
@@ -374,6 +378,21 @@ def test_no_row_is_lost(corpus_run) -> None:
             meds["rows_skipped_other_medications"]) == (want["rows_read"], want["rows_accepted"],
                                                         want["rows_rejected"], want["skipped"])
     assert all(c["balanced"] for c in acc["by_input"].values())
+
+
+def test_rejected_patients_and_medications_rows_are_a_warning(corpus_run) -> None:
+    """A rejected patients row takes its risk factors out of the rules: the run says so
+    (the labs' rejections are in its accounting line)."""
+    result, _ = corpus_run
+    warnings = [ln for ln in result.stderr.splitlines() if " rows rejected (" in ln]
+    assert warnings == [
+        "warning: patients: 10 of 14 rows rejected (malformed_row 1, missing_patient_id 1, "
+        "bad_date 1, future_date 1, bad_yes_no 1, bad_diet 1, bad_number 2, "
+        "conflicting_patient_rows 2); those rows' attributes (risk factors, age) are not used "
+        "(rejected.csv lists them)",
+        "warning: medications: 6 of 9 rows rejected (missing_patient_id 1, missing_medication "
+        "1, bad_date 1, end_before_start 1, bad_number 2); those rows' prescriptions are not "
+        "used (rejected.csv lists them)"]
 
 
 def test_rejected_rows_keep_every_original_field(corpus, corpus_run) -> None:

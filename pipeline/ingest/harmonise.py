@@ -279,11 +279,20 @@ def parse_yes_no(series: pd.Series, spec: InputSpec) -> tuple[pd.Series, pd.Seri
     return value, bad
 
 
-def parse_number(series: pd.Series, *, decimal_comma: bool = False) -> tuple[pd.Series, pd.Series]:
-    """(float, mask of non-empty cells that are not plain numbers)."""
+def parse_number(series: pd.Series, *, decimal_comma: bool = False,
+                 unit: str | None = None) -> tuple[pd.Series, pd.Series]:
+    """(float, mask of non-empty cells that are not plain numbers).
+
+    ``unit``: a regular expression for the column's own unit, which may follow the number
+    (``30cm`` for centimetres resected, ``1000 mg/day``): a record system often writes it,
+    and rejecting the row would drop the patient's every other attribute. Another unit
+    (``30 mm``) is still not a number here.
+    """
     text = series.astype("str").str.strip()
     if decimal_comma:
         text = text.str.replace(",", ".", regex=False)
+    if unit:
+        text = text.str.replace(rf"(?<=[0-9.])\s*(?:{unit})$", "", regex=True, case=False)
     plain = text.str.fullmatch(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)")
     value = pd.to_numeric(text.where(plain, None), errors="coerce").astype("float64")
     return value, (~plain) & (text != "")

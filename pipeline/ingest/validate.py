@@ -39,6 +39,10 @@ PATIENT_REASONS = ("malformed_row", "oversized_field", "missing_patient_id", "ba
                    "conflicting_patient_rows")
 MEDICATION_REASONS = ("malformed_row", "oversized_field", "missing_patient_id",
                       "missing_medication", "bad_date", "end_before_start", "bad_number")
+#: The units a number column may carry after its number (its own unit only).
+AGE_UNIT = r"y|yr|yrs|year|years"
+CM_UNIT = r"cm"
+DOSE_UNIT = r"mg|mg\s*/\s*(?:d|day)|mg\s+(?:daily|a\s+day|per\s+day)"
 YES_NO_COLUMNS = ("autoimmune_gastritis", "bariatric_surgery", "crohns_disease",
                   "neurological_symptoms", "pregnant")
 DIETS = ("omnivore", "vegetarian", "vegan", "unknown")
@@ -161,6 +165,22 @@ def _checked(raw: RawInput, check_frame: pd.DataFrame,
     bad = failed.any(axis=1)
     reasons = _reasons_text(failed[bad]) if bad.any() else pd.Series([], dtype="str")
     return failed, bad, _rejected_table(raw, failed.index[bad], reasons)
+
+
+def _rejected_warning(kind: str, failed: pd.DataFrame, rows_read: int, what: str) -> list[str]:
+    """A patients or medications row rejected takes every field of it out of the rules (a
+    pregnant patient's row with one bad number is not pregnant): say so, with the count per
+    reason, where the labs' rejections are in the printed accounting already."""
+    if failed.empty:
+        return []
+    hits = failed.to_numpy(dtype=bool).copy()
+    whole = failed.columns.isin(("malformed_row", "oversized_field"))
+    malformed = hits[:, whole].any(axis=1)  # as the rejected table lists it: that alone
+    hits[malformed] &= whole
+    per_reason = pd.Series(hits.sum(axis=0), index=failed.columns)
+    reasons = ", ".join(f"{code} {int(n)}" for code, n in per_reason[per_reason > 0].items())
+    return [f"{kind}: {len(failed)} of {rows_read} rows rejected ({reasons}); those rows' "
+            f"{what} are not used (rejected.csv lists them)"]
 
 
 def _rejected_table(raw: RawInput, rows: pd.Index, reasons: pd.Series) -> pd.DataFrame:
@@ -557,9 +577,10 @@ def validate_patients(raw: RawInput, fmt: ExtractFormat, as_of: date) -> Validat
     from_parts, bad_year = hz.birth_from_parts(canon["birth_year"], canon["birth_month"],
                                                canon["birth_day"])
     birth = parsed_birth.where(parsed_birth.notna(), from_parts)
-    age, bad_age_text = hz.parse_number(canon["age_years"], decimal_comma=spec.read.decimal_comma)
+    age, bad_age_text = hz.parse_number(canon["age_years"], decimal_comma=spec.read.decimal_comma,
+                                        unit=AGE_UNIT)
     ileal, bad_ileal = hz.parse_number(canon["ileal_resection_cm"],
-                                       decimal_comma=spec.read.decimal_comma)
+                                       decimal_comma=spec.read.decimal_comma, unit=CM_UNIT)
     flags, bad_flags = {}, pd.Series(False, index=canon.index)
     for column in YES_NO_COLUMNS:
         flags[column], bad = hz.parse_yes_no(canon[column], spec)
@@ -608,8 +629,9 @@ def validate_patients(raw: RawInput, fmt: ExtractFormat, as_of: date) -> Validat
               "rows_rejected": len(rejected), "rows_skipped": 0,
               "rows_exact_duplicates": int(duplicate.sum())}
     return Validated("patients", accepted, rejected, counts, _ids(canon), raw.files,
-                     list(raw.warnings), raw.original_columns,
-                     unused_columns=list(raw.unused_columns))
+                     [*raw.warnings, *_rejected_warning("patients", failed[bad], len(canon),
+                                                        "attributes (risk factors, age)")],
+                     raw.original_columns, unused_columns=list(raw.unused_columns))
 
 
 # --------------------------------------------------------------------------- medications
@@ -633,7 +655,7 @@ def validate_medications(raw: RawInput, fmt: ExtractFormat) -> Validated:
     end = hz.parse_dates(work["end_date"], day_first=spec.read.day_first,
                          formats=spec.read.datetime_formats)
     dose, bad_dose = hz.parse_number(work["dose_mg_per_day"],
-                                     decimal_comma=spec.read.decimal_comma)
+                                     decimal_comma=spec.read.decimal_comma, unit=DOSE_UNIT)
     old = pd.Timestamp("1900-01-01")
     check_frame = pd.DataFrame({
         "row": (malformed & ~_oversized(canon))[todo], "oversized": _oversized(canon)[todo],
@@ -671,8 +693,9 @@ def validate_medications(raw: RawInput, fmt: ExtractFormat) -> Validated:
               "rows_skipped_other_medications": int(skipped.sum()),
               "rows_exact_duplicates": int(duplicate.sum())}
     return Validated("medications", accepted, rejected, counts, _ids(canon), raw.files,
-                     list(raw.warnings), raw.original_columns,
-                     unused_columns=list(raw.unused_columns))
+                     [*raw.warnings, *_rejected_warning("medications", failed[bad],
+                                                        len(canon), "prescriptions")],
+                     raw.original_columns, unused_columns=list(raw.unused_columns))
 
 
 def today_date() -> date:
