@@ -511,3 +511,22 @@ def test_shipped_formats_class_uk_prescription_names(name: str) -> None:
     found = medication_classes(names, None, load_format(name).medications)
     got = [{c for c in found.columns if found.iloc[i][c]} for i in range(len(names))]
     assert dict(zip(names, got, strict=True)) == dict(MEDICATION_NAMES)
+
+
+def test_nhs_sex_codes_are_read_as_female_and_male(tmp_path: Path) -> None:
+    """NHS records code sex 1 (male) and 2 (female): the breakdown by sex puts them there,
+    not all under "other"."""
+    labs = tmp_path / "labs.csv"
+    patients = tmp_path / "patients.csv"
+    ids = [f"S{i:03d}" for i in range(40)]
+    labs.write_text("patient_id,collected_at,test_code,result,unit\n" + "".join(
+        f"{p},2026-10-01,B12,400,ng/L\n" for p in ids), encoding="utf-8")
+    patients.write_text("patient_id,sex\n" + "".join(
+        f"{p},{1 + i % 2}\n" for i, p in enumerate(ids)), encoding="utf-8")
+    out = tmp_path / "out"
+    result = invoke("run", labs, "--patients", patients, "--out", out, "--quiet")
+    assert result.exit_code == 0, result.output
+    measures = pd.read_csv(out / "measures.csv", keep_default_na=False)
+    tested = measures[(measures["measure"] == "deficient_among_tested")
+                      & (measures["group_by"] == "sex")].set_index("group")["denominator"]
+    assert tested.to_dict() == {"female": 20, "male": 20, "other": 0, "unknown": 0}
