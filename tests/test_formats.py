@@ -530,3 +530,26 @@ def test_nhs_sex_codes_are_read_as_female_and_male(tmp_path: Path) -> None:
     tested = measures[(measures["measure"] == "deficient_among_tested")
                       & (measures["group_by"] == "sex")].set_index("group")["denominator"]
     assert tested.to_dict() == {"female": 20, "male": 20, "other": 0, "unknown": 0}
+
+
+def test_omop_concept_ids_written_as_floats_read_as_the_ids(tmp_path: Path) -> None:
+    """pandas writes an id column holding a gap as floats (``4171756.0``): an OMOP table
+    so written classifies as the original, as the same doubles in Parquet do."""
+    sample = Path(__file__).resolve().parents[1] / "sample_data" / "omop"
+    table = pd.read_csv(sample / "measurement.csv")
+    concept_ids = [c for c in table.columns if c.endswith("_concept_id")]
+    table[concept_ids] = table[concept_ids].astype("float64")
+    floats = tmp_path / "measurement.csv"
+    table.to_csv(floats, index=False)
+    assert ",3000593.0," in floats.read_text() and ",4171756.0," in floats.read_text()
+    outs = {}
+    for name, labs in (("original", sample / "measurement.csv"), ("floats", floats)):
+        outs[name] = tmp_path / name
+        result = invoke("run", labs, "--format", "omop", "--as-of", "2026-10-31",
+                        "--out", outs[name], "--quiet")
+        assert result.exit_code == 0, result.output
+    for table_name in ("patients.parquet", "rejected.parquet"):
+        frames = [pd.read_parquet(outs[n] / table_name) for n in ("original", "floats")]
+        columns = ["patient_id", "b12_status", "index_value"] if table_name.startswith(
+            "patients") else ["source_row", "reasons"]
+        pd.testing.assert_frame_equal(frames[0][columns], frames[1][columns])

@@ -1029,6 +1029,7 @@ def canonical_view(raw: RawInput, spec: InputSpec,
     with ThreadPoolExecutor(max_workers=2) as pool:  # Arrow kernels release the GIL
         cleaned = dict(zip(wanted, pool.map(clean, wanted), strict=True))
     out: dict[str, pd.Series] = {}
+    numeric = _numeric_keyed(spec)
     for canon, names_used in sources_of.items():
         series: pd.Series | None = None
         several = len(names_used) > 1 or bool(spec.values.get(canon))
@@ -1036,6 +1037,8 @@ def canonical_view(raw: RawInput, spec: InputSpec,
             col = cleaned[(name, canon not in CODE_COLUMNS and bool(tokens)
                            and text_rows is not False)]
             col = _as_str(col) if several else col
+            if canon in numeric:  # a concept id written as a float: 3000593.0 is 3000593
+                col = _as_str(col).str.replace(r"^\s*(\d+)\.0+\s*$", r"\1", regex=True)
             if series is None:
                 series = col
             elif prefer and canon in prefer:
@@ -1061,6 +1064,16 @@ def canonical_view(raw: RawInput, spec: InputSpec,
         result[MALFORMED] = frame[MALFORMED].notna()
         result[MALFORMED_REASON] = frame[MALFORMED_REASON].fillna("").astype("str")
     return result
+
+
+def _numeric_keyed(spec: InputSpec) -> set[str]:
+    """Canonical columns the format looks up by whole-number keys (OMOP concept ids): their
+    ids may come as floats in a CSV (pandas writes an id column holding a gap as
+    ``3000593.0``), and are read as the number, as a Parquet double column is."""
+    keys = {canon: list(mapping) for canon, mapping in spec.values.items()}
+    keys.setdefault("test_code", []).extend(spec.codes)
+    keys.setdefault("medication", []).extend(spec.class_codes)
+    return {canon for canon, found in keys.items() if any(k.strip().isdigit() for k in found)}
 
 
 def _text_rows(raw: RawInput) -> bool | np.ndarray:
