@@ -432,3 +432,25 @@ def test_parquet_text_is_never_reinterpreted_as_missing(tmp_path: Path, canonica
     assert view["practice_id"].tolist() == ["NULL", ""]
     assert view["result"].tolist() == ["150", "N/A"]
     assert view["test_code"].tolist() == ["B12", "NA"]
+
+
+def test_a_run_folder_inside_an_input_folder_is_not_read_as_input(tmp_path: Path) -> None:
+    """A run written beside its labs (``--out`` inside their folder) leaves Parquet and CSV
+    files there; next month's run of the folder reads the labs only, and says so."""
+    from tests.conftest import invoke
+
+    folder = tmp_path / "exports"
+    folder.mkdir()
+    labs = folder / "labs.csv"
+    labs.write_text("patient_id,collected_at,test_code,result,unit\n"
+                    "0001,2026-10-01,B12,150,ng/L\n0002,2026-10-02,B12,400,ng/L\n",
+                    encoding="utf-8")
+    first = invoke("run", labs, "--out", folder / "run-2026-10", "--quiet")
+    assert first.exit_code == 0, first.output
+    out = tmp_path / "out"
+    again = invoke("run", folder, "--out", out, "--quiet")
+    assert again.exit_code == 0, again.output
+    assert (f"warning: labs: folder {folder} holds b12screen run folder(s) run-2026-10, whose "
+            "outputs are not read as input") in again.stderr
+    manifest = pd.read_json(out / "manifest.json", typ="series")
+    assert manifest["accounting"]["by_input"]["labs"]["rows_read"] == 2

@@ -19,6 +19,8 @@ import glob
 import gzip
 import hashlib
 import io
+import json
+import os
 import re
 import zlib
 from collections import Counter
@@ -33,6 +35,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
+from pipeline import MANIFEST, MANIFEST_KEY
 from pipeline.config import CANONICAL_COLUMNS, REQUIRED_COLUMNS, InputSpec
 from pipeline.errors import UserError
 from pipeline.ingest.csv_records import MALFORMED_ROW, split_records
@@ -113,9 +116,9 @@ def resolve_paths(spec_path: str | Path, kind: str, spec: InputSpec | None = Non
     path = Path(text)
     if path.is_file():
         return [path]
+    runs: list[str] = []
     if path.is_dir():
-        candidates = sorted(p for p in path.rglob("*")
-                            if p.is_file() and not _hidden(p.relative_to(path)))
+        candidates = _folder_files(path, runs)
         where = f"folder {text}"
     elif any(ch in text for ch in "*?["):
         candidates = sorted(Path(p) for p in glob.glob(text, recursive=True) if Path(p).is_file())
@@ -124,6 +127,10 @@ def resolve_paths(spec_path: str | Path, kind: str, spec: InputSpec | None = Non
         where = f"files matching {text}"
     else:
         raise UserError(f"{kind}: no such file or folder: {text}")
+    if runs and notes is not None:
+        notes.append(f"{kind}: folder {text} holds b12screen run folder(s) "
+                     f"{', '.join(runs[:5])}{' …' if len(runs) > 5 else ''}, whose outputs "
+                     "are not read as input")
     found = [p for p in candidates if _is_data(p) and (spec is None or _is_extract(p, spec))]
     kept = set(found)
     skipped = [p for p in candidates if p not in kept]
@@ -138,9 +145,31 @@ def resolve_paths(spec_path: str | Path, kind: str, spec: InputSpec | None = Non
     return found
 
 
-def _hidden(relative: Path) -> bool:
-    """A dot- or underscore-file or folder (editor backups, ``_SUCCESS``, ``.DS_Store``)."""
-    return any(part.startswith((".", "_")) for part in relative.parts)
+def _folder_files(folder: Path, runs: list[str]) -> list[Path]:
+    """A folder's files, recursively and sorted, leaving out hidden ones (dot- and
+    underscore-names: editor backups, ``_SUCCESS``, ``.DS_Store``) and b12screen's own run
+    folders (appended to ``runs``): a run written beside its input (``--out`` inside
+    the input's folder) must not be read back as next month's labs."""
+    files: list[Path] = []
+    for root, dirs, names in os.walk(folder):
+        here = Path(root)
+        dirs[:] = sorted(d for d in dirs if not d.startswith((".", "_")))
+        for d in list(dirs):
+            if _is_run_folder(here / d):
+                dirs.remove(d)
+                runs.append((here / d).relative_to(folder).as_posix())
+        files += [here / n for n in names if not n.startswith((".", "_"))
+                  and (here / n).is_file()]
+    return sorted(files)
+
+
+def _is_run_folder(folder: Path) -> bool:
+    """A folder whose manifest is b12screen's."""
+    try:
+        data = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(data, dict) and MANIFEST_KEY in data
 
 
 def _is_data(path: Path) -> bool:

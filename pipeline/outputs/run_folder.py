@@ -25,6 +25,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+from pipeline import MANIFEST, MANIFEST_KEY
 from pipeline.errors import UserError
 
 __all__ = [
@@ -46,9 +47,6 @@ __all__ = [
     "staging_folder",
 ]
 
-MANIFEST = "manifest.json"
-#: The key that makes a manifest b12screen's (every version has written it).
-MANIFEST_KEY = "b12screen_version"
 #: A file inside a temporary folder while it is written: the folder is ours to delete.
 MARKER = ".b12screen-incomplete"
 #: ``.NAME.tmp-PID`` (being written) and ``.NAME.old-PID`` (a previous run set aside).
