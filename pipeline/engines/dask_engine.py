@@ -115,6 +115,7 @@ from pipeline.ingest.read import (
 from pipeline.ingest.validate import (
     CodeTally,
     Validated,
+    rejected_warning,
     small_count,
     today_date,
     unmapped_warning,
@@ -541,7 +542,8 @@ def screen_dask(options: RunOptions, progress: Progress | None = None,
         for kind, inp in inputs.items():
             state.inputs[kind] = _merged(kind, [p.inputs[kind] for p in parts], inp, fmt,
                                          rules)
-            state.warnings += [w for w in state.inputs[kind].warnings
+            state.warnings += [w for w in (*state.inputs[kind].warnings,
+                                           *rejected_warning(state.inputs[kind]))
                                if w not in state.warnings]
         check_reject_rate(state)
     except BaseException:

@@ -72,6 +72,7 @@ def prepare(options: RunOptions, progress: Progress | None = None,
         if options.medications:
             raw["medications"] = read_input(options.medications, state.fmt.medications)
     from pipeline.ingest.validate import (
+        rejected_warning,
         today_date,
         validate_labs,
         validate_medications,
@@ -94,7 +95,8 @@ def prepare(options: RunOptions, progress: Progress | None = None,
         if "medications" in raw:
             state.inputs["medications"] = validate_medications(raw["medications"], state.fmt)
     for validated in state.inputs.values():
-        state.warnings += [w for w in validated.warnings if w not in state.warnings]
+        state.warnings += [w for w in (*validated.warnings, *rejected_warning(validated))
+                           if w not in state.warnings]
     if check_rate:
         check_reject_rate(state)
     del raw

@@ -8,6 +8,7 @@ required column, too many rejects) are ``UserError``s raised elsewhere.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -165,22 +166,6 @@ def _checked(raw: RawInput, check_frame: pd.DataFrame,
     bad = failed.any(axis=1)
     reasons = _reasons_text(failed[bad]) if bad.any() else pd.Series([], dtype="str")
     return failed, bad, _rejected_table(raw, failed.index[bad], reasons)
-
-
-def _rejected_warning(kind: str, failed: pd.DataFrame, rows_read: int, what: str) -> list[str]:
-    """A patients or medications row rejected takes every field of it out of the rules (a
-    pregnant patient's row with one bad number is not pregnant): say so, with the count per
-    reason, where the labs' rejections are in the printed accounting already."""
-    if failed.empty:
-        return []
-    hits = failed.to_numpy(dtype=bool).copy()
-    whole = failed.columns.isin(("malformed_row", "oversized_field"))
-    malformed = hits[:, whole].any(axis=1)  # as the rejected table lists it: that alone
-    hits[malformed] &= whole
-    per_reason = pd.Series(hits.sum(axis=0), index=failed.columns)
-    reasons = ", ".join(f"{code} {int(n)}" for code, n in per_reason[per_reason > 0].items())
-    return [f"{kind}: {len(failed)} of {rows_read} rows rejected ({reasons}); those rows' "
-            f"{what} are not used (rejected.csv lists them)"]
 
 
 def _rejected_table(raw: RawInput, rows: pd.Index, reasons: pd.Series) -> pd.DataFrame:
@@ -629,9 +614,8 @@ def validate_patients(raw: RawInput, fmt: ExtractFormat, as_of: date) -> Validat
               "rows_rejected": len(rejected), "rows_skipped": 0,
               "rows_exact_duplicates": int(duplicate.sum())}
     return Validated("patients", accepted, rejected, counts, _ids(canon), raw.files,
-                     [*raw.warnings, *_rejected_warning("patients", failed[bad], len(canon),
-                                                        "attributes (risk factors, age)")],
-                     raw.original_columns, unused_columns=list(raw.unused_columns))
+                     list(raw.warnings), raw.original_columns,
+                     unused_columns=list(raw.unused_columns))
 
 
 # --------------------------------------------------------------------------- medications
@@ -693,11 +677,36 @@ def validate_medications(raw: RawInput, fmt: ExtractFormat) -> Validated:
               "rows_skipped_other_medications": int(skipped.sum()),
               "rows_exact_duplicates": int(duplicate.sum())}
     return Validated("medications", accepted, rejected, counts, _ids(canon), raw.files,
-                     [*raw.warnings, *_rejected_warning("medications", failed[bad],
-                                                        len(canon), "prescriptions")],
-                     raw.original_columns, unused_columns=list(raw.unused_columns))
+                     list(raw.warnings), raw.original_columns,
+                     unused_columns=list(raw.unused_columns))
 
 
 def today_date() -> date:
     """Today's date; results after it are rejected as ``future_date``."""
     return datetime.now().date()
+
+
+#: What a rejected row of each optional input takes out of the rules.
+_LOST = {"patients": "attributes (risk factors, age)", "medications": "prescriptions"}
+
+
+def rejected_warning(validated: Validated) -> list[str]:
+    """A patients or medications row rejected takes every field of it out of the rules (a
+    pregnant patient's row with one bad number is not pregnant): say so, with the count per
+    reason as ``rejected.csv`` lists them (the labs' rejections are in the printed
+    accounting already). Worked out on the input as a whole, whichever engine split it."""
+    rejected = validated.rejected
+    if validated.kind not in _LOST or rejected is None or rejected.empty:
+        return []
+    combos = rejected["reasons"].astype("str").value_counts()  # few distinct combinations
+    per_reason: Counter[str] = Counter()
+    for combo, n in combos.items():
+        for code in str(combo).split(";"):
+            per_reason[code] += int(n)
+    order = PATIENT_REASONS if validated.kind == "patients" else MEDICATION_REASONS
+    reasons = ", ".join(f"{code} {per_reason[code]}" for code in
+                        sorted(per_reason, key=lambda c: (order.index(c) if c in order
+                                                          else len(order), c)))
+    return [f"{validated.kind}: {len(rejected)} of {validated.counts['rows_read']} rows "
+            f"rejected ({reasons}); those rows' {_LOST[validated.kind]} are not used "
+            "(rejected.csv lists them)"]
