@@ -16,6 +16,7 @@ import json
 import re
 import tomllib
 from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +56,19 @@ def _load_toml(path: Path, what: str) -> dict[str, Any]:
         raise UserError(f"{what} file {path} is not valid TOML: {exc}", EXIT_USAGE) from exc
 
 
+def _strptime_format(text: str) -> bool:
+    """A format strptime understands: a sample date written in it reads back (an unknown
+    directive such as ``%Q`` would otherwise stop the run when the dates are parsed)."""
+    if "%" not in text:
+        return False
+    try:
+        sample = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)  # %z and %Z write too
+        datetime.strptime(sample.strftime(text), text)
+    except ValueError:
+        return False
+    return True
+
+
 def _check_keys(data: dict[str, Any], allowed: dict[str, Any], path: Path,
                 prefix: str = "") -> None:
     """Reject keys that the reference layout does not have (``None`` = free-form table)."""
@@ -72,6 +86,9 @@ def _check_keys(data: dict[str, Any], allowed: dict[str, Any], path: Path,
                 raise UserError(f"key '{dotted}' in {path} must be a number", EXIT_USAGE)
         elif isinstance(ref, str) and not isinstance(value, str):
             raise UserError(f"key '{dotted}' in {path} must be text", EXIT_USAGE)
+        elif isinstance(ref, list) and not (isinstance(value, list)
+                                            and all(isinstance(v, str) for v in value)):
+            raise UserError(f"key '{dotted}' in {path} must be a list of text", EXIT_USAGE)
 
 
 #: Rules-profile keys renamed by SPEC revision 2 (rule -> old key -> new key). A lab's
@@ -171,7 +188,7 @@ def _load_profile_data(path: Path, seen: tuple[Path, ...]) -> dict[str, Any]:
     _check_keys(raw, allowed, path)
     parent = raw.get("profile", {}).get("extends")
     if parent:
-        base = _load_profile_data(_resolve(parent, RULES_DIR, "rules profile"),
+        base = _load_profile_data(_referenced(parent, path, "profile.extends"),
                                   (*seen, path.resolve()))
     elif path.resolve() == (RULES_DIR / f"{DEFAULT_RULES}.toml").resolve():
         base = {}
@@ -179,7 +196,22 @@ def _load_profile_data(path: Path, seen: tuple[Path, ...]) -> dict[str, Any]:
         base = reference
     merged = _merge(base, raw)
     merged.get("profile", {}).pop("extends", None)
+    if not raw.get("profile", {}).get("name"):  # as a format's: its file's name, never the
+        merged.setdefault("profile", {})["name"] = path.stem  # parent's it changes
     return merged
+
+
+def _referenced(name: str, profile: Path, key: str) -> Path:
+    """A profile that ``profile`` names (``extends``, ``[sites]``): a shipped name, or a path
+    taken from the naming profile's folder first (a relative path written beside it), then
+    from the current directory; an unknown one names the key and the file."""
+    beside = profile.parent / name
+    if not Path(name).is_absolute() and beside.suffix == ".toml" and beside.is_file():
+        return beside
+    try:
+        return _resolve(name, RULES_DIR, "rules profile")
+    except UserError as exc:
+        raise UserError(f"{key} in {profile}: {exc}", EXIT_USAGE) from exc
 
 
 def load_rules(name_or_path: str | None = None, _site_of: str | None = None) -> RulesProfile:
@@ -192,20 +224,64 @@ def load_rules(name_or_path: str | None = None, _site_of: str | None = None) -> 
         for site_id, target in sorted(data.get("sites", {}).items()):
             if not isinstance(target, str):
                 raise UserError(f"sites.{site_id} in {path} must name a profile", EXIT_USAGE)
-            sites[str(site_id)] = load_rules(target, _site_of=str(site_id))
+            sites[str(site_id)] = load_rules(
+                str(_referenced(target, path, f"sites.{site_id}")), _site_of=str(site_id))
     data = {k: v for k, v in data.items() if k != "sites"}
     return RulesProfile(name=data["profile"]["name"], path=path, data=data, sites=sites)
 
 
+#: Settings that must be above zero (a look-back, a limit or a conversion of 0 makes no
+#: sense); every other number in a profile must not be negative.
+POSITIVE = {("rules", "R4", "lookback_days"), ("rules", "R5", "mma_upper_umol_l"),
+            ("rules", "R10", "metformin_test_interval_days"),
+            ("rules", "R11", "retest_after_days"), ("rules", "R11", "retest_after_days_pregnant"),
+            ("harmonise", "b12_total_pmol_to_ng"), ("harmonise", "mma_nmol_per_l_to_umol"),
+            ("disclosure", "rounding")}
+#: R9's lists name its regimen texts.
+R9_LISTS = ("injection_only", "injection_option")
+
+
 def _validate_rules(data: dict[str, Any], path: Path) -> None:
-    r1, r2 = data["rules"]["R1"], data["rules"]["R2"]
-    for rid, sec in (("R1", r1), ("R2", r2)):
+    """Values a profile can hold but no lab means: a negative look-back, days or count, a
+    zero limit, bands or plausible ranges out of order, a list naming no regimen. Each
+    would otherwise classify everyone wrongly without a word, or stop mid-run."""
+    def bad(key: str, why: str) -> UserError:
+        return UserError(f"{key} {why} in {path}", EXIT_USAGE)
+
+    sections = [(("harmonise",), data["harmonise"]), (("disclosure",), data["disclosure"]),
+                *((("rules", rid), sec) for rid, sec in data["rules"].items())]
+    for where, section in sections:
+        for key, value in section.items():
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                continue
+            dotted = ".".join((*where, key))
+            if (*where, key) in POSITIVE and not value > 0:
+                raise bad(dotted, "must be above 0")
+            if value < 0:
+                raise bad(dotted, "must not be negative")
+    for rid in ("R1", "R2"):
+        sec = data["rules"][rid]
         if not sec["deficient_below"] <= sec["unlikely_above"]:
             raise UserError(f"rules.{rid}: deficient_below must not exceed unlikely_above"
                             f" in {path}", EXIT_USAGE)
-    for key, value in data["harmonise"].items():
-        if isinstance(value, int | float) and value < 0:
-            raise UserError(f"harmonise.{key} must not be negative in {path}", EXIT_USAGE)
+    harmonise = data["harmonise"]
+    for analyte in ("b12_total", "b12_active", "mma"):
+        low, high = (harmonise[f"{analyte}_plausible_{end}"] for end in ("min", "max"))
+        if not low < high:
+            raise bad(f"harmonise.{analyte}_plausible_min", f"must be below "
+                      f"harmonise.{analyte}_plausible_max")
+    try:
+        date.fromisoformat(str(harmonise["earliest_date"]))
+    except ValueError:
+        raise bad("harmonise.earliest_date", "must be a date YYYY-MM-DD") from None
+    r9 = data["rules"]["R9"]
+    texts = sorted(k for k, v in r9.items() if isinstance(v, str) and "note" not in k
+                   and k not in ("title", "source"))
+    for key in R9_LISTS:
+        unknown = [name for name in r9.get(key, []) if name not in texts]
+        if unknown:
+            raise bad(f"rules.R9.{key}", f"names '{unknown[0]}', which is not one of R9's "
+                      f"regimens ({', '.join(texts)})")
 
 
 def shipped_profiles() -> list[str]:
@@ -342,7 +418,7 @@ def _read_options(section: dict[str, Any], base: ReadOptions, path: Path,
         dotted = f"{prefix}{key}"
         if key in ("missing_values", "datetime_formats"):
             value = _text_list(value, dotted, path)
-            if key == "datetime_formats" and not all("%" in v for v in value):
+            if key == "datetime_formats" and not all(_strptime_format(v) for v in value):
                 raise _bad(dotted, path, "must hold strptime formats such as "
                                          "\"%d/%m/%Y %H:%M\"")
         elif key in ("day_first", "decimal_comma", "integer_ids"):
@@ -386,8 +462,19 @@ def _lab_codes(section: dict[str, Any], path: Path) -> dict[str, str]:
     for code, analyte in _table(section, "codes", "labs.codes", path).items():
         if analyte not in ANALYTES:
             raise _bad(f"labs.codes.{code}", path, f"must be one of {', '.join(ANALYTES)}")
-        codes[str(code).strip().upper()] = analyte
+        key = _one_code(codes, code, "labs.codes", path)
+        codes[key] = analyte
     return codes
+
+
+def _one_code(seen: dict[str, str], code: object, table: str, path: Path) -> str:
+    """A code as matched (trimmed, any case); the same code twice (``Serum B12`` and ``SERUM
+    B12``) would silently keep the later mapping, so it stops the load."""
+    key = str(code).strip().upper()
+    if key in seen:
+        raise _bad(f"{table}.{code}", path, "maps a code already mapped (codes match "
+                                             "trimmed and in any case)")
+    return key
 
 
 def _default_units(section: dict[str, Any], codes: dict[str, str], path: Path) -> dict[str, str]:
@@ -448,7 +535,7 @@ def _class_codes(section: dict[str, Any], path: Path) -> dict[str, str]:
         if cls not in MEDICATION_CLASSES:
             raise _bad(f"medications.codes.{code}", path,
                        f"must be one of {', '.join(MEDICATION_CLASSES)}")
-        out[str(code).strip().upper()] = cls
+        out[_one_code(out, code, "medications.codes", path)] = cls
     return out
 
 

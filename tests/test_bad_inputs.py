@@ -511,3 +511,94 @@ def test_validate_exits_1_above_the_reject_limit(corpus, tmp_path: Path) -> None
         "validate'"]
     assert _reason_rows(result.stdout)[("labs", "unknown_unit")] == 4
     assert (out / "rejected.parquet").is_file()  # written so the reasons can be followed up
+
+
+# ------------------------------------------------------------------- rules profiles and formats
+
+#: case -> (a profile extending the default: its TOML after ``[profile]``, the error's text)
+PROFILE_ERRORS = {
+    "negative_mma_limit": ("[rules.R5]\nmma_upper_umol_l = -0.35\n",
+                           "rules.R5.mma_upper_umol_l must be above 0"),
+    "negative_lookback": ("[rules.R4]\nlookback_days = -365\n",
+                          "rules.R4.lookback_days must be above 0"),
+    "negative_untreated_days": ("[rules.R12]\nuntreated_days = -90\n",
+                                "rules.R12.untreated_days must not be negative"),
+    "negative_cut_off": ("[rules.R1]\ndeficient_below = -200.0\n",
+                         "rules.R1.deficient_below must not be negative"),
+    "negative_small_count": ("[disclosure]\nsmall_count = -7\n",
+                             "disclosure.small_count must not be negative"),
+    "rounding_zero": ("[disclosure]\nrounding = 0\n", "disclosure.rounding must be above 0"),
+    "plausible_range_reversed": (
+        "[harmonise]\nb12_total_plausible_min = 5000.0\nb12_total_plausible_max = 100.0\n",
+        "harmonise.b12_total_plausible_min must be below harmonise.b12_total_plausible_max"),
+    "earliest_date_day_first": ('[harmonise]\nearliest_date = "01/01/1900"\n',
+                                "harmonise.earliest_date must be a date YYYY-MM-DD"),
+    "regimen_list_typo": (
+        '[rules.R9]\ninjection_only = ["paediatric", "prevention_ileal_resecton"]\n',
+        "rules.R9.injection_only names 'prevention_ileal_resecton', which is not one of R9's "
+        "regimens (bariatric_surgery, deficiency, ileal_resection, neurological, paediatric, "
+        "prevention_bariatric_surgery, prevention_diet, prevention_ileal_resection)"),
+    "regimen_list_not_a_list": ('[rules.R9]\ninjection_only = "paediatric"\n',
+                                "key 'rules.R9.injection_only' in {path} must be a list of text"),
+    "extends_unknown": ('extends = "nice-ng293"\n',
+                        "profile.extends in {path}: unknown rules profile 'nice-ng293' "
+                        "(shipped: bsh-2014, nice-ng239)"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(PROFILE_ERRORS))
+def test_rules_profile_values_no_lab_means_stop_at_load(tmp_path: Path, case: str) -> None:
+    """Each would otherwise classify everyone wrongly without a word, or stop mid-run with
+    a traceback: one line naming the key and the file, exit 2."""
+    body, message = PROFILE_ERRORS[case]
+    extends = "" if "extends" in body else 'extends = "nice-ng239"\n'
+    profile = _write(tmp_path / "mine.toml", f"[profile]\n{extends}{body}")
+    result = invoke("rules", "--rules", profile)
+    assert result.exit_code == 2, result.output
+    text = message.format(path=profile)
+    expected = text if "{path}" in message or "extends" in case else f"{text} in {profile}"
+    assert [ln for ln in result.stderr.splitlines() if ln.strip()] == [
+        f"b12screen: error: {expected}"]
+
+
+def test_a_profile_is_named_by_its_file_and_finds_its_neighbours(tmp_path: Path) -> None:
+    """Without ``name`` a profile is its file's name (not its parent's, which the report and
+    the Parquet metadata would show beside other cut-offs); ``extends`` and ``[sites]``
+    paths are read from the profile's own folder, wherever the command runs."""
+    rules = tmp_path / "rules"
+    _write(rules / "local.toml", '[profile]\nextends = "nice-ng239"\n'
+                                 "[rules.R1]\ndeficient_below = 200.0\n")
+    _write(rules / "region.toml", '[profile]\nextends = "local.toml"\n'
+                                  '[sites]\nLABX = "local.toml"\n')
+    labs = _write(tmp_path / "labs.csv", HEADER + "0001,2026-10-01,B12,190,ng/L\n")
+    out = tmp_path / "out"
+    result = invoke("run", labs, "--rules", rules / "region.toml", "--out", out, "--quiet")
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["rules"]["name"] == "region"
+    assert manifest["rules"]["sites"] == {"LABX": "local"}
+    assert pd.read_parquet(out / "patients.parquet")["b12_status"].tolist() == ["deficient"]
+
+
+#: case -> (TOML after the minimal format, the error's text)
+FORMAT_ERRORS = {
+    "code_twice_by_case": ('"Serum B12" = "b12_total"\n"SERUM B12" = "mma"\n',
+                           "key 'labs.codes.SERUM B12' in {path} maps a code already mapped "
+                           "(codes match trimmed and in any case)"),
+    "bad_date_directive": ('[read]\ndatetime_formats = ["%d-%Q-%Y"]\n',
+                           "key 'read.datetime_formats' in {path} must hold strptime formats "
+                           'such as "%d/%m/%Y %H:%M"'),
+}
+
+
+@pytest.mark.parametrize("case", sorted(FORMAT_ERRORS))
+def test_format_mistakes_stop_at_load(tmp_path: Path, case: str) -> None:
+    """A code mapped twice would silently keep the later mapping; an unknown date
+    directive would stop the run mid-way with a traceback."""
+    codes, message = FORMAT_ERRORS[case]
+    fmt = _write(tmp_path / "mine.toml", MINIMAL_FORMAT + codes)
+    labs = _write(tmp_path / "labs.csv", HEADER + GOOD)
+    result = invoke("validate", labs, "--format", fmt, "--out", tmp_path / "out")
+    assert result.exit_code == 2, result.output
+    assert [ln for ln in result.stderr.splitlines() if ln.strip()] == [
+        f"b12screen: error: {message.format(path=fmt)}"]
