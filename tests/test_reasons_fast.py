@@ -196,7 +196,7 @@ def reference(p: pd.DataFrame, attrs: pd.DataFrame, supplementation: pd.DataFram
                 ("pregnant", limb["pregnant"]),
                 (f"deficient result over {days} days old, no B12 prescription active",
                  limb["untreated_too_long"] and days is not None),
-                ("not responding: deficient on the check test while on B12 treatment",
+                ("not responding: deficient on the check test taken on B12 treatment",
                  limb["not_responding"]),
                 ("indeterminate with neurological symptoms: treat without waiting for the MMA",
                  limb["indeterminate_neurological"])) if on]

@@ -18,7 +18,8 @@ try:  # tests/ on sys.path (pytest's default rootdir-less import mode)
     from spec.helpers import read_patients, rows_of, run_cli
 except ImportError:  # tests imported as a package
     from tests.spec.helpers import read_patients, rows_of, run_cli
-from pipeline.outputs.worklists import MMA_ADD_ON, MMA_NEW_SAMPLE
+from pipeline.outputs.worklists import MMA_ADD_ON, MMA_NEW_SAMPLE, URGENT_ACTIONS
+from tests.conftest import invoke
 
 LISTS = ("urgent", "mma", "supplementation", "metformin_monitoring", "retest")
 FLAGS = {"urgent": "urgent_review", "mma": "needs_mma", "supplementation":
@@ -277,3 +278,29 @@ def test_xlsx_prints_as_a_worklist(run: Path) -> None:
                    mma[openpyxl.utils.get_column_letter(header.index("reasons") + 1)])
     finally:
         book.close()
+
+
+def test_not_responding_action_says_restart_when_the_course_has_lapsed(tmp_path: Path) -> None:
+    """Deficient on the check test: review the route on the course, restart it once it has
+    lapsed (the reasons say both that it was taken on treatment and that none is active)."""
+    labs = tmp_path / "labs.csv"
+    meds = tmp_path / "meds.csv"
+    labs.write_text("patient_id,collected_at,test_code,result,unit\n"
+                    "ON1,2026-05-01,B12,150,ng/L\nLAPSED1,2026-05-01,B12,150,ng/L\n",
+                    encoding="utf-8")
+    meds.write_text("patient_id,medication,start_date,end_date,dose_mg_per_day\n"
+                    "ON1,Cyanocobalamin 1mg tablets,2026-01-01,,\n"
+                    "LAPSED1,Cyanocobalamin 1mg tablets,2026-01-01,2026-06-30,\n",
+                    encoding="utf-8")
+    out = tmp_path / "out"
+    result = invoke("run", labs, "--medications", meds, "--as-of", "2026-08-15", "--out", out,
+                    "--quiet")
+    assert result.exit_code == 0, result.output
+    urgent = read_list(out, "urgent").set_index("patient_id")
+    assert urgent.loc["ON1", "suggested_action"] == URGENT_ACTIONS[1]
+    assert urgent.loc["LAPSED1", "suggested_action"] == (
+        "Urgent review: deficient on the check test of a B12 course that has since lapsed; "
+        "restart treatment, reviewing route, adherence and absorption")
+    assert urgent.loc["LAPSED1", "reasons"].endswith(
+        "no B12 prescription active, not responding: deficient on the check test taken on "
+        "B12 treatment)")

@@ -87,8 +87,12 @@ def reference_build(patients: pd.DataFrame, reported: pd.DataFrame | None = None
         rows["suggested_action"] = pd.Series(action, index=rows.index, dtype="str")
         if name == "urgent":  # the action names the R12 limb
             if "not_responding" in rows:
+                lapsed = ~rows["on_b12_treatment"].fillna(False).astype(bool) \
+                    if "on_b12_treatment" in rows else False
                 rows.loc[rows["not_responding"].fillna(False).astype(bool),
                          "suggested_action"] = URGENT_ACTIONS[1]
+                rows.loc[rows["not_responding"].fillna(False).astype(bool) & lapsed,
+                         "suggested_action"] = URGENT_ACTIONS[3]
             indeterminate = (rows["b12_status"].astype("str") == "indeterminate") & ~(
                 rows["not_responding"].fillna(False).astype(bool)
                 if "not_responding" in rows else False)
@@ -279,6 +283,7 @@ def random_patients(seed: int, n: int = 3000, cohort_order: bool = True) -> pd.D
             rng.integers(0, 3, n)], dtype="str")
         frame["not_responding"] = pick(0.05)
         frame["on_b12_combination"] = pick(0.05)
+        frame["on_b12_treatment"] = pick(0.5)
     frame.loc[pick(0.01), ["practice_id", "urgent_review"]] = [pd.NA, True]
     return frame
 

@@ -37,13 +37,16 @@ LISTS: dict[str, tuple[str, str]] = {
 }
 #: The urgent list's action by R12 limb: deficient (neurological symptoms, pregnancy, or
 #: untreated > 90 days); not responding on the check test; indeterminate with neurological
-#: symptoms (treatment should not wait for the MMA, BSH 2014).
+#: symptoms (treatment should not wait for the MMA, BSH 2014); not responding on a course
+#: that has lapsed since (no B12 prescription now: restart it).
 URGENT_ACTIONS = (
     LISTS["urgent"][1],
     "Urgent review: still deficient on the check test while on B12 treatment "
     "(adherence, absorption, route)",
     "Urgent review: neurological symptoms with an indeterminate result; "
     "start treatment without waiting for the MMA",
+    "Urgent review: deficient on the check test of a B12 course that has since lapsed; "
+    "restart treatment, reviewing route, adherence and absorption",
 )
 #: The MMA list's action once the stored sample's age is known.
 MMA_ADD_ON = "Add on serum methylmalonic acid (MMA) to the stored sample"
@@ -175,8 +178,10 @@ def build_worklists(patients: pd.DataFrame, results: pd.DataFrame | None = None,
     responding = (_true(patients["not_responding"].array.take(rows))
                   if "not_responding" in patients else np.zeros(len(rows), dtype=bool))
     indeterminate = pd.Series(over_rows("b12_status")).eq("indeterminate").fillna(False)
+    treated = (_true(patients["on_b12_treatment"].array.take(rows))
+               if "on_b12_treatment" in patients else np.ones(len(rows), dtype=bool))
     urgent_action = _text(list(URGENT_ACTIONS),
-                          np.where(responding, 1,
+                          np.where(responding, np.where(treated, 1, 3),
                                    np.where(indeterminate.to_numpy(dtype=bool), 2, 0)))
     lists = {}
     for name, (_, action) in LISTS.items():  # five lists; the work per list is vectorised

@@ -273,10 +273,12 @@ def not_responding(status: pd.Series, index_at: pd.Series,
     The check test is the latest B12 test on or after the course's ``check_from`` day:
     the index test (R4's most recent in the look-back) whenever it is that late, so the
     status it gave is the check's result. ``tested_check_day`` is that day for the course
-    the index test was taken in (missing when it was taken off treatment). Where the SPEC
-    is silent: a course that has lapsed since does not clear the flag. The patient did not
-    respond and is now untreated too; waiting for the untreated limb's 90 days would delay
-    the review of someone already shown not to respond.
+    the index test was taken in (missing when it was taken off treatment, or when a later
+    course has started since: the change of treatment is the answer, and its own check is
+    still to come). Where the SPEC is silent: a course that has lapsed since does not clear
+    the flag. The patient did not respond and is now untreated too; waiting for the
+    untreated limb's 90 days would delay the review of someone already shown not to
+    respond (the worklist's action then says to restart treatment).
     """
     on_check = (index_at.dt.floor("D") >= tested_check_day).fillna(False).astype(bool)
     return (status == "deficient") & on_check

@@ -157,8 +157,8 @@ def _medication_features(meds: pd.DataFrame | None, n: int, as_of: date,
                          gap_days: int, index_day: pd.Series) -> pd.DataFrame:
     """Per-patient prescription facts on the as-of date, and the start of the B12 course
     the index test was taken in (``tested_course_start``; missing when it was taken off
-    treatment), which R12's not-responding limb reads whether or not that course is still
-    running.
+    treatment, or when a later course has started since), which R12's not-responding limb
+    reads whether or not that course is still running.
 
     A prescription may come as several rows, one per class it belongs to (a metformin
     combination product is a ``metformin`` row and a ``b12_combination`` row), so each fact
@@ -207,14 +207,18 @@ def _medication_features(meds: pd.DataFrame | None, n: int, as_of: date,
     current = course_start.groupby(b12["pid"]).last()
     out["treatment_start"] = current.reindex(out.index).astype("datetime64[us]")
     out.loc[~out["on_b12"], "treatment_start"] = pd.NaT
-    # the course holding the index test's day (courses never overlap: at most one each)
+    # the course holding the index test's day (courses never overlap: at most one each),
+    # if it is the patient's latest: a course started since (oral to injections) is the
+    # answer to a failed check, and has its own check to come (R11)
     course = new_course.cumsum()
     spans = pd.DataFrame({"pid": b12["pid"], "start": course_start, "end": end}) \
         .groupby(course.to_numpy(), sort=False).agg(pid=("pid", "first"),
                                                     start=("start", "first"),
                                                     end=("end", "max"))
+    latest = ~spans["pid"].duplicated(keep="last").to_numpy()  # rows are in start order
     day = index_day.dt.floor("D").to_numpy()[spans["pid"].to_numpy(dtype=np.int64)]
-    held = spans[(spans["start"].to_numpy() <= day) & (day <= spans["end"].to_numpy())]
+    held = spans[(spans["start"].to_numpy() <= day) & (day <= spans["end"].to_numpy())
+                 & latest]
     out["tested_course_start"] = pd.Series(held["start"].to_numpy(), index=held["pid"]) \
         .reindex(out.index).astype("datetime64[us]")
     return out

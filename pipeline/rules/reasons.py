@@ -53,7 +53,7 @@ URGENT_WORDS = {
     "neurological_symptoms": "neurological symptoms",
     "pregnant": "pregnant",
     "untreated_too_long": "deficient result over {days} days old, no B12 prescription active",
-    "not_responding": "not responding: deficient on the check test while on B12 treatment",
+    "not_responding": "not responding: deficient on the check test taken on B12 treatment",
     "indeterminate_neurological": "indeterminate with neurological symptoms: treat without "
                                   "waiting for the MMA",
 }

@@ -381,6 +381,7 @@ R12_LABS = """
     R12_check_then_lapsed   | 2026-08-10   | B12       | 150    | ng/L    # day 101; course ends 10-15
     R12_test_after_lapse    | 2026-07-20   | B12       | 150    | ng/L    # course ended 05-31
     R12_started_as_of_09h   | 2026-06-01   | B12       | 150    | ng/L
+    R12_switched_route      | 2026-06-10   | B12       | 150    | ng/L    # day 160 of the tablets
     R12_check_indeterminate | 2026-08-01   | B12       | 250    | ng/L
     R12_indeterminate_pregnant | 2026-10-03 | B12      | 250    | ng/L
     R12_unlikely_neuro      | 2026-10-03   | B12       | 400    | ng/L
@@ -413,6 +414,8 @@ R12_MEDICATIONS = """
     R12_check_then_lapsed   | Cyanocobalamin 1mg tablets | 2026-05-01 | 2026-10-15
     R12_test_after_lapse    | Cyanocobalamin 1mg tablets | 2026-03-01 | 2026-05-31
     R12_started_as_of_09h   | Cyanocobalamin 1mg tablets | 2026-10-31T09:00:00 |
+    R12_switched_route      | Cyanocobalamin 1mg tablets | 2026-01-01 | 2026-06-30
+    R12_switched_route      | Hydroxocobalamin 1mg/1ml injection | 2026-08-01 |
     R12_check_indeterminate | Cyanocobalamin 1mg tablets | 2026-05-01 |
     R12_combination_only    | Metformin 500 mg + methylcobalamin 500 micrograms | 2026-01-01 |
 """
@@ -439,6 +442,7 @@ R12_EXPECTED = """
     R12_check_then_lapsed   | deficient     | T             | F                  | T    # did not respond, now untreated too
     R12_test_after_lapse    | deficient     | T             | T                  | F    # tested off treatment
     R12_started_as_of_09h   | deficient     | F             | F                  | F    # started on the as-of day
+    R12_switched_route      | deficient     | F             | F                  | F    # injections since: the answer
     R12_check_indeterminate | indeterminate | F             | F                  | F
     R12_indeterminate_pregnant | indeterminate | F          | F                  | F    # pregnancy: urgent when deficient
     R12_unlikely_neuro      | unlikely      | F             | F                  | F
@@ -596,7 +600,7 @@ def test_reasons_name_each_action(patients: pd.DataFrame) -> None:
         + "; R12 urgent review (neurological symptoms)")
     assert "R9 treatment: under 16: " in patients.loc["R9_child_deficient", "reasons"]
     assert patients.loc["R12_treated_before", "reasons"].endswith(
-        "R12 urgent review (not responding: deficient on the check test while on B12 "
+        "R12 urgent review (not responding: deficient on the check test taken on B12 "
         "treatment)")
     assert patients.loc["R12_indeterminate_neuro", "reasons"] == (
         "R1 total B12 250 ng/L (2026-10-03) indeterminate → R7 MMA needed; R12 urgent review "
