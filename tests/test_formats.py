@@ -496,6 +496,13 @@ MEDICATION_NAMES = [
     ("Losec 20mg gastro-resistant capsules", {"acid_suppressant"}),
     ("Nexium 40mg tablets", {"acid_suppressant"}),
     ("Omeprazole 20mg gastro-resistant capsules", {"acid_suppressant"}),
+    ("Omeprazole20mg capsules", {"acid_suppressant"}),  # no space before the strength
+    ("Cobalin H 1mg/1ml solution for injection", {"b12_injection"}),
+    ("Vitamin B-12 1000microgram tablets", {"b12_oral"}),
+    ("B12 1mg tablets", {"b12_oral"}),
+    ("Diagemet XL 500mg prolonged-release tablets", {"metformin"}),
+    ("Vitamin B1, B6 and B12 tablets", set()),  # a multivitamin's B12 is no treatment dose
+    ("Zotonin", set()),  # a brand name inside another word is not that brand
     ("Aripiprazole 10mg tablets", set()),  # an antipsychotic, though it ends in -prazole
     ("Folic acid 5mg tablets", set()),
     ("Ab12 cream", set()),  # 'b12' inside a word is not B12
