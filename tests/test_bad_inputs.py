@@ -171,6 +171,12 @@ WHOLE_INPUT: dict[str, Case] = {
         "value_source_value missing in {t}/labs.csv; columns found: patient_id, collected_at, "
         "test_code, result, unit; its columns are those of the canonical format (--format "
         "canonical, the default)", 1),
+    "comma_file_under_a_semicolon_format": (
+        lambda t: [_write(t / "labs.csv", HEADER + GOOD), "--format", "uk-lab"],
+        "labs: required column Patient ID, Sample Date, Test, Result missing in {t}/labs.csv; "
+        "columns found: patient_id,collected_at,test_code,result,unit; the header is one "
+        "column holding ',': the file seems ','-delimited, and the format reads ';' ([read] "
+        "delimiter)", 1),
     "one_canonical_name_under_another_format": (
         lambda t: [_write(t / "labs.csv", "patient_id;Sample Date;Test;Result;Units\n"
                           "0001;01/10/2026;B12;150;ng/L\n"), "--format", "uk-lab"],

@@ -519,10 +519,13 @@ STOPS: dict[str, tuple[Callable[[Path], list], str, int]] = {
     "headerless_patients": (lambda t: [_labs(t / "labs.csv"), "--patients",
                                        _write(t / "p.csv", "ZQX001,1950-01-01,F,vegan\n")],
                             "seems to have no header row", 1),
+    # each line caught by one kind of cell alone: the id, or a value beside a plain id
     "headerless_patients_uuid_ids": (lambda t: [_labs(t / "labs.csv"), "--patients", _write(
-        t / "p.csv", f"{UUID_ID},F,vegan,no,no,no,yes,no\n")], "seems to have no header row", 1),
+        t / "p.csv", f"{UUID_ID},kx\n")], "seems to have no header row", 1),
     "headerless_patients_long_ids": (lambda t: [_labs(t / "labs.csv"), "--patients", _write(
-        t / "p.csv", "ZQXab12cd34,yes,no\n")], "seems to have no header row", 1),
+        t / "p.csv", "ZQXab12cd34,kx\n")], "seems to have no header row", 1),
+    "headerless_patients_unknown_sex": (lambda t: [_labs(t / "labs.csv"), "--patients", _write(
+        t / "p.csv", "ZQXABCDE,U,kx\n")], "seems to have no header row", 1),
     "header_only_labs": (lambda t: [_write(t / "labs.csv", ",".join(LABS_HEADER) + "\n")],
                          "no data rows", 1),
     "header_only_labs_parquet": (lambda t: [_parquet(t / "labs.parquet", LABS_HEADER, [])],

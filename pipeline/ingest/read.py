@@ -979,12 +979,20 @@ def _check_required(kind: str, spec: InputSpec, found: list[str], where: str) ->
         return
     if looks_like_data(found):
         raise UserError(f"{kind}: {where} seems to have no header row (its first line looks "
-                        f"like data); add a first line naming the columns, e.g. "
+                        f"like data: a number, date, id, or a value such as yes, F or vegan; "
+                        f"it is not shown); add a first line naming the columns, e.g. "
                         f"{', '.join(REQUIRED_COLUMNS[kind])}")
     shown = ", ".join(found) if found else "(none)"
     hint = ("; its columns are those of the canonical format (--format canonical, the "
             "default)") if all(c.lower() in lower for c in REQUIRED_COLUMNS[kind]) \
         else ""
+    split = [d for d in (",", ";", "\t", "|") if len(found) == 1 and d in found[0]
+             and d != spec.read.delimiter]
+    if split:  # one column holding the whole header: the format reads another delimiter
+        named = {"\t": "tab"}
+        found_d, read_d = (named.get(d, d) for d in (split[0], spec.read.delimiter))
+        hint = (f"; the header is one column holding '{found_d}': the file seems "
+                f"'{found_d}'-delimited, and the format reads '{read_d}' ([read] delimiter)")
     raise UserError(f"{kind}: required column {', '.join(missing)} missing in {where};"
                     f" columns found: {shown}{hint}")
 
@@ -1003,8 +1011,11 @@ _DATA_LIKE = re.compile(
     r"^[<>=\s]*[+-]?\d"  # a number, a date, a result
     r"|^[A-Za-z]{0,4}\d{3,}"  # an id: letters then digits (P000123)
     r"|^[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-"  # a UUID pseudonym
-    r"|^(?=[\w.-]{8,}$)(?=(?:\D*\d){3})[\w.-]*[A-Za-z]"  # a long token of letters and digits
-    r"|^(?:y|n|yes|no|true|false|m|f|male|female|vegan|vegetarian|omnivore)$",  # values
+    # a long token of letters and digits (pseudonyms; names keep their underscores)
+    r"|^(?=[A-Za-z0-9-]{8,}$)(?=(?:\D*\d){3})[A-Za-z0-9-]*[A-Za-z]"
+    # a yes/no, sex or diet value
+    r"|^(?:y|n|u|x|yes|no|true|false|m|f|male|female|other|unknown|not known|vegan"
+    r"|vegetarian|omnivore)$",
     re.IGNORECASE)
 
 
