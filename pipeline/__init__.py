@@ -15,7 +15,3 @@ except PackageNotFoundError:  # running from a source tree without installation
 #: The project root holding ``configs/`` (the package is installed editable from it).
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 CONFIG_DIR = PROJECT_ROOT / "configs"
-#: Every run (and validate) folder holds this manifest, made b12screen's by this key (every
-#: version has written it): the reader skips such folders inside an input folder.
-MANIFEST = "manifest.json"
-MANIFEST_KEY = "b12screen_version"

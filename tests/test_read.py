@@ -454,3 +454,17 @@ def test_a_run_folder_inside_an_input_folder_is_not_read_as_input(tmp_path: Path
             "outputs are not read as input") in again.stderr
     manifest = pd.read_json(out / "manifest.json", typ="series")
     assert manifest["accounting"]["by_input"]["labs"]["rows_read"] == 2
+    # a glob over the folder's CSVs skips the run's worklists alike
+    globbed = invoke("run", f"{folder}/**/*.csv", "--out", tmp_path / "out2", "--quiet")
+    assert globbed.exit_code == 0, globbed.output
+    assert (f"warning: labs: files matching {folder}/**/*.csv include b12screen run folder(s) "
+            f"{folder / 'run-2026-10'}, whose outputs are not read as input") in globbed.stderr
+    # a folder holding a copied manifest beside files it does not list is no run: read it
+    copied = folder / "nov"
+    copied.mkdir()
+    (copied / "manifest.json").write_bytes((folder / "run-2026-10" / "manifest.json").read_bytes())
+    (copied / "labs-nov.csv").write_bytes(labs.read_bytes())
+    third = invoke("run", folder, "--out", tmp_path / "out3", "--quiet")
+    assert third.exit_code == 0, third.output
+    manifest = pd.read_json(tmp_path / "out3" / "manifest.json", typ="series")
+    assert manifest["accounting"]["by_input"]["labs"]["rows_read"] == 4

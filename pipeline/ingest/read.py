@@ -19,7 +19,6 @@ import glob
 import gzip
 import hashlib
 import io
-import json
 import os
 import re
 import zlib
@@ -35,11 +34,11 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from pipeline import MANIFEST, MANIFEST_KEY
 from pipeline.config import CANONICAL_COLUMNS, REQUIRED_COLUMNS, InputSpec
 from pipeline.errors import UserError
 from pipeline.ingest.csv_records import MALFORMED_ROW, split_records
 from pipeline.kernels.arrow import cell_edges
+from pipeline.run_record import is_run_folder
 
 #: The reader's own columns. Their names start with a control character that no column name
 #: of an input can hold (header names are cleaned of control characters), so an input column
@@ -124,11 +123,13 @@ def resolve_paths(spec_path: str | Path, kind: str, spec: InputSpec | None = Non
         candidates = sorted(Path(p) for p in glob.glob(text, recursive=True) if Path(p).is_file())
         if not candidates:
             raise UserError(f"{kind}: no files match {text}")
+        candidates = _outside_runs(candidates, _glob_base(text), runs)
         where = f"files matching {text}"
     else:
         raise UserError(f"{kind}: no such file or folder: {text}")
     if runs and notes is not None:
-        notes.append(f"{kind}: folder {text} holds b12screen run folder(s) "
+        notes.append(f"{kind}: {where} {'holds' if path.is_dir() else 'include'} b12screen "
+                     f"run folder(s) "
                      f"{', '.join(runs[:5])}{' …' if len(runs) > 5 else ''}, whose outputs "
                      "are not read as input")
     found = [p for p in candidates if _is_data(p) and (spec is None or _is_extract(p, spec))]
@@ -155,7 +156,7 @@ def _folder_files(folder: Path, runs: list[str]) -> list[Path]:
         here = Path(root)
         dirs[:] = sorted(d for d in dirs if not d.startswith((".", "_")))
         for d in list(dirs):
-            if _is_run_folder(here / d):
+            if is_run_folder(here / d):
                 dirs.remove(d)
                 runs.append((here / d).relative_to(folder).as_posix())
         files += [here / n for n in names if not n.startswith((".", "_"))
@@ -163,13 +164,34 @@ def _folder_files(folder: Path, runs: list[str]) -> list[Path]:
     return sorted(files)
 
 
-def _is_run_folder(folder: Path) -> bool:
-    """A folder whose manifest is b12screen's."""
-    try:
-        data = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return False
-    return isinstance(data, dict) and MANIFEST_KEY in data
+def _glob_base(pattern: str) -> Path:
+    """The folder a glob pattern starts from: its leading parts without a wildcard."""
+    parts = []
+    for part in Path(pattern).parts[:-1]:
+        if any(ch in part for ch in "*?["):
+            break
+        parts.append(part)
+    return Path(*parts) if parts else Path(".")
+
+
+def _outside_runs(files: list[Path], base: Path, runs: list[str]) -> list[Path]:
+    """``files`` (a glob's matches) but those inside a b12screen run folder below ``base``
+    (appended to ``runs``): ``'exports/**/*.csv'`` must not read a run's worklists."""
+    verdict: dict[Path, bool] = {}
+
+    def in_run(folder: Path) -> bool:  # each folder looked at once, however many files
+        if folder not in verdict:
+            if folder == base or folder.parent == folder:
+                verdict[folder] = False
+            elif in_run(folder.parent):
+                verdict[folder] = True
+            else:
+                verdict[folder] = is_run_folder(folder)
+                if verdict[folder]:
+                    runs.append(folder.as_posix())
+        return verdict[folder]
+
+    return [f for f in files if not in_run(f.parent)]
 
 
 def _is_data(path: Path) -> bool:

@@ -17,16 +17,14 @@ import contextlib
 import ctypes
 import errno
 import glob
-import json
 import os
 import re
 import shutil
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any
 
-from pipeline import MANIFEST, MANIFEST_KEY
 from pipeline.errors import UserError
+from pipeline.run_record import MANIFEST, is_run_folder, read_manifest, unlisted
 
 __all__ = [
     "MANIFEST",
@@ -58,51 +56,9 @@ _SHOWN = 3  # names quoted in a message before "…"
 # ----------------------------------------------------------------------------- recognising
 
 
-def read_manifest(folder: Path) -> dict[str, Any] | None:
-    """The folder's b12screen manifest, or None (missing, unreadable or not ours)."""
-    try:
-        data = json.loads((Path(folder) / MANIFEST).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    if not isinstance(data, dict) or MANIFEST_KEY not in data:
-        return None
-    return data
-
-
 def is_temporary(folder: Path) -> bool:
     """A dot-folder (our temporary and set-aside folders among them): never a run."""
     return Path(folder).name.startswith(".")
-
-
-def _unlisted(folder: Path, manifest: dict[str, Any] | None) -> list[str]:
-    """Entries of ``folder`` that its manifest does not list (all of them without one),
-    as relative paths; a listed file's folders count as listed. Symlinks never count:
-    b12screen writes none."""
-    outputs = (manifest or {}).get("outputs")
-    listed = {str(p) for p in outputs} if isinstance(outputs, dict | list) else set()
-    if manifest is not None:
-        listed.add(MANIFEST)
-    parents = {p.rsplit("/", i)[0] for p in listed for i in range(1, p.count("/") + 1)}
-    found: list[str] = []
-    for root, dirs, files in os.walk(folder):
-        base = Path(root).relative_to(folder).as_posix()
-        prefix = "" if base == "." else f"{base}/"
-        inside = [d for d in sorted(dirs)
-                  if f"{prefix}{d}" in parents and not (Path(root) / d).is_symlink()]
-        found += [f"{prefix}{d}" for d in sorted(dirs) if d not in inside]
-        found += [f"{prefix}{n}" for n in sorted(files)
-                  if f"{prefix}{n}" not in listed or (Path(root) / n).is_symlink()]
-        dirs[:] = inside
-    return sorted(found)
-
-
-def is_run_folder(folder: Path) -> bool:
-    """An earlier run's (or validate's) folder: b12screen's manifest listing every entry."""
-    folder = Path(folder)
-    if folder.is_symlink() or not folder.is_dir():
-        return False
-    manifest = read_manifest(folder)
-    return manifest is not None and not _unlisted(folder, manifest)
 
 
 def files_of(folder: Path) -> list[Path]:
@@ -155,9 +111,9 @@ def _contents_problem(target: Path, text: str, option: str) -> str | None:
     if runs:
         return (f"{option} {text} holds earlier run folders ({_shown(runs)}); give this run "
                 f"its own folder inside it, such as {Path(text) / 'YYYY-MM'}")
-    unlisted = _unlisted(target, read_manifest(target))
+    others = unlisted(target, read_manifest(target))
     return (f"{option} {text} holds files that are not from a b12screen run "
-            f"({_shown(unlisted)}); choose an empty or new folder")
+            f"({_shown(others)}); choose an empty or new folder")
 
 
 def check_out(text: str, inputs: Iterable[Path] = (), option: str = "--out") -> Path:
