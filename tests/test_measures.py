@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import re
 
 import numpy as np
 import pandas as pd
@@ -265,3 +266,14 @@ def test_no_breakdown_the_inputs_do_not_have():
     assert set(table["group_by"]) == {"overall", "practice"}
     blank = build_measures(_cohort({"P1": 30}), AS_OF, 7, 5, sex=pd.Series([""] * 30))
     assert set(blank["group_by"]) == {"overall", "practice"}
+
+
+def test_measure_sources_are_citations_not_internal_names() -> None:
+    """The report shows each measure's source: a guideline or a section of the shipped
+    clinical basis a reader can look up, as `b12screen rules` does, never "seed" or "SPEC",
+    and no cut-off that another rules profile would make untrue without saying whose."""
+    for measure in MEASURES:
+        assert not re.search(r"\bseed\b|\bSPEC\b", measure.source), measure.id
+        assert re.search(r"NICE|MHRA|BSH|prescribing information|clinical-basis", measure.source)
+        if "180 ng/L" in measure.source:
+            assert "rules profile" in measure.source and "by default" in measure.source

@@ -172,7 +172,8 @@ MEASURES: tuple[Measure, ...] = (
             "metformin with symptoms or risk factors, and periodic monitoring in long-term use."
         ),
         low_is_good=False,
-        source="seed (metformin users need B12 monitoring); MHRA Drug Safety Update June 2022",
+        source="MHRA Drug Safety Update, June 2022 (metformin and reduced vitamin B12 levels); "
+               "docs/clinical-basis.md §5",
         masks=_metformin_testing,
     ),
     Measure(
@@ -185,7 +186,8 @@ MEASURES: tuple[Measure, ...] = (
             "itself: it depends on who is tested, so read it beside the testing rate."
         ),
         low_is_good=None,
-        source="seed thresholds (total B12 < 180 ng/L, active B12 < 25 pmol/L); NICE NG239",
+        source="the run's rules profile, R1-R5 (NICE NG239 section 1.3 by default: total B12 < "
+               "180 ng/L, active B12 < 25 pmol/L); docs/clinical-basis.md §1-§2",
         masks=_deficient_among_tested,
     ),
     Measure(
@@ -203,7 +205,8 @@ MEASURES: tuple[Measure, ...] = (
             "to measure MMA. A low rate means deficiencies left undiagnosed."
         ),
         low_is_good=False,
-        source="seed (for indeterminate results, measure MMA); NICE NG239; BSH 2014",
+        source="NICE NG239 section 1.3 (MMA after an indeterminate result); BSH 2014; "
+               "docs/clinical-basis.md §2",
         masks=_indeterminate_mma_done,
     ),
     Measure(
@@ -219,7 +222,8 @@ MEASURES: tuple[Measure, ...] = (
             "lesions of the spinal cord."
         ),
         low_is_good=True,
-        source="seed (untreated > 3 months: permanent spinal cord lesions); rule R12",
+        source="cyanocobalamin injection prescribing information (untreated > 3 months: "
+               "permanent spinal cord lesions); docs/clinical-basis.md §7 (R12)",
         masks=_deficient_untreated,
     ),
     Measure(
@@ -232,7 +236,8 @@ MEASURES: tuple[Measure, ...] = (
         denominator="patients on B12 treatment (oral or injection) on the as-of date",
         why="The guidance is to check B12 after 3 months of supplementation to confirm response.",
         low_is_good=True,
-        source="seed (check B12 levels after 3 months); rule R11",
+        source="NICE NG239 recommendations on follow-up (check after 3 months); "
+               "docs/clinical-basis.md §6 (R11)",
         masks=_retest_overdue,
     ),
 )
