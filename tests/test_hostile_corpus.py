@@ -882,6 +882,23 @@ def test_misspelt_column_is_a_loud_warning(misspelt_run, column: str) -> None:
     assert any(w.startswith(warning.split("?")[0]) for w in manifest["warnings"])
 
 
+def test_a_column_the_format_does_not_map_at_all_is_named_too(tmp_path: Path) -> None:
+    """A lab's own format that leaves pregnancy unmapped: the file's 'Pregnant' column is the
+    canonical one by name, so it gets the loud warning with the mapping to add."""
+    fmt = _write(tmp_path / "mine.toml", '[labs.columns]\npatient_id = "patient_id"\n'
+                 'collected_at = "collected_at"\ntest_code = "test_code"\nresult = "result"\n'
+                 'unit = "unit"\n[labs.codes]\nB12 = "b12_total"\n'
+                 '[patients.columns]\npatient_id = "patient_id"\n')
+    labs = _labs(tmp_path / "labs.csv")
+    patients = _write(tmp_path / "patients.csv", _csv_text(
+        ("patient_id", "Pregnant", "Neuro Symptoms"), [("ZQXB02", "yes", "no")]))
+    result = _small_run(tmp_path, labs, "--patients", patients, "--format", fmt)
+    for column, canon in (("Pregnant", "pregnant"), ("Neuro Symptoms", "neurological_symptoms")):
+        assert (f"warning: patients: column '{column}' is not used; it looks like '{canon}', "
+                f"which the format does not map: map it in a format file ([patients.columns] "
+                f"{canon} = [\"{column}\"], see docs/formats.md)") in result.stderr
+
+
 # ------------------------------------------------- ids that are formulas or break XML
 
 

@@ -939,18 +939,21 @@ def column_notes(kind: str, spec: InputSpec, original: list[str]) -> list[str]:
         return []
     lower = {c.lower() for c in original}
     missing = [canon for canon in CANONICAL_COLUMNS[kind]
-               if canon in spec.columns
-               and not any(s.lower() in lower for s in spec.columns[canon])]
+               if not any(s.lower() in lower for s in spec.columns.get(canon, ()))]
     notes = [f"{kind}: {len(unused)} column(s) not used by the format: {', '.join(unused)}"]
     for column in unused:
         for canon in missing:
-            sources = spec.columns[canon]
-            if any(near_miss(column, s) for s in (canon, *sources)):
-                notes.append(
-                    f"{kind}: column '{column}' is not used; did you mean '{sources[0]}'? "
-                    f"Rename the column, or map it in a format file "
-                    f"([{kind}.columns] {canon} = [\"{column}\"], see docs/formats.md)")
-                break
+            sources = spec.columns.get(canon, ())
+            if not any(near_miss(column, s) for s in (canon, *sources)):
+                continue
+            fix = (f"map it in a format file ([{kind}.columns] {canon} = [\"{column}\"], see "
+                   "docs/formats.md)")
+            notes.append(
+                f"{kind}: column '{column}' is not used; did you mean '{sources[0]}'? Rename "
+                f"the column, or {fix}" if sources else
+                f"{kind}: column '{column}' is not used; it looks like '{canon}', which the "
+                f"format does not map: {fix}")
+            break
     return notes
 
 
