@@ -369,6 +369,7 @@ def rules_cmd(rules: RulesOpt = None) -> None:
     Example: b12screen rules --rules bsh-2014
     """
     from pipeline.config import DEFAULT_RULES, load_rules
+    from pipeline.rules.classify import SITE_SETTINGS
 
     try:
         profile = load_rules(rules)
@@ -386,8 +387,22 @@ def rules_cmd(rules: RulesOpt = None) -> None:
         differs = "" if base == value else f"{base}"
         table.add_row(rule_id, key, str(value), differs, source)
     out.print(table)
+    here = {(r, k): v for r, k, v, _ in profile.parameters()}
     for site, site_profile in profile.sites.items():
-        out.print(f"site {site}: profile {site_profile.name}", markup=False)
+        out.print(f"site {site}: profile {site_profile.name} ({site_profile.path})",
+                  markup=False, soft_wrap=True)
+        differs = [(r, k, v, src) for r, k, v, src in site_profile.parameters()
+                   if (r, k) in SITE_SETTINGS and here.get((r, k)) != v]
+        if not differs:
+            out.print("  the same cut-offs as above", markup=False)
+            continue
+        site_table = Table(title=f"Results from site {site}: the cut-offs that differ (the "
+                                 f"rest as above)")
+        for column in ("rule", "parameter", "value", "above", "source"):
+            site_table.add_column(column, overflow="fold")
+        for rule_id, key, value, source in differs:
+            site_table.add_row(rule_id, key, str(value), str(here.get((rule_id, key))), source)
+        out.print(site_table)
 
 
 def main() -> None:  # pragma: no cover - console entry point convenience

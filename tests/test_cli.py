@@ -106,6 +106,24 @@ def test_rules_shows_sources_and_differences() -> None:
     assert "Devalia" in result.output
 
 
+def test_rules_shows_each_sites_cut_offs(tmp_path: Path, monkeypatch) -> None:
+    """A [sites] profile's cut-offs are what its lab's results are read by: shown with their
+    source beside the main profile's, and only those it changes."""
+    monkeypatch.setenv("COLUMNS", "250")
+    profile = _write(tmp_path / "region.toml", '[profile]\nextends = "nice-ng239"\n'
+                     '[sites]\nLABX = "bsh-2014"\nLABY = "nice-ng239"\n')
+    result = invoke("rules", "--rules", profile)
+    assert result.exit_code == 0, result.output
+    after = result.output.split("site LABX: profile bsh-2014")[1]
+    labx, laby = after.split("site LABY: profile nice-ng239")
+    cells = [[c.strip() for c in line.split("│")[1:-1]] for line in labx.splitlines()
+             if line.startswith("│")]
+    assert [row[:4] for row in cells if row[0]] == [  # a row's first line names its rule
+        ["R1", "deficient_below", "200.0", "180.0"], ["R5", "mma_upper_umol_l", "0.28", "0.45"]]
+    assert "Devalia" in labx
+    assert "the same cut-offs as above" in laby
+
+
 def test_run_prints_accounting_and_folder(tmp_path: Path) -> None:
     labs = _write(tmp_path / "labs.csv", LABS_HEADER + GOOD_ROW
                   + "0002,2026-10-01,FERRITIN,20,ug/L\n")

@@ -109,6 +109,12 @@ def cohort_positions(cohort: pd.Index, ids: pd.Series) -> np.ndarray:
     return pc.fill_null(found, -1).to_numpy().astype("int64")
 
 
+#: What a ``[sites]`` profile changes for its lab's results: the bands' cut-offs and the MMA
+#: limit (an assay's own); every other setting is the main profile's.
+SITE_SETTINGS = (("R1", "deficient_below"), ("R1", "unlikely_above"), ("R2", "deficient_below"),
+                 ("R2", "unlikely_above"), ("R5", "mma_upper_umol_l"))
+
+
 def _site_thresholds(site: pd.Series, rules: RulesProfile, rule_id: str, key: str) -> np.ndarray:
     """Per-row threshold: the performing lab's profile if it has one, else the default.
     Site ids match as codes and units do, whatever their case and surrounding spaces."""
