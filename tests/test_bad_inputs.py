@@ -493,6 +493,14 @@ def test_validate_shows_reasons_and_writes_rejected_rows(corpus, tmp_path: Path)
         for lines in (LAB_LINES, WINDOWS_LINES, PATIENT_LINES, MEDICATION_LINES))
     assert (out / "rejected.csv").is_file()
     assert not (out / "patients.parquet").exists()
+    # what was read, and by which format and profile, as a run's manifest records it
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert sorted(manifest["inputs"]) == ["labs", "medications", "patients"]
+    assert {f["path"] for f in manifest["inputs"]["labs"]} == {
+        str(corpus["batch"]), str(corpus["windows"])}
+    assert all(len(f["sha256"]) == 64 for files in manifest["inputs"].values() for f in files)
+    assert manifest["format"]["name"] == "canonical" and len(manifest["format"]["sha256"]) == 64
+    assert manifest["rules"]["name"] == "nice-ng239" and len(manifest["rules"]["sha256"]) == 64
 
 
 def test_validate_exits_1_above_the_reject_limit(corpus, tmp_path: Path) -> None:

@@ -385,6 +385,25 @@ def write_json(data: dict[str, Any], path: Path) -> None:
                     encoding="utf-8")
 
 
+def run_configuration(state: RunState) -> dict[str, Any]:
+    """What a run or validate read and by which settings, for its manifest: each input's
+    files (hashed), the format and the rules profile (hashed), so an audit can tell what a
+    month's folder was made from."""
+    return {
+        "inputs": {kind: [{"path": f.path, "sha256": f.sha256, "rows": f.rows,
+                           "bytes": f.bytes, "encoding": f.encoding,
+                           "delimiter": f.delimiter} for f in v.files]
+                   for kind, v in state.inputs.items()},
+        "unused_columns": {kind: list(getattr(v, "unused_columns", []))
+                           for kind, v in state.inputs.items()},
+        "format": {"name": state.fmt.name, "path": str(state.fmt.path),
+                   "sha256": state.fmt.sha256},
+        "rules": {"name": state.rules.name, "path": str(state.rules.path),
+                  "sha256": state.rules.sha256,
+                  "sites": {s: p.name for s, p in state.rules.sites.items()}},
+    }
+
+
 def rejected_frame(state: RunState) -> pd.DataFrame:
     """Every input's rejected rows in one table (each with its input, source row and
     reasons), or an empty table with the labs' columns when nothing was rejected."""

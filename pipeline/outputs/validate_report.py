@@ -12,7 +12,12 @@ from rich.table import Table
 from pipeline import __version__
 from pipeline.ingest.read import sha256_file
 from pipeline.outputs.run_folder import MANIFEST, files_of, replacing, restrict
-from pipeline.outputs.tables import rejected_frame, write_json, write_rejected
+from pipeline.outputs.tables import (
+    rejected_frame,
+    run_configuration,
+    write_json,
+    write_rejected,
+)
 from pipeline.state import RunState
 
 
@@ -33,9 +38,8 @@ def validate_manifest(folder: Path, state: RunState | None) -> dict[str, Any]:
         "kind": "validate",
         "created_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "as_of": state.as_of.isoformat() if state and state.as_of else None,
+        **(run_configuration(state) if state else {}),
         "accounting": state.accounting() if state else {},
-        "unused_columns": {kind: list(getattr(v, "unused_columns", []))
-                           for kind, v in state.inputs.items()} if state else {},
         "warnings": list(state.warnings) if state else [],
         "outputs": {p.relative_to(folder).as_posix(): sha256_file(p)
                     for p in files_of(folder)},

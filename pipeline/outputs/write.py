@@ -56,6 +56,7 @@ from pipeline.outputs.tables import (
     rejected_by_reason,
     rejected_frame,
     results_file,
+    run_configuration,
     write_csv,
     write_csv_pieces,
     write_frame,
@@ -531,17 +532,7 @@ def manifest(state: RunState, previous: Path | None, digests: dict[str, str]
         "as_of": state.as_of.isoformat(),
         "as_of_source": "--as-of" if state.options.as_of else "latest collected_at",
         "engine": state.options.engine,
-        "inputs": {kind: [{"path": f.path, "sha256": f.sha256, "rows": f.rows,
-                           "bytes": f.bytes, "encoding": f.encoding,
-                           "delimiter": f.delimiter} for f in v.files]
-                   for kind, v in state.inputs.items()},
-        "unused_columns": {kind: list(getattr(v, "unused_columns", []))
-                           for kind, v in state.inputs.items()},
-        "format": {"name": state.fmt.name, "path": str(state.fmt.path),
-                   "sha256": state.fmt.sha256},
-        "rules": {"name": state.rules.name, "path": str(state.rules.path),
-                  "sha256": state.rules.sha256,
-                  "sites": {s: p.name for s, p in state.rules.sites.items()}},
+        **run_configuration(state),
         "options": {"max_reject_rate": state.options.max_reject_rate,
                     "previous_run": str(previous) if previous else None},
         "accounting": {
