@@ -265,23 +265,29 @@ def retest_due(on_b12: pd.Series, treatment_start: pd.Series, check_day: pd.Seri
     return _flag(on_b12) & long_enough & ~checked
 
 
-def not_responding(status: pd.Series, index_at: pd.Series,
-                   tested_check_day: pd.Series) -> pd.Series:
+def not_responding(status: pd.Series, index_at: pd.Series, tested_check_day: pd.Series,
+                   injection_since: pd.Series) -> pd.Series:
     """R12: deficient on R11's check test, taken while on the course (adherence,
-    absorption or route needs review).
+    absorption or route needs review), unless injections started since.
 
     The check test is the latest B12 test on or after the course's ``check_from`` day:
     the index test (R4's most recent in the look-back) whenever it is that late, so the
     status it gave is the check's result. ``tested_check_day`` is that day for the course
-    the index test was taken in (missing when it was taken off treatment, or when a later
-    course has started since: the change of treatment is the answer, and its own check is
-    still to come). Where the SPEC is silent: a course that has lapsed since does not clear
-    the flag. The patient did not respond and is now untreated too; waiting for the
-    untreated limb's 90 days would delay the review of someone already shown not to
-    respond (the worklist's action then says to restart treatment).
+    the index test was taken in (missing when it was taken off treatment).
+    ``injection_since``: the latest start of a B12 injection prescription active on the
+    as-of date. Where the SPEC is silent:
+    - a course that has lapsed since does not clear the flag: the patient did not respond
+      and is now untreated too, and the untreated limb would wait 90 days from the test (the
+      worklist's action then says to restart treatment); nor does a repeat of the same
+      prescription, which is how tablets are prescribed month by month;
+    - an injection started after the check and still active does: switching to injections,
+      or injecting more often, is NICE's answer to non-response, and it has its own check
+      to come (R11).
     """
-    on_check = (index_at.dt.floor("D") >= tested_check_day).fillna(False).astype(bool)
-    return (status == "deficient") & on_check
+    day = index_at.dt.floor("D")
+    on_check = (day >= tested_check_day).fillna(False).astype(bool)
+    answered = (injection_since > day).fillna(False).astype(bool)
+    return (status == "deficient") & on_check & ~answered
 
 
 def untreated_too_long(status: pd.Series, index_at: pd.Series, on_b12: pd.Series,

@@ -163,8 +163,8 @@ def _medication_features(meds: pd.DataFrame | None, n: int, as_of: date,
                          gap_days: int, index_day: pd.Series) -> pd.DataFrame:
     """Per-patient prescription facts on the as-of date, and the start of the B12 course
     the index test was taken in (``tested_course_start``; missing when it was taken off
-    treatment, or when a later course has started since), which R12's not-responding limb
-    reads whether or not that course is still running.
+    treatment), which R12's not-responding limb reads whether or not that course is still
+    running, and the latest start of an injection active now (``injection_since``).
 
     A prescription may come as several rows, one per class it belongs to (a metformin
     combination product is a ``metformin`` row and a ``b12_combination`` row), so each fact
@@ -179,6 +179,7 @@ def _medication_features(meds: pd.DataFrame | None, n: int, as_of: date,
         out["first_metformin"] = empty_time
         out["treatment_start"] = empty_time
         out["tested_course_start"] = empty_time
+        out["injection_since"] = empty_time
         return out
     ts = pd.Timestamp(as_of)
     # by calendar day, as the as-of date is: a course started at 09:00 on the as-of date
@@ -213,19 +214,20 @@ def _medication_features(meds: pd.DataFrame | None, n: int, as_of: date,
     current = course_start.groupby(b12["pid"]).last()
     out["treatment_start"] = current.reindex(out.index).astype("datetime64[us]")
     out.loc[~out["on_b12"], "treatment_start"] = pd.NaT
-    # the course holding the index test's day (courses never overlap: at most one each),
-    # if it is the patient's latest: a course started since (oral to injections) is the
-    # answer to a failed check, and has its own check to come (R11)
+    # the course holding the index test's day (courses never overlap: at most one each)
     course = new_course.cumsum()
     spans = pd.DataFrame({"pid": b12["pid"], "start": course_start, "end": end}) \
         .groupby(course.to_numpy(), sort=False).agg(pid=("pid", "first"),
                                                     start=("start", "first"),
                                                     end=("end", "max"))
-    latest = ~spans["pid"].duplicated(keep="last").to_numpy()  # rows are in start order
     day = index_day.dt.floor("D").to_numpy()[spans["pid"].to_numpy(dtype=np.int64)]
-    held = spans[(spans["start"].to_numpy() <= day) & (day <= spans["end"].to_numpy())
-                 & latest]
+    held = spans[(spans["start"].to_numpy() <= day) & (day <= spans["end"].to_numpy())]
     out["tested_course_start"] = pd.Series(held["start"].to_numpy(), index=held["pid"]) \
+        .reindex(out.index).astype("datetime64[us]")
+    # the latest start of an injection prescription active now: started after a failed
+    # check, it is the answer to it (NICE: switch to injections, or inject more often)
+    injected = meds[active & (cls == "b12_injection")]
+    out["injection_since"] = injected["start_date"].groupby(injected["pid"]).max() \
         .reindex(out.index).astype("datetime64[us]")
     return out
 
@@ -473,7 +475,8 @@ def _patients_table(usable: pd.DataFrame, attrs: pd.DataFrame, meds: pd.DataFram
                                            r12["untreated_days"])
     not_responding = actions.not_responding(
         status, index["collected_at"],
-        actions.check_from(med["tested_course_start"], attrs["pregnant"], **check_settings))
+        actions.check_from(med["tested_course_start"], attrs["pregnant"], **check_settings),
+        med["injection_since"])
     limbs = actions.urgent_limbs(status, attrs["neurological_symptoms"], attrs["pregnant"],
                                  untreated, not_responding)
     urgent = actions.urgent_review(limbs)

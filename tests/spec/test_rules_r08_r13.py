@@ -382,6 +382,9 @@ R12_LABS = """
     R12_test_after_lapse    | 2026-07-20   | B12       | 150    | ng/L    # course ended 05-31
     R12_started_as_of_09h   | 2026-06-01   | B12       | 150    | ng/L
     R12_switched_route      | 2026-06-10   | B12       | 150    | ng/L    # day 160 of the tablets
+    R12_switched_at_once    | 2026-06-10   | B12       | 150    | ng/L
+    R12_lapsed_twice        | 2026-08-01   | B12       | 150    | ng/L
+    R12_repeat_tablets      | 2026-08-01   | B12       | 150    | ng/L
     R12_check_indeterminate | 2026-08-01   | B12       | 250    | ng/L
     R12_indeterminate_pregnant | 2026-10-03 | B12      | 250    | ng/L
     R12_unlikely_neuro      | 2026-10-03   | B12       | 400    | ng/L
@@ -416,6 +419,12 @@ R12_MEDICATIONS = """
     R12_started_as_of_09h   | Cyanocobalamin 1mg tablets | 2026-10-31T09:00:00 |
     R12_switched_route      | Cyanocobalamin 1mg tablets | 2026-01-01 | 2026-06-30
     R12_switched_route      | Hydroxocobalamin 1mg/1ml injection | 2026-08-01 |
+    R12_switched_at_once    | Cyanocobalamin 1mg tablets | 2026-01-01 | 2026-06-30
+    R12_switched_at_once    | Hydroxocobalamin 1mg/1ml injection | 2026-07-01 |
+    R12_lapsed_twice        | Cyanocobalamin 1mg tablets | 2026-01-01 | 2026-08-10
+    R12_lapsed_twice        | Cyanocobalamin 1mg tablets | 2026-09-15 | 2026-09-22
+    R12_repeat_tablets      | Cyanocobalamin 1mg tablets | 2026-04-01 | 2026-08-20
+    R12_repeat_tablets      | Cyanocobalamin 1mg tablets | 2026-08-21 |
     R12_check_indeterminate | Cyanocobalamin 1mg tablets | 2026-05-01 |
     R12_combination_only    | Metformin 500 mg + methylcobalamin 500 micrograms | 2026-01-01 |
 """
@@ -443,6 +452,9 @@ R12_EXPECTED = """
     R12_test_after_lapse    | deficient     | T             | T                  | F    # tested off treatment
     R12_started_as_of_09h   | deficient     | F             | F                  | F    # started on the as-of day
     R12_switched_route      | deficient     | F             | F                  | F    # injections since: the answer
+    R12_switched_at_once    | deficient     | F             | F                  | F    # the next day: one course, answered
+    R12_lapsed_twice        | deficient     | T             | T                  | T    # a week of tablets since, lapsed too
+    R12_repeat_tablets      | deficient     | T             | F                  | T    # a repeat is no answer
     R12_check_indeterminate | indeterminate | F             | F                  | F
     R12_indeterminate_pregnant | indeterminate | F          | F                  | F    # pregnancy: urgent when deficient
     R12_unlikely_neuro      | unlikely      | F             | F                  | F
