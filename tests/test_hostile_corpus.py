@@ -524,6 +524,12 @@ STOPS: dict[str, tuple[Callable[[Path], list], str, int]] = {
         t / "p.csv", f"{UUID_ID},kx\n")], "seems to have no header row", 1),
     "headerless_patients_long_ids": (lambda t: [_labs(t / "labs.csv"), "--patients", _write(
         t / "p.csv", "ZQXab12cd34,kx\n")], "seems to have no header row", 1),
+    "headerless_patients_underscored_ids": (lambda t: [_labs(t / "labs.csv"), "--patients",
+                                              _write(t / "p.csv", "ZQX_000123,GP_NORTH,\n")],
+                                             "seems to have no header row", 1),
+    "headerless_labs_under_another_delimiter": (lambda t: [
+        _write(t / "labs.csv", "ZQX_000123,2026-10-03,B12,987.654,ng/L\n"), "--format", "uk-lab"],
+        "seems to have no header row", 1),
     "headerless_patients_unknown_sex": (lambda t: [_labs(t / "labs.csv"), "--patients", _write(
         t / "p.csv", "ZQXABCDE,U,kx\n")], "seems to have no header row", 1),
     "header_only_labs": (lambda t: [_write(t / "labs.csv", ",".join(LABS_HEADER) + "\n")],

@@ -1002,7 +1002,9 @@ def _check_required(kind: str, spec: InputSpec, found: list[str], where: str) ->
                                                     f" (--{other})"))
     if not missing:
         return
-    if looks_like_data(found):
+    # a line read as one cell (the format's delimiter is not the file's) is judged cell by cell
+    cells = [c for name in found for c in re.split(r"[,;\t|]", name)]
+    if looks_like_data(cells):
         raise UserError(f"{kind}: {where} seems to have no header row (its first line looks "
                         f"like data: a number, date, id, or a value such as yes, F or vegan; "
                         f"it is not shown); add a first line naming the columns, e.g. "
@@ -1011,13 +1013,12 @@ def _check_required(kind: str, spec: InputSpec, found: list[str], where: str) ->
     hint = ("; its columns are those of the canonical format (--format canonical, the "
             "default)") if all(c.lower() in lower for c in REQUIRED_COLUMNS[kind]) \
         else ""
-    split = [d for d in (",", ";", "\t", "|") if len(found) == 1 and d in found[0]
-             and d != spec.read.delimiter]
+    split = [d for d in (",", ";", "|") if len(found) == 1 and d in found[0]
+             and spec.read.delimiter not in ("auto", d)]
     if split:  # one column holding the whole header: the format reads another delimiter
-        named = {"\t": "tab"}
-        found_d, read_d = (named.get(d, d) for d in (split[0], spec.read.delimiter))
-        hint = (f"; the header is one column holding '{found_d}': the file seems "
-                f"'{found_d}'-delimited, and the format reads '{read_d}' ([read] delimiter)")
+        read_d = {"\t": "tab"}.get(spec.read.delimiter, spec.read.delimiter)
+        hint = (f"; the header is one column holding '{split[0]}': the file seems "
+                f"'{split[0]}'-delimited, and the format reads '{read_d}' ([read] delimiter)")
     raise UserError(f"{kind}: required column {', '.join(missing)} missing in {where};"
                     f" columns found: {shown}{hint}")
 
@@ -1034,7 +1035,7 @@ def _signature(kind: str) -> tuple[list[str], int]:
 
 _DATA_LIKE = re.compile(
     r"^[<>=\s]*[+-]?\d"  # a number, a date, a result
-    r"|^[A-Za-z]{0,4}\d{3,}"  # an id: letters then digits (P000123)
+    r"|^[A-Za-z]{0,4}[_-]?\d{3,}"  # an id: letters then digits (P000123, PT_000123)
     r"|^[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-"  # a UUID pseudonym
     # a long token of letters and digits (pseudonyms; names keep their underscores)
     r"|^(?=[A-Za-z0-9-]{8,}$)(?=(?:\D*\d){3})[A-Za-z0-9-]*[A-Za-z]"
