@@ -221,9 +221,12 @@ def load_rules(name_or_path: str | None = None, _site_of: str | None = None) -> 
     _validate_rules(data, path)
     sites: dict[str, RulesProfile] = {}
     if _site_of is None:
+        named: dict[str, str] = {}
         for site_id, target in sorted(data.get("sites", {}).items()):
             if not isinstance(target, str):
                 raise UserError(f"sites.{site_id} in {path} must name a profile", EXIT_USAGE)
+            _one_code(named, site_id, target, "sites", path)  # site ids match in any case
+            named[str(site_id).strip().upper()] = target
             sites[str(site_id)] = load_rules(
                 str(_referenced(target, path, f"sites.{site_id}")), _site_of=str(site_id))
     data = {k: v for k, v in data.items() if k != "sites"}
@@ -270,7 +273,9 @@ def _validate_rules(data: dict[str, Any], path: Path) -> None:
         if not low < high:
             raise bad(f"harmonise.{analyte}_plausible_min", f"must be below "
                       f"harmonise.{analyte}_plausible_max")
-    try:
+    try:  # exactly YYYY-MM-DD: the date parsers downstream read no other ISO form alike
+        if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", str(harmonise["earliest_date"])):
+            raise ValueError
         date.fromisoformat(str(harmonise["earliest_date"]))
     except ValueError:
         raise bad("harmonise.earliest_date", "must be a date YYYY-MM-DD") from None
@@ -462,18 +467,18 @@ def _lab_codes(section: dict[str, Any], path: Path) -> dict[str, str]:
     for code, analyte in _table(section, "codes", "labs.codes", path).items():
         if analyte not in ANALYTES:
             raise _bad(f"labs.codes.{code}", path, f"must be one of {', '.join(ANALYTES)}")
-        key = _one_code(codes, code, "labs.codes", path)
-        codes[key] = analyte
+        codes[_one_code(codes, code, analyte, "labs.codes", path)] = analyte
     return codes
 
 
-def _one_code(seen: dict[str, str], code: object, table: str, path: Path) -> str:
-    """A code as matched (trimmed, any case); the same code twice (``Serum B12`` and ``SERUM
-    B12``) would silently keep the later mapping, so it stops the load."""
+def _one_code(seen: dict[str, str], code: object, value: str, table: str, path: Path) -> str:
+    """A code as matched (trimmed, any case); the same code mapped twice to different
+    values (``Serum B12`` and ``SERUM B12``) would silently keep the later one, so it
+    stops the load (twice to the same value is harmless)."""
     key = str(code).strip().upper()
-    if key in seen:
-        raise _bad(f"{table}.{code}", path, "maps a code already mapped (codes match "
-                                             "trimmed and in any case)")
+    if key in seen and seen[key] != value:
+        raise _bad(f"{table}.{code}", path, f"maps a code already mapped to {seen[key]} (codes "
+                                             "match trimmed and in any case)")
     return key
 
 
@@ -535,7 +540,7 @@ def _class_codes(section: dict[str, Any], path: Path) -> dict[str, str]:
         if cls not in MEDICATION_CLASSES:
             raise _bad(f"medications.codes.{code}", path,
                        f"must be one of {', '.join(MEDICATION_CLASSES)}")
-        out[_one_code(out, code, "medications.codes", path)] = cls
+        out[_one_code(out, code, cls, "medications.codes", path)] = cls
     return out
 
 

@@ -554,6 +554,11 @@ PROFILE_ERRORS = {
         "prevention_bariatric_surgery, prevention_diet, prevention_ileal_resection)"),
     "regimen_list_not_a_list": ('[rules.R9]\ninjection_only = "paediatric"\n',
                                 "key 'rules.R9.injection_only' in {path} must be a list of text"),
+    "earliest_date_basic_form": ('[harmonise]\nearliest_date = "19000101"\n',
+                                 "harmonise.earliest_date must be a date YYYY-MM-DD"),
+    "site_twice_by_case": ('[sites]\nRTH01 = "bsh-2014"\nrth01 = "nice-ng239"\n',
+                           "key 'sites.rth01' in {path} maps a code already mapped to bsh-2014 "
+                           "(codes match trimmed and in any case)"),
     "extends_unknown": ('extends = "nice-ng293"\n',
                         "profile.extends in {path}: unknown rules profile 'nice-ng293' "
                         "(shipped: bsh-2014, nice-ng239)"),
@@ -598,7 +603,7 @@ def test_a_profile_is_named_by_its_file_and_finds_its_neighbours(tmp_path: Path)
 FORMAT_ERRORS = {
     "code_twice_by_case": ('"Serum B12" = "b12_total"\n"SERUM B12" = "mma"\n',
                            "key 'labs.codes.SERUM B12' in {path} maps a code already mapped "
-                           "(codes match trimmed and in any case)"),
+                           "to b12_total (codes match trimmed and in any case)"),
     "bad_date_directive": ('[read]\ndatetime_formats = ["%d-%Q-%Y"]\n',
                            "key 'read.datetime_formats' in {path} must hold strptime formats "
                            'such as "%d/%m/%Y %H:%M"'),
@@ -616,3 +621,10 @@ def test_format_mistakes_stop_at_load(tmp_path: Path, case: str) -> None:
     assert result.exit_code == 2, result.output
     assert [ln for ln in result.stderr.splitlines() if ln.strip()] == [
         f"b12screen: error: {message.format(path=fmt)}"]
+
+
+def test_a_code_twice_to_the_same_analyte_is_harmless(tmp_path: Path) -> None:
+    fmt = _write(tmp_path / "mine.toml", MINIMAL_FORMAT + '"b12 " = "b12_total"\n')
+    labs = _write(tmp_path / "labs.csv", HEADER + GOOD)
+    result = invoke("validate", labs, "--format", fmt, "--out", tmp_path / "out")
+    assert result.exit_code == 0, result.output
