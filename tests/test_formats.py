@@ -501,7 +501,11 @@ MEDICATION_NAMES = [
     ("Vitamin B-12 1000microgram tablets", {"b12_oral"}),
     ("B12 1mg tablets", {"b12_oral"}),
     ("Diagemet XL 500mg prolonged-release tablets", {"metformin"}),
+    ("Sublingual B12 1000mcg tablets", {"b12_oral"}),
+    ("Metformin/B12 tablets", {"metformin", "b12_combination"}),
     ("Vitamin B1, B6 and B12 tablets", set()),  # a multivitamin's B12 is no treatment dose
+    ("Multivitamin with B12", set()),
+    ("Vitamin B complex with B12 capsules", set()),
     ("Zotonin", set()),  # a brand name inside another word is not that brand
     ("Aripiprazole 10mg tablets", set()),  # an antipsychotic, though it ends in -prazole
     ("Folic acid 5mg tablets", set()),
