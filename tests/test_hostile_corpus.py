@@ -897,8 +897,10 @@ def test_a_column_the_format_does_not_map_at_all_is_named_too(tmp_path: Path) ->
                  '[patients.columns]\npatient_id = "patient_id"\n')
     labs = _labs(tmp_path / "labs.csv")
     patients = _write(tmp_path / "patients.csv", _csv_text(
-        ("patient_id", "Pregnant", "Neuro Symptoms"), [("ZQXB02", "yes", "no")]))
+        ("patient_id", "Pregnant", "Neuro Symptoms", "birth_country"),
+        [("ZQXB02", "yes", "no", "UK")]))
     result = _small_run(tmp_path, labs, "--patients", patients, "--format", fmt)
+    assert "'birth_country' is not used; it looks like" not in result.stderr  # not birth_year
     for column, canon in (("Pregnant", "pregnant"), ("Neuro Symptoms", "neurological_symptoms")):
         assert (f"warning: patients: column '{column}' is not used; it looks like '{canon}', "
                 f"which the format does not map: map it in a format file ([patients.columns] "

@@ -918,6 +918,15 @@ def _edit_distance(a: str, b: str, limit: int = 2) -> int:
     return previous[-1]
 
 
+def _same_last_word(name: str, known: str) -> bool:
+    """Whether two column names end in the same word, or are as close as a misspelling
+    (``Neuro Symptoms`` and ``neurological_symptoms``; ``Pregnant?`` and ``pregnant``)."""
+    a, b = _letters(name), _letters(known)
+    words = [re.findall(r"[a-z]+", n.lower()) for n in (name, known)]
+    return a == b or _edit_distance(a, b) <= 2 or (
+        bool(words[0]) and bool(words[1]) and words[0][-1] == words[1][-1])
+
+
 def near_miss(name: str, known: str) -> bool:
     """Whether an unused column name is plausibly a misspelling of a known one: after
     lower-casing and dropping non-letters, equal, sharing their first 5 letters or more,
@@ -946,6 +955,8 @@ def column_notes(kind: str, spec: InputSpec, original: list[str]) -> list[str]:
             sources = spec.columns.get(canon, ())
             if not any(near_miss(column, s) for s in (canon, *sources)):
                 continue
+            if not sources and not _same_last_word(column, canon):
+                continue  # unmapped: a shared start alone (birth_country, birth_year) is not
             fix = (f"map it in a format file ([{kind}.columns] {canon} = [\"{column}\"], see "
                    "docs/formats.md)")
             notes.append(
