@@ -459,6 +459,12 @@ def test_a_run_folder_inside_an_input_folder_is_not_read_as_input(tmp_path: Path
     assert globbed.exit_code == 0, globbed.output
     assert (f"warning: labs: files matching {folder}/**/*.csv include b12screen run folder(s) "
             f"{folder / 'run-2026-10'}, whose outputs are not read as input") in globbed.stderr
+    # nor through a link to the run (``latest``), which the glob follows
+    (folder / "latest").symlink_to(folder / "run-2026-10", target_is_directory=True)
+    linked = invoke("run", f"{folder}/**/*.csv", "--out", tmp_path / "out4", "--quiet")
+    assert linked.exit_code == 0, linked.output
+    assert f"{folder / 'latest'}, " in linked.stderr
+    (folder / "latest").unlink()
     # a folder holding a copied manifest beside files it does not list is no run: read it
     copied = folder / "nov"
     copied.mkdir()

@@ -185,8 +185,9 @@ def _outside_runs(files: list[Path], base: Path, runs: list[str]) -> list[Path]:
                 verdict[folder] = False
             elif in_run(folder.parent):
                 verdict[folder] = True
-            else:
-                verdict[folder] = is_run_folder(folder)
+            else:  # a link to a run folder (``latest``) is one too: the glob follows it
+                verdict[folder] = is_run_folder(folder.resolve() if folder.is_symlink()
+                                                else folder)
                 if verdict[folder]:
                     runs.append(folder.as_posix())
         return verdict[folder]
