@@ -183,3 +183,29 @@ def test_an_edited_profile_of_the_same_name_is_not_compared(sample_extract: dict
     assert "run folder 2026-09" in note and "compared with 2026-08 instead" in note
     first_listed = set(_list(reports / "2026-09", "supplementation")["first_listed"])
     assert first_listed == {"2026-09"}
+
+
+def test_a_profile_renamed_by_its_file_is_not_compared_in_silence(sample_extract: dict[str, Path],
+                                                                  tmp_path: Path) -> None:
+    """A profile without ``name`` was named after the profile it extends, and is now named
+    after its file: last month's run, recorded under the old name, is not compared, and the
+    run says so (never marking everyone new in silence)."""
+    profile = tmp_path / "mylab.toml"
+    profile.write_text('[profile]\nextends = "nice-ng239"\n[rules.R1]\ndeficient_below = 200.0\n',
+                       encoding="utf-8")
+    reports = tmp_path / "reports"
+    first = invoke("run", sample_extract["labs"], "--as-of", "2026-09-30", "--rules", profile,
+                   "--out", reports / "2026-09", "--quiet")
+    assert first.exit_code == 0, first.output
+    manifest_path = reports / "2026-09" / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    assert manifest["rules"]["name"] == "mylab"
+    manifest["rules"]["name"] = "nice-ng239"  # as the earlier release recorded it
+    manifest_path.write_text(json.dumps(manifest), encoding="utf-8")
+    second = invoke("run", sample_extract["labs"], "--as-of", "2026-10-31", "--rules", profile,
+                    "--out", reports / "2026-10", "--quiet")
+    assert second.exit_code == 0, second.output
+    assert (f"worklist changes: run folder 2026-09 used this rules profile file under the name "
+            f"'nice-ng239' (now 'mylab'), so its lists are not compared (every listed patient "
+            f"is new); pass --previous {reports / '2026-09'} to compare with it anyway"
+            ) in " ".join(second.stderr.split())

@@ -480,9 +480,11 @@ def _stack(tables: dict[str | None, pa.Table], columns: tuple[str, ...],
     return pd.DataFrame(frame, index=pd.RangeIndex(int(sizes.sum())), copy=False)
 
 
-def _earlier_runs(out_dir: Path, as_of: dt.date) -> list[tuple[dt.date, str, str, str, Path]]:
+def _earlier_runs(out_dir: Path, as_of: dt.date
+                  ) -> list[tuple[dt.date, str, str, str, Path, str]]:
     """The run folders beside ``out_dir`` with an earlier as-of date: (as-of, folder name,
-    rules name, rules sha256 or '' where the manifest has none, folder), latest last.
+    rules name, rules sha256 or '' where the manifest has none, folder, rules file path or
+    ''), latest last.
 
     Only b12screen run folders count: folders without b12screen's manifest (an interrupted
     or foreign folder), validate folders, and dot-folders (a run's temporary folder, or a
@@ -505,10 +507,11 @@ def _earlier_runs(out_dir: Path, as_of: dt.date) -> list[tuple[dt.date, str, str
             rules = manifest.get("rules") or {}
             name = rules.get("name") if isinstance(rules, dict) else rules
             sha = str(rules.get("sha256") or "") if isinstance(rules, dict) else ""
+            path = str(rules.get("path") or "") if isinstance(rules, dict) else ""
         except (ValueError, KeyError, TypeError, AttributeError):
             continue
         if run_as_of < as_of:
-            runs.append((run_as_of, folder.name, name, sha, folder))
+            runs.append((run_as_of, folder.name, name, sha, folder, path))
     return sorted(runs, key=lambda run: run[:2])
 
 
@@ -522,21 +525,32 @@ def find_previous_run(out_dir: Path, as_of: dt.date, rules_name: str,
 
 
 def previous_run(out_dir: Path, as_of: dt.date, rules_name: str,
-                 rules_sha256: str | None = None) -> tuple[Path | None, str | None]:
+                 rules_sha256: str | None = None, rules_path: str | Path | None = None
+                 ) -> tuple[Path | None, str | None]:
     """``find_previous_run``, and a warning when a later run than the one found used a
-    profile of the same name with other settings (an edited copy): its lists are not what
-    this month's are compared with. The sibling folders are read once for both."""
+    profile of the same name with other settings (an edited copy), or the same profile
+    file under another name (an unnamed profile was named after its parent before it was
+    named after its file): its lists are not what this month's are compared with. The
+    sibling folders are read once for both."""
     runs = _earlier_runs(out_dir, as_of)
     named = [(i, run) for i, run in enumerate(runs) if run[2] == rules_name]
     same = [(i, run) for i, run in named if rules_sha256 is None or run[3] in ("", rules_sha256)]
     found = same[-1] if same else None
     skipped = [run for i, run in named
                if run[3] not in ("", rules_sha256) and (found is None or i > found[0])]
+    why = f"used rules profile '{rules_name}' with other settings"
+    if rules_sha256 is not None and rules_path is not None and not skipped:
+        renamed = [run for i, run in enumerate(runs)
+                   if run[2] != rules_name and run[5] == str(rules_path)
+                   and (found is None or i > found[0])]
+        if renamed:
+            skipped = renamed
+            why = (f"used this rules profile file under the name '{renamed[-1][2]}' (now "
+                   f"'{rules_name}')")
     if rules_sha256 is None or not skipped:
         return (found[1][4] if found else None), None
     compared = (f"compared with {found[1][1]} instead" if found is not None
                 else "every listed patient is new")
     return (found[1][4] if found else None), (
-        f"worklist changes: run folder {skipped[-1][1]} used rules profile "
-        f"'{rules_name}' with other settings, so its lists are not compared "
-        f"({compared}); pass --previous {skipped[-1][4]} to compare with it anyway")
+        f"worklist changes: run folder {skipped[-1][1]} {why}, so its lists are not "
+        f"compared ({compared}); pass --previous {skipped[-1][4]} to compare with it anyway")

@@ -447,7 +447,7 @@ def _write_outputs(state: RunState, out: Path | None, previous: Path | None,
     prev = previous
     if previous is None:  # the latest earlier run with the same rules (name and settings)
         prev, note = previous_run(out.resolve(), state.as_of, state.rules.name,
-                                  state.rules.sha256)
+                                  state.rules.sha256, str(state.rules.path))
         if note:
             state.warnings.append(note)
     results = state.classified.results
