@@ -473,10 +473,13 @@ def _patients_table(usable: pd.DataFrame, attrs: pd.DataFrame, meds: pd.DataFram
                                 after_days_pregnant=r11["retest_after_days_pregnant"])
     untreated = actions.untreated_too_long(status, index["collected_at"], med["on_b12"], as_of,
                                            r12["untreated_days"])
-    not_responding = actions.not_responding(
-        status, index["collected_at"],
-        actions.check_from(med["tested_course_start"], attrs["pregnant"], **check_settings),
-        med["injection_since"])
+    if med["tested_course_start"].notna().any():
+        not_responding = actions.not_responding(
+            status, index["collected_at"],
+            actions.check_from(med["tested_course_start"], attrs["pregnant"], **check_settings),
+            med["injection_since"])
+    else:  # no index test taken on a course (no prescriptions at all): no column-wide work
+        not_responding = pd.Series(False, index=status.index)
     limbs = actions.urgent_limbs(status, attrs["neurological_symptoms"], attrs["pregnant"],
                                  untreated, not_responding)
     urgent = actions.urgent_review(limbs)
