@@ -265,29 +265,27 @@ def retest_due(on_b12: pd.Series, treatment_start: pd.Series, check_day: pd.Seri
     return _flag(on_b12) & long_enough & ~checked
 
 
-def not_responding(status: pd.Series, index_at: pd.Series, tested_check_day: pd.Series,
-                   injection_since: pd.Series) -> pd.Series:
-    """R12: deficient on R11's check test, taken while on the course (adherence,
-    absorption or route needs review), unless injections started since.
+def failed_check(status: pd.Series, index_at: pd.Series,
+                 tested_check_day: pd.Series) -> pd.Series:
+    """R12's not responding, before any answer to it: deficient on R11's check test, taken
+    while on the course (adherence, absorption or route needs review).
 
     The check test is the latest B12 test on or after the course's ``check_from`` day:
     the index test (R4's most recent in the look-back) whenever it is that late, so the
     status it gave is the check's result. ``tested_check_day`` is that day for the course
-    the index test was taken in (missing when it was taken off treatment).
-    ``injection_since``: the latest start of a B12 injection prescription active on the
-    as-of date. Where the SPEC is silent:
-    - a course that has lapsed since does not clear the flag: the patient did not respond
-      and is now untreated too, and the untreated limb would wait 90 days from the test (the
+    the index test was taken in (missing when it was taken off treatment). Where the SPEC
+    is silent:
+    - a course that has lapsed since does not clear it: the patient did not respond and is
+      now untreated too, and the untreated limb would wait 90 days from the test (the
       worklist's action then says to restart treatment); nor does a repeat of the same
-      prescription, which is how tablets are prescribed month by month;
-    - an injection started after the check and still active does: switching to injections,
-      or injecting more often, is NICE's answer to non-response, and it has its own check
-      to come (R11).
+      prescription, which is how tablets and injections are prescribed;
+    - injections begun after the check, where none ran on its day, answer it (the change of
+      route NICE advises): ``classify`` then leaves the patient out of ``not_responding``
+      and dates R11's check from the injections' start, so a check of them falls due.
     """
     day = index_at.dt.floor("D")
     on_check = (day >= tested_check_day).fillna(False).astype(bool)
-    answered = (injection_since > day).fillna(False).astype(bool)
-    return (status == "deficient") & on_check & ~answered
+    return (status == "deficient") & on_check
 
 
 def untreated_too_long(status: pd.Series, index_at: pd.Series, on_b12: pd.Series,

@@ -164,7 +164,8 @@ def _medication_features(meds: pd.DataFrame | None, n: int, as_of: date,
     """Per-patient prescription facts on the as-of date, and the start of the B12 course
     the index test was taken in (``tested_course_start``; missing when it was taken off
     treatment), which R12's not-responding limb reads whether or not that course is still
-    running, and the latest start of an injection active now (``injection_since``).
+    running, and the start of injections begun since the index test where none ran on its
+    day and they run now (``switched_to_injection``: a change of route).
 
     A prescription may come as several rows, one per class it belongs to (a metformin
     combination product is a ``metformin`` row and a ``b12_combination`` row), so each fact
@@ -179,7 +180,7 @@ def _medication_features(meds: pd.DataFrame | None, n: int, as_of: date,
         out["first_metformin"] = empty_time
         out["treatment_start"] = empty_time
         out["tested_course_start"] = empty_time
-        out["injection_since"] = empty_time
+        out["switched_to_injection"] = empty_time
         return out
     ts = pd.Timestamp(as_of)
     # by calendar day, as the as-of date is: a course started at 09:00 on the as-of date
@@ -224,11 +225,20 @@ def _medication_features(meds: pd.DataFrame | None, n: int, as_of: date,
     held = spans[(spans["start"].to_numpy() <= day) & (day <= spans["end"].to_numpy())]
     out["tested_course_start"] = pd.Series(held["start"].to_numpy(), index=held["pid"]) \
         .reindex(out.index).astype("datetime64[us]")
-    # the latest start of an injection prescription active now: started after a failed
-    # check, it is the answer to it (NICE: switch to injections, or inject more often)
-    injected = meds[active & (cls == "b12_injection")]
-    out["injection_since"] = injected["start_date"].groupby(injected["pid"]).max() \
-        .reindex(out.index).astype("datetime64[us]")
+    # a change of route since the index test: the first injection started after it, where
+    # no injection was running on the test's day and one is now (a repeat injection
+    # prescription is no change, tablets to injections is: NICE's answer to non-response)
+    inj = meds[started & (cls == "b12_injection")]
+    inj_day = index_day.dt.floor("D").to_numpy()[inj["pid"].to_numpy(dtype=np.int64)]
+    running = (inj["start_date"].to_numpy() <= inj_day) & (
+        inj["end_date"].isna().to_numpy() | (inj["end_date"].to_numpy() >= inj_day))
+    on_at_test = pd.Series(running).groupby(inj["pid"].to_numpy()).any() \
+        .reindex(out.index, fill_value=False).to_numpy(dtype=bool)
+    later = inj[inj["start_date"].to_numpy() > inj_day]
+    first_after = later["start_date"].groupby(later["pid"]).min().reindex(out.index)
+    inj_now = any_active("b12_injection").to_numpy(dtype=bool)
+    out["switched_to_injection"] = first_after.where(~on_at_test & inj_now) \
+        .astype("datetime64[us]")
     return out
 
 
@@ -467,19 +477,23 @@ def _patients_table(usable: pd.DataFrame, attrs: pd.DataFrame, meds: pd.DataFram
                       "after_days_pregnant": r11["retest_after_days_pregnant"],
                       "early_days": r11["retest_early_days"],
                       "early_days_pregnant": r11["retest_early_days_pregnant"]}
-    check_day = actions.check_from(med["treatment_start"], attrs["pregnant"], **check_settings)
-    retest = actions.retest_due(med["on_b12"], med["treatment_start"], check_day, last_test,
-                                attrs["pregnant"], as_of, after_days=r11["retest_after_days"],
-                                after_days_pregnant=r11["retest_after_days_pregnant"])
     untreated = actions.untreated_too_long(status, index["collected_at"], med["on_b12"], as_of,
                                            r12["untreated_days"])
+    checked_from = med["treatment_start"]
     if med["tested_course_start"].notna().any():
-        not_responding = actions.not_responding(
+        failed = actions.failed_check(
             status, index["collected_at"],
-            actions.check_from(med["tested_course_start"], attrs["pregnant"], **check_settings),
-            med["injection_since"])
+            actions.check_from(med["tested_course_start"], attrs["pregnant"], **check_settings))
+        # injections begun after a failed check answer it, and have their own check (R11)
+        answered = failed & med["switched_to_injection"].notna().to_numpy()
+        not_responding = failed & ~answered
+        checked_from = med["treatment_start"].mask(answered, med["switched_to_injection"])
     else:  # no index test taken on a course (no prescriptions at all): no column-wide work
         not_responding = pd.Series(False, index=status.index)
+    check_day = actions.check_from(checked_from, attrs["pregnant"], **check_settings)
+    retest = actions.retest_due(med["on_b12"], checked_from, check_day, last_test,
+                                attrs["pregnant"], as_of, after_days=r11["retest_after_days"],
+                                after_days_pregnant=r11["retest_after_days_pregnant"])
     limbs = actions.urgent_limbs(status, attrs["neurological_symptoms"], attrs["pregnant"],
                                  untreated, not_responding)
     urgent = actions.urgent_review(limbs)

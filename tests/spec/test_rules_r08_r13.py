@@ -282,6 +282,8 @@ R10_EXPECTED = """
 # ------------------------------------------------------------------------------ R11
 R11_LABS = """
     patient_id              | collected_at | test_code | result | unit
+    R11_switched_after_fail | 2026-04-01   | B12       | 120    | ng/L    # tablets failed: injections since
+    R11_injections_repeated | 2026-06-01   | B12       | 120    | ng/L    # on injections: repeats are no change
     R11_tested_after_start  | 2026-08-15   | B12       | 400    | ng/L
     R11_tested_active_after | 2026-08-15   | HOLOTC    | 80     | pmol/L
     R11_tested_on_start_day | 2026-05-01   | B12       | 400    | ng/L
@@ -306,6 +308,10 @@ R11_PATIENTS = """
 """
 R11_MEDICATIONS = """
     patient_id               | medication                         | start_date | end_date
+    R11_switched_after_fail  | Cyanocobalamin 1mg tablets         | 2026-01-01 | 2026-04-04
+    R11_switched_after_fail  | Hydroxocobalamin 1mg/1ml injection | 2026-04-05 |
+    R11_injections_repeated  | Hydroxocobalamin 1mg/1ml injection | 2026-01-01 | 2026-06-30
+    R11_injections_repeated  | Hydroxocobalamin 1mg/1ml injection | 2026-07-01 |
     R11_90_days              | Cyanocobalamin 1mg tablets         | 2026-08-02 |
     R11_89_days              | Cyanocobalamin 1mg tablets         | 2026-08-03 |
     R11_pregnant_30_days     | Cyanocobalamin 1mg tablets         | 2026-10-01 |
@@ -333,6 +339,8 @@ R11_MEDICATIONS = """
 """
 R11_EXPECTED = """
     patient_id               | on_b12_treatment | retest_due | b12_treatment_start
+    R11_switched_after_fail  | T                | T          | 2026-01-01
+    R11_injections_repeated  | T                | F          | 2026-01-01
     R11_90_days              | T                | T          | 2026-08-02
     R11_89_days              | T                | F          | 2026-08-03
     R11_pregnant_30_days     | T                | T          | 2026-10-01
