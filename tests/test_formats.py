@@ -564,3 +564,24 @@ def test_omop_concept_ids_written_as_floats_read_as_the_ids(tmp_path: Path) -> N
         columns = ["patient_id", "b12_status", "index_value"] if table_name.startswith(
             "patients") else ["source_row", "reasons"]
         pd.testing.assert_frame_equal(frames[0][columns], frames[1][columns])
+
+
+def test_omop_person_ids_written_as_floats_are_one_patient(tmp_path: Path) -> None:
+    """pandas writes person_id with a gap as 1.0: the format declares ids whole numbers, so
+    1.0 is person 1 of the person and drug_exposure tables, not a second patient."""
+    m = tmp_path / "m.csv"
+    m.write_text("person_id,measurement_concept_id,measurement_date,value_as_number,"
+                 "unit_concept_id\n1.0,3000593,2026-10-01,150.0,8725\n"
+                 "2.0,3000593,2026-10-01,400.0,8725\n,3000593,2026-10-01,300.0,8725\n",
+                 encoding="utf-8")
+    d = tmp_path / "d.csv"
+    d.write_text("person_id,drug_source_value,drug_exposure_start_date\n"
+                 "1,Hydroxocobalamin 1mg/1ml solution for injection ampoules,2026-01-01\n",
+                 encoding="utf-8")
+    out = tmp_path / "out"
+    result = invoke("run", m, "--medications", d, "--format", "omop", "--out", out,
+                    "--max-reject-rate", "1", "--quiet")
+    assert result.exit_code == 0, result.output
+    patients = pd.read_parquet(out / "patients.parquet").set_index("patient_id")
+    assert patients.index.tolist() == ["1", "2"]
+    assert bool(patients.loc["1", "on_b12_treatment"])

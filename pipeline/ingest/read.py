@@ -1116,7 +1116,9 @@ def canonical_view(raw: RawInput, spec: InputSpec,
                            and text_rows is not False)]
             col = _as_str(col) if several else col
             if canon in numeric:  # a concept id written as a float: 3000593.0 is 3000593
-                col = _as_str(col).str.replace(r"^\s*(\d+)\.0+\s*$", r"\1", regex=True)
+                col = _as_str(col)
+                if col.str.contains(".0", regex=False).any():
+                    col = col.str.replace(r"^\s*(\d+)\.0+\s*$", r"\1", regex=True)
             if series is None:
                 series = col
             elif prefer and canon in prefer:
@@ -1145,13 +1147,17 @@ def canonical_view(raw: RawInput, spec: InputSpec,
 
 
 def _numeric_keyed(spec: InputSpec) -> set[str]:
-    """Canonical columns the format looks up by whole-number keys (OMOP concept ids): their
-    ids may come as floats in a CSV (pandas writes an id column holding a gap as
-    ``3000593.0``), and are read as the number, as a Parquet double column is."""
+    """Canonical columns the format looks up by whole-number keys (OMOP concept ids), and
+    the patient id where the format declares ids whole numbers (``integer_ids``): they may
+    come as floats in a CSV (pandas writes an id column holding a gap as ``3000593.0``),
+    and are read as the number, as a Parquet double column is."""
     keys = {canon: list(mapping) for canon, mapping in spec.values.items()}
     keys.setdefault("test_code", []).extend(spec.codes)
     keys.setdefault("medication", []).extend(spec.class_codes)
-    return {canon for canon, found in keys.items() if any(k.strip().isdigit() for k in found)}
+    found = {canon for canon, given in keys.items() if any(k.strip().isdigit() for k in given)}
+    if spec.read.integer_ids:  # ids declared whole numbers (OMOP's person_id): 1.0 is 1
+        found.add("patient_id")
+    return found
 
 
 def _text_rows(raw: RawInput) -> bool | np.ndarray:
