@@ -300,6 +300,7 @@ MEDICATION_LINES = [
     ("PA06,Paracetamol 500mg tablets,2026-01-01,,", "skipped"),
     (",Metformin 500mg tablets,2026-01-01,,", "missing_patient_id"),
     ("PA07,Metformin 500mg tablets,2025-01-01,,1000 mg/day", "accepted"),
+    ('PA09,Metformin 500mg tablets,2025-01-01,,"1,000 mg"', "accepted"),  # thousands
     ("PA08,Metformin 1g tablets,2025-01-01,,1 g", "bad_number"),
 ]
 
@@ -396,7 +397,7 @@ def test_rejected_patients_and_medications_rows_are_a_warning(corpus_run) -> Non
         "bad_date 1, future_date 1, bad_yes_no 1, bad_diet 1, bad_number 2, "
         "conflicting_patient_rows 2); those rows' attributes (risk factors, age) are not used "
         "(rejected.csv lists them)",
-        "warning: medications: 6 of 9 rows rejected (missing_patient_id 1, missing_medication "
+        "warning: medications: 6 of 10 rows rejected (missing_patient_id 1, missing_medication "
         "1, bad_date 1, end_before_start 1, bad_number 2); those rows' prescriptions are not "
         "used (rejected.csv lists them)"]
 

@@ -291,6 +291,8 @@ def parse_number(series: pd.Series, *, decimal_comma: bool = False,
     text = series.astype("str").str.strip()
     if decimal_comma:
         text = text.str.replace(",", ".", regex=False)
+    elif unit:  # a thousands separator in a column that reads its unit too: 1,000 mg
+        text = text.str.replace(r"(?<=\d),(?=\d{3}(?:\D|$))", "", regex=True)
     if unit:
         text = text.str.replace(rf"(?<=[0-9.])\s*(?:{unit})$", "", regex=True, case=False)
     plain = text.str.fullmatch(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)")
