@@ -503,6 +503,12 @@ MEDICATION_NAMES = [
     ("Diagemet XL 500mg prolonged-release tablets", {"metformin"}),
     ("Sublingual B12 1000mcg tablets", {"b12_oral"}),
     ("Metformin/B12 tablets", {"metformin", "b12_combination"}),
+    ("IM B12 1mg every 3 months", {"b12_injection"}),  # the route before the name
+    ("Cyanocobalamin 1mg/ml i.m.", {"b12_injection"}),
+    ("Hydroxycobalamin 1mg/ml", {"b12_injection"}),  # a common misspelling
+    ("Vitamin B 12 1000mcg tablets", {"b12_oral"}),
+    ("Vipdomet 12.5mg/1000mg tablets", {"metformin"}),
+    ("Pyrocalm 20mg gastro-resistant tablets", {"acid_suppressant"}),
     ("Vitamin B1, B6 and B12 tablets", set()),  # a multivitamin's B12 is no treatment dose
     ("Multivitamin with B12", set()),
     ("Vitamin B complex with B12 capsules", set()),
