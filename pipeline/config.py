@@ -267,6 +267,11 @@ def _validate_rules(data: dict[str, Any], path: Path) -> None:
         if not sec["deficient_below"] <= sec["unlikely_above"]:
             raise UserError(f"rules.{rid}: deficient_below must not exceed unlikely_above"
                             f" in {path}", EXIT_USAGE)
+    r11 = data["rules"]["R11"]
+    for early, after in (("retest_early_days", "retest_after_days"),
+                         ("retest_early_days_pregnant", "retest_after_days_pregnant")):
+        if not r11[early] < r11[after]:  # else the test that found the deficiency is the check
+            raise bad(f"rules.R11.{early}", f"must be below rules.R11.{after}")
     harmonise = data["harmonise"]
     for analyte in ("b12_total", "b12_active", "mma"):
         low, high = (harmonise[f"{analyte}_plausible_{end}"] for end in ("min", "max"))

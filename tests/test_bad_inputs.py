@@ -560,6 +560,9 @@ PROFILE_ERRORS = {
     "site_twice_by_case": ('[sites]\nRTH01 = "bsh-2014"\nrth01 = "nice-ng239"\n',
                            "key 'sites.rth01' in {path} maps a code already mapped to bsh-2014 "
                            "(codes match trimmed and in any case)"),
+    "check_window_before_the_start": ("[rules.R11]\nretest_early_days = 120\n",
+                                      "rules.R11.retest_early_days must be below "
+                                      "rules.R11.retest_after_days"),
     "extends_unknown": ('extends = "nice-ng293"\n',
                         "profile.extends in {path}: unknown rules profile 'nice-ng293' "
                         "(shipped: bsh-2014, nice-ng239)"),
