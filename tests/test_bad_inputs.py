@@ -632,3 +632,15 @@ def test_a_code_twice_to_the_same_analyte_is_harmless(tmp_path: Path) -> None:
     labs = _write(tmp_path / "labs.csv", HEADER + GOOD)
     result = invoke("validate", labs, "--format", fmt, "--out", tmp_path / "out")
     assert result.exit_code == 0, result.output
+
+
+def test_disclosure_switched_off_is_a_warning(tmp_path: Path) -> None:
+    """small_count = 0 is legitimate for a team's own use, but its shareable files are not."""
+    profile = _write(tmp_path / "internal.toml", '[profile]\nextends = "nice-ng239"\n'
+                                                 "[disclosure]\nsmall_count = 0\n")
+    labs = _write(tmp_path / "labs.csv", HEADER + GOOD)
+    result = invoke("run", labs, "--rules", profile, "--out", tmp_path / "out", "--quiet")
+    assert result.exit_code == 0, result.output
+    assert ("warning: rules profile 'internal' sets disclosure small_count = 0: no count is "
+            "withheld, so measures.*, report.html, trend.* and summary.json are not safe to "
+            "share outside the team") in " ".join(result.stderr.split())

@@ -35,7 +35,13 @@ def new_state(options: RunOptions) -> RunState:
     if not 0 <= options.max_reject_rate <= 1:
         raise UserError("--max-reject-rate must be between 0 and 1", EXIT_USAGE)
     check_as_of(options)
-    return RunState(options, load_format(options.format), load_rules(options.rules))
+    state = RunState(options, load_format(options.format), load_rules(options.rules))
+    if int(state.rules.disclosure["small_count"]) == 0:  # legitimate for internal use only
+        state.warnings.append(
+            f"rules profile '{state.rules.name}' sets disclosure small_count = 0: no count is "
+            "withheld, so measures.*, report.html, trend.* and summary.json are not safe to "
+            "share outside the team")
+    return state
 
 
 def warn_empty_window(state: RunState) -> None:
