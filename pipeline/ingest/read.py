@@ -217,11 +217,16 @@ def _is_extract(path: Path, spec: InputSpec) -> bool:
     wide = _utf16(head)  # read as the reader will read it
     head = head[:len(head) - len(head) % 2] if wide else head
     text = head.decode(wide or "utf-8", "replace").lstrip("\ufeff\r\n \t")
-    first = text.split("\n", 1)[0].lower()
-    cells = {c.strip().strip('"').strip() for c in re.split(r"[,;\t|]", first)}
+    cells = set(_any_delimiter_cells(text.split("\n", 1)[0].lower()))
     known = {s.lower() for sources in spec.columns.values() for s in sources}
     known |= {c.lower() for c in CANONICAL_COLUMNS.get(spec.kind, ())}
     return bool(cells & known)
+
+
+def _any_delimiter_cells(line: str) -> list[str]:
+    """A line's cells split on any delimiter the reader knows, unquoted: for telling a
+    header line apart before (or without) knowing its delimiter."""
+    return [c.strip().strip('"').strip() for c in re.split(r"[,;\t|]", line)]
 
 
 def _is_parquet(path: Path) -> bool:
@@ -919,23 +924,20 @@ def _edit_distance(a: str, b: str, limit: int = 2) -> int:
     return previous[-1]
 
 
-def _same_last_word(name: str, known: str) -> bool:
-    """Whether two column names end in the same word, or are as close as a misspelling
-    (``Neuro Symptoms`` and ``neurological_symptoms``; ``Pregnant?`` and ``pregnant``)."""
-    a, b = _letters(name), _letters(known)
-    words = [re.findall(r"[a-z]+", n.lower()) for n in (name, known)]
-    return a == b or _edit_distance(a, b) <= 2 or (
-        bool(words[0]) and bool(words[1]) and words[0][-1] == words[1][-1])
-
-
-def near_miss(name: str, known: str) -> bool:
+def near_miss(name: str, known: str, *, same_end: bool = False) -> bool:
     """Whether an unused column name is plausibly a misspelling of a known one: after
     lower-casing and dropping non-letters, equal, sharing their first 5 letters or more,
-    or within edit distance 2 (``neuro_symptoms``, ``Pregnant?``, ``ileal_resection``)."""
+    or within edit distance 2 (``neuro_symptoms``, ``Pregnant?``, ``ileal_resection``).
+    ``same_end``: a shared start counts only with the same last word too (``Neuro
+    Symptoms`` and ``neurological_symptoms``, not ``birth_country`` and ``birth_year``)."""
     a, b = _letters(name), _letters(known)
     if not a or not b:
         return False
-    if a == b or (len(a) >= 5 and len(b) >= 5 and a[:5] == b[:5]):
+    if a == b:
+        return True
+    if len(a) >= 5 and len(b) >= 5 and a[:5] == b[:5] and (
+            not same_end or re.findall(r"[a-z]+", name.lower())[-1]
+            == re.findall(r"[a-z]+", known.lower())[-1]):
         return True
     return min(len(a), len(b)) > 3 and _edit_distance(a, b) <= 2
 
@@ -954,10 +956,9 @@ def column_notes(kind: str, spec: InputSpec, original: list[str]) -> list[str]:
     for column in unused:
         for canon in missing:
             sources = spec.columns.get(canon, ())
-            if not any(near_miss(column, s) for s in (canon, *sources)):
+            # unmapped by the format: a shared start alone (birth_country, birth_year) is not
+            if not any(near_miss(column, s, same_end=not sources) for s in (canon, *sources)):
                 continue
-            if not sources and not _same_last_word(column, canon):
-                continue  # unmapped: a shared start alone (birth_country, birth_year) is not
             fix = (f"map it in a format file ([{kind}.columns] {canon} = [\"{column}\"], see "
                    "docs/formats.md)")
             notes.append(
@@ -1004,9 +1005,9 @@ def _check_required(kind: str, spec: InputSpec, found: list[str], where: str) ->
         for other in REQUIRED_COLUMNS:
             signature, needed = _signature(other)
             names = spec.others.get(other, {})  # what this format calls that input's columns
-            theirs = [next(n for n in (*names.get(c, ()), c) if n.lower() in lower)
-                      for c in signature
-                      if any(n.lower() in lower for n in (*names.get(c, ()), c))]
+            named_as = [next((n for n in (*names.get(c, ()), c) if n.lower() in lower), None)
+                        for c in signature]  # the name each is found under, if any
+            theirs = [n for n in named_as if n is not None]
             if other != kind and len(theirs) >= needed:
                 raise UserError(f"{kind}: {where} looks like a {other} file (it has "
                                 f"{', '.join(theirs)}), not {kind}; give it as the "
@@ -1015,7 +1016,7 @@ def _check_required(kind: str, spec: InputSpec, found: list[str], where: str) ->
     if not missing:
         return
     # a line read as one cell (the format's delimiter is not the file's) is judged cell by cell
-    cells = [c for name in found for c in re.split(r"[,;\t|]", name)]
+    cells = [c for name in found for c in _any_delimiter_cells(name)]
     if looks_like_data(cells):
         raise UserError(f"{kind}: {where} seems to have no header row (its first line looks "
                         f"like data: a number, date, id, or a value such as yes, F or vegan; "
