@@ -225,8 +225,7 @@ def load_rules(name_or_path: str | None = None, _site_of: str | None = None) -> 
         for site_id, target in sorted(data.get("sites", {}).items()):
             if not isinstance(target, str):
                 raise UserError(f"sites.{site_id} in {path} must name a profile", EXIT_USAGE)
-            _one_code(named, site_id, target, "sites", path)  # site ids match in any case
-            named[str(site_id).strip().upper()] = target
+            named[_one_code(named, site_id, target, "sites", path)] = target  # any case
             sites[str(site_id)] = load_rules(
                 str(_referenced(target, path, f"sites.{site_id}")), _site_of=str(site_id))
     data = {k: v for k, v in data.items() if k != "sites"}

@@ -115,15 +115,19 @@ SITE_SETTINGS = (("R1", "deficient_below"), ("R1", "unlikely_above"), ("R2", "de
                  ("R2", "unlikely_above"), ("R5", "mma_upper_umol_l"))
 
 
+def _site_key(site: pd.Series) -> pd.Series:
+    """Site ids as ``[sites]`` matches them, as codes and units are: trimmed, any case."""
+    return site.astype("str").str.strip().str.upper()
+
+
 def _site_thresholds(site: pd.Series, rules: RulesProfile, rule_id: str, key: str) -> np.ndarray:
     """Per-row threshold: the performing lab's profile if it has one, else the default.
-    Site ids match as codes and units do, whatever their case and surrounding spaces."""
+    ``site``: the rows' site ids as ``_site_key`` gives them."""
     default = float(rules.rule(rule_id)[key])
     if not rules.sites:
         return np.full(len(site), default)
     mapping = {s.strip().upper(): float(p.rule(rule_id)[key]) for s, p in rules.sites.items()}
-    return lookup(site.astype("str").str.strip().str.upper(), mapping, "float64") \
-        .fillna(default).to_numpy()
+    return lookup(site, mapping, "float64").fillna(default).to_numpy()
 
 
 def _censor_array(censor: pd.Series) -> np.ndarray:
@@ -140,7 +144,7 @@ def band_results(results: pd.DataFrame, rules: RulesProfile) -> pd.DataFrame:
     analyte = pd.Categorical(results["analyte"], categories=ANALYTES).codes
     value = results["value"].to_numpy(dtype="float64")
     censor = _censor_array(results["censor"])
-    site = results["site_id"]
+    site = _site_key(results["site_id"]) if rules.sites else results["site_id"]  # once
     sev = np.ones(len(results), dtype="int8")
     amb = np.zeros(len(results), dtype=bool)
     band = np.full(len(results), -1, dtype="int8")
@@ -221,7 +225,8 @@ def _medication_features(meds: pd.DataFrame | None, n: int, as_of: date,
         .groupby(course.to_numpy(), sort=False).agg(pid=("pid", "first"),
                                                     start=("start", "first"),
                                                     end=("end", "max"))
-    day = index_day.dt.floor("D").to_numpy()[spans["pid"].to_numpy(dtype=np.int64)]
+    test_day = index_day.dt.floor("D").to_numpy()
+    day = test_day[spans["pid"].to_numpy(dtype=np.int64)]
     held = spans[(spans["start"].to_numpy() <= day) & (day <= spans["end"].to_numpy())]
     out["tested_course_start"] = pd.Series(held["start"].to_numpy(), index=held["pid"]) \
         .reindex(out.index).astype("datetime64[us]")
@@ -229,7 +234,7 @@ def _medication_features(meds: pd.DataFrame | None, n: int, as_of: date,
     # no injection was running on the test's day and one is now (a repeat injection
     # prescription is no change, tablets to injections is: NICE's answer to non-response)
     inj = meds[started & (cls == "b12_injection")]
-    inj_day = index_day.dt.floor("D").to_numpy()[inj["pid"].to_numpy(dtype=np.int64)]
+    inj_day = test_day[inj["pid"].to_numpy(dtype=np.int64)]
     running = (inj["start_date"].to_numpy() <= inj_day) & (
         inj["end_date"].isna().to_numpy() | (inj["end_date"].to_numpy() >= inj_day))
     on_at_test = pd.Series(running).groupby(inj["pid"].to_numpy()).any() \
