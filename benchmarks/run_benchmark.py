@@ -110,6 +110,8 @@ class SizeResult:
     labs: Path
     runs: dict[str, list[Timed]] = field(default_factory=dict)
     agreement: dict[str, str] = field(default_factory=dict)
+    #: DuckDB writing b12screen's own two tables (``write_floor.py``): seconds and shapes
+    write_floor: dict[str, float] = field(default_factory=dict)
 
     def median(self, tool: str) -> float:
         return statistics.median(t.seconds for t in self.runs[tool])
@@ -307,7 +309,19 @@ def run_size(rows: int, work: Path, repeats: int, seed: int, today: str,
                 shutil.rmtree(last[tool], ignore_errors=True)
             last[tool] = out
     result.agreement = agreement(last)
+    result.write_floor = write_floor(last["b12screen"], runs / "write-floor.log")
     return result
+
+
+def write_floor(run: Path, log: Path) -> dict[str, float]:
+    """``write_floor.py`` on a b12screen run folder: how long DuckDB takes to write the
+    same two tables (once per size, for context; not one of the timed tools)."""
+    done = subprocess.run([sys.executable, str(HERE / "write_floor.py"), str(run)],
+                          capture_output=True, text=True, cwd=ROOT)
+    log.write_text(done.stdout + done.stderr, encoding="utf-8")
+    if done.returncode != 0:
+        raise SystemExit(f"write_floor.py failed; see {log}")
+    return json.loads(done.stdout)
 
 
 def machine() -> str:
@@ -435,6 +449,18 @@ def report(results: list[SizeResult], repeats: int, shape: str = "classic",
         lines.append(f"- {r.rows:,} rows: " + "; ".join(f"{_label(k, before)} {v}"
                                                        for k, v in r.agreement.items()))
     lines += ["", "Targets:", ""] + [f"- {t}" for t in targets(results, shape)]
+    lines += ["", "The output volume: DuckDB writing b12screen's own two tables "
+              "(`write_floor.py`, loaded into memory first; only the writes are timed, "
+              "zstd as b12screen writes them):", ""]
+    for r in results:
+        f = r.write_floor
+        versus = (f"; {f['seconds'] / r.median(MINIMAL):.1f}× the minimal script's whole run"
+                  if minimal else "")
+        lines.append(f"- {r.rows:,} rows: patients {f['patients_rows']:,} rows × "
+                     f"{f['patients_columns']} columns and results {f['results_rows']:,} × "
+                     f"{f['results_columns']}: {f['seconds']:.2f} s ("
+                     f"{f['seconds'] / r.median('b12screen'):.2f}× b12screen's whole run"
+                     f"{versus})")
     return "\n".join(lines) + "\n"
 
 
