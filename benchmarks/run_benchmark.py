@@ -111,7 +111,7 @@ class SizeResult:
     runs: dict[str, list[Timed]] = field(default_factory=dict)
     agreement: dict[str, str] = field(default_factory=dict)
     #: DuckDB writing b12screen's own two tables (``write_floor.py``): seconds and shapes
-    write_floor: dict[str, float] = field(default_factory=dict)
+    write_floor: dict[str, float | int | str] = field(default_factory=dict)
 
     def median(self, tool: str) -> float:
         return statistics.median(t.seconds for t in self.runs[tool])
@@ -313,14 +313,16 @@ def run_size(rows: int, work: Path, repeats: int, seed: int, today: str,
     return result
 
 
-def write_floor(run: Path, log: Path) -> dict[str, float]:
+def write_floor(run: Path, log: Path) -> dict[str, float | int | str]:
     """``write_floor.py`` on a b12screen run folder: how long DuckDB takes to write the
-    same two tables (once per size, for context; not one of the timed tools)."""
+    same two tables (once per size, for context; not one of the timed tools). Empty if it
+    failed: the timed runs' report is still written, and says so."""
     done = subprocess.run([sys.executable, str(HERE / "write_floor.py"), str(run)],
                           capture_output=True, text=True, cwd=ROOT)
     log.write_text(done.stdout + done.stderr, encoding="utf-8")
     if done.returncode != 0:
-        raise SystemExit(f"write_floor.py failed; see {log}")
+        print(f"  write_floor.py failed; see {log}", flush=True)
+        return {"log": str(log)}
     return json.loads(done.stdout)
 
 
@@ -454,6 +456,9 @@ def report(results: list[SizeResult], repeats: int, shape: str = "classic",
               "zstd as b12screen writes them):", ""]
     for r in results:
         f = r.write_floor
+        if "seconds" not in f:
+            lines.append(f"- {r.rows:,} rows: write_floor.py failed (see {f.get('log')})")
+            continue
         versus = (f"; {f['seconds'] / r.median(MINIMAL):.1f}× the minimal script's whole run"
                   if minimal else "")
         lines.append(f"- {r.rows:,} rows: patients {f['patients_rows']:,} rows × "
