@@ -90,7 +90,12 @@ import pyarrow as pa
 from distributed import Client, Future, LocalCluster, as_completed
 
 from pipeline.config import ExtractFormat, InputSpec, RulesProfile
-from pipeline.engines.steps import check_reject_rate, default_as_of, new_state
+from pipeline.engines.steps import (
+    add_input_warnings,
+    check_reject_rate,
+    default_as_of,
+    new_state,
+)
 from pipeline.errors import UserError
 from pipeline.ingest.read import (
     MALFORMED_COLUMNS,
@@ -115,7 +120,6 @@ from pipeline.ingest.read import (
 from pipeline.ingest.validate import (
     CodeTally,
     Validated,
-    rejected_warning,
     small_count,
     today_date,
     unmapped_warning,
@@ -542,9 +546,7 @@ def screen_dask(options: RunOptions, progress: Progress | None = None,
         for kind, inp in inputs.items():
             state.inputs[kind] = _merged(kind, [p.inputs[kind] for p in parts], inp, fmt,
                                          rules)
-            state.warnings += [w for w in (*state.inputs[kind].warnings,
-                                           *rejected_warning(state.inputs[kind]))
-                               if w not in state.warnings]
+            add_input_warnings(state, state.inputs[kind])
         check_reject_rate(state)
     except BaseException:
         if state.staged is not None:

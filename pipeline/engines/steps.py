@@ -78,7 +78,6 @@ def prepare(options: RunOptions, progress: Progress | None = None,
         if options.medications:
             raw["medications"] = read_input(options.medications, state.fmt.medications)
     from pipeline.ingest.validate import (
-        rejected_warning,
         today_date,
         validate_labs,
         validate_medications,
@@ -101,13 +100,21 @@ def prepare(options: RunOptions, progress: Progress | None = None,
         if "medications" in raw:
             state.inputs["medications"] = validate_medications(raw["medications"], state.fmt)
     for validated in state.inputs.values():
-        state.warnings += [w for w in (*validated.warnings, *rejected_warning(validated))
-                           if w not in state.warnings]
+        add_input_warnings(state, validated)
     if check_rate:
         check_reject_rate(state)
     del raw
     trim_heap()
     return state
+
+
+def add_input_warnings(state: RunState, validated: Validated) -> None:
+    """An input's warnings, and what its rejected rows take out of the rules, each once:
+    the same lines whichever engine validated it (the Dask engine: its merged partitions)."""
+    from pipeline.ingest.validate import rejected_warning  # loaded: the input was validated
+
+    state.warnings += [w for w in (*validated.warnings, *rejected_warning(validated))
+                       if w not in state.warnings]
 
 
 def default_as_of(labs: Validated) -> date:
