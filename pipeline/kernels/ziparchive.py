@@ -20,13 +20,12 @@ import shutil
 import struct
 import tempfile
 from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
 from isal import isal_zlib
-
-from pipeline.kernels.ahead import made_ahead
 
 #: A size or offset from this value on is written in a ZIP64 extra field (and a member
 #: count from MEMBER_LIMIT on in a ZIP64 end record); the classic field then holds all ones.
@@ -102,8 +101,16 @@ def deflate(name: str, content: str | bytes | Iterable[bytes | memoryview],
             compress(bytes(small))
             small.clear()
 
-    for part in made_ahead(parts) if ahead else parts:
-        add(part)
+    if not ahead:
+        for part in parts:
+            add(part)
+    else:
+        source = iter(parts)
+        with ThreadPoolExecutor(max_workers=1) as helper:
+            pending = helper.submit(next, source, None)
+            while (part := pending.result()) is not None:
+                pending = helper.submit(next, source, None)
+                add(part)
     if small:
         compress(bytes(small))
     member.pieces.append(compressor.flush())

@@ -7,6 +7,7 @@ no patient id.
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections.abc import Collection, Iterable, Iterator, Mapping
 from datetime import date
@@ -20,7 +21,6 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from pipeline.kernels.ahead import made_ahead
 from pipeline.kernels.arrow import cell_edges
 from pipeline.outputs.xlsx import SheetSource, as_text, write_workbook
 from pipeline.state import RunState
@@ -153,11 +153,8 @@ def to_arrow(frame: pd.DataFrame, schema: pa.Schema, metadata: dict[str, str]) -
               and f.name not in frame.columns else _arrow_column(frame[f.name], f.type, f.name)
               for f in schema]
     arrays = [a.combine_chunks() if isinstance(a, pa.ChunkedArray) else a for a in arrays]
-    return pa.Table.from_arrays(arrays, schema=_with_metadata(schema, metadata))
-
-
-def _with_metadata(schema: pa.Schema, metadata: dict[str, str]) -> pa.Schema:
-    return schema.with_metadata({f"b12screen.{k}": str(v) for k, v in metadata.items()})
+    meta = {f"b12screen.{k}": str(v) for k, v in metadata.items()}
+    return pa.Table.from_arrays(arrays, schema=schema.with_metadata(meta))
 
 
 #: Rows per Parquet row group (pyarrow's default), and per slice converted at a time.
@@ -194,13 +191,13 @@ def write_parquet_groups(groups: Iterator[pa.Table], schema: pa.Schema,
 
 def write_frame(frame: pd.DataFrame, schema: pa.Schema, metadata: dict[str, str],
                 path: Path | pa.NativeFile) -> None:
-    """A typed table written one row group at a time: only two slices of the frame are
-    held as Arrow at once (the same file as converting it whole), the next one converted
-    on a helper thread while the writer encodes the one before. ``path`` may be an open
+    """A typed table written one row group at a time: only one slice of the frame is
+    held as Arrow at once (the same file as converting it whole). ``path`` may be an open
     Arrow sink (see ``encode_frame``)."""
-    groups = (to_arrow(frame.iloc[start:start + ROW_GROUP], schema, metadata)
-              for start in range(0, max(len(frame), 1), ROW_GROUP))
-    write_parquet_groups(made_ahead(groups), _with_metadata(schema, metadata), path)
+    first = to_arrow(frame.iloc[:ROW_GROUP], schema, metadata)
+    rest = (to_arrow(frame.iloc[start:start + ROW_GROUP], schema, metadata)
+            for start in range(ROW_GROUP, len(frame), ROW_GROUP))
+    write_parquet_groups(itertools.chain([first], rest), first.schema, path)
 
 
 def results_file(results: pd.DataFrame) -> pd.DataFrame:
