@@ -177,3 +177,24 @@ def test_default_as_of_is_the_latest_credible_date_in_the_extract(tmp_path: Path
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["as_of"] == "2026-10-20"
     assert manifest["as_of_source"] == "latest collected_at"
+
+
+def test_tables_of_many_row_groups_hold_the_same_rows(sample_extract, tmp_path: Path,
+                                                      monkeypatch) -> None:
+    """patients.parquet and results.parquet are converted and written a row group at a time
+    (so that a large cohort is never held as Arrow whole): with groups of 7 rows the files
+    hold exactly the rows, schema and metadata of a run that writes each as one group."""
+    from pipeline.outputs import tables
+
+    args = [sample_extract["labs"], "--patients", sample_extract["patients"],
+            "--medications", sample_extract["medications"], "--quiet"]
+    assert invoke("run", *args, "--out", tmp_path / "whole").exit_code == 0
+    monkeypatch.setattr(tables, "ROW_GROUP", 7)
+    result = invoke("run", *args, "--out", tmp_path / "groups")
+    assert result.exit_code == 0, result.output
+    for name in ("patients.parquet", "results.parquet"):
+        whole, groups = (pq.ParquetFile(tmp_path / run / name) for run in ("whole", "groups"))
+        assert whole.metadata.num_row_groups == 1
+        assert groups.metadata.num_row_groups == -(-whole.metadata.num_rows // 7) > 10
+        assert groups.read().equals(whole.read())
+        assert groups.schema_arrow.metadata == whole.schema_arrow.metadata
