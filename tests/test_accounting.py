@@ -97,3 +97,34 @@ def _accounting_from_table(text: str) -> list[int]:
 def test_manifest_equation_on_a_messy_run(sample_run: Path) -> None:
     acc = json.loads((sample_run / "manifest.json").read_text())["accounting"]
     assert acc["balanced"] is True
+
+
+
+def test_rows_per_reason_count_a_row_under_each_of_its_reasons(tmp_path: Path) -> None:
+    """summary.json's rejected rows per reason and the medications warning count the same
+    way as rejected.csv lists them: a row with two reasons counts once under each."""
+    labs = tmp_path / "labs.csv"
+    labs.write_text("patient_id,collected_at,test_code,result,unit\n"
+                    + "".join(f"{1000 + i},not a date,B12,abc,ng/L\n" for i in range(14))
+                    + "".join(f"{2000 + i},2026-10-02,B12,abc,ng/L\n" for i in range(6))
+                    + "".join(f"{3000 + i},2026-10-03,B12,300,ng/L\n" for i in range(40)),
+                    encoding="utf-8")
+    meds = tmp_path / "medications.csv"
+    meds.write_text("patient_id,medication,start_date,end_date\n"
+                    "3001,metformin,2026-01-01,\n"
+                    "3002,,someday,\n"                      # missing_medication and bad_date
+                    "3003,metformin,2026-02-01,2026-01-01\n",  # end_before_start
+                    encoding="utf-8")
+    out = tmp_path / "out"
+    result = invoke("run", labs, "--medications", meds, "--out", out, "--quiet",
+                    "--max-reject-rate", "0.9")
+    assert result.exit_code == 0, result.output
+    summary = json.loads((out / "summary.json").read_text(encoding="utf-8"))
+    # 14 lab rows and one prescription with a bad date; 14 + 6 lab rows non-numeric; the
+    # other two codes under small_count, so suppressed in a shareable file
+    assert summary["rejected_by_reason"] == {"bad_date": 15, "non_numeric_result": 20,
+                                             "end_before_start": None,
+                                             "missing_medication": None}
+    assert ("warning: medications: 2 of 3 rows rejected (missing_medication 1, bad_date 1, "
+            "end_before_start 1); those rows' prescriptions are not used (rejected.csv lists "
+            "them)") in result.stderr.splitlines()

@@ -8,7 +8,6 @@ required column, too many rejects) are ``UserError``s raised elsewhere.
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -29,17 +28,14 @@ from pipeline.ingest.read import (
     RawInput,
     canonical_view,
 )
+from pipeline.ingest.reason_codes import (
+    LAB_REASONS,
+    MEDICATION_REASONS,
+    PATIENT_REASONS,
+    per_reason,
+)
 from pipeline.kernels.memory import trim_heap
 
-#: Reason codes in the order they are listed on a rejected row (public interface).
-LAB_REASONS = ("malformed_row", "oversized_field", "missing_patient_id", "missing_test_code",
-               "bad_date", "future_date", "missing_result", "non_numeric_result", "negative_result",
-               "bad_censor", "unknown_unit", "implausible_value")
-PATIENT_REASONS = ("malformed_row", "oversized_field", "missing_patient_id", "bad_date",
-                   "future_date", "bad_age", "bad_yes_no", "bad_diet", "bad_number",
-                   "conflicting_patient_rows")
-MEDICATION_REASONS = ("malformed_row", "oversized_field", "missing_patient_id",
-                      "missing_medication", "bad_date", "end_before_start", "bad_number")
 #: The units a number column may carry after its number (its own unit only).
 AGE_UNIT = r"y|yr|yrs|year|years"
 CM_UNIT = r"cm"
@@ -698,15 +694,11 @@ def rejected_warning(validated: Validated) -> list[str]:
     rejected = validated.rejected
     if validated.kind not in _LOST or rejected is None or rejected.empty:
         return []
-    combos = rejected["reasons"].astype("str").value_counts()  # few distinct combinations
-    per_reason: Counter[str] = Counter()
-    for combo, n in combos.items():
-        for code in str(combo).split(";"):
-            per_reason[code] += int(n)
+    counts = per_reason(rejected["reasons"])
     order = PATIENT_REASONS if validated.kind == "patients" else MEDICATION_REASONS
-    reasons = ", ".join(f"{code} {per_reason[code]}" for code in
-                        sorted(per_reason, key=lambda c: (order.index(c) if c in order
-                                                          else len(order), c)))
+    reasons = ", ".join(f"{code} {counts[code]}" for code in
+                        sorted(counts, key=lambda c: (order.index(c) if c in order
+                                                      else len(order), c)))
     return [f"{validated.kind}: {len(rejected)} of {validated.counts['rows_read']} rows "
             f"rejected ({reasons}); those rows' {_LOST[validated.kind]} are not used "
             "(rejected.csv lists them)"]

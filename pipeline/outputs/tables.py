@@ -21,6 +21,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
+from pipeline.ingest.reason_codes import per_reason
 from pipeline.kernels.arrow import cell_edges
 from pipeline.outputs.xlsx import SheetSource, as_text, write_workbook
 from pipeline.state import RunState
@@ -423,5 +424,5 @@ def rejected_by_reason(rejected: pd.DataFrame) -> dict[str, int]:
     """Rejected rows per reason code (a row with several reasons counts under each)."""
     if rejected.empty:
         return {}
-    codes = rejected["reasons"].str.split(";").explode()
-    return {str(k): int(v) for k, v in codes.value_counts().sort_index().items()}
+    counts = per_reason(rejected["reasons"])
+    return {code: counts[code] for code in sorted(counts)}
