@@ -141,8 +141,10 @@ from pipeline.rules.classify import (
     Classified,
     classify,
     cohort_ids,
+    cohort_positions,
     joined_parts,
     row_type,
+    with_lab_practice,
 )
 from pipeline.state import Progress, RunOptions, RunState, StagedTables
 
@@ -245,7 +247,7 @@ def _slim(v: Validated) -> Validated:
     """A partition's validated input without its accepted rows (they live on in the
     classified tables) or its ids: what the client needs back."""
     return replace(v, accepted=v.accepted.iloc[:0], ids=v.ids.iloc[:0], id_codes=None,
-                   id_values=None)
+                   id_values=None, id_practice=None)
 
 
 def _labs_summary(v: Validated) -> Validated:
@@ -308,6 +310,9 @@ def _screen_part(labs: Validated, patients: pd.DataFrame | None,
     pat, med = inputs.get("patients"), inputs.get("medications")
     classified = classify(labs.accepted, pat.accepted if pat else None,
                           med.accepted if med else None, cohort, rules, as_of)
+    if labs.id_values is not None:  # a partition holds every row of its patients
+        classified.patients = with_lab_practice(
+            classified.patients, cohort_positions(cohort, labs.id_values), labs.id_practice)
     return _Part(classified, {k: _slim(v) for k, v in inputs.items()})
 
 

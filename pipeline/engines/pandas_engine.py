@@ -20,6 +20,7 @@ from pipeline.rules.classify import (
     cohort_ids,
     cohort_positions,
     sorted_cohort,
+    with_lab_practice,
 )
 from pipeline.state import Progress, RunState
 
@@ -48,18 +49,25 @@ def _classify_pandas(state: RunState) -> Classified:
             cohort_at = pool.submit(lambda: (cohort_ids(*(v.ids for v in
                                                           state.inputs.values())), None))
 
+        placed: list[np.ndarray] = []  # each distinct labs id's place in the cohort
+
         def positioned() -> tuple[pd.Index, np.ndarray]:
             cohort, at = cohort_at.result()
             if labs.id_codes is None:
                 return cohort, cohort_positions(cohort, labs.accepted["patient_id"])
             if at is None:  # ids were factorised once, at validation
                 at = cohort_positions(cohort, labs.id_values)
+            placed.append(at)
             return cohort, at[labs.id_codes]
 
         results = band_results(labs.accepted, state.rules)
-        return classify(results, patients.accepted if patients else None,
-                        meds.accepted if meds else None, positioned, state.rules,
-                        state.as_of, on_results=_encode_early(state))
+        classified = classify(results, patients.accepted if patients else None,
+                              meds.accepted if meds else None, positioned, state.rules,
+                              state.as_of, on_results=_encode_early(state))
+    if placed:
+        classified.patients = with_lab_practice(classified.patients, placed[0],
+                                                labs.id_practice)
+    return classified
 
 
 def _encode_early(state: RunState) -> Callable[[pd.DataFrame], None]:

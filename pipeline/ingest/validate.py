@@ -62,6 +62,9 @@ class Validated:
     #: labs: each accepted row's patient as a code into ``id_values`` (factorised once)
     id_codes: np.ndarray | None = None
     id_values: pd.Series | None = None
+    #: labs: for each of ``id_values``, the practice named by its latest row of another test
+    #: (missing where none names one): the practice of last resort (``classify``)
+    id_practice: pd.Categorical | None = None
     #: labs: rows per test code, for the warning that a format maps no code
     codes: CodeTally | None = None
     #: columns of the input that the format maps to nothing (reported in the manifest)
@@ -296,7 +299,13 @@ def validate_labs(raw: RawInput, fmt: ExtractFormat, rules: RulesProfile,
     default_u = hz.lookup(upper_u, spec.default_units).fillna("")
     dates_u = hz.parse_dates(date_u, day_first=spec.read.day_first,
                              formats=spec.read.datetime_formats).to_numpy(dtype="datetime64[us]")
+    earliest = np.datetime64(h["earliest_date"], "us")
+    tomorrow = np.datetime64(today, "us") + np.timedelta64(1, "D")
+    credible_u = (dates_u >= earliest) & (dates_u < tomorrow)
+    practice_code, practice_u = hz.factorize(canon["practice_id"])
     pid_code, pid_u = pid_future.result()
+    id_practice = _latest_practice(pid_code, len(pid_u), skipped.to_numpy(), practice_code,
+                                   practice_u, date_code, dates_u, credible_u)
     tally = _code_tally(*tally_args, pid_code)
     duplicate = _exact_duplicates(raw, ~skipped & ~malformed,
                                   (pid_code, date_code, code_of, result_code))
@@ -329,11 +338,9 @@ def validate_labs(raw: RawInput, fmt: ExtractFormat, rules: RulesProfile,
     unit_read = read_code.astype(np.int8 if len(read_u) < 127 else np.int32)[pair_code]
     del pair_code
     value = np.round(number * factor, 6)
-    earliest = np.datetime64(h["earliest_date"], "us")
-    tomorrow = np.datetime64(today, "us") + np.timedelta64(1, "D")
     collected = _per_row(dates_u, date_code[rows], np.datetime64("NaT", "us"))
     # the default as-of date: any row's date counts, so the distinct dates are enough
-    credible = dates_u[(dates_u >= earliest) & (dates_u < tomorrow)]
+    credible = dates_u[credible_u]
     bounds = np.array([[h[f"{a}_plausible_min"], h[f"{a}_plausible_max"]] for a in analytes]
                       + [[np.nan, np.nan]])
     lo, hi = bounds[a_row, 0], bounds[a_row, 1]
@@ -393,7 +400,7 @@ def validate_labs(raw: RawInput, fmt: ExtractFormat, rules: RulesProfile,
         # as reported, or the format's unit for the test code where the lab gave none:
         # what the worklists show beside the result as reported (not written to a file)
         hz.UNIT_READ: _categorical(unit_read[ok], read_u),
-        "practice_id": _taken(canon["practice_id"], take),
+        "practice_id": _taken_codes(practice_code, practice_u, take),
         "site_id": _taken(canon["site_id"], take),
         "specimen_id": text["specimen_id"],
         "source_file": text[SOURCE_FILE],
@@ -411,7 +418,8 @@ def validate_labs(raw: RawInput, fmt: ExtractFormat, rules: RulesProfile,
                      [*raw.warnings, *unmapped_warning(tally, fmt, small_count(rules))],
                      raw.original_columns,
                      pd.Timestamp(credible.max()) if len(credible) else None,
-                     id_codes=pid_code[take], id_values=pid_u, codes=tally,
+                     id_codes=pid_code[take], id_values=pid_u, id_practice=id_practice,
+                     codes=tally,
                      unused_columns=list(raw.unused_columns))
 
 
@@ -433,13 +441,45 @@ def _censor_codes(text: pd.Series) -> np.ndarray:
 def _taken(column: pd.Series, take: np.ndarray) -> pd.Categorical:
     """``column``'s rows at ``take`` as a categorical of the values they hold, in order of
     appearance among them, without copying their text (the codes are remapped)."""
-    codes, uniques = hz.factorize(column)
+    return _taken_codes(*hz.factorize(column), take)
+
+
+def _taken_codes(codes: np.ndarray, uniques: pd.Series, take: np.ndarray) -> pd.Categorical:
+    """``_taken`` of a column already factorised (``codes`` into ``uniques``)."""
     codes = codes[take]
     seen = pd.unique(codes)
     kept = seen[seen >= 0]
     remap = np.full(len(uniques) + 1, -1, dtype=np.int32)  # the last slot: code -1 stays
     remap[kept] = np.arange(len(kept), dtype=np.int32)
     return _categorical(remap[codes], uniques.take(kept))
+
+
+def _latest_practice(pid_code: np.ndarray, n_ids: int, other: np.ndarray,
+                     practice_code: np.ndarray, practice_u: pd.Series, date_code: np.ndarray,
+                     dates_u: np.ndarray, credible_u: np.ndarray) -> pd.Categorical:
+    """For each distinct id (``pid_code``'s values), the practice named by its latest row of
+    another test (``other``: rows skipped as other tests) with a credible date (latest
+    collection time; the later row at the same time). Missing where no such row names one.
+
+    Why: a patient seen only in other tests (a metformin user with HbA1c rows and no B12
+    test) has no B12 result to name a practice, yet the metformin list is grouped by
+    practice. One pass: each row's (date rank, row) packed in one integer, its maximum per
+    id by ``np.maximum.at``, no sort of the rows.
+    """
+    named_u = _present(practice_u)  # code -1 (missing) reads the appended False
+    dated_u = np.append(credible_u, False)
+    rows = np.flatnonzero(other & named_u[practice_code] & dated_u[date_code]
+                          & (pid_code >= 0))
+    codes = np.full(n_ids, -1, dtype=np.int32)
+    if len(rows):
+        # equal times spelt two ways rank alike (``2026-10-01`` and ``01/10/2026``)
+        rank_u = np.unique(dates_u, return_inverse=True)[1].astype(np.int64).reshape(-1)
+        key = (rank_u[date_code[rows]] << np.int64(32)) | rows.astype(np.int64)
+        best = np.full(n_ids, -1, dtype=np.int64)
+        np.maximum.at(best, pid_code[rows], key)
+        found = best >= 0
+        codes[found] = practice_code[best[found] & np.int64(0xFFFFFFFF)]
+    return _categorical(codes, practice_u)
 
 
 def _categorical(codes: np.ndarray, uniques: pd.Series) -> pd.Categorical:

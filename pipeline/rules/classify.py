@@ -109,6 +109,42 @@ def cohort_positions(cohort: pd.Index, ids: pd.Series) -> np.ndarray:
     return pc.fill_null(found, -1).to_numpy().astype("int64")
 
 
+def with_lab_practice(patients: pd.DataFrame, at: np.ndarray,
+                      practice: pd.Categorical | None) -> pd.DataFrame:
+    """``patients`` (one row per cohort position) where a patient has no practice (none in
+    the patients input, no B12/MMA result naming one) takes ``practice``: the practice
+    named by their latest row of another test (``Validated.id_practice``, one per distinct
+    labs id, at cohort position ``at``; -1 for none).
+
+    Applied by each engine once the cohort is classified, on codes: the practice column
+    stays a categorical over the values it holds, in sorted order (``sorted_categorical``).
+    """
+    if practice is None or not len(patients):
+        return patients
+    current = patients["practice_id"].astype(pd.CategoricalDtype()) \
+        if not isinstance(patients["practice_id"].dtype, pd.CategoricalDtype) \
+        else patients["practice_id"]
+    given = current.cat.codes.to_numpy()
+    blank = np.append(current.cat.categories.astype("str") == "", True)[given]  # -1: missing
+    fallback = np.full(len(patients), -1, dtype=np.int32)
+    placed = at >= 0
+    fallback[at[placed]] = np.asarray(practice.codes)[placed]
+    fill = blank & (fallback >= 0)
+    if not fill.any():
+        return patients
+    values = pd.Index(current.cat.categories.astype("str")).append(
+        pd.Index(practice.categories.astype("str")))
+    codes = np.where(fill, fallback + len(current.cat.categories), given)
+    used = np.zeros(len(values) + 1, dtype=bool)
+    used[codes] = True  # -1 marks the last slot
+    names = values[used[:-1]]
+    order = np.unique(names, return_inverse=True)  # sorted distinct values, duplicates merged
+    remap = np.full(len(values) + 1, -1, dtype=np.int32)
+    remap[np.flatnonzero(used[:-1])] = order[1].reshape(-1)
+    column = pd.Categorical.from_codes(remap[codes], categories=pd.Index(order[0], dtype="str"))
+    return patients.assign(practice_id=pd.Series(column, index=patients.index))
+
+
 #: What a ``[sites]`` profile changes for its lab's results: the bands' cut-offs and the MMA
 #: limit (an assay's own); every other setting is the main profile's.
 SITE_SETTINGS = (("R1", "deficient_below"), ("R1", "unlikely_above"), ("R2", "deficient_below"),
