@@ -304,8 +304,10 @@ def validate_labs(raw: RawInput, fmt: ExtractFormat, rules: RulesProfile,
     credible_u = (dates_u >= earliest) & (dates_u < tomorrow)
     practice_code, practice_u = hz.factorize(canon["practice_id"])
     pid_code, pid_u = pid_future.result()
-    id_practice = _latest_practice(pid_code, len(pid_u), skipped.to_numpy(), practice_code,
-                                   practice_u, date_code, dates_u, credible_u)
+    beside = ThreadPoolExecutor(max_workers=1)  # while the rows are checked (numpy, no GIL)
+    id_practice = beside.submit(_latest_practice, pid_code, len(pid_u), skipped.to_numpy(),
+                                practice_code, practice_u, date_code, dates_u, credible_u)
+    beside.shutdown(wait=False)
     tally = _code_tally(*tally_args, pid_code)
     duplicate = _exact_duplicates(raw, ~skipped & ~malformed,
                                   (pid_code, date_code, code_of, result_code))
@@ -418,7 +420,7 @@ def validate_labs(raw: RawInput, fmt: ExtractFormat, rules: RulesProfile,
                      [*raw.warnings, *unmapped_warning(tally, fmt, small_count(rules))],
                      raw.original_columns,
                      pd.Timestamp(credible.max()) if len(credible) else None,
-                     id_codes=pid_code[take], id_values=pid_u, id_practice=id_practice,
+                     id_codes=pid_code[take], id_values=pid_u, id_practice=id_practice.result(),
                      codes=tally,
                      unused_columns=list(raw.unused_columns))
 

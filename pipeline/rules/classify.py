@@ -127,21 +127,24 @@ def with_lab_practice(patients: pd.DataFrame, at: np.ndarray,
     given = current.cat.codes.to_numpy()
     blank = np.append(current.cat.categories.astype("str") == "", True)[given]  # -1: missing
     fallback = np.full(len(patients), -1, dtype=np.int32)
-    placed = at >= 0
-    fallback[at[placed]] = np.asarray(practice.codes)[placed]
+    codes = np.asarray(practice.codes)
+    unplaced = np.flatnonzero(at < 0)  # the empty id, if any: a few at most
+    if len(unplaced):
+        at, codes = np.delete(at, unplaced), np.delete(codes, unplaced)
+    fallback[at] = codes
     fill = blank & (fallback >= 0)
     if not fill.any():
         return patients
     values = pd.Index(current.cat.categories.astype("str")).append(
         pd.Index(practice.categories.astype("str")))
-    codes = np.where(fill, fallback + len(current.cat.categories), given)
+    joined = np.where(fill, fallback + len(current.cat.categories), given)
     used = np.zeros(len(values) + 1, dtype=bool)
-    used[codes] = True  # -1 marks the last slot
+    used[joined] = True  # -1 marks the last slot
     names = values[used[:-1]]
     order = np.unique(names, return_inverse=True)  # sorted distinct values, duplicates merged
     remap = np.full(len(values) + 1, -1, dtype=np.int32)
     remap[np.flatnonzero(used[:-1])] = order[1].reshape(-1)
-    column = pd.Categorical.from_codes(remap[codes], categories=pd.Index(order[0], dtype="str"))
+    column = pd.Categorical.from_codes(remap[joined], categories=pd.Index(order[0], dtype="str"))
     return patients.assign(practice_id=pd.Series(column, index=patients.index))
 
 
