@@ -1,14 +1,16 @@
 """Which practice a patient is listed under (``practice_id`` in patients.parquet and on
 every worklist): the patients input's; else the practice named by the latest B12/MMA
-result; else the practice named by the latest row of another test (latest collection
-time, then the later row), so that a metformin user seen only in HbA1c rows is grouped
-under the practice that requests their tests. Both engines choose alike."""
+result up to the as-of date; else the practice named by the latest lab row of any test
+that names one (latest collection time, then the later row), so that a metformin user seen
+only in HbA1c rows is grouped under the practice that requests their tests. Both engines
+choose alike, from CSV or typed Parquet."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
@@ -25,11 +27,12 @@ P04,2026-09-01,HBA1C,48,mmol/mol,NAMED
 P04,2026-10-01,HBA1C,50,mmol/mol,
 P05,2026-09-01,K,4.1,mmol/L,DATED
 P05,not a date,K,4.2,mmol/L,UNDATED
-P05,2031-01-01,K,4.3,mmol/L,FUTURE
+P05,2999-01-01,K,4.3,mmol/L,FUTURE
 P06,2026-10-01,HBA1C,50,mmol/mol,
 P07,2026-10-01,B12,400,ng/L,
 P07,2026-10-02,HBA1C,50,mmol/mol,AFTERB12
 P08,2026-10-07,B12,400,ng/L,ANCHOR
+P09,2026-10-01,B12,0.2,ng/L,REJECTEDROW
 """
 PATIENTS = """patient_id,age_years,practice_id
 P01,70,FROMFILE
@@ -48,6 +51,7 @@ EXPECTED = {
     "P06": (None, "no row names a practice"),
     "P07": ("AFTERB12", "a B12 result naming none: the other tests' practice"),
     "P08": ("ANCHOR", "a B12 result's practice"),
+    "P09": ("REJECTEDROW", "a result rejected for its value still says where one is seen"),
 }
 
 
@@ -91,3 +95,31 @@ def test_the_dask_engine_chooses_the_same_practices(run: Path, scheduler: str,
     assert result.exit_code == 0, result.output
     assert pq.read_table(tmp_path / "dask" / "patients.parquet").equals(
         pq.read_table(run / "patients.parquet"))
+
+
+def test_an_earlier_as_of_date_keeps_every_rows_practice(run: Path, tmp_path: Path) -> None:
+    """With the as-of date before P08's only B12 result, the result is not classified, but
+    its practice still places the patient; the other patients keep theirs too."""
+    result = invoke("run", *_inputs(tmp_path), "--as-of", "2026-09-15",
+                    "--out", tmp_path / "early")
+    assert result.exit_code == 0, result.output
+    early = pd.read_parquet(tmp_path / "early" / "patients.parquet").set_index("patient_id")
+    assert early.loc["P08", "b12_status"] == "not_tested"
+    assert early.loc["P08", "practice_id"] == "ANCHOR"
+    assert early.loc["P02", "practice_id"] == "B12ROW"
+
+
+def test_a_typed_parquet_extract_places_patients_alike(run: Path, tmp_path: Path) -> None:
+    """The same labs as Parquet, the practice column dictionary-encoded with nulls for the
+    empty cells (as pandas writes a categorical): the same practices."""
+    args = _inputs(tmp_path)
+    labs = pd.read_csv(tmp_path / "labs.csv", dtype=str, keep_default_na=False)
+    practice = pd.Categorical(labs["practice_id"].replace("", None))
+    table = pa.Table.from_pandas(labs.drop(columns="practice_id"), preserve_index=False)
+    table = table.append_column("practice_id", pa.array(practice))
+    pq.write_table(table, tmp_path / "labs.parquet")
+    result = invoke("run", tmp_path / "labs.parquet", *args[1:], "--out", tmp_path / "typed")
+    assert result.exit_code == 0, result.output
+    typed = pd.read_parquet(tmp_path / "typed" / "patients.parquet")
+    whole = pd.read_parquet(run / "patients.parquet")
+    pd.testing.assert_series_equal(typed["practice_id"], whole["practice_id"])

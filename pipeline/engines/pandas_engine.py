@@ -31,6 +31,7 @@ def run_classification(state: RunState, progress: Progress | None = None) -> Cla
         state.classified = _classify_pandas(state)
     for validated in state.inputs.values():  # the cohort is built: its ids are not needed
         validated.ids, validated.id_values = validated.ids.iloc[:0], None
+        validated.id_practice = None
     trim_heap()
     return state.classified
 

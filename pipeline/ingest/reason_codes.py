@@ -1,8 +1,8 @@
 """Why a row was rejected: the reason codes of each input (a public interface), and how
 many rejected rows carry each code.
 
-Kept apart from ``validate`` (which loads pandera) so that the writers, the report and
-``trend`` can count reasons without it.
+Kept apart from ``validate`` (which loads pandera) so that the writers count reasons for
+``summary.json`` without loading it.
 """
 
 from __future__ import annotations

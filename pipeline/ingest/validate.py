@@ -62,8 +62,8 @@ class Validated:
     #: labs: each accepted row's patient as a code into ``id_values`` (factorised once)
     id_codes: np.ndarray | None = None
     id_values: pd.Series | None = None
-    #: labs: for each of ``id_values``, the practice named by its latest row of another test
-    #: (missing where none names one): the practice of last resort (``classify``)
+    #: labs: for each of ``id_values``, the practice named by its latest lab row naming one
+    #: (missing where none does): the practice of last resort (``classify``)
     id_practice: pd.Categorical | None = None
     #: labs: rows per test code, for the warning that a format maps no code
     codes: CodeTally | None = None
@@ -304,8 +304,8 @@ def validate_labs(raw: RawInput, fmt: ExtractFormat, rules: RulesProfile,
     credible_u = (dates_u >= earliest) & (dates_u < tomorrow)
     practice_code, practice_u = hz.factorize(canon["practice_id"])
     pid_code, pid_u = pid_future.result()
-    beside = ThreadPoolExecutor(max_workers=1)  # while the rows are checked (numpy, no GIL)
-    id_practice = beside.submit(_latest_practice, pid_code, len(pid_u), skipped.to_numpy(),
+    beside = ThreadPoolExecutor(max_workers=1)  # while the rows are checked (numpy kernels)
+    id_practice = beside.submit(_latest_practice, pid_code, len(pid_u), (~malformed).to_numpy(),
                                 practice_code, practice_u, date_code, dates_u, credible_u)
     beside.shutdown(wait=False)
     tally = _code_tally(*tally_args, pid_code)
@@ -456,12 +456,16 @@ def _taken_codes(codes: np.ndarray, uniques: pd.Series, take: np.ndarray) -> pd.
     return _categorical(remap[codes], uniques.take(kept))
 
 
-def _latest_practice(pid_code: np.ndarray, n_ids: int, other: np.ndarray,
+def _latest_practice(pid_code: np.ndarray, n_ids: int, whole: np.ndarray,
                      practice_code: np.ndarray, practice_u: pd.Series, date_code: np.ndarray,
                      dates_u: np.ndarray, credible_u: np.ndarray) -> pd.Categorical:
-    """For each distinct id (``pid_code``'s values), the practice named by its latest row of
-    another test (``other``: rows skipped as other tests) with a credible date (latest
-    collection time; the later row at the same time). Missing where no such row names one.
+    """For each distinct id (``pid_code``'s values), the practice named by its latest lab row
+    that names one, of any test (``whole``: the rows read as records, i.e. not malformed),
+    with a credible date (latest collection time; the later row at the same time). Missing
+    where no row names one. Rows of other tests, results after the as-of date and results
+    rejected for their value all count: a row's practice says where the patient is seen,
+    whatever its result. ``rules.classify.with_lab_practice`` uses it last, after the
+    patients input and the B12/MMA results up to the as-of date.
 
     Why: a patient seen only in other tests (a metformin user with HbA1c rows and no B12
     test) has no B12 result to name a practice, yet the metformin list is grouped by
@@ -470,17 +474,18 @@ def _latest_practice(pid_code: np.ndarray, n_ids: int, other: np.ndarray,
     """
     named_u = _present(practice_u)  # code -1 (missing) reads the appended False
     dated_u = np.append(credible_u, False)
-    rows = np.flatnonzero(other & named_u[practice_code] & dated_u[date_code]
+    rows = np.flatnonzero(whole & named_u[practice_code] & dated_u[date_code]
                           & (pid_code >= 0))
     codes = np.full(n_ids, -1, dtype=np.int32)
     if len(rows):
         # equal times spelt two ways rank alike (``2026-10-01`` and ``01/10/2026``)
         rank_u = np.unique(dates_u, return_inverse=True)[1].astype(np.int64).reshape(-1)
-        key = (rank_u[date_code[rows]] << np.int64(32)) | rows.astype(np.int64)
+        bits = np.int64(max(int(len(whole)).bit_length(), 1))  # the row below the date rank
+        key = (rank_u[date_code[rows]] << bits) | rows.astype(np.int64)
         best = np.full(n_ids, -1, dtype=np.int64)
         np.maximum.at(best, pid_code[rows], key)
         found = best >= 0
-        codes[found] = practice_code[best[found] & np.int64(0xFFFFFFFF)]
+        codes[found] = practice_code[best[found] & ((np.int64(1) << bits) - 1)]
     return _categorical(codes, practice_u)
 
 

@@ -112,9 +112,10 @@ def cohort_positions(cohort: pd.Index, ids: pd.Series) -> np.ndarray:
 def with_lab_practice(patients: pd.DataFrame, at: np.ndarray,
                       practice: pd.Categorical | None) -> pd.DataFrame:
     """``patients`` (one row per cohort position) where a patient has no practice (none in
-    the patients input, no B12/MMA result naming one) takes ``practice``: the practice
-    named by their latest row of another test (``Validated.id_practice``, one per distinct
-    labs id, at cohort position ``at``; -1 for none).
+    the patients input, no B12/MMA result up to the as-of date naming one) takes
+    ``practice``: the practice named by their latest lab row naming one, of any test
+    (``Validated.id_practice``, one per distinct labs id, at cohort position ``at``; -1 for
+    none).
 
     Applied by each engine once the cohort is classified, on codes: the practice column
     stays a categorical over the values it holds, in sorted order (``sorted_categorical``).
