@@ -308,11 +308,15 @@ def _screen_part(labs: Validated, patients: pd.DataFrame | None,
                             (parquet or {}).get("medications", frozenset())), fmt)
     cohort = cohort_ids(*(v.ids for v in inputs.values()))
     pat, med = inputs.get("patients"), inputs.get("medications")
-    classified = classify(labs.accepted, pat.accepted if pat else None,
+    results = labs.accepted
+    at = None
+    if labs.id_values is not None:  # ids factorised at validation: each placed once
+        at = cohort_positions(cohort, labs.id_values)
+        results = results.assign(pid=at[labs.id_codes])
+    classified = classify(results, pat.accepted if pat else None,
                           med.accepted if med else None, cohort, rules, as_of)
-    if labs.id_values is not None:  # a partition holds every row of its patients
-        classified.patients = with_lab_practice(
-            classified.patients, cohort_positions(cohort, labs.id_values), labs.id_practice)
+    if at is not None:  # a partition holds every row of its patients
+        classified.patients = with_lab_practice(classified.patients, at, labs.id_practice)
     return _Part(classified, {k: _slim(v) for k, v in inputs.items()})
 
 

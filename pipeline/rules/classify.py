@@ -30,7 +30,7 @@ from pipeline.ingest.harmonise import (
     sorted_categorical,
     text_of,
 )
-from pipeline.kernels.arrow import take_text, text_order
+from pipeline.kernels.arrow import take_text, text_order, used_codes
 from pipeline.kernels.memory import trim_heap
 from pipeline.kernels.sort import stable_order
 from pipeline.rules import actions, bands
@@ -138,14 +138,12 @@ def with_lab_practice(patients: pd.DataFrame, at: np.ndarray,
         return patients
     values = pd.Index(current.cat.categories.astype("str")).append(
         pd.Index(practice.categories.astype("str")))
-    joined = np.where(fill, fallback + len(current.cat.categories), given)
-    used = np.zeros(len(values) + 1, dtype=bool)
-    used[joined] = True  # -1 marks the last slot
-    names = values[used[:-1]]
-    order = np.unique(names, return_inverse=True)  # sorted distinct values, duplicates merged
-    remap = np.full(len(values) + 1, -1, dtype=np.int32)
-    remap[np.flatnonzero(used[:-1])] = order[1].reshape(-1)
-    column = pd.Categorical.from_codes(remap[joined], categories=pd.Index(order[0], dtype="str"))
+    joined, used = used_codes(np.where(fill, fallback + len(current.cat.categories), given),
+                              len(values))
+    # the values held, sorted and merged (a practice in both lists is one category)
+    names, rank = np.unique(values[used], return_inverse=True)
+    sorted_codes = np.append(rank.reshape(-1).astype(np.int32), np.int32(-1))[joined]
+    column = pd.Categorical.from_codes(sorted_codes, categories=pd.Index(names, dtype="str"))
     return patients.assign(practice_id=pd.Series(column, index=patients.index))
 
 
