@@ -263,7 +263,7 @@ def validate(labs: LabsArg, patients: PatientsOpt = None, medications: MedsOpt =
                              max_reject_rate=max_reject_rate)
         _check_places(options, out_dir, "validate-")
         with _progress(quiet) as progress:
-            state = prepare(options, progress, check_rate=False)
+            state = prepare(options, progress, classifying=False)
         folder = (Path(out_dir) if out_dir is not None
                   else Path("reports") / f"validate-{state.as_of:%Y-%m}")
         check_out(str(folder), input_paths(*input_specs(options)))

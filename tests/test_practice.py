@@ -123,3 +123,15 @@ def test_a_typed_parquet_extract_places_patients_alike(run: Path, tmp_path: Path
     typed = pd.read_parquet(tmp_path / "typed" / "patients.parquet")
     whole = pd.read_parquet(run / "patients.parquet")
     pd.testing.assert_series_equal(typed["practice_id"], whole["practice_id"])
+
+
+def test_validation_alone_works_out_no_practice(tmp_path: Path) -> None:
+    """``b12screen validate`` classifies nobody, so validation skips the practice of last
+    resort (a pass over every row); a run's validation works it out."""
+    from pipeline.engines.steps import prepare
+    from pipeline.state import RunOptions
+
+    args = _inputs(tmp_path)
+    options = RunOptions(labs=str(args[0]), as_of=None)
+    assert prepare(options, classifying=False).inputs["labs"].id_practice is None
+    assert prepare(options).inputs["labs"].id_practice is not None

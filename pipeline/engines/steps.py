@@ -64,11 +64,13 @@ def warn_empty_window(state: RunState) -> None:
 
 
 def prepare(options: RunOptions, progress: Progress | None = None,
-            check_rate: bool = True) -> RunState:
+            classifying: bool = True) -> RunState:
     """Read and validate every input; decide the as-of date. No classification yet.
 
     The reject-rate limit is checked before the as-of date is inferred, so an extract whose
-    every row is bad gets the counts, not a complaint about the date.
+    every row is bad gets the counts, not a complaint about the date. ``classifying``
+    False (``b12screen validate``): no reject-rate stop, and no practice of last resort
+    worked out for a classification that never comes.
     """
     state = new_state(options)
     with state.step("read", progress):
@@ -86,11 +88,12 @@ def prepare(options: RunOptions, progress: Progress | None = None,
 
     today = options.today or today_date()
     with state.step("validate", progress):
-        labs = validate_labs(raw["labs"], state.fmt, state.rules, today)
+        labs = validate_labs(raw["labs"], state.fmt, state.rules, today,
+                             practices=classifying)
         state.inputs["labs"] = labs
-        if check_rate:
+        if classifying:
             check_reject_rate(state)
-        if options.as_of is None and labs.accepted.empty and not check_rate:
+        if options.as_of is None and labs.accepted.empty and not classifying:
             state.as_of = today  # validation only: ages need a date, nothing is classified
         else:
             state.as_of = options.as_of or default_as_of(labs)
@@ -101,7 +104,7 @@ def prepare(options: RunOptions, progress: Progress | None = None,
             state.inputs["medications"] = validate_medications(raw["medications"], state.fmt)
     for validated in state.inputs.values():
         add_input_warnings(state, validated)
-    if check_rate:
+    if classifying:
         check_reject_rate(state)
     del raw
     trim_heap()

@@ -260,12 +260,13 @@ def _oversized(canon: pd.DataFrame) -> pd.Series:
 
 
 def validate_labs(raw: RawInput, fmt: ExtractFormat, rules: RulesProfile,
-                  today: date) -> Validated:
+                  today: date, *, practices: bool = True) -> Validated:
     """Labs: map codes (others skipped), drop exact duplicates, parse and check the rest.
 
     Each text column is factorised once and codes, units, results and dates are converted
     on their distinct values (a lab extract repeats them heavily); patient ids are
-    factorised once here and the codes travel with the accepted rows to classification.
+    factorised once here and the codes travel with the accepted rows to classification,
+    with each id's practice of last resort (``practices``; validation alone needs none).
     """
     spec = fmt.labs
     canon = canonical_view(raw, spec, prefer={"test_code": set(spec.codes)})
@@ -305,8 +306,9 @@ def validate_labs(raw: RawInput, fmt: ExtractFormat, rules: RulesProfile,
     practice_code, practice_u = hz.factorize(canon["practice_id"])
     pid_code, pid_u = pid_future.result()
     beside = ThreadPoolExecutor(max_workers=1)  # while the rows are checked (numpy kernels)
-    id_practice = beside.submit(_latest_practice, pid_code, len(pid_u), (~malformed).to_numpy(),
-                                practice_code, practice_u, date_code, dates_u, credible_u)
+    id_practice = (beside.submit(_latest_practice, pid_code, len(pid_u),
+                                 (~malformed).to_numpy(), practice_code, practice_u, date_code,
+                                 dates_u, credible_u) if practices else None)
     beside.shutdown(wait=False)
     tally = _code_tally(*tally_args, pid_code)
     duplicate = _exact_duplicates(raw, ~skipped & ~malformed,
@@ -420,7 +422,8 @@ def validate_labs(raw: RawInput, fmt: ExtractFormat, rules: RulesProfile,
                      [*raw.warnings, *unmapped_warning(tally, fmt, small_count(rules))],
                      raw.original_columns,
                      pd.Timestamp(credible.max()) if len(credible) else None,
-                     id_codes=pid_code[take], id_values=pid_u, id_practice=id_practice.result(),
+                     id_codes=pid_code[take], id_values=pid_u,
+                     id_practice=id_practice.result() if id_practice else None,
                      codes=tally,
                      unused_columns=list(raw.unused_columns))
 
