@@ -60,8 +60,13 @@ def string(values: pd.Series) -> pa.Array:
 
 
 def number(values: pd.Series) -> pa.Array:
-    """Numbers as short text: 262.0 -> '262', 178.8645 -> '178.86'."""
-    rounded = values.astype("float64").round(2).to_numpy()
+    """Numbers as text, exact enough never to cross a cut-off: 262.0 -> '262', 37.4 ->
+    '37.4', 179.9982 (132.84 pmol/L in ng/L) -> '179.9982'. Rounding to two decimals
+    printed that deficient value as '180' (R1: 180 is indeterminate) and an MMA of 0.451
+    µmol/L, raised, as '0.45' (R5: raised is above 0.45). Six decimals hold exactly any
+    result reported with up to three and converted by a factor of up to three (1.355,
+    0.001), and drop the binary noise of the conversion (179.99820000000003)."""
+    rounded = values.astype("float64").round(6).to_numpy()
     return pa.array(rounded, pa.float64(), from_pandas=True).cast(pa.string())
 
 

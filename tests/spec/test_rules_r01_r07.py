@@ -32,6 +32,7 @@ R1_LABS = """
     R1_pg_ml      | 2026-10-03   | VITB12    | 120    | pg/mL    # pg/mL is ng/L
     R1_pmol_132   | 2026-10-03   | B12       | 132    | pmol/L   # x 1.355 = 178.86 ng/L
     R1_pmol_133   | 2026-10-03   | 14685-2   | 133    | PMOL/L   # 180.22 ng/L
+    R1_pmol_132.84| 2026-10-03   | B12       | 132.84 | pmol/L   # 179.9982 ng/L
     R1_loinc_mass | 2026-10-03   | 2132-9    | 351    |          # unit fixed by the code
 """
 R1_EXPECTED = """
@@ -43,6 +44,7 @@ R1_EXPECTED = """
     R1_pg_ml      | deficient     | b12_total  | 120         | ng/L       | 120            | F
     R1_pmol_132   | deficient     | b12_total  | 178.86      | ng/L       | 178.86         | F
     R1_pmol_133   | indeterminate | b12_total  | 180.215     | ng/L       | 180.215        | T
+    R1_pmol_132.84| deficient     | b12_total  | 179.9982    | ng/L       | 179.9982       | F
     R1_loinc_mass | unlikely      | b12_total  | 351         | ng/L       | 351            | F
 """
 
@@ -168,6 +170,8 @@ R5_LABS = """
     R5_before_index     | 2026-09-01       | B12       | 250    | ng/L
     R5_nmol             | 2026-09-01       | B12       | 250    | ng/L
     R5_nmol             | 2026-09-15       | 13964-2   | 600    | nmol/L   # 0.6 umol/L
+    R5_nmol_451         | 2026-09-01       | B12       | 250    | ng/L
+    R5_nmol_451         | 2026-09-15       | MMA       | 451    | nmol/L   # 0.451 > 0.45
     R5_latest_wins      | 2026-09-01       | B12       | 250    | ng/L
     R5_latest_wins      | 2026-09-10       | MMA       | 0.6    | umol/L
     R5_latest_wins      | 2026-09-20       | MMA       | 0.3    | umol/L
@@ -200,6 +204,7 @@ R5_EXPECTED = """
     R5_same_day         | deficient     | mma          | 0.6        | 2026-09-01 | F         | F
     R5_before_index     | indeterminate | b12_total    |            |            | T         | F
     R5_nmol             | deficient     | mma          | 0.6        | 2026-09-15 | F         | F
+    R5_nmol_451         | deficient     | mma          | 0.451      | 2026-09-15 | F         | F
     R5_latest_wins      | unlikely      | mma          | 0.3        | 2026-09-20 | F         | F
     R5_same_day_highest | deficient     | mma          | 0.6        | 2026-09-20 | F         | F
     R5_keep_deficient   | deficient     | b12_total    | 0.2        | 2026-09-15 | F         | F
@@ -330,6 +335,14 @@ def test_reasons_sentence_names_rules_values_and_dates(patients: pd.DataFrame) -
     assert "R5 MMA 0.6 µmol/L (2026-09-15) raised → deficient" in \
         patients.loc["R5_raised_after", "reasons"]
     assert "R3 censored result spans a cut-off" in patients.loc["R3_lt200", "reasons"]
+    # values as exact as needed never to cross a cut-off: 179.9982 is not "180" (R1: 180
+    # is indeterminate), 0.451 µmol/L is not "0.45" (R5: raised is above 0.45)
+    assert patients.loc["R1_pmol_132.84", "reasons"].startswith(
+        "R1 total B12 179.9982 ng/L (2026-10-03) deficient")
+    assert "R5 MMA 0.451 µmol/L (2026-09-15) raised → deficient" in \
+        patients.loc["R5_nmol_451", "reasons"]
+    assert "R5 MMA 0.45 µmol/L (2026-09-15) normal → unlikely" in \
+        patients.loc["R5_at_limit", "reasons"]
     assert ("R4 same-day total B12 400 ng/L and active B12 20 pmol/L disagree: more severe "
             "band used") in patients.loc["R4_disc_active", "reasons"]
     assert patients.loc["R4_disc_active", "rule_ids"] == "R1 R2 R4 R8 R9"
