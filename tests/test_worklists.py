@@ -18,7 +18,12 @@ try:  # tests/ on sys.path (pytest's default rootdir-less import mode)
     from spec.helpers import read_patients, rows_of, run_cli
 except ImportError:  # tests imported as a package
     from tests.spec.helpers import read_patients, rows_of, run_cli
-from pipeline.outputs.worklists import MMA_ADD_ON, MMA_NEW_SAMPLE, URGENT_ACTIONS
+from pipeline.outputs.worklists import (
+    MMA_ADD_ON,
+    MMA_NEW_SAMPLE,
+    MMA_SPANS_LIMIT,
+    URGENT_ACTIONS,
+)
 from tests.conftest import invoke
 
 LISTS = ("urgent", "mma", "supplementation", "metformin_monitoring", "retest")
@@ -44,6 +49,8 @@ LABS = f"""
     @SUM(1+1)           | 2026-10-07   | B12       | 150    | ng/L | A81001
     -2                  | 2026-10-08   | B12       | 150    | ng/L | A81001
     WL_metformin_old    | 2025-03-01   | B12       | 400    | ng/L | A81001
+    WL_mma_spans        | 2026-09-20   | B12       | 250    | ng/L | B82002
+    WL_mma_spans        | 2026-09-25   | MMA       | <0.6   | umol/L | B82002  # spans 0.45
 """
 #: Results as labs report them: converted from pmol/L, with a trailing zero, censored.
 LABS_REPORTED = """
@@ -114,7 +121,8 @@ def test_expected_order_of_supplementation_and_metformin_lists(run: Path) -> Non
     assert read_list(run, "urgent")["patient_id"].tolist() == ["WL_urgent_old",
                                                                "WL_urgent_neuro"]
     assert read_list(run, "mma")["patient_id"].tolist() == ["WL_mma_older", "WL_mma_newer",
-                                                            "WL_decimal", "WL_converted"]
+                                                            "WL_decimal", "WL_converted",
+                                                            "WL_mma_spans"]
     assert read_list(run, "metformin_monitoring")["patient_id"].tolist() == METFORMIN_ORDER
     assert read_list(run, "retest")["patient_id"].tolist() == ["WL_retest"]
 
@@ -225,6 +233,8 @@ def test_mma_list_names_the_stored_sample_and_whether_it_can_take_an_add_on(run:
     assert (old["sample_age_days"], old["mma_addon_possible"]) == ("46", "false")
     assert old["suggested_action"] == MMA_NEW_SAMPLE
     assert mma.loc["WL_decimal", "specimen_id"] == "S-DEC"
+    # an MMA was done, but its interval spans the limit: no add-on, a quantitative MMA
+    assert mma.loc["WL_mma_spans", "suggested_action"] == MMA_SPANS_LIMIT
 
 
 def test_metformin_list_shows_the_last_b12_test_date(run: Path) -> None:

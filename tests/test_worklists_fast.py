@@ -33,6 +33,7 @@ from pipeline.outputs.worklists import (
     LISTS,
     MMA_ADD_ON,
     MMA_NEW_SAMPLE,
+    MMA_SPANS_LIMIT,
     PAEDIATRIC_NOTE,
     URGENT_ACTIONS,
     build_worklists,
@@ -102,6 +103,8 @@ def reference_build(patients: pd.DataFrame, reported: pd.DataFrame | None = None
             known = rows["mma_addon_possible"]
             rows.loc[known.fillna(False).astype(bool), "suggested_action"] = MMA_ADD_ON
             rows.loc[(~known).fillna(False).astype(bool), "suggested_action"] = MMA_NEW_SAMPLE
+            if "mma_umol_l" in rows:  # an MMA done, its interval spanning the limit
+                rows.loc[rows["mma_umol_l"].notna(), "suggested_action"] = MMA_SPANS_LIMIT
         lists[name] = rows[worklist_columns(name, patients)].reset_index(drop=True)
     return lists
 
@@ -284,6 +287,7 @@ def random_patients(seed: int, n: int = 3000, cohort_order: bool = True) -> pd.D
         frame["not_responding"] = pick(0.05)
         frame["on_b12_combination"] = pick(0.05)
         frame["on_b12_treatment"] = pick(0.5)
+        frame["mma_umol_l"] = np.where(pick(0.1), 0.6, np.nan)
     frame.loc[pick(0.01), ["practice_id", "urgent_review"]] = [pd.NA, True]
     return frame
 
@@ -316,7 +320,8 @@ def test_build_worklists_with_as_of_dates_the_samples() -> None:
     patients = random_patients(3)
     got = build_worklists(patients, as_of=date(2026, 8, 1), mma_addon_max_days=10)
     want = reference_build(patients, as_of="2026-08-01", max_days=10)
-    assert set(want["mma"]["suggested_action"]) == {LISTS["mma"][1], MMA_ADD_ON, MMA_NEW_SAMPLE}
+    assert set(want["mma"]["suggested_action"]) == {LISTS["mma"][1], MMA_ADD_ON, MMA_NEW_SAMPLE,
+                                                    MMA_SPANS_LIMIT}
     for name in want:
         assert_same(got[name], want[name])
 

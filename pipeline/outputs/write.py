@@ -84,7 +84,9 @@ One row per patient per list, grouped by practice, urgent first, then oldest res
                             no B12 prescription active; still deficient on the 3-month check
                             while on treatment (not_responding); indeterminate with neurological
                             symptoms (treat without waiting for the MMA); the action says which
-  mma.csv                   indeterminate result: add on or request methylmalonic acid (MMA)
+  mma.csv                   indeterminate result: add on or request methylmalonic acid (MMA);
+                            where an MMA was done but its result spans the limit (<0.6,
+                            >=0.45), ask the lab for a quantitative MMA or decide clinically
   supplementation.csv       needs B12 supplementation; suggested_regimen gives the regimen,
                             regimen_intent whether it treats a deficiency or prevents one
   metformin_monitoring.csv  on metformin with no B12 test in the last year
