@@ -453,6 +453,28 @@ def test_omop_operator_concepts_become_censors(tmp_path: Path) -> None:
     assert checked.rejected[["source_row", "reasons"]].values.tolist() == [[9, "bad_censor"]]
 
 
+def test_an_omop_operator_sign_overrides_the_text_but_equals_leaves_the_texts_sign(
+        tmp_path: Path) -> None:
+    """value_source_value '>170' beside value_as_number 170: an operator '<' is the ETL's
+    own reading and wins; '=' (which ETLs often fill in for every row) does not turn the
+    lab's '>170' into an exact, deficient 170; no operator keeps the text's sign."""
+    from datetime import date
+
+    from pipeline.config import load_rules
+    from pipeline.ingest.read import read_input
+    from pipeline.ingest.validate import validate_labs
+
+    rows = "\n".join(f"{i},2026-10-01,3000593,170,>170,{op},ng/L"
+                     for i, op in enumerate(["4171756", "4172703", ""], start=1))
+    path = tmp_path / "measurement.csv"
+    path.write_text("person_id,measurement_date,measurement_concept_id,value_as_number,"
+                    "value_source_value,operator_concept_id,unit_source_value\n" + rows + "\n",
+                    encoding="utf-8")
+    fmt = load_format("omop")
+    checked = validate_labs(read_input(path, fmt.labs), fmt, load_rules(), date(2026, 11, 1))
+    assert checked.accepted["censor"].tolist() == ["<", ">", ">"]
+
+
 def _only_unused_columns_reported(manifest: dict) -> None:
     """The only warnings are the one-line reports of columns the format does not use."""
     assert all("column(s) not used by the format" in w for w in manifest["warnings"]), \

@@ -221,7 +221,10 @@ _CENSOR_SPELLINGS = {"": "", "=": "", "<": "<", "<=": "<=", "=<": "<=", ">": ">"
 def parse_censor(series: pd.Series) -> tuple[pd.Series, pd.Series]:
     """A separate censor column (e.g. OMOP operator mapped by the format) to ``CENSORS``.
 
-    Returns (censor, mask of cells that are not a comparison operator); '=' means exact.
+    Returns (censor, mask of cells that are not a comparison operator); '=' means exact
+    and reads as '' (no sign), so a sign in the result text stands: a result reported as
+    ``>170`` beside an OMOP operator ``=`` (which ETLs often fill in for every row) stays
+    censored, not an exact 170 banded as deficient. ``<``/``>`` there override the text.
     """
     text = series.astype("str").fillna("").str.replace(" ", "", regex=False)
     censor = text.map(_CENSOR_SPELLINGS)
