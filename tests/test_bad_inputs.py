@@ -286,6 +286,7 @@ PATIENT_LINES = [
     ("PA01,1950-01-01,F,vegan,no,no,0", "duplicate"),
     (",1950-01-01,F,vegan,no,no,0", "missing_patient_id"),
     ("PA08,1950-01-01,F,VEGAN,YES,N,", "accepted"),
+    ("PA08,1950-01-01,female,vegan,yes,no,", "duplicate"),  # the same patient, spelt anew
     ("PA09,1950-01-01,F", "malformed_row"),
     ("PA10,1950-01-01,F,omnivore,no,no,30cm", "accepted"),  # the column's own unit
     ("PA11,1950-01-01,F,omnivore,no,no,30 mm", "bad_number"),  # another unit
@@ -393,7 +394,7 @@ def test_rejected_patients_and_medications_rows_are_a_warning(corpus_run) -> Non
     result, _ = corpus_run
     warnings = [ln for ln in result.stderr.splitlines() if " rows rejected (" in ln]
     assert warnings == [
-        "warning: patients: 10 of 14 rows rejected (malformed_row 1, missing_patient_id 1, "
+        "warning: patients: 10 of 15 rows rejected (malformed_row 1, missing_patient_id 1, "
         "bad_date 1, future_date 1, bad_yes_no 1, bad_diet 1, bad_number 2, "
         "conflicting_patient_rows 2); those rows' attributes (risk factors, age) are not used "
         "(rejected.csv lists them)",

@@ -272,6 +272,18 @@ def unit_factors(harmonise: dict) -> dict[str, dict[str, float]]:
     }
 
 
+#: One word per sex, whichever way the patients input spells it (any case).
+_SEX_WORDS = {"f": "female", "m": "male"}
+
+
+def sex_words(series: pd.Series) -> pd.Series:
+    """The patients input's sex in lower case, ``f``/``m`` as ``female``/``male``: two rows of
+    one patient that spell it differently (``F`` and ``female``) say the same thing and are
+    one patient, not conflicting rows. Other values are kept as written (lower case)."""
+    text = series.astype("str").str.lower()
+    return text.replace(_SEX_WORDS)
+
+
 def parse_yes_no(series: pd.Series, spec: InputSpec) -> tuple[pd.Series, pd.Series]:
     """(value as nullable boolean, mask of cells that are neither yes, no nor empty)."""
     lowered = series.astype("str").str.strip().str.lower()

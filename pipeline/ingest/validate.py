@@ -619,7 +619,7 @@ def validate_patients(raw: RawInput, fmt: ExtractFormat, as_of: date) -> Validat
     diet = canon["diet"].str.lower()
     normalised = pd.DataFrame({
         "patient_id": canon["patient_id"], "birth_date": birth, "age_input": age,
-        "sex": canon["sex"].str.lower(), "practice_id": canon["practice_id"],
+        "sex": hz.sex_words(canon["sex"]), "practice_id": canon["practice_id"],
         "diet": diet.where(diet != "", "unknown"), **flags, "ileal_resection_cm": ileal,
     })
     duplicate = normalised.duplicated(keep="first") & ~malformed
