@@ -476,6 +476,28 @@ def _reason_rows(text: str) -> dict[tuple[str, str], int]:
     return out
 
 
+def test_validate_folder_accounts_for_rows_as_a_run_does(corpus, corpus_run,
+                                                          tmp_path: Path) -> None:
+    """One audit script reads both: a validate manifest lays out its accounting as a run's
+    (the equation, totals under ``accounting`` and at the top level, ``by_input``)."""
+    _, run_out = corpus_run
+    out = tmp_path / "validate"
+    result = invoke("validate", corpus["labs"], "--patients", corpus["patients"],
+                    "--medications", corpus["medications"], "--as-of", AS_OF,
+                    "--max-reject-rate", "1", "--out", out, "--quiet")
+    assert result.exit_code == 0, result.output
+    run = json.loads((run_out / "manifest.json").read_text())
+    checked = json.loads((out / "manifest.json").read_text())
+    keys = ["rows_read", "rows_accepted", "rows_rejected", "rows_skipped_other_tests",
+            "rows_exact_duplicates"]
+    assert checked["accounting"]["by_input"] == run["accounting"]["by_input"]
+    assert [checked[k] for k in keys] == [checked["accounting"][k] for k in keys] \
+        == [run[k] for k in keys]
+    assert checked["accounting"]["equation"] == run["accounting"]["equation"]
+    assert checked["accounting"]["balanced"] is True
+    assert "rows_after_as_of" not in checked["accounting"]  # nothing is classified
+
+
 def test_validate_shows_reasons_and_writes_rejected_rows(corpus, tmp_path: Path) -> None:
     out = tmp_path / "validate"
     result = invoke("validate", corpus["labs"], "--patients", corpus["patients"],

@@ -405,6 +405,37 @@ def run_configuration(state: RunState) -> dict[str, Any]:
     }
 
 
+TOTAL_KEYS = ("rows_read", "rows_accepted", "rows_rejected", "rows_skipped_other_tests",
+              "rows_exact_duplicates")
+
+
+def _count(counts: dict[str, Any], key: str) -> int:
+    """One input's count for a total; every input's skipped rows count as skipped."""
+    if key == "rows_skipped_other_tests":
+        return sum(n for k, n in counts.items() if k.startswith("rows_skipped"))
+    return counts[key]
+
+
+def accounting_record(state: RunState, rows_after_as_of: int | None = None
+                      ) -> tuple[dict[str, Any], dict[str, int]]:
+    """A manifest's ``accounting`` and its totals (repeated at its top level), the same for
+    a run and a validate folder, so one audit script reads both: the SPEC's equation over
+    *every* input row (labs, patients and medications: other tests and unclassified
+    medicines are both "skipped"), each input's own counts under ``by_input``.
+    ``rows_after_as_of``: a run's results dated after the as-of date (validate: none)."""
+    by_input = state.accounting()
+    totals = {key: sum(_count(c, key) for c in by_input.values()) for key in TOTAL_KEYS}
+    after = {} if rows_after_as_of is None else {"rows_after_as_of": rows_after_as_of}
+    return {
+        "equation": "rows_read = rows_accepted + rows_rejected"
+                    " + rows_skipped_other_tests + rows_exact_duplicates",
+        **totals,
+        **after,
+        "balanced": all(c["balanced"] for c in by_input.values()),
+        "by_input": by_input,
+    }, totals
+
+
 def rejected_frame(state: RunState) -> pd.DataFrame:
     """Every input's rejected rows in one table (each with its input, source row and
     reasons), or an empty table with the labs' columns when nothing was rejected."""

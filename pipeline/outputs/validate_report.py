@@ -13,6 +13,7 @@ from pipeline import __version__
 from pipeline.ingest.read import sha256_file
 from pipeline.outputs.run_folder import MANIFEST, files_of, replacing, restrict
 from pipeline.outputs.tables import (
+    accounting_record,
     rejected_frame,
     run_configuration,
     write_json,
@@ -32,14 +33,17 @@ def write_rejected_folder(rejected: pd.DataFrame, folder: Path,
 
 
 def validate_manifest(folder: Path, state: RunState | None) -> dict[str, Any]:
-    """What a validate folder holds (every file, hashed) and the accounting behind it."""
+    """What a validate folder holds (every file, hashed) and the accounting behind it, laid
+    out as a run's manifest lays it out (``accounting`` with ``by_input``, totals at the top
+    level)."""
+    accounting, totals = accounting_record(state) if state else ({}, {})
     return {
         "b12screen_version": __version__,
         "kind": "validate",
         "created_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "as_of": state.as_of.isoformat() if state and state.as_of else None,
         **(run_configuration(state) if state else {}),
-        "accounting": state.accounting() if state else {},
+        **({"accounting": accounting, **totals} if state else {"accounting": {}}),
         "warnings": list(state.warnings) if state else [],
         "outputs": {p.relative_to(folder).as_posix(): sha256_file(p)
                     for p in files_of(folder)},

@@ -51,6 +51,7 @@ from pipeline.outputs.tables import (
     PATIENTS_SCHEMA,
     RESULTS_SCHEMA,
     ROW_GROUP,
+    accounting_record,
     encode_frame,
     neutralise,
     rejected_by_reason,
@@ -510,29 +511,16 @@ def _figures(state: RunState, sex: pd.Series | None) -> CohortFigures:
     return CohortFigures.of(state.classified.patients, state.as_of, sex=sex)
 
 
-TOTAL_KEYS = ("rows_read", "rows_accepted", "rows_rejected", "rows_skipped_other_tests",
-              "rows_exact_duplicates")
-
-
-def _count(counts: dict[str, Any], key: str) -> int:
-    """One input's count for a total; every input's skipped rows count as skipped."""
-    if key == "rows_skipped_other_tests":
-        return sum(n for k, n in counts.items() if k.startswith("rows_skipped"))
-    return counts[key]
-
-
 def manifest(state: RunState, previous: Path | None, digests: dict[str, str]
              ) -> dict[str, Any]:
     """Audit record: inputs with hashes, configuration, as-of, accounting, timings.
 
-    ``accounting`` proves the SPEC's equation over *every* input row (labs, patients and
-    medications: other tests and unclassified medicines are both "skipped"), with each
-    input's own counts under ``by_input``; the totals are repeated at the top level.
+    ``accounting`` proves the SPEC's equation over every input row
+    (``tables.accounting_record``); the totals are repeated at the top level.
     """
     classified = state.classified
-    by_input = state.accounting()
-    totals = {key: sum(_count(c, key) for c in by_input.values()) for key in TOTAL_KEYS}
     after = classified.rows_after_as_of if classified else 0
+    accounting, totals = accounting_record(state, after)
     return {
         "b12screen_version": __version__,
         "kind": "run",
@@ -543,14 +531,7 @@ def manifest(state: RunState, previous: Path | None, digests: dict[str, str]
         **run_configuration(state),
         "options": {"max_reject_rate": state.options.max_reject_rate,
                     "previous_run": str(previous) if previous else None},
-        "accounting": {
-            "equation": "rows_read = rows_accepted + rows_rejected"
-                        " + rows_skipped_other_tests + rows_exact_duplicates",
-            **totals,
-            "rows_after_as_of": after,
-            "balanced": all(c["balanced"] for c in by_input.values()),
-            "by_input": by_input,
-        },
+        "accounting": accounting,
         **totals,
         "rows_after_as_of": after,
         "patients": state.patients(),
