@@ -33,18 +33,15 @@ def _assert_as_pandas(keys: np.ndarray) -> None:
 @settings(max_examples=200, deadline=None)
 @given(keys=KEYS)
 def test_factorize_keys_in_buckets_is_pandas_factorize(keys: list[int]) -> None:
-    with (mock.patch.object(hashing, "BUCKETS_FROM", 0),  # the buckets on small keys too
-          mock.patch.object(hashing, "THREADS_FROM", 0)):  # a half may hold no key at all
+    with mock.patch.object(hashing, "BUCKETS_FROM", 0):  # the buckets on small keys too
         _assert_as_pandas(np.array(keys, dtype=np.uint64))
 
 
 @pytest.mark.parametrize("distinct", [7, 300_000, 2_000_000], ids=["few", "some", "most"])
-@pytest.mark.parametrize("threads_from", [1 << 22, 0], ids=["one-thread", "two-threads"])
-def test_factorize_keys_on_millions_of_ids(distinct: int, threads_from: int) -> None:
+def test_factorize_keys_on_millions_of_ids(distinct: int) -> None:
     rng = np.random.default_rng(11)
     ids = rng.integers(0, distinct, hashing.BUCKETS_FROM + 12_345).astype(np.uint64)
-    with mock.patch.object(hashing, "THREADS_FROM", threads_from):
-        _assert_as_pandas(ids * np.uint64(0x100000001B3))  # spread over the high bits too
+    _assert_as_pandas(ids * np.uint64(0x100000001B3))  # spread over the high bits too
 
 
 def test_text_codes_in_buckets_keep_missing_cells_out() -> None:
