@@ -103,8 +103,9 @@ def reference_build(patients: pd.DataFrame, reported: pd.DataFrame | None = None
             known = rows["mma_addon_possible"]
             rows.loc[known.fillna(False).astype(bool), "suggested_action"] = MMA_ADD_ON
             rows.loc[(~known).fillna(False).astype(bool), "suggested_action"] = MMA_NEW_SAMPLE
-            if "mma_umol_l" in rows:  # an MMA done, its interval spanning the limit
-                rows.loc[rows["mma_umol_l"].notna(), "suggested_action"] = MMA_SPANS_LIMIT
+            if {"mma_umol_l", "status_basis"} <= set(rows):  # an MMA that settled nothing
+                spans = rows["mma_umol_l"].notna() & (rows["status_basis"] != "mma")
+                rows.loc[spans.to_numpy(dtype=bool), "suggested_action"] = MMA_SPANS_LIMIT
         lists[name] = rows[worklist_columns(name, patients)].reset_index(drop=True)
     return lists
 
@@ -287,7 +288,9 @@ def random_patients(seed: int, n: int = 3000, cohort_order: bool = True) -> pd.D
         frame["not_responding"] = pick(0.05)
         frame["on_b12_combination"] = pick(0.05)
         frame["on_b12_treatment"] = pick(0.5)
-        frame["mma_umol_l"] = np.where(pick(0.1), 0.6, np.nan)
+        frame["mma_umol_l"] = np.where(pick(0.2), 0.6, np.nan)
+        frame["status_basis"] = pd.array(np.array(["mma", "b12_total", "none"])[
+            rng.integers(0, 3, n)], dtype="str")
     frame.loc[pick(0.01), ["practice_id", "urgent_review"]] = [pd.NA, True]
     return frame
 

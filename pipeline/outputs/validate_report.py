@@ -22,8 +22,7 @@ from pipeline.outputs.tables import (
 from pipeline.state import RunState
 
 
-def write_rejected_folder(rejected: pd.DataFrame, folder: Path,
-                          state: RunState | None = None) -> None:
+def write_rejected_folder(rejected: pd.DataFrame, folder: Path, state: RunState) -> None:
     """The rejected rows alone, in their own (owner-only) folder, with a manifest that
     lists them: a later validate or run may then replace the folder, and nothing else."""
     with replacing(folder, "validate folder") as tmp:
@@ -32,19 +31,20 @@ def write_rejected_folder(rejected: pd.DataFrame, folder: Path,
         restrict(tmp, set())
 
 
-def validate_manifest(folder: Path, state: RunState | None) -> dict[str, Any]:
+def validate_manifest(folder: Path, state: RunState) -> dict[str, Any]:
     """What a validate folder holds (every file, hashed) and the accounting behind it, laid
     out as a run's manifest lays it out (``accounting`` with ``by_input``, totals at the top
     level)."""
-    accounting, totals = accounting_record(state) if state else ({}, {})
+    accounting, totals = accounting_record(state)
     return {
         "b12screen_version": __version__,
         "kind": "validate",
         "created_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "as_of": state.as_of.isoformat() if state and state.as_of else None,
-        **(run_configuration(state) if state else {}),
-        **({"accounting": accounting, **totals} if state else {"accounting": {}}),
-        "warnings": list(state.warnings) if state else [],
+        "as_of": state.as_of.isoformat() if state.as_of else None,
+        **run_configuration(state),
+        "accounting": accounting,
+        **totals,
+        "warnings": list(state.warnings),
         "outputs": {p.relative_to(folder).as_posix(): sha256_file(p)
                     for p in files_of(folder)},
     }

@@ -52,8 +52,9 @@ URGENT_ACTIONS = (
 MMA_ADD_ON = "Add on serum methylmalonic acid (MMA) to the stored sample"
 MMA_NEW_SAMPLE = ("Request serum methylmalonic acid (MMA) on a new sample: the stored sample is "
                   "too old to add on")
-#: The MMA list's action where an MMA was done but its censored result spans the limit
-#: (``<0.6`` or ``>=0.45`` µmol/L, R3/R5): adding one to the sample again tells nothing new.
+#: The MMA list's action where an MMA was done but did not settle the status: its censored
+#: result spans the profile's limit (e.g. ``>=0.45`` µmol/L at the default 0.45, R3/R5), and
+#: adding one to the sample again tells nothing new.
 MMA_SPANS_LIMIT = ("MMA done, but its result spans the limit (see reasons): ask the lab for "
                    "a quantitative MMA, or decide clinically")
 #: Days after collection within which a lab can still add a test to a stored sample (the
@@ -177,9 +178,11 @@ def build_worklists(patients: pd.DataFrame, results: pd.DataFrame | None = None,
         **sample,
     }
     possible = sample["mma_addon_possible"]  # unknown, possible, too old: the action
-    # an indeterminate patient with an MMA has one whose interval spans the limit
-    mma_done = (np.asarray(patients["mma_umol_l"].notna())[rows]
-                if "mma_umol_l" in patients else np.zeros(len(rows), dtype=bool))
+    # an MMA that did not settle the status (R5): its interval spans the limit
+    mma_done = (np.asarray(patients["mma_umol_l"].notna()
+                           & patients["status_basis"].ne("mma").fillna(True))[rows]
+                if {"mma_umol_l", "status_basis"} <= set(patients.columns)
+                else np.zeros(len(rows), dtype=bool))
     mma_action = _text([LISTS["mma"][1], MMA_ADD_ON, MMA_NEW_SAMPLE, MMA_SPANS_LIMIT],
                        np.where(mma_done, 3, np.where(possible.isna(), 0,
                                                       np.where(possible.fillna(False), 1, 2))))

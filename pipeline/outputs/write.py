@@ -86,8 +86,10 @@ One row per patient per list, grouped by practice, urgent first, then oldest res
                             while on treatment (not_responding); indeterminate with neurological
                             symptoms (treat without waiting for the MMA); the action says which
   mma.csv                   indeterminate result: add on or request methylmalonic acid (MMA);
-                            where an MMA was done but its result spans the limit (<0.6,
-                            >=0.45), ask the lab for a quantitative MMA or decide clinically
+                            where an MMA was done but its result spans the limit (e.g.
+                            >=0.45 at the default 0.45 umol/L), ask the lab for a
+                            quantitative MMA or decide clinically (mma_addon_possible then
+                            only describes the stored sample)
   supplementation.csv       needs B12 supplementation; suggested_regimen gives the regimen,
                             regimen_intent whether it treats a deficiency or prevents one
   metformin_monitoring.csv  on metformin with no B12 test in the last year
