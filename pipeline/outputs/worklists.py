@@ -179,8 +179,9 @@ def build_worklists(patients: pd.DataFrame, results: pd.DataFrame | None = None,
     }
     possible = sample["mma_addon_possible"]  # unknown, possible, too old: the action
     # an MMA that did not settle the status (R5): its interval spans the limit
-    mma_done = (np.asarray(patients["mma_umol_l"].notna()
-                           & patients["status_basis"].ne("mma").fillna(True))[rows]
+    mma_done = (pd.Series(patients["mma_umol_l"].array.take(rows)).notna().to_numpy()
+                & pd.Series(patients["status_basis"].array.take(rows)).ne("mma")
+                .fillna(True).to_numpy(dtype=bool)
                 if {"mma_umol_l", "status_basis"} <= set(patients.columns)
                 else np.zeros(len(rows), dtype=bool))
     mma_action = _text([LISTS["mma"][1], MMA_ADD_ON, MMA_NEW_SAMPLE, MMA_SPANS_LIMIT],
